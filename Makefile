@@ -1,0 +1,47 @@
+# costcontrol: `make run` (set-up + the whole app) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+export PORT
+
+.PHONY: run test bench lint fmt venv bootstrap migrate clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements/base.txt requirements/prod.txt requirements/dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	touch $@
+
+## make run: install, migrate, bootstrap (prices, beat schedule, admin user), start web + worker + beat.
+run: venv
+	@mkdir -p var/celery
+	$(PY) manage.py migrate --no-input
+	$(PY) manage.py bootstrap
+	@echo ""
+	@echo "costcontrol admin: http://127.0.0.1:$(PORT)/admin/   (web, Celery worker and beat start below; Ctrl-C stops all)"
+	@echo ""
+	$(VENV)/bin/honcho start -f Procfile
+
+## make test: the whole suite on SQLite, then on a PostgreSQL it starts itself.
+test: venv
+	bin/run-tests
+
+## make bench: benchmarks (not tests): medians and ratios to a reference measured in the same run.
+bench: venv
+	bin/with-postgres $(PY) bench/record_path.py
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+fmt: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf var/celery

@@ -1,0 +1,1 @@
+"""Alerts: rules, incidents, channels and the notification outbox. Built in the alerts issue."""

@@ -1,0 +1,1 @@
+"""Budgets: what may be spent (scopes, periods, thresholds). Built in the budgets issue."""

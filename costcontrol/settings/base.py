@@ -1,0 +1,189 @@
+"""Settings shared by every environment. Values come from the environment, read once here.
+
+Every variable is documented in the README's configuration table with its default.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+# A .env file beside manage.py is read if present; real environment variables win.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """Booleans are read strictly: an ambiguous value is an error, never a guess."""
+    raw = env.str(name, default="")
+    if raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise environ.ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+
+
+def env_decimal(name: str, default: str) -> Decimal:
+    raw = env.str(name, default=default)
+    try:
+        value = Decimal(raw)
+    except Exception:  # noqa: BLE001 - any parse failure is a configuration error
+        raise environ.ImproperlyConfigured(f"{name}={raw!r} is not a decimal number") from None
+    if not value.is_finite() or value < 0:
+        raise environ.ImproperlyConfigured(f"{name}={raw!r} must be a finite, non-negative number")
+    return value
+
+
+def env_secret(name: str, default: str | None = None) -> str | None:
+    """A secret from NAME, or from the file named by NAME_FILE (Docker/systemd credentials)."""
+    path = env.str(f"{name}_FILE", default="")
+    if path:
+        return Path(path).read_text().strip()
+    return env.str(name, default=default)
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_TZ = True
+LANGUAGE_CODE = "en-us"
+USE_I18N = True
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "costcontrol",
+    "tracking",
+    "budgets",
+    "alerts",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "costcontrol.urls"
+WSGI_APPLICATION = "costcontrol.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------
+# Embedded default: SQLite under var/. DATABASE_URL=postgres://... switches to PostgreSQL.
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'costcontrol.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            # Wait up to SQLITE_BUSY_TIMEOUT seconds for the write lock instead of failing at once.
+            "timeout": env.int("SQLITE_BUSY_TIMEOUT", default=20),
+            # Take the write lock when a transaction starts: a deferred transaction that reads
+            # first and writes later cannot be retried by SQLite and fails with "database is locked".
+            "transaction_mode": "IMMEDIATE",
+            # WAL lets readers (the admin, beat) run beside the writer.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Celery -----------------------------------------------------------------
+# Embedded default: Celery's filesystem transport under var/celery (no broker to run).
+# CELERY_BROKER_URL=redis://... switches to Redis.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _queue_dir = VAR_DIR / "celery" / "queue"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_dir),
+        "data_folder_out": str(_queue_dir),
+        "processed_folder": str(VAR_DIR / "celery" / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=15 * 60)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=14 * 60)
+# A task is acknowledged after it ran, so a worker killed mid-task leaves it for another worker;
+# services are idempotent, so a re-run changes nothing twice.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- costcontrol --------------------------------------------------------------
+# The seeds' names; later issues (budgets, alerts, GPU, batches) read them.
+MONTHLY_BUDGET = env_decimal("MONTHLY_BUDGET", "250")
+GPU_BURST = env_bool("GPU_BURST", False)
+GPU_BURST_COST_DOLLARS = env_decimal("GPU_BURST_COST_DOLLARS", "0.50")
+GPU_COST_DAILY_THRESHOLD = env_decimal("GPU_COST_DAILY_THRESHOLD", "25")
+GPU_COST_MONTHLY_THRESHOLD = env_decimal("GPU_COST_MONTHLY_THRESHOLD", "100")
+GPU_USAGE_CHECK_INTERVAL_SECONDS = env.int("GPU_USAGE_CHECK_INTERVAL_SECONDS", default=3600)
+COST_PER_LEAD_THRESHOLD = env_decimal("COST_PER_LEAD_THRESHOLD", "3.00")
+ALERT_EMAIL_TO = env.list("ALERT_EMAIL_TO", default=[])
+
+# How far in the future an event's timestamp may lie (clock skew between hosts).
+COSTCONTROL_MAX_FUTURE_SKEW_SECONDS = env.int("COSTCONTROL_MAX_FUTURE_SKEW_SECONDS", default=300)
+# Providers accepted even though the price catalog has no price for them (explicit amounts only).
+COSTCONTROL_EXTRA_PROVIDERS = env.list("COSTCONTROL_EXTRA_PROVIDERS", default=[])
+COSTCONTROL_DEFAULT_CATALOG = BASE_DIR / "tracking" / "data" / "default_catalog.json"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -1,0 +1,13 @@
+"""pytest: the same settings as local, with fast password hashing and eager-free Celery."""
+
+from __future__ import annotations
+
+from .base import *  # noqa: F403
+from .base import env_secret
+
+DEBUG = False
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY", "test-only-not-secret")
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+CELERY_BROKER_URL = "memory://"
+CELERY_BROKER_TRANSPORT_OPTIONS = {}

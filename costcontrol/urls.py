@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.urls import path
+from django.views.generic import RedirectView
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness for load balancers and compose health checks: the process answers."""
+    return JsonResponse({"status": "ok"})
+
+
+admin.site.site_header = "costcontrol"
+admin.site.site_title = "costcontrol"
+admin.site.index_title = "Spend, budgets and alerts"
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]

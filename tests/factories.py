@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import factory
+from factory.django import DjangoModelFactory
+
+from tracking.models import Price, Team, Unit
+
+
+class TeamFactory(DjangoModelFactory):
+    class Meta:
+        model = Team
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"team-{n}")
+
+
+class PriceFactory(DjangoModelFactory):
+    class Meta:
+        model = Price
+
+    provider = "openai"
+    model = factory.Sequence(lambda n: f"model-{n}")
+    operation = "chat"
+    unit = Unit.INPUT_TOKEN
+    variant = ""
+    unit_price = Decimal("0.000001")
+    currency = "USD"
+    valid_from = datetime(2020, 1, 1, tzinfo=UTC)
+    valid_until = None
+    source = "test"

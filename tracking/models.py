@@ -1,0 +1,252 @@
+"""What was spent: the price catalog, the cost ledger and its hourly rollups."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from costcontrol.money import PRICE_MAX_DIGITS, PRICE_PLACES, MoneyField
+
+
+class Team(models.Model):
+    """A group of people. Entries (and later budgets and channels) may belong to one; none = organisation-wide."""
+
+    name = models.CharField(
+        "name", max_length=100, unique=True, help_text="Shown in reports; also the team:NAME scope."
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="costcontrol_teams", verbose_name="members"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Unit(models.TextChoices):
+    """What a price is per. Each unit has a quantity column of the same meaning on CostEntry."""
+
+    INPUT_TOKEN = "input_token", "input token"
+    OUTPUT_TOKEN = "output_token", "output token"
+    CACHED_INPUT_TOKEN = "cached_input_token", "cached input token (cache read)"
+    CACHE_WRITE_TOKEN = "cache_write_token", "cache write token"
+    REASONING_TOKEN = "reasoning_token", "reasoning token"
+    EMBEDDING_TOKEN = "embedding_token", "embedding token"
+    IMAGE = "image", "image"
+    REQUEST = "request", "request"
+    SECOND = "second", "second"
+    GPU_HOUR = "gpu_hour", "GPU-hour"
+
+
+# Unit -> the CostEntry quantity field that counts it.
+UNIT_QUANTITY_FIELD: dict[str, str] = {
+    Unit.INPUT_TOKEN: "input_tokens",
+    Unit.OUTPUT_TOKEN: "output_tokens",
+    Unit.CACHED_INPUT_TOKEN: "cached_input_tokens",
+    Unit.CACHE_WRITE_TOKEN: "cache_write_tokens",
+    Unit.REASONING_TOKEN: "reasoning_tokens",
+    Unit.EMBEDDING_TOKEN: "embedding_tokens",
+    Unit.IMAGE: "images",
+    Unit.REQUEST: "requests",
+    Unit.SECOND: "seconds",
+    Unit.GPU_HOUR: "gpu_hours",
+}
+INTEGER_QUANTITY_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "embedding_tokens",
+    "images",
+    "requests",
+)
+DECIMAL_QUANTITY_FIELDS = ("seconds", "gpu_hours")
+TOKEN_FIELDS = INTEGER_QUANTITY_FIELDS[:6]
+
+
+class Price(models.Model):
+    """One version of a unit price. A new price closes the one in force instead of overwriting it.
+
+    (provider, model, operation, unit, variant) identifies what is priced; valid_from/valid_until
+    say when. At most one version of a key is open (valid_until empty): the catalog services
+    enforce it by closing the open version at the new one's valid_from.
+    """
+
+    provider = models.CharField("provider", max_length=100, help_text="e.g. openai, anthropic, gemini, replicate.")
+    model = models.CharField("model", max_length=200, help_text="The provider's model name, e.g. gpt-4o.")
+    operation = models.CharField(
+        "operation",
+        max_length=50,
+        blank=True,
+        help_text="What the call does (chat, embedding, image_generation, audio_transcription, ...).",
+    )
+    unit = models.CharField("unit", max_length=30, choices=Unit.choices)
+    variant = models.CharField(
+        "variant",
+        max_length=100,
+        blank=True,
+        help_text="Size/quality where the provider prices them separately, e.g. hd/1024-x-1792. Empty for most.",
+    )
+    unit_price = models.DecimalField(
+        "unit price", max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_PLACES, help_text="Price of one unit."
+    )
+    currency = models.CharField("currency", max_length=3, default="USD")
+    valid_from = models.DateTimeField("valid from", help_text="Events at or after this time use this price.")
+    valid_until = models.DateTimeField(
+        "valid until", null=True, blank=True, help_text="Empty while in force; set when a newer price replaces it."
+    )
+    source = models.CharField("source", max_length=200, blank=True, help_text="Where this price came from.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["provider", "model", "operation", "unit", "variant", "-valid_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "model", "operation", "unit", "variant", "valid_from"], name="price_version_unique"
+            ),
+            models.CheckConstraint(condition=Q(unit_price__gte=0), name="price_unit_price_non_negative"),
+            models.CheckConstraint(
+                condition=Q(valid_until__isnull=True) | Q(valid_until__gt=models.F("valid_from")),
+                name="price_validity_ordered",
+            ),
+        ]
+        indexes = [
+            # Pricing an event: prices of (provider, model) in force at the event's time.
+            models.Index(fields=["provider", "model", "valid_from"], name="price_lookup_idx"),
+        ]
+
+    def __str__(self) -> str:
+        what = f"{self.provider}/{self.model}"
+        if self.operation:
+            what += f" {self.operation}"
+        if self.variant:
+            what += f" [{self.variant}]"
+        return f"{what}: {self.unit_price.normalize():f} {self.currency}/{self.unit}"
+
+
+class Outcome(models.TextChoices):
+    SUCCESS = "success", "success"
+    ERROR = "error", "error"
+    RATE_LIMITED = "rate_limited", "rate limited"
+
+
+class PricingStatus(models.TextChoices):
+    PRICED = "priced", "priced from the catalog"
+    EXPLICIT = "explicit", "explicit amount"
+    UNPRICED = "unpriced", "unpriced (no price in force)"
+
+
+class CostEntry(models.Model):
+    """The ledger: one row per billable event. Append-only; a correction is a new row.
+
+    The database refuses UPDATEs of this table (a trigger, see migration 0002).
+    """
+
+    occurred_at = models.DateTimeField("occurred at", db_index=True)
+    recorded_at = models.DateTimeField("recorded at", auto_now_add=True)
+    provider = models.CharField("provider", max_length=100)
+    model = models.CharField("model", max_length=200)
+    operation = models.CharField("operation", max_length=50, blank=True)
+    variant = models.CharField("variant", max_length=100, blank=True)
+    service = models.CharField("service", max_length=100, blank=True, help_text="The calling application.")
+    subject = models.CharField("subject", max_length=200, blank=True, help_text="End user id (a plain string).")
+    job = models.CharField("job", max_length=200, blank=True, help_text="Batch/job id.")
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.PROTECT, related_name="cost_entries")
+    tags = models.JSONField("tags", default=dict, blank=True)
+
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cached_input_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    embedding_tokens = models.PositiveBigIntegerField(default=0)
+    images = models.PositiveBigIntegerField(default=0)
+    requests = models.PositiveBigIntegerField(default=0)
+    seconds = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+    gpu_hours = models.DecimalField(max_digits=18, decimal_places=9, default=0)
+
+    amount = MoneyField("amount")
+    currency = models.CharField("currency", max_length=3, default="USD")
+    pricing_status = models.CharField(max_length=10, choices=PricingStatus.choices)
+    prices_used = models.JSONField(
+        "prices used", default=dict, blank=True, help_text="Unit -> {price id, unit price} that made the amount."
+    )
+    is_estimate = models.BooleanField(
+        "estimate", default=True, help_text="True for costs computed here; False for invoiced actuals."
+    )
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.SUCCESS)
+    duration_ms = models.PositiveIntegerField("duration (ms)", null=True, blank=True)
+    idempotency_key = models.CharField("idempotency key", max_length=200, unique=True)
+    corrects = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="corrections", verbose_name="corrects"
+    )
+    note = models.CharField("note", max_length=500, blank=True, help_text="Why a correction was made.")
+
+    class Meta:
+        verbose_name = "cost entry"
+        verbose_name_plural = "cost entries"
+        ordering = ["-occurred_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(seconds__gte=0), name="costentry_seconds_non_negative"),
+            models.CheckConstraint(condition=Q(gpu_hours__gte=0), name="costentry_gpu_hours_non_negative"),
+            # Only corrections may be negative (a refund or a lowered price).
+            models.CheckConstraint(
+                condition=Q(amount__gte=0) | Q(corrects__isnull=False), name="costentry_amount_non_negative"
+            ),
+        ]
+        indexes = [
+            # Admin change list filtered by provider/model, newest first.
+            models.Index(fields=["provider", "model", "occurred_at"], name="costentry_provider_model_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.occurred_at:%Y-%m-%d %H:%M} {self.provider}/{self.model} {self.amount} {self.currency}"
+
+
+class SpendRollup(models.Model):
+    """Running totals of one scope in one UTC hour, maintained in the entry's own transaction.
+
+    Scopes: global, provider:X, service:X, model:X, subject:X, job:X, team:X, tag:K=V.
+    Everything that asks "how much in this window" reads these rows, never the ledger.
+    """
+
+    scope = models.CharField(max_length=320)
+    bucket = models.DateTimeField(help_text="Start of the UTC hour.")
+    currency = models.CharField(max_length=3, default="USD")
+    amount = MoneyField(default=0)
+    events = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    rate_limited = models.BigIntegerField(default=0)
+    unpriced = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    embedding_tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "spend rollup"
+        constraints = [
+            # Also the index for "scope S between hours A and B" (scope first, then bucket).
+            models.UniqueConstraint(fields=["scope", "bucket", "currency"], name="spendrollup_scope_bucket_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} @ {self.bucket:%Y-%m-%d %H:00}: {self.amount} {self.currency}"
+
+
+# The counters a rollup row carries, in a fixed order (the upsert SQL and verify_ledger use it).
+ROLLUP_COUNTERS = (
+    "amount",
+    "events",
+    "errors",
+    "rate_limited",
+    "unpriced",
+    *TOKEN_FIELDS,
+)

@@ -1,0 +1,126 @@
+"""Turning usage into money with the price in force at the event's time.
+
+A :class:`PriceBook` holds every version of the prices of a set of (provider, model) pairs,
+loaded with one query, and quotes any number of events against them. The record path loads
+one per call (single event) or one per batch (bulk form).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Q
+
+from costcontrol.money import round_money
+
+from .models import UNIT_QUANTITY_FIELD, Price, PricingStatus, Unit
+
+# When a model has no price for a unit, the unit is billed at another unit's price, as the
+# providers bill it: embedding tokens are input tokens; reasoning tokens are output tokens;
+# cache reads and writes cost full input price where the model has no cache discount.
+UNIT_FALLBACK: dict[str, str] = {
+    Unit.EMBEDDING_TOKEN: Unit.INPUT_TOKEN,
+    Unit.REASONING_TOKEN: Unit.OUTPUT_TOKEN,
+    Unit.CACHED_INPUT_TOKEN: Unit.INPUT_TOKEN,
+    Unit.CACHE_WRITE_TOKEN: Unit.INPUT_TOKEN,
+}
+
+
+@dataclass(frozen=True)
+class Quote:
+    amount: Decimal
+    currency: str
+    status: str
+    operation: str
+    prices_used: dict[str, object] = field(default_factory=dict)
+
+
+class PriceBook:
+    """Every price version of some (provider, model) pairs, indexed for quoting."""
+
+    def __init__(self, prices: Iterable[Price]) -> None:
+        self._by_model: dict[tuple[str, str], list[Price]] = defaultdict(list)
+        for price in prices:
+            self._by_model[(price.provider, price.model)].append(price)
+
+    @classmethod
+    def load(cls, pairs: Iterable[tuple[str, str]]) -> PriceBook:
+        pairs = set(pairs)
+        if not pairs:
+            return cls([])
+        condition = Q()
+        for provider, model in pairs:
+            condition |= Q(provider=provider, model=model)
+        return cls(Price.objects.filter(condition))
+
+    def has_model(self, provider: str, model: str) -> bool:
+        return (provider, model) in self._by_model
+
+    def quote(
+        self, *, provider: str, model: str, operation: str, variant: str, at: datetime, quantities: Mapping[str, object]
+    ) -> Quote:
+        """Price the quantities with the versions in force at `at`.
+
+        Operation: when the catalog prices the model under one operation only, that price
+        applies whatever operation the caller named (and fills an empty one); when it prices
+        several, the caller's operation must match one of them.
+        Variant (image size/quality): must match; an empty variant matches the unvarianted
+        price, or the only variant there is.
+        Any used quantity without a price makes the whole event unpriced (amount 0) rather
+        than silently under-counted.
+        """
+        in_force = [
+            p
+            for p in self._by_model.get((provider, model), ())
+            if p.valid_from <= at and (p.valid_until is None or p.valid_until > at)
+        ]
+        operations = {p.operation for p in in_force}
+        if len(operations) == 1:
+            resolved_operation = operation or next(iter(operations))
+            candidates = in_force
+        else:
+            resolved_operation = operation
+            candidates = [p for p in in_force if p.operation in (operation, "")]
+
+        by_unit: dict[str, list[Price]] = defaultdict(list)
+        for price in candidates:
+            by_unit[price.unit].append(price)
+
+        def pick(unit: str) -> Price | None:
+            options = by_unit.get(unit, [])
+            exact = [p for p in options if p.variant == variant]
+            if not exact and not variant and len({p.variant for p in options}) == 1:
+                exact = options
+            if not exact:
+                return None
+            # An operation-specific price beats a catalog-wide ("") one.
+            exact.sort(key=lambda p: p.operation != operation)
+            return exact[0]
+
+        total = Decimal(0)
+        used: dict[str, object] = {}
+        missing: list[str] = []
+        currencies: set[str] = set()
+        for unit, quantity_field in UNIT_QUANTITY_FIELD.items():
+            quantity = quantities.get(quantity_field) or 0
+            if not quantity:
+                continue
+            price = pick(unit) or (pick(UNIT_FALLBACK[unit]) if unit in UNIT_FALLBACK else None)
+            if price is None:
+                missing.append(unit)
+                continue
+            currencies.add(price.currency)
+            total += Decimal(quantity) * price.unit_price
+            used[unit] = {"price_id": price.pk, "unit_price": str(price.unit_price.normalize())}
+
+        if not in_force or missing or len(currencies) > 1:
+            reason = {"missing_units": missing} if in_force and missing else {}
+            if len(currencies) > 1:
+                reason = {"mixed_currencies": sorted(currencies)}
+            return Quote(Decimal(0), "USD", PricingStatus.UNPRICED, resolved_operation, reason)
+        currency = currencies.pop() if currencies else in_force[0].currency
+        return Quote(round_money(total), currency, PricingStatus.PRICED, resolved_operation, used)

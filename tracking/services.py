@@ -1,0 +1,540 @@
+"""The verbs that change what was spent. Each runs in one transaction.
+
+Recording usage: :func:`cost_entry_record` (one event) and :func:`cost_entry_record_many`
+(a batch, as the HTTP API sends them). Both validate, price with the catalog version in
+force at the event's time, insert the ledger row and add it to the hourly rollups of every
+scope it belongs to, in the same transaction. The idempotency key is unique in the
+database; a second recording of a key returns the first entry and changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from costcontrol.money import parse_currency, parse_decimal, parse_money
+
+from .models import (
+    DECIMAL_QUANTITY_FIELDS,
+    INTEGER_QUANTITY_FIELDS,
+    ROLLUP_COUNTERS,
+    TOKEN_FIELDS,
+    CostEntry,
+    Outcome,
+    Price,
+    PricingStatus,
+    SpendRollup,
+    Team,
+)
+from .pricing import PriceBook
+
+QUANTITY_FIELDS = INTEGER_QUANTITY_FIELDS + DECIMAL_QUANTITY_FIELDS
+_LIMITS = {"provider": 100, "model": 200, "operation": 50, "variant": 100, "service": 100, "subject": 200, "job": 200}
+_DECIMAL_QUANTITY_PLACES = {"seconds": 6, "gpu_hours": 9}
+TAG_KEY_MAX, TAG_VALUE_MAX, TAGS_MAX = 50, 100, 20
+
+
+@dataclass
+class UsageEvent:
+    """A validated usage event, ready to be priced and written."""
+
+    provider: str
+    model: str
+    occurred_at: datetime
+    idempotency_key: str
+    operation: str = ""
+    variant: str = ""
+    service: str = ""
+    subject: str = ""
+    job: str = ""
+    team: Team | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    quantities: dict[str, Any] = field(default_factory=dict)
+    amount: Decimal | None = None
+    currency: str = "USD"
+    outcome: str = Outcome.SUCCESS
+    duration_ms: int | None = None
+    is_estimate: bool | None = None
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    entry: CostEntry
+    created: bool
+
+
+@dataclass(frozen=True)
+class BulkItemResult:
+    """One event of a batch: accepted (a new entry), duplicate (the existing entry), or rejected."""
+
+    status: str  # "accepted" | "duplicate" | "rejected"
+    entry: CostEntry | None = None
+    errors: dict[str, list[str]] | None = None
+
+
+# --- validation ----------------------------------------------------------------
+
+
+def _text(raw: Mapping[str, Any], name: str, *, required: bool = False) -> str:
+    value = raw.get(name)
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise ValidationError({name: f"must be a string, not {type(value).__name__}"})
+    value = value.strip()
+    if required and not value:
+        raise ValidationError({name: "is required"})
+    if len(value) > _LIMITS[name]:
+        raise ValidationError({name: f"is longer than {_LIMITS[name]} characters"})
+    return value
+
+
+def _quantity(raw: Mapping[str, Any], name: str) -> int | Decimal:
+    value = raw.get(name)
+    if value is None:
+        return 0
+    if name in INTEGER_QUANTITY_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValidationError({name: f"must be finite, got {value}"})
+            raise ValidationError({name: f"must be a non-negative integer, got {value!r}"})
+        if value < 0:
+            raise ValidationError({name: f"must be a non-negative integer, got {value}"})
+        if value >= 2**63:
+            raise ValidationError({name: f"{value} is out of range"})
+        return value
+    number = parse_decimal(value, field=name)
+    if number < 0:
+        raise ValidationError({name: f"must not be negative, got {value}"})
+    places = _DECIMAL_QUANTITY_PLACES[name]
+    if number != number.quantize(Decimal(1).scaleb(-places)):
+        raise ValidationError({name: f"{value} has more than {places} decimal places"})
+    if number >= Decimal(10) ** 12:
+        raise ValidationError({name: f"{value} is out of range"})
+    return number
+
+
+def _tags(raw: Mapping[str, Any]) -> dict[str, str]:
+    value = raw.get("tags") or {}
+    if not isinstance(value, Mapping):
+        raise ValidationError({"tags": "must be an object of key -> value strings"})
+    if len(value) > TAGS_MAX:
+        raise ValidationError({"tags": f"at most {TAGS_MAX} tags per event"})
+    tags: dict[str, str] = {}
+    for key, tag_value in value.items():
+        if not isinstance(key, str) or not key.strip() or "=" in key or len(key) > TAG_KEY_MAX:
+            raise ValidationError({"tags": f"tag key {key!r} must be 1-{TAG_KEY_MAX} characters without '='"})
+        if not isinstance(tag_value, str) or len(tag_value) > TAG_VALUE_MAX:
+            raise ValidationError(
+                {"tags": f"tag {key!r} must have a string value of at most {TAG_VALUE_MAX} characters"}
+            )
+        tags[key.strip()] = tag_value.strip()
+    return tags
+
+
+def _occurred_at(raw: Mapping[str, Any], now: datetime) -> datetime:
+    value = raw.get("occurred_at")
+    if value is None:
+        return now
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError({"occurred_at": f"{value!r} is not an ISO-8601 timestamp"}) from None
+    if not isinstance(value, datetime):
+        raise ValidationError({"occurred_at": "must be a timestamp"})
+    if timezone.is_naive(value):
+        raise ValidationError({"occurred_at": "must include a time zone offset (e.g. 2026-11-23T10:00:00+00:00)"})
+    skew = timedelta(seconds=settings.COSTCONTROL_MAX_FUTURE_SKEW_SECONDS)
+    if value > now + skew:
+        raise ValidationError({"occurred_at": f"{value.isoformat()} is more than {skew} in the future"})
+    return value
+
+
+def usage_event_clean(
+    raw: Mapping[str, Any], *, now: datetime | None = None, teams: Mapping[str, Team] | None = None
+) -> UsageEvent:
+    """Validate one raw event (strings, numbers, Decimals). Raises ValidationError naming the field."""
+    now = now or timezone.now()
+    known = {
+        "provider",
+        "model",
+        "operation",
+        "variant",
+        "service",
+        "subject",
+        "job",
+        "team",
+        "tags",
+        "amount",
+        "currency",
+        "outcome",
+        "duration_ms",
+        "is_estimate",
+        "idempotency_key",
+        "occurred_at",
+        *QUANTITY_FIELDS,
+    }
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValidationError({unknown[0]: "is not a known field"})
+    event = UsageEvent(
+        provider=_text(raw, "provider", required=True).lower(),
+        model=_text(raw, "model", required=True),
+        operation=_text(raw, "operation"),
+        variant=_text(raw, "variant"),
+        service=_text(raw, "service"),
+        subject=_text(raw, "subject"),
+        job=_text(raw, "job"),
+        occurred_at=_occurred_at(raw, now),
+        idempotency_key="",
+        tags=_tags(raw),
+        quantities={name: _quantity(raw, name) for name in QUANTITY_FIELDS},
+    )
+    key = raw.get("idempotency_key")
+    if key is None or key == "":
+        event.idempotency_key = uuid.uuid4().hex
+    elif not isinstance(key, str) or len(key) > 200:
+        raise ValidationError({"idempotency_key": "must be a string of at most 200 characters"})
+    else:
+        event.idempotency_key = key
+    if raw.get("amount") is not None:
+        event.amount = parse_money(raw["amount"], field="amount")
+        if event.amount < 0:
+            raise ValidationError({"amount": "must not be negative (corrections are made with cost_entry_correct)"})
+    event.currency = parse_currency(raw.get("currency") or "USD")
+    outcome = raw.get("outcome") or Outcome.SUCCESS
+    if outcome not in Outcome.values:
+        raise ValidationError({"outcome": f"{outcome!r} is not one of {', '.join(Outcome.values)}"})
+    event.outcome = outcome
+    duration = raw.get("duration_ms")
+    if duration is not None:
+        if isinstance(duration, bool) or not isinstance(duration, int) or not 0 <= duration < 2**31:
+            raise ValidationError(
+                {"duration_ms": f"must be a non-negative integer number of milliseconds, got {duration!r}"}
+            )
+        event.duration_ms = duration
+    if raw.get("is_estimate") is not None:
+        if not isinstance(raw["is_estimate"], bool):
+            raise ValidationError({"is_estimate": "must be true or false"})
+        event.is_estimate = raw["is_estimate"]
+    team = raw.get("team")
+    if team not in (None, ""):
+        if isinstance(team, Team):
+            event.team = team
+        else:
+            found = (teams or {}).get(str(team)) if teams is not None else Team.objects.filter(name=str(team)).first()
+            if found is None:
+                raise ValidationError({"team": f"unknown team {team!r}"})
+            event.team = found
+    return event
+
+
+def _provider_known(provider: str) -> bool:
+    return provider in settings.COSTCONTROL_EXTRA_PROVIDERS or Price.objects.filter(provider=provider).exists()
+
+
+# --- building entries and rollups -------------------------------------------------
+
+
+def _entry_from_event(event: UsageEvent, book: PriceBook) -> CostEntry:
+    quote = book.quote(
+        provider=event.provider,
+        model=event.model,
+        operation=event.operation,
+        variant=event.variant,
+        at=event.occurred_at,
+        quantities=event.quantities,
+    )
+    if event.amount is not None:
+        amount, currency, status, prices_used = event.amount, event.currency, PricingStatus.EXPLICIT, {}
+        is_estimate = False if event.is_estimate is None else event.is_estimate
+    else:
+        amount, currency, status, prices_used = quote.amount, quote.currency, quote.status, quote.prices_used
+        is_estimate = True if event.is_estimate is None else event.is_estimate
+    return CostEntry(
+        occurred_at=event.occurred_at,
+        provider=event.provider,
+        model=event.model,
+        operation=quote.operation,
+        variant=event.variant,
+        service=event.service,
+        subject=event.subject,
+        job=event.job,
+        team=event.team,
+        tags=event.tags,
+        amount=amount,
+        currency=currency,
+        pricing_status=status,
+        prices_used=prices_used,
+        is_estimate=is_estimate,
+        outcome=event.outcome,
+        duration_ms=event.duration_ms,
+        idempotency_key=event.idempotency_key,
+        **event.quantities,
+    )
+
+
+def entry_scopes(entry: CostEntry) -> list[str]:
+    """Every scope an entry counts towards (the rollup keys; budgets choose among them)."""
+    scopes = ["global", f"provider:{entry.provider}", f"model:{entry.model}"]
+    if entry.service:
+        scopes.append(f"service:{entry.service}")
+    if entry.subject:
+        scopes.append(f"subject:{entry.subject}")
+    if entry.job:
+        scopes.append(f"job:{entry.job}")
+    if entry.team_id:
+        team_name = entry.team.name if entry.team is not None else Team.objects.get(pk=entry.team_id).name
+        scopes.append(f"team:{team_name}")
+    scopes.extend(f"tag:{key}={value}" for key, value in sorted((entry.tags or {}).items()))
+    return scopes
+
+
+def hour_bucket(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def entry_counters(entry: CostEntry) -> tuple[Any, ...]:
+    """The amounts an entry adds to each of its rollups, in ROLLUP_COUNTERS order.
+
+    A correction adds its amount but is not another event.
+    """
+    is_event = entry.corrects_id is None
+    return (
+        entry.amount,
+        int(is_event),
+        int(is_event and entry.outcome == Outcome.ERROR),
+        int(is_event and entry.outcome == Outcome.RATE_LIMITED),
+        int(is_event and entry.pricing_status == PricingStatus.UNPRICED),
+        *(getattr(entry, name) for name in TOKEN_FIELDS),
+    )
+
+
+def rollup_deltas(entries: Iterable[CostEntry]) -> dict[tuple[str, datetime, str], list[Any]]:
+    deltas: dict[tuple[str, datetime, str], list[Any]] = {}
+    for entry in entries:
+        counters = entry_counters(entry)
+        bucket = hour_bucket(entry.occurred_at)
+        for scope in entry_scopes(entry):
+            key = (scope, bucket, entry.currency)
+            current = deltas.get(key)
+            if current is None:
+                deltas[key] = list(counters)
+            else:
+                for i, value in enumerate(counters):
+                    current[i] += value
+    return deltas
+
+
+_UPSERT_CHUNK = 500
+
+
+def _rollups_add(deltas: Mapping[tuple[str, datetime, str], Sequence[Any]]) -> None:
+    """Add deltas to the rollups with one atomic upsert per chunk (amount = amount + excluded.amount).
+
+    Keys are sorted so that concurrent writers lock rollup rows in the same order (no deadlocks).
+    """
+    if not deltas:
+        return
+    table = SpendRollup._meta.db_table
+    columns = ("scope", "bucket", "currency", *ROLLUP_COUNTERS)
+    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in ROLLUP_COUNTERS)
+    amount_field = SpendRollup._meta.get_field("amount")
+    ops = connection.ops
+    keys = sorted(deltas)
+    with connection.cursor() as cursor:
+        for start in range(0, len(keys), _UPSERT_CHUNK):
+            chunk = keys[start : start + _UPSERT_CHUNK]
+            params: list[Any] = []
+            for scope, bucket, currency in chunk:
+                amount, *counts = deltas[(scope, bucket, currency)]
+                params.extend(
+                    (
+                        scope,
+                        ops.adapt_datetimefield_value(bucket),
+                        currency,
+                        amount_field.get_prep_value(amount),
+                        *counts,
+                    )
+                )
+            row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))} "
+                f"ON CONFLICT (scope, bucket, currency) DO UPDATE SET {updates}",
+                params,
+            )
+
+
+# --- the verbs ------------------------------------------------------------------------
+
+
+def cost_entry_record(**raw: Any) -> RecordResult:
+    """Record one usage event. Keyword arguments are the event's fields (see usage_event_clean).
+
+    Returns the entry and whether it was created (False: the idempotency key was seen before).
+    Raises ValidationError naming the field for bad input; nothing is written then.
+    """
+    event = usage_event_clean(raw)
+    book = PriceBook.load([(event.provider, event.model)])
+    if not book.has_model(event.provider, event.model) and not _provider_known(event.provider):
+        raise ValidationError({"provider": f"unknown provider {event.provider!r} (not in the price catalog)"})
+    entry = _entry_from_event(event, book)
+    try:
+        with transaction.atomic():
+            entry.save(force_insert=True)
+            _rollups_add(rollup_deltas([entry]))
+    except IntegrityError:
+        existing = CostEntry.objects.filter(idempotency_key=event.idempotency_key).first()
+        if existing is None:
+            raise
+        return RecordResult(existing, created=False)
+    return RecordResult(entry, created=True)
+
+
+def cost_entry_record_many(events: Sequence[Mapping[str, Any]]) -> list[BulkItemResult]:
+    """Record a batch. Each event is accepted, a duplicate, or rejected with its field errors.
+
+    Valid events are written in one transaction with one price query, one duplicate check,
+    one bulk insert and one rollup upsert; rejected ones change nothing.
+    """
+    now = timezone.now()
+    team_names = {str(e.get("team")) for e in events if isinstance(e, Mapping) and e.get("team") not in (None, "")}
+    teams = {t.name: t for t in Team.objects.filter(name__in=team_names)} if team_names else {}
+    results: list[BulkItemResult | None] = [None] * len(events)
+    cleaned: list[tuple[int, UsageEvent]] = []
+    for i, raw in enumerate(events):
+        if not isinstance(raw, Mapping):
+            results[i] = BulkItemResult("rejected", errors={"__all__": ["must be an object"]})
+            continue
+        try:
+            cleaned.append((i, usage_event_clean(raw, now=now, teams=teams)))
+        except ValidationError as exc:
+            results[i] = BulkItemResult("rejected", errors=exc.message_dict)
+
+    book = PriceBook.load({(e.provider, e.model) for _, e in cleaned})
+    unknown_providers = {e.provider for _, e in cleaned if not book.has_model(e.provider, e.model)}
+    unknown_providers = {p for p in unknown_providers if not _provider_known(p)}
+    pending: list[tuple[int, CostEntry]] = []
+    for i, event in cleaned:
+        if event.provider in unknown_providers:
+            results[i] = BulkItemResult(
+                "rejected", errors={"provider": [f"unknown provider {event.provider!r} (not in the price catalog)"]}
+            )
+        else:
+            pending.append((i, _entry_from_event(event, book)))
+
+    with transaction.atomic():
+        keys = [entry.idempotency_key for _, entry in pending]
+        existing = {e.idempotency_key: e for e in CostEntry.objects.filter(idempotency_key__in=keys)} if keys else {}
+        fresh: list[tuple[int, CostEntry]] = []
+        seen: dict[str, int] = {}
+        for i, entry in pending:
+            key = entry.idempotency_key
+            if key in existing:
+                results[i] = BulkItemResult("duplicate", entry=existing[key])
+            elif key in seen:
+                fresh_index = seen[key]
+                results[i] = BulkItemResult("duplicate", entry=fresh[fresh_index][1])
+            else:
+                seen[key] = len(fresh)
+                fresh.append((i, entry))
+        try:
+            with transaction.atomic():
+                CostEntry.objects.bulk_create([entry for _, entry in fresh], batch_size=500)
+                _rollups_add(rollup_deltas(entry for _, entry in fresh))
+            for i, entry in fresh:
+                results[i] = BulkItemResult("accepted", entry=entry)
+        except IntegrityError:
+            # A concurrent writer recorded one of these keys after our check: record one by one.
+            for i, entry in fresh:
+                try:
+                    with transaction.atomic():
+                        entry.pk = None
+                        entry.save(force_insert=True)
+                        _rollups_add(rollup_deltas([entry]))
+                    results[i] = BulkItemResult("accepted", entry=entry)
+                except IntegrityError:
+                    duplicate = CostEntry.objects.get(idempotency_key=entry.idempotency_key)
+                    results[i] = BulkItemResult("duplicate", entry=duplicate)
+    return [r for r in results if r is not None]
+
+
+def cost_entry_correct(*, entry: CostEntry, amount: Any, note: str, idempotency_key: str | None = None) -> RecordResult:
+    """Set what an entry really cost by appending a correcting entry (the ledger is append-only).
+
+    `amount` is the corrected total; the new entry holds the difference from the current total
+    (the original plus earlier corrections), references the original, and lands in the
+    original's hour so spend-by-hour tells the truth.
+    """
+    corrected_total = parse_money(amount, field="amount")
+    if corrected_total < 0:
+        raise ValidationError({"amount": "the corrected total must not be negative"})
+    note = (note or "").strip()
+    if not note:
+        raise ValidationError({"note": "say why the entry is corrected"})
+    if len(note) > 500:
+        raise ValidationError({"note": "is longer than 500 characters"})
+    original = entry if entry.corrects_id is None else entry.corrects
+    key = idempotency_key or f"correction:{original.pk}:{uuid.uuid4().hex}"
+    try:
+        with transaction.atomic():
+            # Serialise corrections of one entry (PostgreSQL row lock; SQLite holds its write lock).
+            original = CostEntry.objects.select_for_update().get(pk=original.pk)
+            current = original.amount + sum((c.amount for c in original.corrections.all()), Decimal(0))
+            correction = CostEntry(
+                occurred_at=original.occurred_at,
+                provider=original.provider,
+                model=original.model,
+                operation=original.operation,
+                variant=original.variant,
+                service=original.service,
+                subject=original.subject,
+                job=original.job,
+                team=original.team,
+                tags=original.tags,
+                amount=corrected_total - current,
+                currency=original.currency,
+                pricing_status=PricingStatus.EXPLICIT,
+                is_estimate=False,
+                outcome=original.outcome,
+                idempotency_key=key,
+                corrects=original,
+                note=note,
+            )
+            correction.save(force_insert=True)
+            _rollups_add(rollup_deltas([correction]))
+    except IntegrityError:
+        existing = CostEntry.objects.filter(idempotency_key=key).first()
+        if existing is None:
+            raise
+        return RecordResult(existing, created=False)
+    return RecordResult(correction, created=True)
+
+
+def rollups_rebuild() -> int:
+    """Recompute every rollup from the ledger, atomically; returns the number of rollup rows.
+
+    Writers are held off while it runs (PostgreSQL: a SHARE lock on the ledger; SQLite: the
+    write lock), so no entry is counted twice or missed.
+    """
+    from .selectors import ledger_rollup_totals
+
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {CostEntry._meta.db_table} IN SHARE MODE")
+        expected = ledger_rollup_totals()
+        SpendRollup.objects.all().delete()
+        _rollups_add(expected)
+    return len(expected)
