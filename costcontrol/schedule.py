@@ -1,0 +1,29 @@
+"""The beat schedule, defined in code and installed by `manage.py setup_periodic_tasks`.
+
+Each entry is created once by name; after that the admin owns its timing and on/off switch
+(django-celery-beat's Periodic tasks screen), and re-running the command keeps those edits.
+Later issues add their entries here (budget periods, alert evaluation, the daily report, GPU sampling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ScheduledTask:
+    name: str
+    task: str
+    description: str
+    crontab: dict[str, str] | None = None  # minute, hour, day_of_week, day_of_month, month_of_year
+    every_seconds: int | None = None
+
+
+SCHEDULE: tuple[ScheduledTask, ...] = (
+    ScheduledTask(
+        name="Verify ledger against rollups (nightly)",
+        task="tracking.ledger_verify",
+        description="Recomputes the hourly rollups from the ledger and logs an error on any difference.",
+        crontab={"minute": "30", "hour": "3"},
+    ),
+)

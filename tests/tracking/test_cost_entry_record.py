@@ -1,0 +1,279 @@
+"""Recording usage: pricing at the event's time, every unit, idempotency, unpriced events, bad input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.core.exceptions import ValidationError
+
+from tests.conftest import EPOCH
+from tests.factories import PriceFactory, TeamFactory
+from tracking.models import CostEntry, PricingStatus, SpendRollup
+from tracking.selectors import ledger_differences, spend_total
+from tracking.services import cost_entry_record, cost_entry_record_many
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 11, 23, 12, 30, tzinfo=UTC)
+
+
+def rollup(scope: str) -> SpendRollup:
+    return SpendRollup.objects.get(scope=scope)
+
+
+def test_it_prices_gpt_4o_like_the_published_price_list(gpt4o_prices):
+    entry = cost_entry_record(provider="openai", model="gpt-4o", input_tokens=1000, output_tokens=500).entry
+
+    assert entry.amount == Decimal("0.0075")
+    assert entry.currency == "USD"
+    assert entry.pricing_status == PricingStatus.PRICED
+    assert entry.operation == "chat"  # filled from the catalog
+    assert entry.prices_used["input_token"]["unit_price"] == "0.0000025"
+
+
+def test_it_uses_the_price_in_force_at_the_events_time_across_a_price_change():
+    change = datetime(2026, 11, 1, tzinfo=UTC)
+    PriceFactory(provider="openai", model="m", unit="input_token", unit_price="0.000002", valid_until=change)
+    PriceFactory(provider="openai", model="m", unit="input_token", unit_price="0.000001", valid_from=change)
+
+    with time_machine.travel(NOW, tick=False):
+        before = cost_entry_record(
+            provider="openai", model="m", input_tokens=1_000_000, occurred_at=change - timedelta(seconds=1)
+        )
+        at = cost_entry_record(provider="openai", model="m", input_tokens=1_000_000, occurred_at=change)
+        after = cost_entry_record(provider="openai", model="m", input_tokens=1_000_000)
+
+    assert (before.entry.amount, at.entry.amount, after.entry.amount) == (Decimal(2), Decimal(1), Decimal(1))
+
+
+@pytest.mark.parametrize(
+    ("unit", "quantity_field", "quantity", "unit_price", "expected"),
+    [
+        ("input_token", "input_tokens", 1234, "0.0000025", "0.003085"),
+        ("output_token", "output_tokens", 777, "0.00001", "0.00777"),
+        ("cached_input_token", "cached_input_tokens", 10_000, "0.00000125", "0.0125"),
+        ("cache_write_token", "cache_write_tokens", 10_000, "0.00000375", "0.0375"),
+        ("reasoning_token", "reasoning_tokens", 300, "0.00006", "0.018"),
+        ("embedding_token", "embedding_tokens", 8_000, "0.00000002", "0.00016"),
+        ("image", "images", 3, "0.04", "0.12"),
+        ("request", "requests", 2, "0.005", "0.01"),
+        ("second", "seconds", "61.5", "0.0001", "0.00615"),
+        ("gpu_hour", "gpu_hours", "1.5", "0.50", "0.75"),
+    ],
+)
+def test_it_prices_every_unit_kind(unit, quantity_field, quantity, unit_price, expected):
+    PriceFactory(provider="acme", model="m", operation="op", unit=unit, unit_price=unit_price)
+
+    entry = cost_entry_record(provider="acme", model="m", **{quantity_field: quantity}).entry
+
+    assert entry.amount == Decimal(expected)
+    assert entry.pricing_status == PricingStatus.PRICED
+
+
+def test_it_bills_reasoning_and_embedding_tokens_at_the_output_and_input_price_when_the_model_has_no_own_price():
+    PriceFactory(provider="acme", model="m", unit="input_token", unit_price="0.000001")
+    PriceFactory(provider="acme", model="m", unit="output_token", unit_price="0.000004")
+
+    entry = cost_entry_record(provider="acme", model="m", reasoning_tokens=1000, embedding_tokens=1000).entry
+
+    assert entry.amount == Decimal("0.005")
+
+
+def test_it_prices_images_by_size_and_quality():
+    for variant, price in {"standard/1024-x-1024": "0.04", "hd/1024-x-1792": "0.12"}.items():
+        PriceFactory(
+            provider="openai",
+            model="dall-e-3",
+            operation="image_generation",
+            unit="image",
+            variant=variant,
+            unit_price=price,
+        )
+
+    hd = cost_entry_record(provider="openai", model="dall-e-3", images=2, variant="hd/1024-x-1792").entry
+    unsized = cost_entry_record(provider="openai", model="dall-e-3", images=1).entry
+
+    assert hd.amount == Decimal("0.24")
+    assert unsized.pricing_status == PricingStatus.UNPRICED  # two sizes, none named: never guessed
+
+
+def test_it_rounds_once_half_to_even_at_nine_places():
+    PriceFactory(provider="acme", model="m", unit="input_token", unit_price="0.0000000015")  # 1.5e-9
+
+    odd = cost_entry_record(provider="acme", model="m", input_tokens=1).entry  # 1.5e-9 -> 2e-9
+    even = cost_entry_record(provider="acme", model="m", input_tokens=3).entry  # 4.5e-9 -> 4e-9
+
+    assert (odd.amount, even.amount) == (Decimal("0.000000002"), Decimal("0.000000004"))
+
+
+def test_the_same_idempotency_key_recorded_twice_counts_once(gpt4o_prices):
+    first = cost_entry_record(provider="openai", model="gpt-4o", input_tokens=1000, idempotency_key="req-1")
+    second = cost_entry_record(provider="openai", model="gpt-4o", input_tokens=5000, idempotency_key="req-1")
+
+    assert first.created and not second.created
+    assert second.entry.pk == first.entry.pk
+    assert CostEntry.objects.count() == 1
+    assert rollup("global").events == 1
+    assert rollup("global").amount == Decimal("0.0025")
+
+
+def test_an_event_with_no_price_in_force_is_stored_unpriced_and_counted_as_such(gpt4o_prices):
+    entry = cost_entry_record(provider="openai", model="gpt-9-unreleased", input_tokens=1000).entry
+
+    assert entry.amount == 0
+    assert entry.pricing_status == PricingStatus.UNPRICED
+    assert rollup("model:gpt-9-unreleased").unpriced == 1
+    assert rollup("global").unpriced == 1
+
+
+def test_an_event_using_a_unit_the_model_has_no_price_for_is_unpriced_not_under_counted(gpt4o_prices):
+    entry = cost_entry_record(provider="openai", model="gpt-4o", input_tokens=1000, images=1).entry
+
+    assert entry.pricing_status == PricingStatus.UNPRICED
+    assert entry.amount == 0
+    assert entry.prices_used == {"missing_units": ["image"]}
+
+
+def test_an_explicit_amount_is_kept_exactly_and_marked_actual(gpt4o_prices):
+    entry = cost_entry_record(
+        provider="openai", model="gpt-4o", input_tokens=1000, amount="1.234567891", currency="eur"
+    ).entry
+
+    assert entry.amount == Decimal("1.234567891")
+    assert entry.currency == "EUR"
+    assert entry.pricing_status == PricingStatus.EXPLICIT
+    assert entry.is_estimate is False
+    assert SpendRollup.objects.get(scope="global", currency="EUR").amount == Decimal("1.234567891")
+
+
+def test_failed_and_rate_limited_calls_are_recorded_and_counted(gpt4o_prices):
+    cost_entry_record(provider="openai", model="gpt-4o", input_tokens=100, outcome="error", duration_ms=1200)
+    cost_entry_record(provider="openai", model="gpt-4o", outcome="rate_limited")
+
+    row = rollup("provider:openai")
+    assert (row.events, row.errors, row.rate_limited) == (2, 1, 1)
+    assert row.amount == Decimal("0.00025")
+
+
+def test_an_entry_counts_towards_every_scope_it_belongs_to(gpt4o_prices):
+    team = TeamFactory(name="ml")
+    cost_entry_record(
+        provider="openai",
+        model="gpt-4o",
+        input_tokens=1000,
+        service="image-api",
+        subject="john-doe",
+        job="batch-123",
+        team="ml",
+        tags={"env": "prod", "feature": "search"},
+    )
+
+    scopes = set(SpendRollup.objects.values_list("scope", flat=True))
+    assert scopes == {
+        "global",
+        "provider:openai",
+        "model:gpt-4o",
+        "service:image-api",
+        "subject:john-doe",
+        "job:batch-123",
+        f"team:{team.name}",
+        "tag:env=prod",
+        "tag:feature=search",
+    }
+    assert all(row.amount == Decimal("0.0025") for row in SpendRollup.objects.all())
+
+
+def test_spend_in_a_window_is_read_from_the_hourly_rollups(gpt4o_prices):
+    with time_machine.travel(NOW, tick=False):
+        for hours_ago in (0, 1, 5):
+            cost_entry_record(
+                provider="openai", model="gpt-4o", input_tokens=1000, occurred_at=NOW - timedelta(hours=hours_ago)
+            )
+
+    assert SpendRollup.objects.filter(scope="global").count() == 3
+    assert spend_total(scope="global", start=NOW - timedelta(hours=2), end=NOW + timedelta(hours=1)) == Decimal("0.005")
+
+
+def test_a_batch_keeps_valid_events_and_reports_the_others(gpt4o_prices):
+    results = cost_entry_record_many(
+        [
+            {"provider": "openai", "model": "gpt-4o", "input_tokens": 1000, "idempotency_key": "a"},
+            {"provider": "openai", "model": "gpt-4o", "input_tokens": 1000, "idempotency_key": "a"},
+            {"provider": "openai", "model": "gpt-4o", "input_tokens": -5, "idempotency_key": "b"},
+            {"provider": "opneai", "model": "gpt-4o", "input_tokens": 5, "idempotency_key": "c"},
+            "not an object",
+        ]
+    )
+
+    assert [r.status for r in results] == ["accepted", "duplicate", "rejected", "rejected", "rejected"]
+    assert results[2].errors == {"input_tokens": ["must be a non-negative integer, got -5"]}
+    assert "provider" in results[3].errors
+    assert CostEntry.objects.count() == 1
+    assert rollup("global").amount == Decimal("0.0025")
+
+
+def test_a_batch_sent_twice_is_counted_once(gpt4o_prices):
+    batch = [
+        {"provider": "openai", "model": "gpt-4o", "input_tokens": i, "idempotency_key": f"k{i}"} for i in range(1, 51)
+    ]
+    first = cost_entry_record_many(batch)
+    second = cost_entry_record_many(batch)
+
+    assert {r.status for r in first} == {"accepted"}
+    assert {r.status for r in second} == {"duplicate"}
+    assert rollup("global").events == 50
+    assert ledger_differences()[0] == []
+
+
+@pytest.mark.parametrize(
+    ("event", "field", "message"),
+    [
+        ({"provider": "opneai"}, "provider", "unknown provider 'opneai'"),
+        ({"provider": ""}, "provider", "is required"),
+        ({"input_tokens": -1}, "input_tokens", "non-negative integer"),
+        ({"input_tokens": 1.5}, "input_tokens", "non-negative integer"),
+        ({"input_tokens": float("inf")}, "input_tokens", "finite"),
+        ({"seconds": "-2"}, "seconds", "must not be negative"),
+        ({"seconds": "NaN"}, "seconds", "finite"),
+        ({"seconds": "Infinity"}, "seconds", "finite"),
+        ({"seconds": 2.5}, "seconds", "not float"),
+        ({"amount": "0.0000000001"}, "amount", "more than 9 decimal places"),
+        ({"amount": "-1"}, "amount", "must not be negative"),
+        ({"amount": "lots"}, "amount", "is not a number"),
+        ({"amount": "1", "currency": "XYZ"}, "currency", "unknown currency"),
+        ({"occurred_at": "2026-11-23T12:36:00+00:00"}, "occurred_at", "in the future"),
+        ({"occurred_at": "2026-11-23T12:00:00"}, "occurred_at", "time zone"),
+        ({"occurred_at": "yesterday"}, "occurred_at", "ISO-8601"),
+        ({"team": "nobody"}, "team", "unknown team"),
+        ({"tags": {"a=b": "c"}}, "tags", "without '='"),
+        ({"outcome": "exploded"}, "outcome", "not one of"),
+        ({"subject": "x" * 201}, "subject", "longer than 200"),
+        ({"colour": "red"}, "colour", "not a known field"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_field_and_writes_nothing(gpt4o_prices, event, field, message):
+    raw = {"provider": "openai", "model": "gpt-4o", "input_tokens": 10} | event
+
+    with time_machine.travel(NOW, tick=False), pytest.raises(ValidationError) as excinfo:
+        cost_entry_record(**raw)
+
+    assert field in excinfo.value.message_dict
+    assert message in " ".join(excinfo.value.message_dict[field])
+    assert CostEntry.objects.count() == 0
+    assert SpendRollup.objects.count() == 0
+
+
+def test_a_timestamp_up_to_five_minutes_ahead_is_accepted_as_clock_skew(gpt4o_prices):
+    with time_machine.travel(NOW, tick=False):
+        entry = cost_entry_record(provider="openai", model="gpt-4o", occurred_at=NOW + timedelta(minutes=5)).entry
+
+    assert entry.occurred_at == NOW + timedelta(minutes=5)
+
+
+def test_old_events_are_priced_from_the_catalog_epoch(gpt4o_prices):
+    entry = cost_entry_record(provider="openai", model="gpt-4o", input_tokens=1000, occurred_at=EPOCH).entry
+
+    assert entry.amount == Decimal("0.0025")
