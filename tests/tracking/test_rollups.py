@@ -35,7 +35,7 @@ def catalog(db):
 def random_event(rng: random.Random, n: int) -> dict:
     event = {
         "provider": "acme",
-        "model": rng.choice(MODELS + ["unpriced-model"]),
+        "model": rng.choice([*MODELS, "unpriced-model"]),
         "input_tokens": rng.randint(0, 50_000),
         "output_tokens": rng.randint(0, 5_000),
         "service": rng.choice(["", "chat-api", "batch"]),
