@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from costcontrol.money import PRICE_MAX_DIGITS, PRICE_PLACES, MoneyField
+from costcontrol.money import PRICE_MAX_DIGITS, PRICE_PLACES, MoneyField, format_money
 
 
 class Team(models.Model):
@@ -109,6 +109,12 @@ class Price(models.Model):
             models.UniqueConstraint(
                 fields=["provider", "model", "operation", "unit", "variant", "valid_from"], name="price_version_unique"
             ),
+            # At most one version of a key is in force-until-further-notice.
+            models.UniqueConstraint(
+                fields=["provider", "model", "operation", "unit", "variant"],
+                condition=Q(valid_until__isnull=True),
+                name="price_one_open_version",
+            ),
             models.CheckConstraint(condition=Q(unit_price__gte=0), name="price_unit_price_non_negative"),
             models.CheckConstraint(
                 condition=Q(valid_until__isnull=True) | Q(valid_until__gt=models.F("valid_from")),
@@ -172,14 +178,14 @@ class CostEntry(models.Model):
 
     amount = MoneyField("amount")
     currency = models.CharField("currency", max_length=3, default="USD")
-    pricing_status = models.CharField(max_length=10, choices=PricingStatus.choices)
+    pricing_status = models.CharField("pricing", max_length=10, choices=PricingStatus.choices)
     prices_used = models.JSONField(
         "prices used", default=dict, blank=True, help_text="Unit -> {price id, unit price} that made the amount."
     )
     is_estimate = models.BooleanField(
         "estimate", default=True, help_text="True for costs computed here; False for invoiced actuals."
     )
-    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.SUCCESS)
+    outcome = models.CharField("outcome", max_length=20, choices=Outcome.choices, default=Outcome.SUCCESS)
     duration_ms = models.PositiveIntegerField("duration (ms)", null=True, blank=True)
     idempotency_key = models.CharField("idempotency key", max_length=200, unique=True)
     corrects = models.ForeignKey(
@@ -205,7 +211,7 @@ class CostEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.occurred_at:%Y-%m-%d %H:%M} {self.provider}/{self.model} {self.amount} {self.currency}"
+        return f"#{self.pk} {self.occurred_at:%Y-%m-%d %H:%M} {self.provider}/{self.model} {format_money(self.amount, self.currency)}"
 
 
 class SpendRollup(models.Model):
@@ -236,9 +242,13 @@ class SpendRollup(models.Model):
             # Also the index for "scope S between hours A and B" (scope first, then bucket).
             models.UniqueConstraint(fields=["scope", "bucket", "currency"], name="spendrollup_scope_bucket_unique"),
         ]
+        indexes = [
+            # Admin list newest hour first; "every scope in this window" (reports, dashboards).
+            models.Index(fields=["bucket"], name="spendrollup_bucket_idx"),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.scope} @ {self.bucket:%Y-%m-%d %H:00}: {self.amount} {self.currency}"
+        return f"{self.scope} @ {self.bucket:%Y-%m-%d %H:00}: {format_money(self.amount, self.currency)}"
 
 
 # The counters a rollup row carries, in a fixed order (the upsert SQL and verify_ledger use it).

@@ -491,7 +491,12 @@ def cost_entry_correct(*, entry: CostEntry, amount: Any, note: str, idempotency_
         with transaction.atomic():
             # Serialise corrections of one entry (PostgreSQL row lock; SQLite holds its write lock).
             original = CostEntry.objects.select_for_update().get(pk=original.pk)
+            already = CostEntry.objects.filter(idempotency_key=key).first()
+            if already is not None:  # a resubmitted correction (double click, retry)
+                return RecordResult(already, created=False)
             current = original.amount + sum((c.amount for c in original.corrections.all()), Decimal(0))
+            if corrected_total == current:
+                raise ValidationError({"amount": f"{corrected_total} is already the entry's total; nothing to correct"})
             correction = CostEntry(
                 occurred_at=original.occurred_at,
                 provider=original.provider,

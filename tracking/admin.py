@@ -1,0 +1,627 @@
+"""The admin is the main screen: a UI over the tracking services, never around them.
+
+- Prices are versioned: changing a unit price (or adding one) goes through the catalog
+  service, which closes the version in force and opens a new one; no version is edited in place.
+- The ledger is append-only: entries are viewed, never added, edited or deleted here; the only
+  write is the "Correct the amount" action, which appends a correcting entry.
+- Rollups are derived data and read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from costcontrol.money import format_money
+
+from .models import TOKEN_FIELDS, CostEntry, Price, SpendRollup, Team
+from .selectors import price_history
+from .services import QUANTITY_FIELDS, cost_entry_correct
+
+LIST_PER_PAGE = 100
+EMPTY = "-"
+
+
+def _describe(error: ValidationError) -> str:
+    """A ValidationError as one line that names its fields: "amount: 'abc' is not a number"."""
+    if hasattr(error, "error_dict"):
+        return "; ".join(f"{name}: {' '.join(texts)}" for name, texts in error.message_dict.items())
+    return " ".join(error.messages)
+
+
+def _change_url(obj: Any) -> str:
+    opts = obj._meta
+    return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+
+
+def _right(text: str) -> str:
+    # Amounts line up on their decimals in the change list.
+    return format_html('<span style="display:block;text-align:right;font-variant-numeric:tabular-nums">{}</span>', text)
+
+
+def _pretty_json(value: Any) -> str:
+    if not value:
+        return EMPTY
+    return format_html('<pre style="margin:0">{}</pre>', json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+class EstimatedCountPaginator(Paginator):
+    """Counts an unfiltered large table from PostgreSQL's statistics instead of COUNT(*).
+
+    `show_full_result_count = False` only drops the second (unfiltered) count; the change list
+    still counts its own queryset to paginate, which on an unfiltered ledger is a full scan.
+    Filtered lists and small tables are counted exactly.
+    """
+
+    exact_below = 100_000
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if isinstance(queryset, QuerySet) and not queryset.query.where:
+            connection = connections[queryset.db]
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                        [queryset.model._meta.db_table],
+                    )
+                    row = cursor.fetchone()
+                # reltuples is -1 for a table never analysed.
+                if row is not None and row[0] >= self.exact_below:
+                    return int(row[0])
+        return super().count
+
+
+# --- teams ---------------------------------------------------------------------------------
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("name", "member_count", "created_at")
+    search_fields = ("name",)
+    filter_horizontal = ("members",)
+    readonly_fields = ("created_at",)
+    list_per_page = LIST_PER_PAGE
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
+        return super().get_queryset(request).annotate(member_count=Count("members", distinct=True))
+
+    @admin.display(description="members", ordering="member_count")
+    def member_count(self, obj: Team) -> int:
+        return obj.member_count  # type: ignore[attr-defined]
+
+
+# --- prices --------------------------------------------------------------------------------
+
+
+def _in_force_now() -> Q:
+    now = timezone.now()
+    return Q(valid_from__lte=now) & (Q(valid_until__isnull=True) | Q(valid_until__gt=now))
+
+
+class InForceFilter(admin.SimpleListFilter):
+    title = "in force now"
+    parameter_name = "in_force"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No (superseded or not yet valid)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Price]) -> QuerySet[Price]:
+        if self.value() == "yes":
+            return queryset.filter(_in_force_now())
+        if self.value() == "no":
+            return queryset.exclude(_in_force_now())
+        return queryset
+
+
+class PriceForm(forms.ModelForm):
+    class Meta:
+        model = Price
+        fields = ("provider", "model", "operation", "unit", "variant", "unit_price", "currency", "valid_from", "source")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The column has 15 places; show 0.0000025, not 0.000002500000000. (A Decimal, not a
+        # string, so that an untouched price does not count as changed.)
+        price = self.initial.get("unit_price")
+        if isinstance(price, Decimal):
+            self.initial["unit_price"] = price.normalize()
+
+
+THIS_VERSION = mark_safe(' style="font-weight:bold" title="this version"')
+
+
+class _CatalogRefused(Exception):
+    """The catalog service refused a price; carries its ValidationError out of the atomic block."""
+
+    def __init__(self, error: ValidationError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    form = PriceForm
+    list_display = (
+        "provider",
+        "model",
+        "operation",
+        "unit",
+        "variant",
+        "unit_price_display",
+        "currency",
+        "valid_from",
+        "valid_until",
+        "in_force",
+    )
+    list_filter = ("provider", "unit", InForceFilter)
+    search_fields = ("provider", "model")
+    date_hierarchy = "valid_from"
+    list_per_page = LIST_PER_PAGE
+    fieldsets = (
+        (None, {"fields": ("provider", "model", "operation", "unit", "variant")}),
+        ("Price", {"fields": ("unit_price", "currency", "valid_from")}),
+        ("History", {"fields": ("history",)}),
+        ("Advanced", {"classes": ("collapse",), "fields": ("source", "valid_until", "created_at")}),
+    )
+
+    KEY_FIELDS = ("provider", "model", "operation", "unit", "variant")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Price | None = None) -> tuple[str, ...]:
+        if obj is None:
+            # valid_until is the catalog's to set, when a newer version replaces this one.
+            return ("history", "valid_until", "created_at")
+        # What is priced and since when is this version's identity; a new price is a new version.
+        readonly = (*self.KEY_FIELDS, "valid_from", "valid_until", "history", "created_at")
+        if obj.valid_until is not None:
+            # A superseded version is history: its price can no longer change.
+            readonly += ("unit_price", "currency")
+        return readonly
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        return {"valid_from": timezone.now(), **super().get_changeform_initial_data(request)}
+
+    def has_delete_permission(self, request: HttpRequest, obj: Price | None = None) -> bool:
+        # Entries name the price versions that priced them (prices_used); deleting one loses that.
+        return False
+
+    @admin.display(description="unit price", ordering="unit_price")
+    def unit_price_display(self, obj: Price) -> str:
+        return f"{obj.unit_price.normalize():f}"
+
+    @admin.display(description="in force", boolean=True)
+    def in_force(self, obj: Price) -> bool:
+        now = timezone.now()
+        return obj.valid_from <= now and (obj.valid_until is None or obj.valid_until > now)
+
+    @admin.display(description="history")
+    def history(self, obj: Price) -> str:
+        if obj.pk is None:
+            return EMPTY
+        rows = format_html_join(
+            "",
+            '<tr{}><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    THIS_VERSION if version.pk == obj.pk else "",
+                    _change_url(version),
+                    f"{timezone.localtime(version.valid_from):%Y-%m-%d %H:%M:%S %Z}",
+                    f"{timezone.localtime(version.valid_until):%Y-%m-%d %H:%M:%S %Z}"
+                    if version.valid_until
+                    else "in force",
+                    f"{version.unit_price.normalize():f} {version.currency}",
+                    version.source or EMPTY,
+                )
+                for version in price_history(obj)
+            ),
+        )
+        return format_html(
+            '<table class="price-history"><thead><tr><th>valid from</th><th>valid until</th>'
+            "<th>unit price</th><th>source</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except _CatalogRefused as refused:
+            # Raised inside the admin's transaction, which is rolled back: nothing was written.
+            self.message_user(request, f"Price not saved: {_describe(refused.error)}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def save_model(self, request: HttpRequest, obj: Price, form: forms.ModelForm, change: bool) -> None:
+        """Prices are versioned: a new price or a changed unit price is a new version from the catalog.
+
+        Changing only the source (a description) is saved in place.
+        """
+        if change and not {"unit_price", "currency"} & set(form.changed_data):
+            super().save_model(request, obj, form, change)
+            return
+
+        from .catalog import price_set
+
+        key = {name: getattr(obj, name) for name in self.KEY_FIELDS}
+        in_force = Price.objects.filter(**key, valid_until__isnull=True).values_list("pk", flat=True).first()
+        username = request.user.get_username()
+        source = f"admin: {username}"
+        if "source" in form.changed_data and obj.source:
+            source = f"{source} ({obj.source})"[: Price._meta.get_field("source").max_length]
+        try:
+            new = price_set(
+                **key,
+                unit_price=obj.unit_price,
+                currency=obj.currency,
+                valid_from=obj.valid_from if not change else timezone.now(),
+                source=source,
+            )
+        except ValidationError as exc:
+            raise _CatalogRefused(exc) from exc
+        if new.pk == in_force:
+            # The catalog keeps the version in force when it already has this price: nothing was written.
+            request._costcontrol_price_unchanged = new  # type: ignore[attr-defined]
+        elif change:
+            # The edited version stays as it is in the database (the catalog closed it);
+            # response_change takes the user to the new one.
+            self.log_addition(request, new, f"New version replacing #{obj.pk}.")
+            request._costcontrol_new_price = new  # type: ignore[attr-defined]
+        if not change:
+            # The admin logs the addition and links to the object it saved: make it the new version.
+            for field in Price._meta.concrete_fields:
+                setattr(obj, field.attname, getattr(new, field.attname))
+            obj._state.adding = False
+            obj._state.db = new._state.db
+
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        if getattr(request, "_costcontrol_price_unchanged", None) is not None:
+            return None  # nothing was added
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        if getattr(request, "_costcontrol_price_unchanged", None) is not None:
+            return None
+        return super().log_change(request, obj, message)
+
+    def _response_unchanged(self, request: HttpRequest) -> HttpResponse | None:
+        current = getattr(request, "_costcontrol_price_unchanged", None)
+        if current is None:
+            return None
+        self.message_user(
+            request,
+            f"Nothing changed: {current} is already in force (since "
+            f"{timezone.localtime(current.valid_from):%Y-%m-%d %H:%M:%S %Z}).",
+            messages.WARNING,
+        )
+        return HttpResponseRedirect(_change_url(current))
+
+    def response_add(self, request: HttpRequest, obj: Price, post_url_continue: str | None = None) -> HttpResponse:
+        return self._response_unchanged(request) or super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request: HttpRequest, obj: Price) -> HttpResponse:
+        unchanged = self._response_unchanged(request)
+        if unchanged is not None:
+            return unchanged
+        new = getattr(request, "_costcontrol_new_price", None)
+        if new is None:
+            return super().response_change(request, obj)
+        when = f"{timezone.localtime(new.valid_from):%Y-%m-%d %H:%M:%S %Z}"
+        self.message_user(
+            request,
+            f"Price changed: new version from {when}; the previous version is kept in the history.",
+            messages.SUCCESS,
+        )
+        if "_continue" in request.POST:
+            return HttpResponseRedirect(_change_url(new))
+        return HttpResponseRedirect(reverse("admin:tracking_price_changelist"))
+
+
+# --- the ledger ----------------------------------------------------------------------------
+
+
+class ProviderFilter(admin.SimpleListFilter):
+    """Providers from the catalog (and the configured extras), not a DISTINCT over the ledger.
+
+    An entry can only be recorded for one of these, so nothing is missing from the list.
+    """
+
+    title = "provider"
+    parameter_name = "provider"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        providers = set(Price.objects.values_list("provider", flat=True).distinct())
+        providers.update(settings.COSTCONTROL_EXTRA_PROVIDERS)
+        return [(provider, provider) for provider in sorted(providers)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[CostEntry]) -> QuerySet[CostEntry]:
+        if self.value():
+            return queryset.filter(provider=self.value())
+        return queryset
+
+
+class CorrectAmountForm(forms.Form):
+    amount = forms.CharField(
+        label="Corrected total",
+        max_length=50,
+        help_text="What the entry really cost, in the entry's currency (e.g. 0.0042). "
+        "The difference from the current total is recorded as a new entry.",
+    )
+    note = forms.CharField(
+        label="Note", max_length=500, widget=forms.Textarea(attrs={"rows": 3}), help_text="Why it is corrected."
+    )
+    # Makes a resubmitted form (double click, browser back) record the correction once.
+    token = forms.RegexField(regex=re.compile(r"^[0-9a-f]{32}$"), widget=forms.HiddenInput)
+
+
+@admin.register(CostEntry)
+class CostEntryAdmin(admin.ModelAdmin):
+    list_display = (
+        "occurred_at",
+        "provider",
+        "model",
+        "operation",
+        "service",
+        "subject",
+        "amount_display",
+        "pricing_status",
+        "outcome",
+        "is_estimate",
+        "corrects_link",
+    )
+    list_filter = (ProviderFilter, "pricing_status", "outcome", "is_estimate", "team", "occurred_at")
+    search_fields = ("model", "service", "subject", "job", "idempotency_key")
+    list_select_related = ("team", "corrects")
+    # No date_hierarchy: it runs a DISTINCT over the whole ledger's dates on every page load.
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    list_per_page = LIST_PER_PAGE
+    raw_id_fields = ("team", "corrects")
+    actions = ("correct_amount",)
+    fieldsets = (
+        (None, {"fields": ("occurred_at", "recorded_at", "provider", "model", "operation", "variant")}),
+        ("Who", {"fields": ("service", "subject", "job", "team", "tags_pretty")}),
+        (
+            "Cost",
+            {
+                "fields": (
+                    "amount_detail",
+                    "pricing_status",
+                    "is_estimate",
+                    "prices_used_pretty",
+                    "current_total",
+                    "corrections_list",
+                    "corrects",
+                    "note",
+                )
+            },
+        ),
+        ("Quantities", {"fields": QUANTITY_FIELDS}),
+        ("Call", {"fields": ("outcome", "duration_ms", "idempotency_key")}),
+    )
+
+    # Append-only: viewing is the only permission; the database refuses UPDATEs anyway.
+    # With no change permission Django renders every field read-only without save buttons
+    # and answers a POST to the change page with 403.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: CostEntry | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: CostEntry | None = None) -> bool:
+        return False
+
+    def has_correct_permission(self, request: HttpRequest) -> bool:
+        """Correcting appends an entry; it needs the model's change permission as granted to the user."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, obj: CostEntry) -> str:
+        return _right(format_money(obj.amount, obj.currency))
+
+    @admin.display(description="amount")
+    def amount_detail(self, obj: CostEntry) -> str:
+        return format_money(obj.amount, obj.currency)
+
+    @admin.display(description="corrects", ordering="corrects")
+    def corrects_link(self, obj: CostEntry) -> str:
+        if obj.corrects_id is None:
+            return EMPTY
+        return format_html('<a href="{}">#{}</a>', _change_url(obj.corrects), obj.corrects_id)
+
+    @admin.display(description="tags")
+    def tags_pretty(self, obj: CostEntry) -> str:
+        return _pretty_json(obj.tags)
+
+    @admin.display(description="prices used")
+    def prices_used_pretty(self, obj: CostEntry) -> str:
+        return _pretty_json(obj.prices_used)
+
+    def _corrections(self, obj: CostEntry) -> list[CostEntry]:
+        # The change page shows both the list and the total: one query for the two.
+        if not hasattr(obj, "_admin_corrections"):
+            obj._admin_corrections = list(obj.corrections.order_by("recorded_at", "pk"))  # type: ignore[attr-defined]
+        return obj._admin_corrections  # type: ignore[attr-defined]
+
+    @admin.display(description="current total")
+    def current_total(self, obj: CostEntry) -> str:
+        if obj.corrects_id is not None:
+            return format_html(
+                'This entry corrects <a href="{}">#{}</a>; see the total there.',
+                _change_url(obj.corrects),
+                obj.corrects_id,
+            )
+        total = obj.amount + sum((c.amount for c in self._corrections(obj)), Decimal(0))
+        return format_money(total, obj.currency)
+
+    @admin.display(description="corrections")
+    def corrections_list(self, obj: CostEntry) -> str:
+        corrections = self._corrections(obj) if obj.corrects_id is None else []
+        if not corrections:
+            return EMPTY
+        items = format_html_join(
+            "",
+            '<li><a href="{}">#{}</a> {} on {}: {}</li>',
+            (
+                (
+                    _change_url(c),
+                    c.pk,
+                    f"{'+' if c.amount >= 0 else ''}{format_money(c.amount, c.currency)}",
+                    f"{timezone.localtime(c.recorded_at):%Y-%m-%d %H:%M}",
+                    c.note,
+                )
+                for c in corrections
+            ),
+        )
+        return format_html('<ul style="margin-left:0;padding-left:1.2em">{}</ul>', items)
+
+    @admin.action(description="Correct the amount", permissions=["correct"])
+    def correct_amount(self, request: HttpRequest, queryset: QuerySet[CostEntry]) -> HttpResponse | None:
+        """Ask for the corrected total and a note, then append a correcting entry (cost_entry_correct)."""
+        selected = list(queryset[:2])
+        if len(selected) != 1:
+            self.message_user(request, "Select exactly one entry to correct.", messages.ERROR)
+            return None
+        entry = selected[0]
+        original = entry.corrects if entry.corrects_id is not None else entry
+
+        if "apply" in request.POST:
+            form = CorrectAmountForm(request.POST)
+            if form.is_valid():
+                data = form.cleaned_data
+                try:
+                    result = cost_entry_correct(
+                        entry=entry,
+                        amount=data["amount"],
+                        note=data["note"],
+                        idempotency_key=f"correction:{original.pk}:{data['token']}",
+                    )
+                except ValidationError as exc:
+                    # The service validated before writing: nothing was recorded. Show the form again.
+                    self.message_user(request, f"Not corrected: {_describe(exc)}", messages.ERROR)
+                else:
+                    correction = result.entry
+                    total = original.amount + sum((c.amount for c in original.corrections.all()), Decimal(0))
+                    if result.created:
+                        self.log_addition(request, correction, f"Corrected entry #{original.pk}: {data['note']}")
+                        self.message_user(
+                            request,
+                            f"Entry #{original.pk} corrected: new total {format_money(total, original.currency)} "
+                            f"(correction #{correction.pk}).",
+                            messages.SUCCESS,
+                        )
+                    else:
+                        self.message_user(
+                            request,
+                            f"This correction was already recorded (correction #{correction.pk}); "
+                            f"entry #{original.pk} totals {format_money(total, original.currency)}.",
+                            messages.WARNING,
+                        )
+                    return None
+        else:
+            form = CorrectAmountForm(initial={"token": uuid.uuid4().hex})
+
+        current = original.amount + sum((c.amount for c in original.corrections.all()), Decimal(0))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Correct the amount of entry #{original.pk}",
+            "opts": self.opts,
+            "entry": entry,
+            "original": original,
+            "current_total": format_money(current, original.currency),
+            "form": form,
+            "action_name": "correct_amount",
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/tracking/costentry/correct.html", context)
+
+
+# --- rollups -------------------------------------------------------------------------------
+
+
+class RollupCurrencyFilter(admin.SimpleListFilter):
+    """Currencies from the global scope's rows (every entry counts there), not a DISTINCT over all rollups."""
+
+    title = "currency"
+    parameter_name = "currency"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> Iterable[tuple[str, str]]:
+        currencies = SpendRollup.objects.filter(scope="global").values_list("currency", flat=True).distinct()
+        return [(currency, currency) for currency in sorted(set(currencies))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[SpendRollup]) -> QuerySet[SpendRollup]:
+        if self.value():
+            return queryset.filter(currency=self.value())
+        return queryset
+
+
+@admin.register(SpendRollup)
+class SpendRollupAdmin(admin.ModelAdmin):
+    list_display = (
+        "scope",
+        "bucket",
+        "currency",
+        "amount_display",
+        "events",
+        "errors",
+        "rate_limited",
+        "unpriced",
+        "tokens",
+    )
+    list_filter = (RollupCurrencyFilter,)
+    search_fields = ("scope",)
+    ordering = ("-bucket", "scope", "currency")
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    list_per_page = LIST_PER_PAGE
+    fieldsets = (
+        (None, {"fields": ("scope", "bucket", "currency", "amount_display")}),
+        ("Events", {"fields": ("events", "errors", "rate_limited", "unpriced")}),
+        ("Tokens", {"fields": TOKEN_FIELDS}),
+    )
+
+    # Derived from the ledger in the entry's own transaction; rebuilt with `rebuild_rollups`.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: SpendRollup | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: SpendRollup | None = None) -> bool:
+        return False
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, obj: SpendRollup) -> str:
+        return _right(format_money(obj.amount, obj.currency))
+
+    @admin.display(description="tokens")
+    def tokens(self, obj: SpendRollup) -> str:
+        return _right(f"{sum(getattr(obj, name) for name in TOKEN_FIELDS):,}")
