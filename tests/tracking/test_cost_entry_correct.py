@@ -54,7 +54,13 @@ def test_correcting_a_correction_corrects_the_original(entry):
 
 @pytest.mark.parametrize(
     ("amount", "note", "field"),
-    [("-1", "why", "amount"), ("0.0000000001", "why", "amount"), ("abc", "why", "amount"), ("0.0075", "no change", "amount"), ("1", "  ", "note")],
+    [
+        ("-1", "why", "amount"),
+        ("0.0000000001", "why", "amount"),
+        ("abc", "why", "amount"),
+        ("0.0075", "no change", "amount"),
+        ("1", "  ", "note"),
+    ],
 )
 def test_a_bad_correction_is_refused_and_writes_nothing(entry, amount, note, field):
     with pytest.raises(ValidationError) as excinfo:
