@@ -22,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from costcontrol.money import parse_currency, parse_decimal, parse_money
+from costcontrol.money import parse_currency, parse_decimal, parse_money, to_nanos
 
 from .models import (
     DECIMAL_QUANTITY_FIELDS,
@@ -32,11 +32,12 @@ from .models import (
     CostEntry,
     Outcome,
     Price,
+    PriceCatalogState,
     PricingStatus,
     SpendRollup,
     Team,
 )
-from .pricing import PriceBook
+from .pricing import PriceBook, price_books
 
 QUANTITY_FIELDS = INTEGER_QUANTITY_FIELDS + DECIMAL_QUANTITY_FIELDS
 _LIMITS = {"provider": 100, "model": 200, "operation": 50, "variant": 100, "service": 100, "subject": 200, "job": 200}
@@ -376,6 +377,54 @@ def _rollups_add(deltas: Mapping[tuple[str, datetime, str], Sequence[Any]]) -> N
             )
 
 
+_INSERTED, _DUPLICATE, _STALE_PRICES = "inserted", "duplicate", "stale prices"
+
+
+def _entry_insert_postgresql(entry: CostEntry, *, catalog_token: str) -> str:
+    """PostgreSQL: check the prices, insert the entry and add it to its rollups in ONE statement.
+
+    A data-modifying CTE is atomic on its own (no BEGIN/COMMIT round trips) and adds to the
+    rollups only when the entry was really inserted: a duplicate idempotency key inserts and
+    adds nothing. The entry was priced from a cached price book; the statement inserts only if
+    the catalog token is still the one that book was read under, in the same snapshot as the
+    insert, so a price change is never missed ("stale prices": re-price and retry).
+    Scopes are sorted so concurrent writers lock rollup rows in the same order.
+    This is the same write as the portable path (ORM insert + _rollups_add); the whole suite
+    runs on both databases and verify_ledger compares ledger and rollups.
+    """
+    fields = [f for f in CostEntry._meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(entry, True), connection) for f in fields]
+    amount, *counts = entry_counters(entry)
+    scopes = sorted(entry_scopes(entry))
+    entry_table, rollup_table = CostEntry._meta.db_table, SpendRollup._meta.db_table
+    counter_columns = ", ".join(ROLLUP_COUNTERS)
+    updates = ", ".join(f"{c} = {rollup_table}.{c} + excluded.{c}" for c in ROLLUP_COUNTERS)
+    state_table = PriceCatalogState._meta.db_table
+    sql = (
+        f"WITH token AS (SELECT COALESCE((SELECT token FROM {state_table} WHERE id = 1), '') AS value"
+        f"), new_entry AS ("
+        f" INSERT INTO {entry_table} ({', '.join(f.column for f in fields)})"
+        f" SELECT {', '.join(['%s'] * len(fields))} FROM token WHERE token.value = %s"
+        f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+        f"), rollups AS ("
+        f" INSERT INTO {rollup_table} (scope, bucket, currency, {counter_columns})"
+        f" SELECT scope, %s, %s, {', '.join(['%s'] * len(ROLLUP_COUNTERS))}"
+        f" FROM unnest(%s::varchar[]) WITH ORDINALITY AS s(scope, n)"
+        f" WHERE EXISTS (SELECT 1 FROM new_entry) ORDER BY n"
+        f" ON CONFLICT (scope, bucket, currency) DO UPDATE SET {updates}"
+        f") SELECT (SELECT id FROM new_entry), token.value FROM token"
+    )
+    params = [*values, catalog_token, hour_bucket(entry.occurred_at), entry.currency, to_nanos(amount), *counts, scopes]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        entry_id, current_token = cursor.fetchone()
+    if entry_id is None:
+        return _DUPLICATE if current_token == catalog_token else _STALE_PRICES
+    entry.pk = entry_id
+    entry._state.adding = False
+    return _INSERTED
+
+
 # --- the verbs ------------------------------------------------------------------------
 
 
@@ -386,9 +435,24 @@ def cost_entry_record(**raw: Any) -> RecordResult:
     Raises ValidationError naming the field for bad input; nothing is written then.
     """
     event = usage_event_clean(raw)
-    book = PriceBook.load([(event.provider, event.model)])
-    if not book.has_model(event.provider, event.model) and not _provider_known(event.provider):
-        raise ValidationError({"provider": f"unknown provider {event.provider!r} (not in the price catalog)"})
+    postgresql = connection.vendor == "postgresql"
+    # PostgreSQL checks a cached book's token inside the write statement; SQLite checks it first.
+    get_book = price_books.get if postgresql else price_books.fresh
+    book = get_book(event.provider, event.model)
+    if not book.has_model(event.provider, event.model):
+        book = price_books.reload(event.provider, event.model)
+        if not book.has_model(event.provider, event.model) and not _provider_known(event.provider):
+            raise ValidationError({"provider": f"unknown provider {event.provider!r} (not in the price catalog)"})
+    if postgresql:
+        for _ in range(5):
+            entry = _entry_from_event(event, book)
+            outcome = _entry_insert_postgresql(entry, catalog_token=book.token)
+            if outcome == _INSERTED:
+                return RecordResult(entry, created=True)
+            if outcome == _DUPLICATE:
+                return RecordResult(CostEntry.objects.get(idempotency_key=event.idempotency_key), created=False)
+            book = price_books.reload(event.provider, event.model)
+        raise RuntimeError("the price catalog changed five times while recording one event")
     entry = _entry_from_event(event, book)
     try:
         with transaction.atomic():

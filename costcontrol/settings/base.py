@@ -135,7 +135,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # --- Celery -----------------------------------------------------------------
 # Embedded default: Celery's filesystem transport under var/celery (no broker to run).
 # CELERY_BROKER_URL=redis://... switches to Redis.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = VAR_DIR / "celery" / "queue"

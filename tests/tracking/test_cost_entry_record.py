@@ -277,3 +277,18 @@ def test_old_events_are_priced_from_the_catalog_epoch(gpt4o_prices):
     entry = cost_entry_record(provider="openai", model="gpt-4o", input_tokens=1000, occurred_at=EPOCH).entry
 
     assert entry.amount == Decimal("0.0025")
+
+
+def test_a_price_change_made_behind_the_record_paths_back_is_used_by_the_next_event():
+    """Price books are cached per process; a trigger-kept catalog token makes any change visible at once."""
+    change = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    old = PriceFactory(provider="acme", model="m", unit="input_token", unit_price="0.000002")
+    with time_machine.travel(NOW, tick=False):
+        first = cost_entry_record(provider="acme", model="m", input_tokens=1_000_000).entry
+        # As another process or a SQL console would: no service, no signal, no cache invalidation call.
+        type(old).objects.filter(pk=old.pk).update(valid_until=change)
+        PriceFactory(provider="acme", model="m", unit="input_token", unit_price="0.000003", valid_from=change)
+        second = cost_entry_record(provider="acme", model="m", input_tokens=1_000_000).entry
+
+    assert (first.amount, second.amount) == (Decimal(2), Decimal(3))
+    assert ledger_differences()[0] == []
