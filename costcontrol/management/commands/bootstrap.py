@@ -13,9 +13,9 @@ import os
 from typing import Any
 
 from django.core.management.base import BaseCommand
-from tracking.catalog import price_catalog_load_default
 
 from costcontrol.services import admin_user_ensure, periodic_tasks_install
+from tracking.catalog import price_catalog_load_default
 
 
 class Command(BaseCommand):
