@@ -46,6 +46,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from costcontrol.money import PRICE_MAX_DIGITS, PRICE_PLACES, parse_currency, parse_decimal
+from costcontrol.validation import clean_text
 
 from .models import Price, Unit
 
@@ -403,17 +404,7 @@ def _lock_prices() -> None:
 
 
 def _text(value: Any, name: str, *, required: bool = False) -> str:
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise ValidationError({name: f"must be a string, not {type(value).__name__}"})
-    value = value.strip()
-    if required and not value:
-        raise ValidationError({name: "is required"})
-    limit = _FIELD_LIMITS.get(name, 200)
-    if len(value) > limit:
-        raise ValidationError({name: f"is longer than {limit} characters"})
-    return value
+    return clean_text(value, field=name, max_length=_FIELD_LIMITS.get(name, 200), required=required)
 
 
 _KEY_FIELDS = ("provider", "model", "operation", "unit", "variant")

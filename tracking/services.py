@@ -23,6 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from costcontrol.money import parse_currency, parse_decimal, parse_money, to_nanos
+from costcontrol.validation import clean_text
 
 from .models import (
     DECIMAL_QUANTITY_FIELDS,
@@ -87,17 +88,7 @@ class BulkItemResult:
 
 
 def _text(raw: Mapping[str, Any], name: str, *, required: bool = False) -> str:
-    value = raw.get(name)
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise ValidationError({name: f"must be a string, not {type(value).__name__}"})
-    value = value.strip()
-    if required and not value:
-        raise ValidationError({name: "is required"})
-    if len(value) > _LIMITS[name]:
-        raise ValidationError({name: f"is longer than {_LIMITS[name]} characters"})
-    return value
+    return clean_text(raw.get(name), field=name, max_length=_LIMITS[name], required=required)
 
 
 def _quantity(raw: Mapping[str, Any], name: str) -> int | Decimal:

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from costcontrol.money import format_money
 from tracking.models import CostEntry
-from tracking.services import cost_entry_record
+from tracking.services import QUANTITY_FIELDS, cost_entry_record
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -38,18 +38,7 @@ def entry_as_dict(entry: CostEntry, *, created: bool) -> dict[str, Any]:
         "tags": entry.tags,
         "quantities": {
             name: (str(value) if not isinstance(value, int) else value)
-            for name in (
-                "input_tokens",
-                "output_tokens",
-                "cached_input_tokens",
-                "cache_write_tokens",
-                "reasoning_tokens",
-                "embedding_tokens",
-                "images",
-                "requests",
-                "seconds",
-                "gpu_hours",
-            )
+            for name in QUANTITY_FIELDS
             if (value := getattr(entry, name))
         },
         "amount": format(entry.amount.normalize(), "f"),
@@ -137,19 +126,8 @@ class Command(BaseCommand):
             "duration_ms": options["duration_ms"],
             "idempotency_key": options["idempotency_key"],
             "occurred_at": occurred_at,
-            "seconds": options["seconds"],
-            "gpu_hours": options["gpu_hours"],
         }
-        for name in (
-            "input_tokens",
-            "output_tokens",
-            "cached_input_tokens",
-            "cache_write_tokens",
-            "reasoning_tokens",
-            "embedding_tokens",
-            "images",
-            "requests",
-        ):
+        for name in QUANTITY_FIELDS:
             event[name] = options[name]
         if options["actual"]:
             event["is_estimate"] = False
