@@ -1,1 +1,293 @@
-"""Budgets: what may be spent (scopes, periods, thresholds). Built in the budgets issue."""
+"""Budgets: what may be spent. A budget holds a scope's spend against an amount per calendar period."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from costcontrol.money import CURRENCIES, MoneyField, format_money
+
+SCOPE_KINDS = ("global", "provider", "service", "model", "subject", "job", "tag", "team")
+DEFAULT_THRESHOLDS = (50, 80, 95, 100)
+THRESHOLD_MIN, THRESHOLD_MAX = 1, 1000
+
+
+def default_thresholds() -> list[int]:
+    return list(DEFAULT_THRESHOLDS)
+
+
+def scope_errors(scope: Any) -> list[str]:
+    """What is wrong with a scope string (empty list: it is valid). Same grammar as the rollup scopes."""
+    if not isinstance(scope, str) or not scope:
+        return ["a scope is required, e.g. global, provider:openai or tag:team=ml"]
+    if scope == "global":
+        return []
+    kind, sep, value = scope.partition(":")
+    if not sep:
+        if kind in SCOPE_KINDS:
+            return [f"scope {scope!r} needs a value after the colon, e.g. {kind}:NAME"]
+        return [f"unknown scope kind {kind!r} (expected one of {', '.join(SCOPE_KINDS)})"]
+    if kind not in SCOPE_KINDS:
+        return [f"unknown scope kind {kind!r} (expected one of {', '.join(SCOPE_KINDS)})"]
+    if kind == "global":
+        return ["the global scope has no value: write just 'global'"]
+    if not value.strip() or value != value.strip():
+        return [f"scope {scope!r} needs a value without surrounding spaces after the colon"]
+    if kind == "tag":
+        key, eq, tag_value = value.partition("=")
+        if not eq or not key or not tag_value:
+            return [f"tag scope {scope!r} must be tag:KEY=VALUE, e.g. tag:team=ml"]
+    return []
+
+
+def threshold_errors(thresholds: Any) -> list[str]:
+    if not isinstance(thresholds, list) or not thresholds:
+        return ["thresholds must be a non-empty list of percents, e.g. [50, 80, 95, 100]"]
+    errors: list[str] = []
+    previous: Decimal | None = None
+    for item in thresholds:
+        if isinstance(item, bool) or not isinstance(item, int | float | Decimal | str):
+            errors.append(f"{item!r} is not a number")
+            continue
+        try:
+            value = Decimal(str(item))
+        except ArithmeticError:
+            errors.append(f"{item!r} is not a number")
+            continue
+        if not value.is_finite() or not THRESHOLD_MIN <= value <= THRESHOLD_MAX:
+            errors.append(f"{item} is outside {THRESHOLD_MIN}-{THRESHOLD_MAX} %")
+        if previous is not None and value <= previous:
+            errors.append(f"thresholds must be strictly increasing ({item} follows {previous})")
+        previous = value
+    return errors
+
+
+class Period(models.TextChoices):
+    DAILY = "daily", "daily"
+    WEEKLY = "weekly", "weekly (Monday to Sunday)"
+    MONTHLY = "monthly", "monthly (calendar month)"
+    QUARTERLY = "quarterly", "quarterly (calendar quarter)"
+    YEARLY = "yearly", "yearly (calendar year)"
+    NONE = "none", "none (lifetime)"
+
+
+class Level(models.TextChoices):
+    """Threshold levels, lowest first. The i-th threshold of a budget raises the i-th level."""
+
+    INFO = "info", "info"
+    WARNING = "warning", "warning"
+    CRITICAL = "critical", "critical"
+    EXCEEDED = "exceeded", "exceeded"
+
+
+LEVEL_ORDER: tuple[str, ...] = tuple(Level.values)
+
+
+def level_rank(level: str | None) -> int:
+    """0 for no level, 1 for info ... 4 for exceeded (for comparisons and 'peak' bookkeeping)."""
+    return 0 if not level else LEVEL_ORDER.index(level) + 1
+
+
+class Budget(models.Model):
+    name = models.CharField("name", max_length=200, help_text="Shown in the admin, alerts and reports.")
+    scope = models.CharField(
+        "scope",
+        max_length=320,
+        help_text="What spend counts: global, provider:X, service:X, model:X, subject:X, job:X, team:NAME or tag:K=V.",
+    )
+    amount = MoneyField("amount", help_text="What may be spent per period, in the budget's currency.")
+    currency = models.CharField("currency", max_length=3, default="USD", help_text="ISO 4217 code, e.g. USD.")
+    period = models.CharField(
+        "period",
+        max_length=10,
+        choices=Period.choices,
+        default=Period.MONTHLY,
+        help_text="Periods follow the calendar in the configured time zone.",
+    )
+    thresholds = models.JSONField(
+        "thresholds (%)",
+        default=default_thresholds,
+        help_text="Percents of the limit, strictly increasing, each 1-1000: the 1st, 2nd, 3rd and 4th raise "
+        "info, warning, critical and exceeded; any further ones raise exceeded.",
+    )
+    rollover = models.BooleanField(
+        "roll over unspent", default=False, help_text="Carry what was not spent into the next period."
+    )
+    rollover_cap = MoneyField(
+        "rollover cap",
+        null=True,
+        blank=True,
+        help_text="The most that may be carried into one period. Empty: no cap.",
+    )
+    hard_limit = models.BooleanField(
+        "hard limit", default=False, help_text="Deny reservations and checks that would go over the limit."
+    )
+    forecast_alerts = models.BooleanField(
+        "forecast alerts", default=False, help_text="Warn when the spend forecast at period end crosses a threshold."
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="budgets",
+        verbose_name="owner",
+        help_text="Who answers for this budget.",
+    )
+    team = models.ForeignKey(
+        "tracking.Team",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="budgets",
+        verbose_name="team",
+        help_text="The team this budget belongs to; empty = organisation-wide.",
+    )
+    metadata = models.JSONField("metadata", default=dict, blank=True, help_text="Free key/value notes.")
+    is_active = models.BooleanField("active", default=True, help_text="Inactive budgets are neither checked nor shown.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="budget_amount_non_negative"),
+            models.CheckConstraint(
+                condition=Q(rollover_cap__isnull=True) | Q(rollover_cap__gte=0), name="budget_rollover_cap_non_negative"
+            ),
+            models.CheckConstraint(condition=Q(period__in=Period.values), name="budget_period_known"),
+            models.CheckConstraint(
+                condition=Q(scope="global")
+                | Q(
+                    *(Q(scope__startswith=f"{kind}:") for kind in SCOPE_KINDS if kind != "global"),
+                    _connector=Q.OR,
+                ),
+                name="budget_scope_kind_known",
+            ),
+        ]
+        indexes = [
+            # budget_check: the active budgets of one scope (and of global).
+            models.Index(fields=["scope", "is_active"], name="budget_scope_active_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.scope}, {format_money(self.amount, self.currency)} {self.period})"
+
+    @property
+    def scope_kind(self) -> str:
+        return self.scope.partition(":")[0]
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        if problems := scope_errors(self.scope):
+            errors["scope"] = problems
+        if self.amount is not None and self.amount < 0:
+            errors["amount"] = ["must be zero or more"]
+        if self.rollover_cap is not None and self.rollover_cap < 0:
+            errors["rollover_cap"] = ["must be zero or more (empty: no cap)"]
+        if problems := threshold_errors(self.thresholds):
+            errors["thresholds"] = problems
+        if self.currency not in CURRENCIES:
+            errors["currency"] = [f"unknown currency {self.currency!r} (expected an ISO 4217 code such as USD)"]
+        if not isinstance(self.metadata, dict):
+            errors["metadata"] = ["must be a JSON object"]
+        if errors:
+            raise ValidationError(errors)
+
+    def level_for(self, utilisation: Decimal | None, *, over: bool = False) -> str | None:
+        """The level of the highest threshold crossed (>=). `over`: spend above a zero limit."""
+        if utilisation is None:
+            return Level.EXCEEDED if over else None
+        crossed = sum(1 for t in self.thresholds if utilisation >= Decimal(str(t)))
+        if crossed == 0:
+            return None
+        return LEVEL_ORDER[min(crossed, len(LEVEL_ORDER)) - 1]
+
+
+class BudgetPeriod(models.Model):
+    """One period of a budget: the history row. Opened on first use or by beat, closed after its end."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="periods")
+    start = models.DateTimeField("start")
+    end = models.DateTimeField("end", null=True, blank=True, help_text="Empty for a lifetime budget.")
+    limit = MoneyField(
+        "limit", help_text="Amount plus carried over; while open it follows the budget, frozen at close."
+    )
+    carried_over = MoneyField("carried over", default=0)
+    spent_at_close = MoneyField("spent at close", null=True, blank=True)
+    peak_level = models.CharField("peak level", max_length=10, choices=Level.choices, blank=True)
+    closed_at = models.DateTimeField("closed at", null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["budget", "-start"]
+        constraints = [
+            models.UniqueConstraint(fields=["budget", "start"], name="budgetperiod_budget_start_unique"),
+            models.CheckConstraint(condition=Q(carried_over__gte=0), name="budgetperiod_carried_non_negative"),
+            models.CheckConstraint(
+                condition=Q(end__isnull=True) | Q(end__gt=models.F("start")), name="budgetperiod_ordered"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.budget.name} from {self.start:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+
+class ReservationStatus(models.TextChoices):
+    ACTIVE = "active", "active"
+    SETTLED = "settled", "settled"
+    RELEASED = "released", "released"
+    EXPIRED = "expired", "expired (not yet released)"
+
+
+class Reservation(models.Model):
+    """Money held on a hard-limit budget's period between admission and the real cost."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="reservations")
+    period = models.ForeignKey(BudgetPeriod, on_delete=models.CASCADE, related_name="reservations")
+    amount = MoneyField("amount")
+    created_at = models.DateTimeField("created at", default=timezone.now)
+    expires_at = models.DateTimeField("expires at")
+    settled_at = models.DateTimeField("settled at", null=True, blank=True)
+    released_at = models.DateTimeField("released at", null=True, blank=True)
+    actual = MoneyField("actual", null=True, blank=True, help_text="The real cost reported at settlement.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="reservation_amount_non_negative"),
+        ]
+        indexes = [
+            # "Reserved on this period": the unsettled, unreleased reservations of a period.
+            models.Index(
+                fields=["period", "expires_at"],
+                condition=Q(settled_at__isnull=True, released_at__isnull=True),
+                name="reservation_held_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"reservation #{self.pk} {format_money(self.amount, self.budget.currency)} on {self.budget.name}"
+
+    def status_at(self, now: Any = None) -> str:
+        if self.settled_at is not None:
+            return ReservationStatus.SETTLED
+        if self.released_at is not None:
+            return ReservationStatus.RELEASED
+        if self.expires_at <= (now or timezone.now()):
+            return ReservationStatus.EXPIRED
+        return ReservationStatus.ACTIVE
+
+    @property
+    def status(self) -> str:
+        return self.status_at()

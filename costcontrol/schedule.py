@@ -26,4 +26,17 @@ SCHEDULE: tuple[ScheduledTask, ...] = (
         description="Recomputes the hourly rollups from the ledger and logs an error on any difference.",
         crontab={"minute": "30", "hour": "3"},
     ),
+    ScheduledTask(
+        name="Advance budget periods (hourly)",
+        task="budgets.periods_advance",
+        description="Opens each budget's current period at the boundary, closes finished ones (rollover), "
+        "records peak levels. Writers open periods too, so a missed run never blocks a reset.",
+        crontab={"minute": "1"},
+    ),
+    ScheduledTask(
+        name="Release expired budget reservations",
+        task="budgets.reservations_expire",
+        description="Marks reservations that were never settled within BUDGET_RESERVATION_TTL_SECONDS as released.",
+        every_seconds=60,
+    ),
 )

@@ -31,3 +31,14 @@ class PriceFactory(DjangoModelFactory):
     valid_from = datetime(2020, 1, 1, tzinfo=UTC)
     valid_until = None
     source = "test"
+
+
+class BudgetFactory(DjangoModelFactory):
+    class Meta:
+        model = "budgets.Budget"
+
+    name = factory.Sequence(lambda n: f"budget-{n}")
+    scope = "global"
+    amount = Decimal("100")
+    currency = "USD"
+    period = "monthly"

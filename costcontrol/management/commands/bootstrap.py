@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from budgets.services import budget_defaults_ensure
 from costcontrol.services import admin_user_ensure, periodic_tasks_install
 from tracking.catalog import price_catalog_load_default
 
@@ -28,6 +29,10 @@ class Command(BaseCommand):
         )
         created, updated = periodic_tasks_install()
         self.stdout.write(f"Beat schedule: {created} created, {updated} updated.")
+        budget = budget_defaults_ensure().budget
+        self.stdout.write(
+            f"Default budget: {budget} created." if budget else "Default budget: budgets exist, none created."
+        )
 
         result = admin_user_ensure(
             username=os.environ.get("DJANGO_SUPERUSER_USERNAME", "admin"),

@@ -1,0 +1,70 @@
+"""python manage.py budget_status [--json]: where every active budget stands this period."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from budgets.models import Budget
+from budgets.selectors import BudgetStatus
+from budgets.services import budget_status
+from costcontrol.money import format_money
+
+
+def _status_dict(status: BudgetStatus) -> dict[str, Any]:
+    budget = status.budget
+
+    def money(value: Any) -> str | None:
+        return None if value is None else f"{value:f}"
+
+    return {
+        "id": budget.pk,
+        "name": budget.name,
+        "scope": budget.scope,
+        "period": budget.period,
+        "period_start": status.period.start.isoformat(),
+        "period_end": status.period.end.isoformat() if status.period.end else None,
+        "currency": budget.currency,
+        "spent": money(status.spent),
+        "limit": money(status.limit),
+        "carried_over": money(status.period.carried_over),
+        "remaining": money(status.remaining),
+        "reserved": money(status.reserved),
+        "utilisation_percent": money(status.utilisation),
+        "level": status.level,
+        "forecast": money(status.forecast),
+        "projected_exceed_at": status.projected_exceed_at.isoformat() if status.projected_exceed_at else None,
+        "days_left": status.days_left,
+        "hard_limit": budget.hard_limit,
+    }
+
+
+class Command(BaseCommand):
+    help = "Print every active budget: spent, limit, remaining, utilisation, level, forecast, days left."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--json", action="store_true", help="Machine-readable output (amounts as strings).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        statuses = [budget_status(budget=b) for b in Budget.objects.filter(is_active=True).order_by("name", "pk")]
+        if options["json"]:
+            self.stdout.write(json.dumps([_status_dict(s) for s in statuses], indent=2))
+            return
+        if not statuses:
+            self.stdout.write("No active budgets.")
+            return
+        for s in statuses:
+            currency = s.budget.currency
+            utilisation = "-" if s.utilisation is None else f"{s.utilisation}%"
+            forecast = "-" if s.forecast is None else format_money(s.forecast, currency)
+            days = "-" if s.days_left is None else str(s.days_left)
+            line = (
+                f"{s.budget.name} [{s.budget.scope}, {s.budget.period}]: spent {format_money(s.spent, currency)} "
+                f"of {format_money(s.limit, currency)}, remaining {format_money(s.remaining, currency)}, "
+                f"{utilisation}, level {s.level or '-'}, forecast {forecast}, days left {days}"
+            )
+            if s.projected_exceed_at:
+                line += f", projected to exceed at {s.projected_exceed_at:%Y-%m-%d %H:%M} UTC"
+            self.stdout.write(line)

@@ -1,0 +1,258 @@
+"""The verbs that change budgets' state, one transaction each (keyword-only arguments).
+
+Admission control (budget_reserve) holds under concurrency: it locks the period rows of the
+hard-limit budgets involved (PostgreSQL: SELECT ... FOR UPDATE; SQLite: the database write
+lock every transaction takes at BEGIN, settings' IMMEDIATE mode), then checks
+spent + reserved + amount <= limit and inserts the reservation before the lock is released.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from costcontrol.money import format_money, parse_money
+
+from .models import LEVEL_ORDER, Budget, BudgetPeriod, Period, Reservation, level_rank
+from .periods import period_bounds
+from .selectors import (
+    BudgetStatus,
+    budget_status_compute,
+    budgets_for_scope,
+    period_limit,
+    period_spent,
+    reserved_total,
+    spend_window_end,
+    utilisation_percent,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class BudgetExceeded(Exception):
+    """A hard-limit budget has no room for the amount asked. Names the budget and what is left."""
+
+    def __init__(self, *, budget: Budget, available: Decimal, requested: Decimal) -> None:
+        self.budget = budget
+        self.available = available
+        self.requested = requested
+        super().__init__(
+            f"budget {budget.name!r} ({budget.scope}) has {format_money(max(available, Decimal(0)), budget.currency)} "
+            f"left this period; {format_money(requested, budget.currency)} requested"
+        )
+
+
+# --- periods ------------------------------------------------------------------------
+
+
+def _carry_into(*, budget: Budget, start: datetime) -> Decimal:
+    """What the period ending at `start` carries into the one starting there (0 without rollover)."""
+    if not budget.rollover:
+        return Decimal(0)
+    previous = BudgetPeriod.objects.filter(budget=budget, end=start, closed_at__isnull=False).first()
+    if previous is None or previous.spent_at_close is None:
+        return Decimal(0)
+    unspent = max(previous.limit - previous.spent_at_close, Decimal(0))
+    if budget.rollover_cap is not None:
+        unspent = min(unspent, budget.rollover_cap)
+    return unspent
+
+
+def budget_period_close(*, period: BudgetPeriod, now: datetime | None = None) -> BudgetPeriod:
+    """Freeze a period: its limit, what was spent (from rollups) and its peak level. Idempotent.
+
+    A period that closes before its end (the budget's period kind was changed) counts spend up to now.
+    """
+    now = now or timezone.now()
+    budget = period.budget
+    with transaction.atomic():
+        # Closed at or after its end: the whole period. Closed early (its kind changed): up to now.
+        until = period.end if period.end is not None and period.end <= now else now
+        spent = period_spent(budget=budget, start=period.start, end=until)
+        limit = period_limit(budget=budget, period=period)
+        level = budget.level_for(utilisation_percent(spent=spent, limit=limit), over=spent > limit)
+        peak = level if level_rank(level) > level_rank(period.peak_level) else period.peak_level
+        # Compare-and-swap: two closers (beat and a writer) freeze the period once.
+        BudgetPeriod.objects.filter(pk=period.pk, closed_at__isnull=True).update(
+            spent_at_close=spent, limit=limit, peak_level=peak or "", closed_at=now
+        )
+    period.refresh_from_db()
+    return period
+
+
+def budget_period_current(*, budget: Budget, at: datetime | None = None) -> BudgetPeriod:
+    """The period holding `at`, opened on first use; earlier open periods are closed first."""
+    at = at or timezone.now()
+    start, end = period_bounds(budget.period, at)
+    with transaction.atomic():
+        current = BudgetPeriod.objects.filter(budget=budget, start=start).first()
+        if current is not None:
+            return current
+        for stale in BudgetPeriod.objects.filter(budget=budget, closed_at__isnull=True, start__lt=start).order_by(
+            "start"
+        ):
+            budget_period_close(period=stale, now=min(at, stale.end) if stale.end else at)
+        carried = _carry_into(budget=budget, start=start)
+        current, _ = BudgetPeriod.objects.get_or_create(
+            budget=budget,
+            start=start,
+            defaults={"end": end, "carried_over": carried, "limit": budget.amount + carried},
+        )
+        return current
+
+
+def budget_periods_advance(*, now: datetime | None = None) -> int:
+    """Beat: open every active budget's current period (closing finished ones) and record peak levels.
+
+    Returns how many budgets were looked at. One failing budget is logged and skipped.
+    """
+    now = now or timezone.now()
+    count = 0
+    for budget in Budget.objects.filter(is_active=True).order_by("pk"):
+        try:
+            status = budget_status(budget=budget, at=now)
+            rank = level_rank(status.level)
+            if rank:
+                lower = ["", *LEVEL_ORDER[: rank - 1]]
+                BudgetPeriod.objects.filter(pk=status.period.pk, peak_level__in=lower).update(peak_level=status.level)
+            count += 1
+        except Exception:
+            logger.exception("advancing budget %s failed; going on with the others", budget.pk)
+    return count
+
+
+# --- status and checks ----------------------------------------------------------------
+
+
+def budget_status(*, budget: Budget, at: datetime | None = None) -> BudgetStatus:
+    """Where a budget stands now (opening its current period if this is the first use)."""
+    at = at or timezone.now()
+    period = budget_period_current(budget=budget, at=at)
+    return budget_status_compute(budget=budget, period=period, at=at)
+
+
+def budget_check(*, scope: str, amount: Any = Decimal(0), at: datetime | None = None) -> list[BudgetStatus]:
+    """Where every active budget of `scope` (and every global one) stands, and whether `amount` fits.
+
+    `allowed` is False only for a hard-limit budget where spent + reserved + amount > limit.
+    """
+    amount = parse_money(amount, field="amount")
+    if amount < 0:
+        raise ValidationError({"amount": "must be zero or more"})
+    at = at or timezone.now()
+    results = []
+    for budget in budgets_for_scope(scope):
+        status = budget_status(budget=budget, at=at)
+        allowed = not budget.hard_limit or status.spent + status.reserved + amount <= status.limit
+        results.append(replace(status, allowed=allowed, requested=amount))
+    return results
+
+
+# --- reservations ---------------------------------------------------------------------
+
+
+def budget_reserve(*, scopes: Sequence[str], amount: Any, ttl: timedelta | None = None) -> list[Reservation]:
+    """Hold `amount` on every active hard-limit budget of `scopes` (and the global ones), or on none.
+
+    Raises BudgetExceeded naming the first budget without room. Returns the reservations (empty
+    when no hard-limit budget applies). Settle each with reservation_settle once the cost is known.
+    """
+    amount = parse_money(amount, field="amount")
+    if amount < 0:
+        raise ValidationError({"amount": "must be zero or more"})
+    ttl = ttl if ttl is not None else timedelta(seconds=settings.BUDGET_RESERVATION_TTL_SECONDS)
+    if ttl <= timedelta(0):
+        raise ValidationError({"ttl": "must be positive"})
+    wanted = {*scopes, "global"}
+    now = timezone.now()
+    with transaction.atomic():
+        budgets = list(Budget.objects.filter(is_active=True, hard_limit=True, scope__in=wanted).order_by("pk"))
+        if not budgets:
+            return []
+        periods = {budget.pk: budget_period_current(budget=budget, at=now) for budget in budgets}
+        # One lock statement in primary-key order, so concurrent reservers never deadlock.
+        locked = {
+            p.budget_id: p
+            for p in BudgetPeriod.objects.select_for_update()
+            .filter(pk__in=[p.pk for p in periods.values()])
+            .order_by("pk")
+        }
+        for budget in budgets:
+            period = locked[budget.pk]
+            spent = period_spent(budget=budget, start=period.start, end=spend_window_end(period=period, at=now))
+            available = period_limit(budget=budget, period=period) - spent - reserved_total(period=period, at=now)
+            if amount > available:
+                raise BudgetExceeded(budget=budget, available=available, requested=amount)
+        return [
+            Reservation.objects.create(
+                budget=budget, period=locked[budget.pk], amount=amount, created_at=now, expires_at=now + ttl
+            )
+            for budget in budgets
+        ]
+
+
+def reservation_settle(*, reservation: Reservation, actual: Any) -> Reservation:
+    """Mark a reservation settled: its amount stops counting as reserved. Records nothing in the ledger.
+
+    The caller records the real cost with tracking's cost_entry_record. To hand the hold over to the
+    ledger without a moment where neither counts (or both), do both in one transaction:
+    ``with transaction.atomic(): cost_entry_record(...); reservation_settle(...)`` -- settling locks
+    the period row, so a concurrent budget_reserve waits and then sees the recorded spend.
+    """
+    actual = parse_money(actual, field="actual")
+    if actual < 0:
+        raise ValidationError({"actual": "must be zero or more"})
+    now = timezone.now()
+    with transaction.atomic():
+        list(BudgetPeriod.objects.select_for_update().filter(pk=reservation.period_id))
+        changed = Reservation.objects.filter(pk=reservation.pk, settled_at__isnull=True).update(
+            settled_at=now, actual=actual
+        )
+        if not changed:
+            raise ValidationError({"reservation": f"reservation #{reservation.pk} is already settled"})
+    reservation.refresh_from_db()
+    return reservation
+
+
+def reservations_expire(*, now: datetime | None = None) -> int:
+    """Release reservations past their expiry that were never settled. Returns how many."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        return Reservation.objects.filter(
+            settled_at__isnull=True, released_at__isnull=True, expires_at__lte=now
+        ).update(released_at=now)
+
+
+# --- defaults -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DefaultsResult:
+    budget: Budget | None
+    created: bool
+
+
+def budget_defaults_ensure() -> DefaultsResult:
+    """The seeds' default: a global monthly budget of MONTHLY_BUDGET, if no budget exists at all."""
+    with transaction.atomic():
+        if Budget.objects.exists():
+            return DefaultsResult(budget=None, created=False)
+        budget = Budget(
+            name="Global monthly",
+            scope="global",
+            amount=parse_money(settings.MONTHLY_BUDGET, field="MONTHLY_BUDGET"),
+            currency="USD",
+            period=Period.MONTHLY,
+        )
+        budget.full_clean()
+        budget.save()
+        return DefaultsResult(budget=budget, created=True)

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+
+from budgets.selectors import forecast_thresholds_crossed
+from budgets.services import budget_check, budget_status
+from tests.factories import BudgetFactory
+
+pytestmark = pytest.mark.django_db
+
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def at(day: int, hour: int = 12) -> datetime:
+    return datetime(2026, 11, day, hour, tzinfo=UTC)
+
+
+@time_machine.travel(at(15), tick=False)
+@pytest.mark.parametrize(
+    ("spent", "level"),
+    [
+        ("49.99", None),
+        ("50", "info"),
+        ("79.99", "info"),
+        ("80", "warning"),
+        ("95", "critical"),
+        ("100", "exceeded"),
+        ("130", "exceeded"),
+    ],
+)
+def test_the_level_is_the_highest_threshold_crossed(spend, spent, level):
+    budget = BudgetFactory(amount=Decimal("100"))
+    spend(spent, at(2))
+    status = budget_status(budget=budget)
+    assert status.level == level
+    assert status.spent == Decimal(spent)
+    assert status.remaining == Decimal(100) - Decimal(spent)
+
+
+@time_machine.travel(at(15), tick=False)
+def test_custom_thresholds_map_by_position_and_extra_ones_mean_exceeded(spend):
+    budget = BudgetFactory(amount=Decimal("100"), thresholds=[10, 20, 30, 40, 60])
+    spend("25", at(2))
+    assert budget_status(budget=budget).level == "warning"
+    spend("30", at(3))
+    assert budget_status(budget=budget).level == "exceeded"  # 55 % is past the 4th threshold (40)
+
+
+@time_machine.travel(at(16), tick=False)
+def test_status_reads_only_its_scope_and_the_current_period(spend):
+    budget = BudgetFactory(scope="service:image-api", amount=Decimal("10"))
+    spend("1.25", at(2), service="image-api")
+    spend("4.00", at(3), service="chat")
+    spend("7.00", datetime(2026, 10, 31, 23, tzinfo=UTC), service="image-api")  # October
+    status = budget_status(budget=budget)
+    assert status.spent == Decimal("1.25")
+    assert status.utilisation == Decimal("12.50")
+    assert status.period.start == NOV
+
+
+@time_machine.travel(at(16), tick=False)
+def test_an_amount_change_mid_period_takes_effect_at_once(spend):
+    budget = BudgetFactory(amount=Decimal("100"))
+    spend("60", at(2))
+    assert budget_status(budget=budget).level == "info"
+    budget.amount = Decimal("70")
+    budget.save()
+    status = budget_status(budget=budget)
+    assert status.limit == Decimal("70")
+    assert status.level == "warning"  # 60 / 70 = 85.7 %
+    assert status.period.start == NOV  # same period row, not a new one
+
+
+def test_forecast_is_the_linear_run_rate_and_says_when_the_limit_will_be_crossed(spend):
+    budget = BudgetFactory(amount=Decimal("300"))  # November has 30 days
+    with time_machine.travel(at(1, 0), tick=False):
+        spend("100", at(1, 0))
+    with time_machine.travel(at(11, 0), tick=False):
+        status = budget_status(budget=budget)
+    # 100 in 10 days -> 300 over 30 days; the limit is reached at the very end, not before it.
+    assert status.forecast == Decimal("300")
+    assert status.projected_exceed_at is None
+    assert status.days_left == 20
+    with time_machine.travel(at(6, 0), tick=False):
+        status = budget_status(budget=budget)
+    # 100 in 5 days: 600 by the end; 300 is crossed after 15 days, on the 16th at 00:00.
+    assert status.forecast == Decimal("600")
+    assert status.projected_exceed_at == at(16, 0)
+
+
+@time_machine.travel(at(15), tick=False)
+def test_check_lists_the_scope_and_global_budgets_and_denies_only_hard_limits(spend):
+    soft = BudgetFactory(scope="provider:openai", amount=Decimal("10"))
+    hard = BudgetFactory(scope="global", amount=Decimal("10"), hard_limit=True)
+    BudgetFactory(scope="provider:anthropic", amount=Decimal("1"))
+    BudgetFactory(scope="provider:openai", amount=Decimal("1"), is_active=False)
+    spend("9", at(2))
+    results = {s.budget.pk: s for s in budget_check(scope="provider:openai", amount=Decimal("1.5"))}
+    assert set(results) == {soft.pk, hard.pk}
+    assert results[soft.pk].allowed is True
+    assert results[hard.pk].allowed is False
+    assert all(s.allowed for s in budget_check(scope="provider:openai", amount=Decimal("1")))
+
+
+def test_a_berlin_budget_counts_spend_from_berlin_midnight(settings, spend):
+    settings.TIME_ZONE = "Europe/Berlin"
+    budget = BudgetFactory(amount=Decimal("100"), period="daily")
+    berlin = ZoneInfo("Europe/Berlin")
+    with time_machine.travel(datetime(2026, 11, 16, 10, tzinfo=berlin), tick=False):
+        spend("5", datetime(2026, 11, 15, 22, 30, tzinfo=UTC))  # 23:30 Berlin, the day before
+        spend("2", datetime(2026, 11, 15, 23, 30, tzinfo=UTC))  # 00:30 Berlin, today
+        status = budget_status(budget=budget)
+    assert status.period.start == datetime(2026, 11, 15, 23, tzinfo=UTC)
+    assert status.spent == Decimal("2")
+
+
+def test_forecast_alerts_report_the_thresholds_the_period_end_forecast_reaches(spend):
+    quiet = BudgetFactory(amount=Decimal("300"))
+    loud = BudgetFactory(amount=Decimal("300"), forecast_alerts=True)
+    with time_machine.travel(at(1, 0), tick=False):
+        spend("90", at(1, 0))
+    with time_machine.travel(at(11, 0), tick=False):
+        # 90 in 10 of 30 days: 270 at the end, 90 % of the limit.
+        assert forecast_thresholds_crossed(budget_status(budget=loud)) == [50, 80]
+        assert forecast_thresholds_crossed(budget_status(budget=quiet)) == []
+        assert budget_status(budget=loud).level is None  # today's spend is only 30 %
