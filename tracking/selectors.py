@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Q, Sum
+from django.db.models import Sum
 
 from costcontrol.money import from_nanos
 
@@ -24,14 +24,6 @@ def spend_total(*, scope: str, start: datetime, end: datetime, currency: str = "
         total=Sum("amount")
     )["total"]
     return total if total is not None else Decimal("0E-9")
-
-
-def prices_in_force(*, provider: str, model: str, at: datetime) -> list[Price]:
-    return list(
-        Price.objects.filter(provider=provider, model=model, valid_from__lte=at).filter(
-            Q(valid_until__isnull=True) | Q(valid_until__gt=at)
-        )
-    )
 
 
 def price_history(price: Price) -> list[Price]:
@@ -110,14 +102,4 @@ def ledger_totals_by_currency() -> dict[str, Decimal]:
     return {
         row["currency"]: row["total"]
         for row in CostEntry.objects.values("currency").annotate(total=Sum("amount")).order_by("currency")
-    }
-
-
-def rollup_totals_by_currency(scope: str = "global") -> dict[str, Decimal]:
-    return {
-        row["currency"]: row["total"]
-        for row in SpendRollup.objects.filter(scope=scope)
-        .values("currency")
-        .annotate(total=Sum("amount"))
-        .order_by("currency")
     }

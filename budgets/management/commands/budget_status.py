@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -58,7 +59,9 @@ class Command(BaseCommand):
         for s in statuses:
             currency = s.budget.currency
             utilisation = "-" if s.utilisation is None else f"{s.utilisation}%"
-            forecast = "-" if s.forecast is None else format_money(s.forecast, currency)
+            forecast = (
+                "-" if s.forecast is None else format_money(s.forecast.quantize(Decimal("0.01")), currency)
+            )  # an estimate: cents
             days = "-" if s.days_left is None else str(s.days_left)
             line = (
                 f"{s.budget.name} [{s.budget.scope}, {s.budget.period}]: spent {format_money(s.spent, currency)} "
