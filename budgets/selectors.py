@@ -7,20 +7,37 @@ costs the same with ten thousand or ten million ledger rows.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import cached_property
+from typing import Any
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Q, Sum
 
-from costcontrol.money import MONEY_QUANTUM, round_money
+from costcontrol.money import MONEY_QUANTUM, MoneyField, from_nanos, round_money, to_nanos
+from tracking.models import SpendRollup
 from tracking.selectors import spend_total
 
-from .models import Budget, BudgetPeriod, Reservation
+from .models import Budget, BudgetPeriod, Period, Reservation
+from .periods import period_bounds
 
 ZERO = Decimal(0).quantize(MONEY_QUANTUM)
 _PERCENT = Decimal("0.01")
 _MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Projected spend at the end of a period and when the limit would be crossed."""
+
+    amount: Decimal
+    projected_exceed_at: datetime | None  # None: not within this period (or already exceeded)
+    method: str  # "linear" or "hour-of-day"
 
 
 @dataclass(frozen=True)
@@ -35,8 +52,6 @@ class BudgetStatus:
     level: str | None
     reserved: Decimal
     days_left: int | None  # whole or part days until the period ends; None for lifetime
-    forecast: Decimal | None  # projected spend at period end; None for lifetime
-    projected_exceed_at: datetime | None
     allowed: bool = True  # budget_check's answer for the amount asked about
     requested: Decimal = ZERO
 
@@ -48,6 +63,24 @@ class BudgetStatus:
     def available(self) -> Decimal:
         """What a new reservation may still take: limit - spent - reserved."""
         return self.limit - self.spent - self.reserved
+
+    @cached_property
+    def forecast_result(self) -> Forecast | None:
+        """Computed on first use (it reads a week of rollups): budget_check does not pay for it."""
+        return budget_forecast(budget=self.budget, period=self.period, at=self.at, spent=self.spent, limit=self.limit)
+
+    @property
+    def forecast(self) -> Decimal | None:
+        """Projected spend at period end; None for a lifetime budget."""
+        return self.forecast_result.amount if self.forecast_result else None
+
+    @property
+    def projected_exceed_at(self) -> datetime | None:
+        return self.forecast_result.projected_exceed_at if self.forecast_result else None
+
+    @property
+    def forecast_method(self) -> str | None:
+        return self.forecast_result.method if self.forecast_result else None
 
 
 def spend_window_end(*, period: BudgetPeriod, at: datetime) -> datetime:
@@ -85,27 +118,30 @@ def utilisation_percent(*, spent: Decimal, limit: Decimal) -> Decimal | None:
     return (spent * 100 / limit).quantize(_PERCENT, rounding=ROUND_HALF_EVEN)
 
 
-def budget_status_compute(*, budget: Budget, period: BudgetPeriod, at: datetime) -> BudgetStatus:
-    """Where a budget stands at `at` in the given (open) period. Reads only; see services.budget_status."""
-    spent = period_spent(budget=budget, start=period.start, end=spend_window_end(period=period, at=at))
+def hour_floor(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def budget_status_compute(
+    *,
+    budget: Budget,
+    period: BudgetPeriod,
+    at: datetime,
+    spent: Decimal | None = None,
+    reserved: Decimal | None = None,
+) -> BudgetStatus:
+    """Where a budget stands at `at` in the given period. Reads only; see services.budget_status.
+
+    `spent` and `reserved` may be passed when already read (budget_positions); otherwise they are
+    read from the rollups and the reservations.
+    """
+    if spent is None:
+        spent = period_spent(budget=budget, start=period.start, end=spend_window_end(period=period, at=at))
+    if reserved is None:
+        reserved = reserved_total(period=period, at=at) if period.pk is not None else ZERO
     limit = period_limit(budget=budget, period=period)
     utilisation = utilisation_percent(spent=spent, limit=limit)
-    level = budget.level_for(utilisation, over=spent > limit)
-    forecast: Decimal | None = None
-    projected: datetime | None = None
-    days_left: int | None = None
-    if period.end is not None:
-        days_left = max(0, math.ceil((period.end - at) / timedelta(days=1)))
-        elapsed = (at - period.start) // _MICROSECOND
-        total = (period.end - period.start) // _MICROSECOND
-        if elapsed <= 0:
-            forecast = spent
-        else:
-            # Linear run-rate over the elapsed part of the period.
-            forecast = round_money(spent * total / elapsed) if elapsed < total else spent
-            if spent > 0 and spent < limit:
-                crossing = period.start + _MICROSECOND * int(limit * elapsed / spent)
-                projected = crossing if crossing < period.end else None
+    days_left = None if period.end is None else max(0, math.ceil((period.end - at) / timedelta(days=1)))
     return BudgetStatus(
         budget=budget,
         period=period,
@@ -114,12 +150,238 @@ def budget_status_compute(*, budget: Budget, period: BudgetPeriod, at: datetime)
         limit=limit,
         remaining=limit - spent,
         utilisation=utilisation,
-        level=level,
-        reserved=reserved_total(period=period, at=at),
+        level=budget.level_for(utilisation, over=spent > limit),
+        reserved=reserved,
         days_left=days_left,
-        forecast=forecast,
-        projected_exceed_at=projected,
     )
+
+
+def budget_status_peek(*, budget: Budget, at: datetime) -> BudgetStatus:
+    """Like services.budget_status, but writes nothing: a period not opened yet is shown as it would
+    open (for the admin and reports, which must not write on a read)."""
+    start, end = period_bounds(budget.period, at)
+    period = BudgetPeriod.objects.filter(budget=budget, start=start).first()
+    if period is None:
+        carried = carry_into(budget=budget, start=start)
+        period = BudgetPeriod(budget=budget, start=start, end=end, carried_over=carried, limit=budget.amount + carried)
+    return budget_status_compute(budget=budget, period=period, at=at)
+
+
+def carry_into(*, budget: Budget, start: datetime) -> Decimal:
+    """What the period ending at `start` carries into the one starting there (0 without rollover)."""
+    if not budget.rollover:
+        return ZERO
+    previous = BudgetPeriod.objects.filter(budget=budget, end=start, closed_at__isnull=False).first()
+    if previous is None or previous.spent_at_close is None:
+        return ZERO
+    unspent = max(previous.limit - previous.spent_at_close, ZERO)
+    if budget.rollover_cap is not None:
+        unspent = min(unspent, budget.rollover_cap)
+    return unspent
+
+
+# --- the hot path: every budget of some scopes with its current period, in one statement -------
+
+
+@dataclass(frozen=True)
+class Position:
+    budget: Budget
+    period: BudgetPeriod | None  # None: the current period is not opened yet
+    spent: Decimal | None  # None when not read (with_sums=False) or no period
+    reserved: Decimal | None
+
+
+_BUDGET_FIELDS = tuple(Budget._meta.concrete_fields)
+_PERIOD_FIELDS = tuple(BudgetPeriod._meta.concrete_fields)
+_MONEY_OUTPUT = MoneyField()
+
+
+def _converters(fields: Sequence[Any], conn: Any) -> list[list[Any]]:
+    """The converters Django's compiler would apply to each column (SQLite dates, JSON, money)."""
+    result = []
+    for field in fields:
+        column = field.cached_col if hasattr(field, "cached_col") else field
+        result.append([*conn.ops.get_db_converters(column), *field.get_db_converters(conn)])
+    return result
+
+
+def _convert(values: Sequence[Any], converters: list[list[Any]], fields: Sequence[Any], conn: Any) -> list[Any]:
+    out = []
+    for value, field_converters, field in zip(values, converters, fields, strict=True):
+        column = field.cached_col
+        for converter in field_converters:
+            value = converter(value, column, conn)
+        out.append(value)
+    return out
+
+
+def budget_positions(
+    *,
+    scopes: Iterable[str],
+    at: datetime,
+    hard_only: bool = False,
+    with_sums: bool = True,
+    lock: bool = False,
+) -> list[Position]:
+    """Every active budget of `scopes` with its period holding `at` (if opened), what was spent in it
+    so far (rollups) and what is reserved on it: one SQL statement, whatever the ledger's size.
+
+    lock=True (inside a transaction) locks the budget rows, in primary-key order, on PostgreSQL
+    (SQLite's write lock, taken at BEGIN IMMEDIATE, already serialises writers).
+    """
+    conn = connections[DEFAULT_DB_ALIAS]
+    qn = conn.ops.quote_name
+    adapt = conn.ops.adapt_datetimefield_value
+    scopes = sorted(set(scopes))
+    starts = [(kind, adapt(period_bounds(kind, at)[0])) for kind in Period.values]
+    window_end = adapt(hour_floor(at) + timedelta(hours=1))
+    budget_cols = ", ".join(f"b.{qn(f.column)}" for f in _BUDGET_FIELDS)
+    period_cols = ", ".join(f"p.{qn(f.column)}" for f in _PERIOD_FIELDS)
+    sums = ""
+    params: list[Any] = []
+    if with_sums:
+        # Rollup buckets are whole UTC hours and `at` lies inside the period, so "buckets before the
+        # end of at's hour" never reaches past the period's end.
+        sums = f""",
+            (SELECT COALESCE(SUM(r.amount), 0) FROM {qn(SpendRollup._meta.db_table)} r
+              WHERE r.scope = b.scope AND r.currency = b.currency AND r.bucket >= p.start AND r.bucket < %s),
+            (SELECT COALESCE(SUM(x.amount), 0) FROM {qn(Reservation._meta.db_table)} x
+              WHERE x.period_id = p.id AND x.settled_at IS NULL AND x.released_at IS NULL AND x.expires_at > %s)"""
+        params += [window_end, adapt(at)]
+    case = " ".join("WHEN %s THEN %s" for _ in starts)
+    for kind, start in starts:
+        params += [kind, start]
+    params += scopes
+    sql = (
+        f"SELECT {budget_cols}, {period_cols}{sums}"
+        f" FROM {qn(Budget._meta.db_table)} b"
+        f" LEFT JOIN {qn(BudgetPeriod._meta.db_table)} p"
+        f"  ON p.budget_id = b.id AND p.start = CASE b.period {case} END"
+        f" WHERE b.is_active AND b.scope IN ({', '.join(['%s'] * len(scopes))})"
+        f"{' AND b.hard_limit' if hard_only else ''}"
+        f" ORDER BY b.id"
+    )
+    if lock and conn.vendor == "postgresql":
+        sql += " FOR UPDATE OF b"
+    with conn.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if not rows:
+        return []
+    budget_conv = _converters(_BUDGET_FIELDS, conn)
+    period_conv = _converters(_PERIOD_FIELDS, conn)
+    nb, np_ = len(_BUDGET_FIELDS), len(_PERIOD_FIELDS)
+    money = _MONEY_OUTPUT.from_db_value
+    positions = []
+    for row in rows:
+        budget = Budget.from_db(conn.alias, None, _convert(row[:nb], budget_conv, _BUDGET_FIELDS, conn))
+        period = None
+        spent = reserved = None
+        if row[nb] is not None:
+            period = BudgetPeriod.from_db(
+                conn.alias, None, _convert(row[nb : nb + np_], period_conv, _PERIOD_FIELDS, conn)
+            )
+            period.budget = budget
+            if with_sums:
+                spent, reserved = money(row[nb + np_], None, conn), money(row[nb + np_ + 1], None, conn)
+        positions.append(Position(budget=budget, period=period, spent=spent, reserved=reserved))
+    return positions
+
+
+def periods_holdings(*, periods: Sequence[BudgetPeriod], at: datetime) -> dict[int, tuple[Decimal, Decimal]]:
+    """{period id: (spent so far, reserved)} for periods holding `at`, in one statement.
+
+    budget_reserve calls it right after taking its locks: under PostgreSQL's READ COMMITTED a new
+    statement sees everything committed before the lock was granted.
+    """
+    if not periods:
+        return {}
+    conn = connections[DEFAULT_DB_ALIAS]
+    qn = conn.ops.quote_name
+    adapt = conn.ops.adapt_datetimefield_value
+    ids = [p.pk for p in periods]
+    sql = (
+        f"SELECT p.id,"
+        f" (SELECT COALESCE(SUM(r.amount), 0) FROM {qn(SpendRollup._meta.db_table)} r"
+        f"   WHERE r.scope = b.scope AND r.currency = b.currency AND r.bucket >= p.start AND r.bucket < %s),"
+        f" (SELECT COALESCE(SUM(x.amount), 0) FROM {qn(Reservation._meta.db_table)} x"
+        f"   WHERE x.period_id = p.id AND x.settled_at IS NULL AND x.released_at IS NULL AND x.expires_at > %s)"
+        f" FROM {qn(BudgetPeriod._meta.db_table)} p JOIN {qn(Budget._meta.db_table)} b ON b.id = p.budget_id"
+        f" WHERE p.id IN ({', '.join(['%s'] * len(ids))})"
+    )
+    with conn.cursor() as cursor:
+        cursor.execute(sql, [adapt(hour_floor(at) + timedelta(hours=1)), adapt(at), *ids])
+        rows = cursor.fetchall()
+    money = _MONEY_OUTPUT.from_db_value
+    return {row[0]: (money(row[1], None, conn), money(row[2], None, conn)) for row in rows}
+
+
+# --- forecast ---------------------------------------------------------------------------------
+
+SEASONAL_HISTORY = timedelta(days=7)
+
+
+def _hour_of_day_profile(*, budget: Budget, at: datetime, tz: ZoneInfo) -> list[int] | None:
+    """Mean spend (nano-units) at each local hour of the day over the 7 days before at's hour, or
+    None while the scope has less than a week of history."""
+    until = hour_floor(at)
+    since = until - SEASONAL_HISTORY
+    rollups = SpendRollup.objects.filter(scope=budget.scope, currency=budget.currency)
+    if not rollups.filter(bucket__lte=since).exists():
+        return None
+    totals = [0] * 24
+    for bucket, amount in rollups.filter(bucket__gte=since, bucket__lt=until).values_list("bucket", "amount"):
+        totals[bucket.astimezone(tz).hour] += to_nanos(amount)
+    days = SEASONAL_HISTORY.days
+    return [total // days for total in totals]
+
+
+def budget_forecast(
+    *, budget: Budget, period: BudgetPeriod, at: datetime, spent: Decimal, limit: Decimal
+) -> Forecast | None:
+    """Spend projected at the period's end, and when it would cross the limit.
+
+    Once the scope has a week of hourly history, the rest of the period is projected hour by hour
+    from the mean spend at that hour of the day (local time) over the last 7 days, so a quiet night
+    does not drag down a busy afternoon (method "hour-of-day"). Before that, the run-rate of the
+    elapsed part of the period continues linearly (method "linear"). None for lifetime budgets.
+    """
+    if period.end is None:
+        return None
+    if at >= period.end:
+        return Forecast(amount=spent, projected_exceed_at=None, method="linear")
+    tz = ZoneInfo(settings.TIME_ZONE)
+    profile = _hour_of_day_profile(budget=budget, at=at, tz=tz)
+    if profile is None:
+        return _linear_forecast(period=period, at=at, spent=spent, limit=limit)
+    spent_nanos, limit_nanos = to_nanos(spent), to_nanos(limit)
+    projected, crossing = spent_nanos, None
+    cursor = at
+    hour = timedelta(hours=1)
+    while cursor < period.end:
+        step_end = min(hour_floor(cursor) + hour, period.end)
+        rate = profile[cursor.astimezone(tz).hour]  # nanos per hour
+        added = rate * ((step_end - cursor) // _MICROSECOND) // (hour // _MICROSECOND)
+        if crossing is None and projected < limit_nanos <= projected + added and rate > 0:
+            needed = limit_nanos - projected
+            crossing = cursor + _MICROSECOND * ((hour // _MICROSECOND) * needed // rate)
+        projected += added
+        cursor = step_end
+    return Forecast(amount=from_nanos(projected), projected_exceed_at=crossing, method="hour-of-day")
+
+
+def _linear_forecast(*, period: BudgetPeriod, at: datetime, spent: Decimal, limit: Decimal) -> Forecast:
+    assert period.end is not None
+    elapsed = (at - period.start) // _MICROSECOND
+    total = (period.end - period.start) // _MICROSECOND
+    if elapsed <= 0:
+        return Forecast(amount=spent, projected_exceed_at=None, method="linear")
+    amount = round_money(spent * total / elapsed)
+    projected = None
+    if 0 < spent < limit:
+        crossing = period.start + _MICROSECOND * int(limit * elapsed / spent)
+        projected = crossing if crossing < period.end else None
+    return Forecast(amount=amount, projected_exceed_at=projected, method="linear")
 
 
 def forecast_thresholds_crossed(status: BudgetStatus) -> list[int | float | str]:

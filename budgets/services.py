@@ -22,16 +22,16 @@ from django.utils import timezone
 
 from costcontrol.money import format_money, parse_money
 
-from .models import LEVEL_ORDER, Budget, BudgetPeriod, Period, Reservation, level_rank
+from .models import LEVEL_ORDER, Budget, BudgetPeriod, Period, Reservation, level_rank, scope_errors
 from .periods import period_bounds
 from .selectors import (
     BudgetStatus,
+    budget_positions,
     budget_status_compute,
-    budgets_for_scope,
+    carry_into,
     period_limit,
     period_spent,
-    reserved_total,
-    spend_window_end,
+    periods_holdings,
     utilisation_percent,
 )
 
@@ -52,19 +52,6 @@ class BudgetExceeded(Exception):
 
 
 # --- periods ------------------------------------------------------------------------
-
-
-def _carry_into(*, budget: Budget, start: datetime) -> Decimal:
-    """What the period ending at `start` carries into the one starting there (0 without rollover)."""
-    if not budget.rollover:
-        return Decimal(0)
-    previous = BudgetPeriod.objects.filter(budget=budget, end=start, closed_at__isnull=False).first()
-    if previous is None or previous.spent_at_close is None:
-        return Decimal(0)
-    unspent = max(previous.limit - previous.spent_at_close, Decimal(0))
-    if budget.rollover_cap is not None:
-        unspent = min(unspent, budget.rollover_cap)
-    return unspent
 
 
 def budget_period_close(*, period: BudgetPeriod, now: datetime | None = None) -> BudgetPeriod:
@@ -101,7 +88,7 @@ def budget_period_current(*, budget: Budget, at: datetime | None = None) -> Budg
             "start"
         ):
             budget_period_close(period=stale, now=min(at, stale.end) if stale.end else at)
-        carried = _carry_into(budget=budget, start=start)
+        carried = carry_into(budget=budget, start=start)
         current, _ = BudgetPeriod.objects.get_or_create(
             budget=budget,
             start=start,
@@ -143,15 +130,25 @@ def budget_status(*, budget: Budget, at: datetime | None = None) -> BudgetStatus
 def budget_check(*, scope: str, amount: Any = Decimal(0), at: datetime | None = None) -> list[BudgetStatus]:
     """Where every active budget of `scope` (and every global one) stands, and whether `amount` fits.
 
-    `allowed` is False only for a hard-limit budget where spent + reserved + amount > limit.
+    `allowed` is False only for a hard-limit budget where spent + reserved + amount > limit. One SQL
+    statement when the budgets' current periods are open (budget_positions); a period not opened
+    yet is opened here, so a missed beat never blocks a reset.
     """
+    if problems := scope_errors(scope):
+        raise ValidationError({"scope": problems})
     amount = parse_money(amount, field="amount")
     if amount < 0:
         raise ValidationError({"amount": "must be zero or more"})
     at = at or timezone.now()
     results = []
-    for budget in budgets_for_scope(scope):
-        status = budget_status(budget=budget, at=at)
+    for position in budget_positions(scopes=(scope, "global"), at=at):
+        budget = position.budget
+        if position.period is None:
+            status = budget_status(budget=budget, at=at)
+        else:
+            status = budget_status_compute(
+                budget=budget, period=position.period, at=at, spent=position.spent, reserved=position.reserved
+            )
         allowed = not budget.hard_limit or status.spent + status.reserved + amount <= status.limit
         results.append(replace(status, allowed=allowed, requested=amount))
     return results
@@ -166,60 +163,57 @@ def budget_reserve(*, scopes: Sequence[str], amount: Any, ttl: timedelta | None 
     Raises BudgetExceeded naming the first budget without room. Returns the reservations (empty
     when no hard-limit budget applies). Settle each with reservation_settle once the cost is known.
     """
+    for scope in scopes:
+        if problems := scope_errors(scope):
+            raise ValidationError({"scopes": problems})
     amount = parse_money(amount, field="amount")
     if amount < 0:
         raise ValidationError({"amount": "must be zero or more"})
     ttl = ttl if ttl is not None else timedelta(seconds=settings.BUDGET_RESERVATION_TTL_SECONDS)
     if ttl <= timedelta(0):
         raise ValidationError({"ttl": "must be positive"})
-    wanted = {*scopes, "global"}
     now = timezone.now()
     with transaction.atomic():
-        budgets = list(Budget.objects.filter(is_active=True, hard_limit=True, scope__in=wanted).order_by("pk"))
-        if not budgets:
+        # 1. Lock the budgets involved (primary-key order: concurrent reservers never deadlock).
+        positions = budget_positions(scopes={*scopes, "global"}, at=now, hard_only=True, with_sums=False, lock=True)
+        if not positions:
             return []
-        periods = {budget.pk: budget_period_current(budget=budget, at=now) for budget in budgets}
-        # One lock statement in primary-key order, so concurrent reservers never deadlock.
-        locked = {
-            p.budget_id: p
-            for p in BudgetPeriod.objects.select_for_update()
-            .filter(pk__in=[p.pk for p in periods.values()])
-            .order_by("pk")
-        }
-        for budget in budgets:
-            period = locked[budget.pk]
-            spent = period_spent(budget=budget, start=period.start, end=spend_window_end(period=period, at=now))
-            available = period_limit(budget=budget, period=period) - spent - reserved_total(period=period, at=now)
+        periods = [p.period or budget_period_current(budget=p.budget, at=now) for p in positions]
+        # 2. Only now read spent and reserved: a statement after the lock sees every earlier commit.
+        holdings = periods_holdings(periods=periods, at=now)
+        for position, period in zip(positions, periods, strict=True):
+            spent, reserved = holdings[period.pk]
+            available = period_limit(budget=position.budget, period=period) - spent - reserved
             if amount > available:
-                raise BudgetExceeded(budget=budget, available=available, requested=amount)
-        return [
-            Reservation.objects.create(
-                budget=budget, period=locked[budget.pk], amount=amount, created_at=now, expires_at=now + ttl
-            )
-            for budget in budgets
-        ]
+                raise BudgetExceeded(budget=position.budget, available=available, requested=amount)
+        # 3. Hold the amount before the locks go.
+        return Reservation.objects.bulk_create(
+            [
+                Reservation(budget=p.budget, period=period, amount=amount, created_at=now, expires_at=now + ttl)
+                for p, period in zip(positions, periods, strict=True)
+            ]
+        )
 
 
 def reservation_settle(*, reservation: Reservation, actual: Any) -> Reservation:
     """Mark a reservation settled: its amount stops counting as reserved. Records nothing in the ledger.
 
     The caller records the real cost with tracking's cost_entry_record. To hand the hold over to the
-    ledger without a moment where neither counts (or both), do both in one transaction:
-    ``with transaction.atomic(): cost_entry_record(...); reservation_settle(...)`` -- settling locks
-    the period row, so a concurrent budget_reserve waits and then sees the recorded spend.
+    ledger without a moment where neither counts, do both in one transaction:
+    ``with transaction.atomic(): cost_entry_record(...); reservation_settle(...)``. A concurrent
+    budget_reserve reads spent and reserved in one statement, so it sees both changes or neither:
+    never the reservation released before its cost is in the rollups.
     """
     actual = parse_money(actual, field="actual")
     if actual < 0:
         raise ValidationError({"actual": "must be zero or more"})
     now = timezone.now()
-    with transaction.atomic():
-        list(BudgetPeriod.objects.select_for_update().filter(pk=reservation.period_id))
-        changed = Reservation.objects.filter(pk=reservation.pk, settled_at__isnull=True).update(
-            settled_at=now, actual=actual
-        )
-        if not changed:
-            raise ValidationError({"reservation": f"reservation #{reservation.pk} is already settled"})
-    reservation.refresh_from_db()
+    changed = Reservation.objects.filter(pk=reservation.pk, settled_at__isnull=True).update(
+        settled_at=now, actual=actual
+    )
+    if not changed:
+        raise ValidationError({"reservation": f"reservation #{reservation.pk} is already settled"})
+    reservation.settled_at, reservation.actual = now, actual
     return reservation
 
 

@@ -39,8 +39,9 @@ def test_budget_status_prints_every_active_budget_with_its_numbers(spend):
 @time_machine.travel(NOW, tick=False)
 def test_budget_status_json_gives_amounts_as_decimal_strings(spend):
     BudgetFactory(name="All", amount=Decimal("30"))
-    spend("0.000000001", datetime(2026, 11, 2, tzinfo=UTC))
-    spend("11", datetime(2026, 11, 2, tzinfo=UTC))
+    # Less than a week of history (first spend on the 5th): the forecast is the linear run-rate.
+    spend("0.000000001", datetime(2026, 11, 5, tzinfo=UTC))
+    spend("11", datetime(2026, 11, 5, tzinfo=UTC))
     [row] = json.loads(run("--json"))
     assert row["spent"] == "11.000000001"
     assert row["limit"] == "30.000000000"

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
+from django.core.exceptions import ValidationError
 
 from budgets.selectors import forecast_thresholds_crossed
 from budgets.services import budget_check, budget_status
@@ -76,21 +77,51 @@ def test_an_amount_change_mid_period_takes_effect_at_once(spend):
     assert status.period.start == NOV  # same period row, not a new one
 
 
-def test_forecast_is_the_linear_run_rate_and_says_when_the_limit_will_be_crossed(spend):
+def test_forecast_is_the_linear_run_rate_while_there_is_less_than_a_week_of_history(spend):
     budget = BudgetFactory(amount=Decimal("300"))  # November has 30 days
+    with time_machine.travel(at(1, 0), tick=False):
+        spend("100", at(1, 0))
+    with time_machine.travel(at(6, 0), tick=False):
+        status = budget_status(budget=budget)
+    # 100 in 5 days: 600 by the end; 300 is crossed after 15 days, on the 16th at 00:00.
+    assert status.forecast_method == "linear"
+    assert status.forecast == Decimal("600")
+    assert status.projected_exceed_at == at(16, 0)
+    assert status.days_left == 25
+    with time_machine.travel(at(3, 0), tick=False):
+        spend("0", at(3, 0))  # nothing more
+    with time_machine.travel(at(7, 0), tick=False):
+        status = budget_status(budget=budget)
+    # 100 in 6 days -> 500; the limit is crossed on day 18.
+    assert (status.forecast, status.projected_exceed_at) == (Decimal("500"), at(19, 0))
+
+
+def test_forecast_follows_the_hour_of_day_once_a_week_of_history_exists(settings, spend):
+    """Spend only in office hours (09-17 Berlin): the forecast adds office hours, not nights."""
+    settings.TIME_ZONE = "Europe/Berlin"
+    berlin = ZoneInfo("Europe/Berlin")
+    budget = BudgetFactory(amount=Decimal("200"))
+    with time_machine.travel(datetime(2026, 11, 21, 9, tzinfo=berlin), tick=False):
+        for day in range(1, 21):
+            for hour in range(9, 17):
+                spend("1", datetime(2026, 11, day, hour, 30, tzinfo=berlin))
+        status = budget_status(budget=budget)
+    assert status.spent == Decimal("160")
+    assert status.forecast_method == "hour-of-day"
+    # 10 days left (the 21st to the 30th) of 8 paid hours each; linear would say 235.58.
+    assert status.forecast == Decimal("240")
+    # 40 more hours reach 200: the 5th office day, the 25th, at 17:00 Berlin (linear: the 26th, 00:00).
+    assert status.projected_exceed_at == datetime(2026, 11, 25, 17, tzinfo=berlin)
+    assert status.forecast_result.amount == status.forecast
+
+
+def test_a_quiet_last_week_forecasts_no_more_spend(spend):
+    budget = BudgetFactory(amount=Decimal("300"))
     with time_machine.travel(at(1, 0), tick=False):
         spend("100", at(1, 0))
     with time_machine.travel(at(11, 0), tick=False):
         status = budget_status(budget=budget)
-    # 100 in 10 days -> 300 over 30 days; the limit is reached at the very end, not before it.
-    assert status.forecast == Decimal("300")
-    assert status.projected_exceed_at is None
-    assert status.days_left == 20
-    with time_machine.travel(at(6, 0), tick=False):
-        status = budget_status(budget=budget)
-    # 100 in 5 days: 600 by the end; 300 is crossed after 15 days, on the 16th at 00:00.
-    assert status.forecast == Decimal("600")
-    assert status.projected_exceed_at == at(16, 0)
+    assert (status.forecast_method, status.forecast, status.projected_exceed_at) == ("hour-of-day", 100, None)
 
 
 @time_machine.travel(at(15), tick=False)
@@ -122,10 +153,43 @@ def test_a_berlin_budget_counts_spend_from_berlin_midnight(settings, spend):
 def test_forecast_alerts_report_the_thresholds_the_period_end_forecast_reaches(spend):
     quiet = BudgetFactory(amount=Decimal("300"))
     loud = BudgetFactory(amount=Decimal("300"), forecast_alerts=True)
-    with time_machine.travel(at(1, 0), tick=False):
-        spend("90", at(1, 0))
+    with time_machine.travel(at(5, 0), tick=False):
+        spend("90", at(5, 0))
     with time_machine.travel(at(11, 0), tick=False):
-        # 90 in 10 of 30 days: 270 at the end, 90 % of the limit.
+        # 90 in 10 of 30 days (less than a week of history: linear): 270 at the end, 90 % of the limit.
         assert forecast_thresholds_crossed(budget_status(budget=loud)) == [50, 80]
         assert forecast_thresholds_crossed(budget_status(budget=quiet)) == []
         assert budget_status(budget=loud).level is None  # today's spend is only 30 %
+
+
+@time_machine.travel(at(15), tick=False)
+def test_check_reads_every_budget_in_one_statement_once_its_periods_are_open(spend, django_assert_num_queries):
+    BudgetFactory(scope="global", amount=Decimal("100"), period="daily")
+    BudgetFactory(scope="model:gpt-4o", amount=Decimal("50"), hard_limit=True, rollover=True)
+    BudgetFactory(scope="model:gpt-4o", amount=Decimal("500"), period="none")
+    spend("3.5", at(15, 9))
+    spend("20", at(2))
+    first = budget_check(scope="model:gpt-4o", amount="1")  # opens the three periods
+    with django_assert_num_queries(1):
+        again = budget_check(scope="model:gpt-4o", amount="1")
+    assert [(s.budget.pk, s.spent, s.limit, s.reserved, s.level) for s in again] == [
+        (s.budget.pk, s.spent, s.limit, s.reserved, s.level) for s in first
+    ]
+    assert [s.spent for s in again] == [Decimal("3.5"), Decimal("23.5"), Decimal("23.5")]
+    for status in again:
+        slow = budget_status(budget=status.budget)  # the ORM path, query by query
+        assert (status.period.pk, status.spent, status.limit, status.reserved) == (
+            slow.period.pk,
+            slow.spent,
+            slow.limit,
+            slow.reserved,
+        )
+
+
+def test_check_refuses_an_unknown_scope_kind_and_a_negative_amount():
+    with pytest.raises(ValidationError) as excinfo:
+        budget_check(scope="region:eu", amount="1")
+    assert "scope" in excinfo.value.message_dict
+    with pytest.raises(ValidationError) as excinfo:
+        budget_check(scope="global", amount="-1")
+    assert "amount" in excinfo.value.message_dict

@@ -89,14 +89,14 @@ def test_soft_budgets_take_no_reservations_and_bad_amounts_are_refused():
 def test_eight_concurrent_reservers_against_room_for_three_admit_exactly_three(gpt4o_prices, monkeypatch):
     assert connection.vendor == "postgresql"
 
-    def slow_reserved_total(**kwargs):
+    def slow_periods_holdings(**kwargs):
         # Widen the gap between the check and the insert, so a missing lock shows as overspend.
-        total = real_reserved_total(**kwargs)
+        holdings = real_periods_holdings(**kwargs)
         time.sleep(0.05)
-        return total
+        return holdings
 
-    real_reserved_total = budgets.services.reserved_total
-    monkeypatch.setattr(budgets.services, "reserved_total", slow_reserved_total)
+    real_periods_holdings = budgets.services.periods_holdings
+    monkeypatch.setattr(budgets.services, "periods_holdings", slow_periods_holdings)
     budget = BudgetFactory(scope="service:batch", amount=Decimal("10"), hard_limit=True)
     estimate, actual = Decimal("3.000000001"), Decimal("2.999999999")  # room for exactly 3 estimates
     budget_period_current(budget=budget)  # opened beforehand, so the threads race on the check, not the insert
