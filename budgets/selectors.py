@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cached_property
 from typing import Any
@@ -401,3 +401,68 @@ def budgets_for_scope(scope: str) -> list[Budget]:
 
 def budget_period_history(budget: Budget) -> list[BudgetPeriod]:
     return list(budget.periods.order_by("-start"))
+
+
+# --- burn-down of the current period (admin chart) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class BurnDown:
+    """Remaining budget over the current period: one point per step boundary up to now."""
+
+    start: datetime
+    end: datetime
+    limit: Decimal
+    step: str  # "hour" or "day"
+    points: list[tuple[datetime, Decimal]]  # (moment, remaining at that moment), the last at `at`
+    forecast_end: Decimal | None  # remaining at the period's end if the forecast holds
+
+
+def budget_burn_down(status: BudgetStatus) -> BurnDown | None:
+    """The burn-down of a status's period from the hourly rollups; None for lifetime budgets.
+
+    Steps are local hours for periods of up to a week, local days beyond, so a chart has at most
+    a few hundred points.
+    """
+    period, budget = status.period, status.budget
+    if period.end is None:
+        return None
+    tz = ZoneInfo(settings.TIME_ZONE)
+    step = "hour" if period.end - period.start <= timedelta(days=7) else "day"
+    end_of_data = min(spend_window_end(period=period, at=status.at), period.end)
+    by_step: dict[datetime, int] = {}
+    rollups = SpendRollup.objects.filter(
+        scope=budget.scope, currency=budget.currency, bucket__gte=period.start, bucket__lt=end_of_data
+    ).values_list("bucket", "amount")
+    for bucket, amount in rollups:
+        local = bucket.astimezone(tz)
+        key = local.replace(minute=0, second=0, microsecond=0)
+        if step == "day":
+            key = key.replace(hour=0)
+        by_step[key] = by_step.get(key, 0) + to_nanos(amount)
+    limit_nanos = to_nanos(status.limit)
+    points: list[tuple[datetime, Decimal]] = [(period.start, status.limit)]
+    spent = 0
+    cursor = period.start.astimezone(tz)
+    while True:
+        key = cursor.replace(minute=0, second=0, microsecond=0)
+        if step == "day":
+            key = key.replace(hour=0)
+            following = datetime.combine(key.date() + timedelta(days=1), key.time(), tzinfo=tz)
+        else:
+            following = (key.astimezone(UTC) + timedelta(hours=1)).astimezone(tz)
+        spent += by_step.get(key, 0)
+        boundary = min(following.astimezone(UTC), status.at)
+        points.append((boundary, from_nanos(limit_nanos - spent)))
+        if following.astimezone(UTC) >= status.at or following.astimezone(UTC) >= period.end:
+            break
+        cursor = following
+    forecast = status.forecast
+    return BurnDown(
+        start=period.start,
+        end=period.end,
+        limit=status.limit,
+        step=step,
+        points=points,
+        forecast_end=None if forecast is None else status.limit - forecast,
+    )

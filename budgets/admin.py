@@ -1,0 +1,532 @@
+"""Budgets in the admin: where every budget stands, its period history and the current burn-down.
+
+Reads here never write: a period not opened yet is shown as it would open (budget_status_peek);
+the beat task and the first write open it for real.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    DateTimeField,
+    ExpressionWrapper,
+    FloatField,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast, Coalesce, NullIf
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+
+from costcontrol.money import format_money
+from tracking.models import SpendRollup
+
+from .models import LEVEL_ORDER, SCOPE_KINDS, Budget, BudgetPeriod, Level, Period, Reservation
+from .periods import period_bounds
+from .selectors import BudgetStatus, budget_burn_down, budget_status_peek, hour_floor
+
+EMPTY = "-"
+CENTS = Decimal("0.01")
+LEVEL_COLOURS = {
+    None: "#417690",  # below every threshold: the admin's own blue-grey
+    Level.INFO: "#2f80ed",
+    Level.WARNING: "#e2a300",
+    Level.CRITICAL: "#e8590c",
+    Level.EXCEEDED: "#c92a2a",
+}
+
+
+def _money(value: Decimal | None, currency: str) -> str:
+    """Amounts in lists to the cent (the change page and the JSON command show them exactly)."""
+    return EMPTY if value is None else format_money(value.quantize(CENTS), currency)
+
+
+def _right(text: str) -> SafeString:
+    return format_html('<span style="display:block;text-align:right;font-variant-numeric:tabular-nums">{}</span>', text)
+
+
+def _level_badge(level: str | None) -> SafeString:
+    if not level:
+        return format_html('<span style="color:#666">{}</span>', "ok")
+    return format_html(
+        '<span style="background:{};color:#fff;border-radius:3px;padding:1px 6px;font-weight:600">{}</span>',
+        LEVEL_COLOURS[level],
+        level,
+    )
+
+
+def _local(moment: datetime) -> datetime:
+    return moment.astimezone(ZoneInfo(settings.TIME_ZONE))
+
+
+# --- the form: thresholds as "50, 80, 95, 100" ------------------------------------------------
+
+
+class ThresholdsField(forms.CharField):
+    """Percents as comma-separated numbers. Order and range are checked by Budget.clean()."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return ", ".join(str(v) for v in value)
+        return value
+
+    def to_python(self, value: Any) -> list[int | float] | None:
+        text = super().to_python(value)
+        if not text:
+            return None
+        result: list[int | float] = []
+        for part in text.replace(";", ",").strip("[] ").split(","):
+            part = part.strip().rstrip("%").strip()
+            try:
+                number = Decimal(part)
+            except InvalidOperation:
+                raise forms.ValidationError(f"{part!r} is not a number (write percents like 50, 80, 95, 100)") from None
+            if not number.is_finite():
+                raise forms.ValidationError(f"{part!r} is not a number")
+            result.append(int(number) if number == number.to_integral_value() else float(number))
+        return result
+
+
+class BudgetForm(forms.ModelForm):
+    thresholds = ThresholdsField(
+        label="Thresholds (%)",
+        help_text="Percents of the limit, strictly increasing, each 1-1000, e.g. 50, 80, 95, 100: the 1st to "
+        "4th raise info, warning, critical and exceeded (any further ones: exceeded).",
+    )
+
+    class Meta:
+        model = Budget
+        fields = (
+            "name",
+            "scope",
+            "team",
+            "owner",
+            "is_active",
+            "amount",
+            "currency",
+            "period",
+            "hard_limit",
+            "thresholds",
+            "forecast_alerts",
+            "rollover",
+            "rollover_cap",
+            "metadata",
+        )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        scope = self.fields["scope"]
+        scope.widget.attrs.update({"list": "budget-scopes", "placeholder": "e.g. provider:openai", "size": 50})
+
+
+# --- list filters ------------------------------------------------------------------------------
+
+
+class LevelFilter(admin.SimpleListFilter):
+    title = "level"
+    parameter_name = "level"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("ok", "below every threshold"), *[(level, level) for level in LEVEL_ORDER]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Budget]) -> QuerySet[Budget]:
+        wanted = self.value()
+        if not wanted:
+            return queryset
+        now = timezone.now()
+        level = None if wanted == "ok" else wanted
+        # A level depends on each budget's own thresholds: computed per active budget (there are tens
+        # or hundreds of budgets, each status reads a few rows).
+        pks = [b.pk for b in queryset.filter(is_active=True) if budget_status_peek(budget=b, at=now).level == level]
+        return queryset.filter(pk__in=pks)
+
+
+class ScopeKindFilter(admin.SimpleListFilter):
+    title = "scope kind"
+    parameter_name = "scope_kind"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(kind, kind) for kind in SCOPE_KINDS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Budget]) -> QuerySet[Budget]:
+        kind = self.value()
+        if not kind:
+            return queryset
+        if kind == "global":
+            return queryset.filter(scope="global")
+        return queryset.filter(scope__startswith=f"{kind}:")
+
+
+# --- period history ------------------------------------------------------------------------------
+
+
+class BudgetPeriodInline(admin.TabularInline):
+    model = BudgetPeriod
+    verbose_name = "period"
+    verbose_name_plural = "period history"
+    fields = ("period_range", "limit_shown", "carried_shown", "spent_shown", "utilisation_shown", "peak_shown")
+    readonly_fields = fields
+    ordering = ("-start",)
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="period")
+    def period_range(self, obj: BudgetPeriod) -> str:
+        start = _local(obj.start)
+        if obj.end is None:
+            return f"from {start:%Y-%m-%d} (lifetime)"
+        last_day = _local(obj.end) - timedelta(microseconds=1)
+        text = f"{start:%Y-%m-%d}" if start.date() == last_day.date() else f"{start:%Y-%m-%d} - {last_day:%Y-%m-%d}"
+        return text if obj.closed_at else f"{text} (open)"
+
+    @admin.display(description="limit")
+    def limit_shown(self, obj: BudgetPeriod) -> str:
+        limit = obj.limit if obj.closed_at else obj.budget.amount + obj.carried_over
+        return _money(limit, obj.budget.currency)
+
+    @admin.display(description="carried over")
+    def carried_shown(self, obj: BudgetPeriod) -> str:
+        return _money(obj.carried_over, obj.budget.currency)
+
+    @admin.display(description="spent")
+    def spent_shown(self, obj: BudgetPeriod) -> str:
+        if obj.closed_at is None:
+            return "(open: see this period above)"
+        return _money(obj.spent_at_close, obj.budget.currency)
+
+    @admin.display(description="used")
+    def utilisation_shown(self, obj: BudgetPeriod) -> str:
+        if obj.closed_at is None or obj.spent_at_close is None or obj.limit <= 0:
+            return EMPTY
+        return f"{(obj.spent_at_close * 100 / obj.limit).quantize(Decimal('0.1'))} %"
+
+    @admin.display(description="peak level")
+    def peak_shown(self, obj: BudgetPeriod) -> SafeString:
+        return _level_badge(obj.peak_level or None)
+
+
+# --- the budget admin ----------------------------------------------------------------------------
+
+
+def _with_utilisation(queryset: QuerySet[Budget], at: datetime) -> QuerySet[Budget]:
+    """Annotate each budget's utilisation of its current period (for sorting), in SQL from rollups.
+
+    The period start per kind is computed here (six kinds); rollup buckets are whole UTC hours, so
+    "buckets before the end of this hour" never reaches past a current period's end.
+    """
+    start = Case(
+        *(When(period=kind, then=Value(period_bounds(kind, at)[0])) for kind in Period.values),
+        output_field=DateTimeField(),
+    )
+    queryset = queryset.annotate(_period_start=start)
+    spent = (
+        SpendRollup.objects.filter(
+            scope=OuterRef("scope"),
+            currency=OuterRef("currency"),
+            bucket__gte=OuterRef("_period_start"),
+            bucket__lt=hour_floor(at) + timedelta(hours=1),
+        )
+        .order_by()
+        .values("scope")
+        .annotate(total=Sum(Cast("amount", BigIntegerField())))
+        .values("total")
+    )
+    carried = BudgetPeriod.objects.filter(budget=OuterRef("pk"), start=OuterRef("_period_start")).values("carried_over")
+    limit = ExpressionWrapper(
+        Cast("amount", BigIntegerField()) + Coalesce(Subquery(carried, output_field=BigIntegerField()), Value(0)),
+        output_field=BigIntegerField(),
+    )
+    return queryset.annotate(
+        _utilisation=Cast(Coalesce(Subquery(spent, output_field=BigIntegerField()), Value(0)), FloatField())
+        * Value(100.0)
+        / NullIf(Cast(limit, FloatField()), Value(0.0))
+    )
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    form = BudgetForm
+    list_display = (
+        "name",
+        "scope",
+        "period",
+        "spent_shown",
+        "limit_shown",
+        "remaining_shown",
+        "progress",
+        "level_shown",
+        "forecast_shown",
+        "days_left_shown",
+        "hard_limit",
+        "is_active",
+    )
+    list_display_links = ("name",)
+    list_filter = (LevelFilter, "period", ScopeKindFilter, "hard_limit", "is_active")
+    search_fields = ("name", "scope", "owner__username", "team__name")
+    autocomplete_fields = ()
+    list_select_related = ("owner", "team")
+    list_per_page = 100
+    inlines = (BudgetPeriodInline,)
+    readonly_fields = ("this_period", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "scope", "team", "owner", "is_active")}),
+        ("Limit", {"fields": ("amount", "currency", "period", "hard_limit")}),
+        ("Thresholds and forecasts", {"fields": ("thresholds", "forecast_alerts")}),
+        ("Rollover", {"fields": ("rollover", "rollover_cap")}),
+        ("Notes", {"fields": ("metadata", "created_at", "updated_at"), "classes": ("collapse",)}),
+    )
+    change_form_template = "admin/budgets/budget/change_form.html"
+
+    def get_fieldsets(self, request: HttpRequest, obj: Budget | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return (("This period", {"fields": ("this_period",)}), *fieldsets)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
+        self._now = timezone.now()
+        return _with_utilisation(super().get_queryset(request), self._now)
+
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        context["scope_suggestions"] = _scope_suggestions()
+        return super().render_change_form(request, context, *args, **kwargs)
+
+    def _status(self, obj: Budget) -> BudgetStatus | None:
+        if not obj.is_active:
+            return None
+        cached = getattr(obj, "_status_cache", None)
+        if cached is None:
+            cached = budget_status_peek(budget=obj, at=getattr(self, "_now", None) or timezone.now())
+            obj._status_cache = cached  # type: ignore[attr-defined]
+        return cached
+
+    @admin.display(description="spent")
+    def spent_shown(self, obj: Budget) -> str:
+        status = self._status(obj)
+        return _right(_money(status.spent, obj.currency)) if status else EMPTY
+
+    @admin.display(description="limit")
+    def limit_shown(self, obj: Budget) -> str:
+        status = self._status(obj)
+        if not status:
+            return _right(_money(obj.amount, obj.currency))
+        text = _money(status.limit, obj.currency)
+        if status.period.carried_over:
+            text += f" (incl. {_money(status.period.carried_over, obj.currency)} carried)"
+        return _right(text)
+
+    @admin.display(description="remaining")
+    def remaining_shown(self, obj: Budget) -> str:
+        status = self._status(obj)
+        return _right(_money(status.remaining, obj.currency)) if status else EMPTY
+
+    @admin.display(description="used", ordering="_utilisation")
+    def progress(self, obj: Budget) -> SafeString | str:
+        status = self._status(obj)
+        if not status:
+            return EMPTY
+        if status.utilisation is None:
+            return "over a zero limit" if status.spent > 0 else EMPTY
+        width = min(status.utilisation, Decimal(100))
+        return format_html(
+            '<div title="{} %" style="width:120px;background:#e8e8e8;border-radius:3px;position:relative;'
+            'height:16px"><div class="budget-progress" data-level="{}" style="width:{}%;background:{};height:16px;'
+            'border-radius:3px"></div><span style="position:absolute;top:0;left:4px;font-size:11px;line-height:16px;'
+            'color:#000">{} %</span></div>',
+            status.utilisation,
+            status.level or "ok",
+            f"{width:f}",
+            LEVEL_COLOURS[status.level],
+            status.utilisation.quantize(Decimal("0.1")),
+        )
+
+    @admin.display(description="level")
+    def level_shown(self, obj: Budget) -> SafeString | str:
+        status = self._status(obj)
+        return _level_badge(status.level) if status else EMPTY
+
+    @admin.display(description="forecast at period end")
+    def forecast_shown(self, obj: Budget) -> SafeString | str:
+        status = self._status(obj)
+        if not status or status.forecast is None:
+            return EMPTY
+        text = _money(status.forecast, obj.currency)
+        if status.projected_exceed_at:
+            return format_html(
+                '{}<br><small style="color:{}">projected to exceed at {}</small>',
+                text,
+                LEVEL_COLOURS[Level.EXCEEDED],
+                f"{_local(status.projected_exceed_at):%H:%M on %d %b}",
+            )
+        return text
+
+    @admin.display(description="days left")
+    def days_left_shown(self, obj: Budget) -> str:
+        status = self._status(obj)
+        if not status or status.days_left is None:
+            return EMPTY
+        return str(status.days_left)
+
+    @admin.display(description="this period")
+    def this_period(self, obj: Budget) -> SafeString | str:
+        if obj.pk is None:
+            return EMPTY
+        if not obj.is_active:
+            return "Inactive: not checked."
+        status = budget_status_peek(budget=obj, at=timezone.now())
+        currency = obj.currency
+        start = _local(status.period.start)
+        rows = [
+            (
+                "period",
+                f"{start:%Y-%m-%d %H:%M}"
+                + (f" to {_local(status.period.end):%Y-%m-%d %H:%M}" if status.period.end else " (lifetime)")
+                + f" {settings.TIME_ZONE}",
+            ),
+            ("spent", format_money(status.spent, currency)),
+            (
+                "limit",
+                format_money(status.limit, currency)
+                + (
+                    f" (incl. {format_money(status.period.carried_over, currency)} carried over)"
+                    if status.period.carried_over
+                    else ""
+                ),
+            ),
+            ("remaining", format_money(status.remaining, currency)),
+            ("reserved", format_money(status.reserved, currency)),
+            ("used", EMPTY if status.utilisation is None else f"{status.utilisation} %"),
+            ("days left", EMPTY if status.days_left is None else str(status.days_left)),
+        ]
+        if status.forecast is not None:
+            forecast = f"{_money(status.forecast, currency)} ({status.forecast_method})"
+            if status.projected_exceed_at:
+                forecast += f"; projected to exceed at {_local(status.projected_exceed_at):%H:%M on %d %b %Y}"
+            rows.append(("forecast at period end", forecast))
+        table = format_html_join("", "<tr><th style='padding-right:1em'>{}</th><td>{}</td></tr>", rows)
+        return format_html(
+            "<table>{}<tr><th>level</th><td>{}</td></tr></table>{}",
+            table,
+            _level_badge(status.level),
+            burn_down_svg(status),
+        )
+
+
+def _scope_suggestions() -> list[str]:
+    """Scopes seen in the last 31 days (for the scope field's datalist), at most 300."""
+    since = hour_floor(timezone.now()) - timedelta(days=31)
+    scopes = SpendRollup.objects.filter(bucket__gte=since).values_list("scope", flat=True).distinct().order_by("scope")
+    return list(scopes[:300])
+
+
+# --- the burn-down chart (inline SVG: no JavaScript, no external assets) ------------------------
+
+_W, _H, _PAD_L, _PAD_R, _PAD_T, _PAD_B = 640, 220, 70, 16, 12, 28
+
+
+def burn_down_svg(status: BudgetStatus) -> SafeString | str:
+    chart = budget_burn_down(status)
+    if chart is None:
+        return format_html("<p>{}</p>", "No burn-down for a lifetime budget.")
+    span = (chart.end - chart.start).total_seconds()
+    values = [v for _, v in chart.points] + [chart.limit, Decimal(0)]
+    if chart.forecast_end is not None:
+        values.append(chart.forecast_end)
+    top, bottom = max(values), min(values)
+    if top == bottom:
+        top = bottom + 1
+
+    def x(moment: datetime) -> float:
+        return _PAD_L + (_W - _PAD_L - _PAD_R) * (moment - chart.start).total_seconds() / span
+
+    def y(value: Decimal) -> float:
+        return _PAD_T + (_H - _PAD_T - _PAD_B) * float((top - value) / (top - bottom))
+
+    actual = " ".join(f"{x(m):.1f},{y(v):.1f}" for m, v in chart.points)
+    last_moment, last_value = chart.points[-1]
+    parts = [
+        f'<svg class="burn-down" role="img" aria-label="burn-down of the current period" width="{_W}" height="{_H}" '
+        f'viewBox="0 0 {_W} {_H}" style="background:#fafafa;border:1px solid #ddd;margin-top:8px">',
+        f'<line x1="{_PAD_L}" y1="{y(Decimal(0)):.1f}" x2="{_W - _PAD_R}" y2="{y(Decimal(0)):.1f}" stroke="#999"/>',
+        # Ideal: the limit spent evenly to zero at the period's end.
+        f'<line class="ideal" x1="{x(chart.start):.1f}" y1="{y(chart.limit):.1f}" x2="{x(chart.end):.1f}" '
+        f'y2="{y(Decimal(0)):.1f}" stroke="#aaa" stroke-dasharray="4 3"/>',
+        f'<polyline class="actual" fill="none" stroke="{LEVEL_COLOURS[status.level]}" stroke-width="2" '
+        f'points="{actual}"/>',
+    ]
+    if chart.forecast_end is not None:
+        parts.append(
+            f'<line class="forecast" x1="{x(last_moment):.1f}" y1="{y(last_value):.1f}" x2="{x(chart.end):.1f}" '
+            f'y2="{y(chart.forecast_end):.1f}" stroke="{LEVEL_COLOURS[status.level]}" stroke-dasharray="6 4"/>'
+        )
+    currency = status.currency
+    for value in (top, bottom) if bottom < 0 else (top, Decimal(0)):
+        parts.append(
+            f'<text x="{_PAD_L - 6}" y="{y(value) + 4:.1f}" text-anchor="end" font-size="11">'
+            f"{_money(value, currency).replace(' ' + currency, '')}</text>"
+        )
+    first, last = _local(chart.start), _local(chart.end) - timedelta(microseconds=1)
+    fmt = "%d %b %H:%M" if chart.step == "hour" else "%d %b"
+    parts.append(f'<text x="{_PAD_L}" y="{_H - 8}" font-size="11">{first:{fmt}}</text>')
+    parts.append(f'<text x="{_W - _PAD_R}" y="{_H - 8}" font-size="11" text-anchor="end">{last:{fmt}}</text>')
+    parts.append(
+        f'<text x="{(_PAD_L + _W) / 2:.0f}" y="{_H - 8}" font-size="11" text-anchor="middle">remaining {currency} '
+        f"(solid: actual, dashed: even pace and forecast)</text>"
+    )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - built from numbers and dates formatted above
+
+
+# --- reservations (read-only) --------------------------------------------------------------------
+
+
+@admin.register(Reservation)
+class ReservationAdmin(admin.ModelAdmin):
+    list_display = ("pk", "budget", "amount_shown", "status_shown", "created_at", "expires_at", "actual_shown")
+    list_filter = ("budget",)
+    list_select_related = ("budget",)
+    date_hierarchy = "created_at"
+    list_per_page = 100
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="amount")
+    def amount_shown(self, obj: Reservation) -> str:
+        return format_money(obj.amount, obj.budget.currency)
+
+    @admin.display(description="actual")
+    def actual_shown(self, obj: Reservation) -> str:
+        return EMPTY if obj.actual is None else format_money(obj.actual, obj.budget.currency)
+
+    @admin.display(description="status")
+    def status_shown(self, obj: Reservation) -> str:
+        return obj.status
