@@ -271,7 +271,7 @@ class BudgetAdmin(admin.ModelAdmin):
     list_display = (
         "name",
         "scope",
-        "period",
+        "period_shown",
         "spent_shown",
         "limit_shown",
         "remaining_shown",
@@ -321,6 +321,10 @@ class BudgetAdmin(admin.ModelAdmin):
             cached = budget_status_peek(budget=obj, at=getattr(self, "_now", None) or timezone.now())
             obj._status_cache = cached  # type: ignore[attr-defined]
         return cached
+
+    @admin.display(description="period", ordering="period")
+    def period_shown(self, obj: Budget) -> str:
+        return obj.period  # the short name; the form shows the long one
 
     @admin.display(description="spent")
     def spent_shown(self, obj: Budget) -> str:
