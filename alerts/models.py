@@ -1,1 +1,313 @@
-"""Alerts: rules, incidents, channels and the notification outbox. Built in the alerts issue."""
+"""Alerts: who hears about spend, and when.
+
+- AlertRule: a condition on a metric over a window (spend, tokens, error rate, ...).
+- Alert: one incident with a dedup key. Budgets raise theirs through the same path.
+- Channel: where notifications go (email, Slack, Teams, Discord, PagerDuty, webhook, apprise).
+- Notification: the outbox, written in the alert change's own transaction; delivered by a task.
+- DeliveryAttempt: every try of a notification, for the admin's dead-letter view.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from budgets.models import Level, level_rank, scope_errors
+
+LEVEL_CHOICES = Level.choices
+
+
+class ChannelKind(models.TextChoices):
+    EMAIL = "email", "email"
+    SLACK = "slack", "Slack"
+    MSTEAMS = "msteams", "Microsoft Teams"
+    DISCORD = "discord", "Discord"
+    PAGERDUTY = "pagerduty", "PagerDuty"
+    WEBHOOK = "webhook", "webhook (signed JSON)"
+    APPRISE = "apprise", "other (apprise URL)"
+
+
+class Channel(models.Model):
+    name = models.CharField("name", max_length=100, unique=True)
+    kind = models.CharField("kind", max_length=20, choices=ChannelKind.choices)
+    target = models.TextField(
+        "target",
+        help_text="email: addresses separated by commas; webhook: the https:// URL to POST to; Slack, Teams, "
+        "Discord: the incoming-webhook URL; PagerDuty: pagerduty://INTEGRATION_KEY@API_KEY; other: any apprise URL.",
+    )
+    secret = models.CharField(
+        "signing secret",
+        max_length=200,
+        blank=True,
+        help_text="webhook only: the key of the X-Costcontrol-Signature HMAC-SHA256 header. Empty: one is generated.",
+    )
+    min_level = models.CharField(
+        "minimum level",
+        max_length=10,
+        choices=LEVEL_CHOICES,
+        default=Level.INFO,
+        help_text="Alerts below this level are not sent here.",
+    )
+    max_per_hour = models.PositiveIntegerField(
+        "max notifications per hour",
+        default=20,
+        help_text="Beyond this, notifications are folded into one digest sent when the hour allows. 0: no limit.",
+    )
+    is_enabled = models.BooleanField("enabled", default=True)
+    disabled_reason = models.TextField(
+        "disabled because", blank=True, help_text="Set when a permanent delivery error disabled this channel."
+    )
+    receives_reports = models.BooleanField("receives the daily report", default=False)
+    is_default = models.BooleanField(
+        "default channel", default=False, help_text="Used by budgets and rules that choose no channel."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+    def accepts(self, level: str | None) -> bool:
+        """Whether an alert of `level` goes to this channel (resolves follow their alert's level)."""
+        return level_rank(level or Level.INFO) >= level_rank(self.min_level)
+
+    def clean(self) -> None:
+        from .transports import transport_for
+
+        errors: dict[str, Any] = {}
+        try:
+            transport_for(self).validate()
+        except ValidationError as exc:
+            errors.update(exc.message_dict if hasattr(exc, "error_dict") else {"target": exc.messages})
+        if errors:
+            raise ValidationError(errors)
+
+
+class Metric(models.TextChoices):
+    SPEND = "spend", "spend of a scope"
+    GPU_COST = "gpu_cost", "GPU cost (scope provider:gpu)"
+    TOKENS = "tokens", "tokens used"
+    ERROR_RATE = "error_rate", "error rate (%)"
+    RATE_LIMITED = "rate_limited", "rate-limit hits"
+    UNPRICED = "unpriced", "unpriced events"
+    COST_PER_LEAD = "cost_per_lead", "cost per lead"
+
+
+class Window(models.TextChoices):
+    """Calendar windows follow TIME_ZONE like budget periods; rolling ones end now."""
+
+    HOUR = "hour", "this hour"
+    DAY = "day", "today"
+    MONTH = "month", "this month"
+    LAST_5_MINUTES = "5m", "last 5 minutes"
+    LAST_HOUR = "1h", "last 60 minutes"
+    LAST_DAY = "24h", "last 24 hours"
+    LAST_BATCH = "last_batch", "last closed batch"
+
+
+class AlertRule(models.Model):
+    name = models.CharField("name", max_length=200, unique=True)
+    metric = models.CharField("metric", max_length=20, choices=Metric.choices)
+    scope = models.CharField(
+        "scope",
+        max_length=320,
+        default="global",
+        help_text="What the metric is measured on: global, provider:X, service:X, model:X, job:X, tag:K=V ...",
+    )
+    window = models.CharField("window", max_length=12, choices=Window.choices, default=Window.DAY)
+    threshold = models.DecimalField(
+        "threshold", max_digits=20, decimal_places=9, help_text="Fires when the value is above this."
+    )
+    level = models.CharField("level", max_length=10, choices=LEVEL_CHOICES, default=Level.WARNING)
+    cooldown = models.DurationField(
+        "cooldown",
+        default=timedelta(hours=1),
+        help_text="While it stays firing, notify again no sooner than this (e.g. 01:00:00).",
+    )
+    channels = models.ManyToManyField(
+        "alerts.Channel", blank=True, related_name="rules", help_text="Empty: the default channels."
+    )
+    is_enabled = models.BooleanField("enabled", default=True)
+    next_evaluation_at = models.DateTimeField(
+        "next evaluation", null=True, blank=True, help_text="Pushed back after an evaluation error."
+    )
+    last_error = models.TextField("last error", blank=True)
+    last_value = models.DecimalField("last value", max_digits=24, decimal_places=9, null=True, blank=True)
+    last_evaluated_at = models.DateTimeField("last evaluated", null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(threshold__gte=0), name="alertrule_threshold_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        if problems := scope_errors(self.scope):
+            errors["scope"] = problems
+        if self.threshold is not None and self.threshold < 0:
+            errors["threshold"] = ["must be zero or more"]
+        if self.cooldown is not None and self.cooldown < timedelta(0):
+            errors["cooldown"] = ["must be zero or more"]
+        rolling_only = {Metric.RATE_LIMITED, Metric.ERROR_RATE}
+        if self.metric == Metric.COST_PER_LEAD and self.window not in (Window.LAST_BATCH, Window.MONTH):
+            errors["window"] = ["cost per lead is measured on the last closed batch or this month"]
+        elif self.metric != Metric.COST_PER_LEAD and self.window == Window.LAST_BATCH:
+            errors["window"] = ["only cost per lead is measured on the last closed batch"]
+        elif self.metric in rolling_only and self.window in (Window.MONTH,):
+            errors["window"] = ["use a shorter window for rates and hits"]
+        if errors:
+            raise ValidationError(errors)
+
+    def describe(self) -> str:
+        return f"{self.get_metric_display()} of {self.scope} ({self.get_window_display()}) > {self.threshold.normalize():f}"
+
+
+class AlertSource(models.TextChoices):
+    BUDGET = "budget", "budget threshold"
+    FORECAST = "forecast", "budget forecast"
+    RULE = "rule", "alert rule"
+
+
+class AlertState(models.TextChoices):
+    FIRING = "firing", "firing"
+    RESOLVED = "resolved", "resolved"
+
+
+class Alert(models.Model):
+    """One incident. Its dedup key names what it is about; a rule's alert re-opens when it fires again,
+    a budget level's fires once per period (the period is part of its key)."""
+
+    key = models.CharField("dedup key", max_length=400, unique=True)
+    source = models.CharField("source", max_length=10, choices=AlertSource.choices)
+    rule = models.ForeignKey(AlertRule, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
+    budget = models.ForeignKey("budgets.Budget", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
+    budget_period = models.ForeignKey(
+        "budgets.BudgetPeriod", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    scope = models.CharField("scope", max_length=320)
+    level = models.CharField("level", max_length=10, choices=LEVEL_CHOICES)
+    state = models.CharField("state", max_length=10, choices=AlertState.choices, default=AlertState.FIRING)
+    title = models.CharField("title", max_length=300)
+    message = models.TextField("message")
+    value = models.DecimalField("value", max_digits=24, decimal_places=9, null=True, blank=True)
+    threshold = models.DecimalField("threshold", max_digits=24, decimal_places=9, null=True, blank=True)
+    currency = models.CharField("currency", max_length=3, blank=True)
+    first_fired_at = models.DateTimeField("first fired")
+    last_fired_at = models.DateTimeField("fired (this time)")
+    resolved_at = models.DateTimeField("resolved", null=True, blank=True)
+    next_notify_at = models.DateTimeField(
+        "next notification",
+        null=True,
+        blank=True,
+        help_text="Advanced by a conditional UPDATE: two evaluators never notify twice. Empty: never again.",
+    )
+    notify_count = models.PositiveIntegerField("notifications sent", default=0)
+    acknowledged_at = models.DateTimeField("acknowledged", null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    muted_until = models.DateTimeField("muted until", null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_fired_at"]
+        indexes = [
+            # The admin's default list and the report's "alerts fired yesterday".
+            models.Index(fields=["state", "-last_fired_at"], name="alert_state_fired_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def is_muted(self) -> bool:
+        return self.muted_until is not None and self.muted_until > timezone.now()
+
+
+class NotificationKind(models.TextChoices):
+    FIRING = "firing", "firing"
+    REPEAT = "repeat", "still firing"
+    RESOLVED = "resolved", "resolved"
+    DIGEST = "digest", "digest"
+    TEST = "test", "test"
+    REPORT = "report", "daily report"
+
+
+class NotificationStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    SENDING = "sending", "sending"
+    SENT = "sent", "sent"
+    FOLDED = "folded", "folded into a digest"
+    FAILED = "failed", "failed (dead letter)"
+
+
+class Notification(models.Model):
+    """The outbox: one message for one channel. Written with the alert change, delivered by a task."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="notifications")
+    alert = models.ForeignKey(Alert, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField("kind", max_length=10, choices=NotificationKind.choices)
+    level = models.CharField("level", max_length=10, choices=LEVEL_CHOICES, blank=True)
+    dedup_key = models.CharField(
+        "dedup key",
+        max_length=450,
+        unique=True,
+        help_text="alert key + what happened + the how-manieth notification: written once, whatever retries.",
+    )
+    subject = models.CharField("subject", max_length=300)
+    text = models.TextField("text")
+    html = models.TextField("HTML", blank=True)
+    payload = models.JSONField("payload", default=dict, blank=True)
+    status = models.CharField(
+        "status", max_length=10, choices=NotificationStatus.choices, default=NotificationStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField("attempts", default=0)
+    next_attempt_at = models.DateTimeField("next attempt", default=timezone.now)
+    claimed_until = models.DateTimeField("claimed until", null=True, blank=True)
+    last_error = models.TextField("last error", blank=True)
+    digest = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="folded", verbose_name="digest"
+    )
+    created_at = models.DateTimeField("created", default=timezone.now)
+    sent_at = models.DateTimeField("sent", null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The delivery sweep: what is due.
+            models.Index(fields=["status", "next_attempt_at"], name="notification_due_idx"),
+            # The rate limit: what a channel sent in the last hour.
+            models.Index(fields=["channel", "sent_at"], name="notification_channel_sent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} to {self.channel.name}: {self.subject}"
+
+
+class DeliveryAttempt(models.Model):
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="delivery_attempts")
+    started_at = models.DateTimeField("started")
+    duration_ms = models.PositiveIntegerField("duration (ms)", default=0)
+    ok = models.BooleanField("delivered")
+    permanent = models.BooleanField("permanent failure", default=False)
+    error = models.TextField("error", blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"attempt on #{self.notification_id} at {self.started_at:%Y-%m-%d %H:%M:%S}: {'ok' if self.ok else 'failed'}"

@@ -123,6 +123,7 @@ class BudgetForm(forms.ModelForm):
             "hard_limit",
             "thresholds",
             "forecast_alerts",
+            "channels",
             "rollover",
             "rollover_cap",
             "metadata",
@@ -289,11 +290,12 @@ class BudgetAdmin(admin.ModelAdmin):
     list_select_related = ("owner", "team")
     list_per_page = 100
     inlines = (BudgetPeriodInline,)
+    filter_horizontal = ("channels",)
     readonly_fields = ("this_period", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "scope", "team", "owner", "is_active")}),
         ("Limit", {"fields": ("amount", "currency", "period", "hard_limit")}),
-        ("Thresholds and forecasts", {"fields": ("thresholds", "forecast_alerts")}),
+        ("Thresholds and alerts", {"fields": ("thresholds", "forecast_alerts", "channels")}),
         ("Rollover", {"fields": ("rollover", "rollover_cap")}),
         ("Notes", {"fields": ("metadata", "created_at", "updated_at"), "classes": ("collapse",)}),
     )

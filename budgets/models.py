@@ -149,6 +149,13 @@ class Budget(models.Model):
         verbose_name="team",
         help_text="The team this budget belongs to; empty = organisation-wide.",
     )
+    channels = models.ManyToManyField(
+        "alerts.Channel",
+        blank=True,
+        related_name="budgets",
+        verbose_name="channels",
+        help_text="Where this budget's alerts go. Empty: the default channels.",
+    )
     metadata = models.JSONField("metadata", default=dict, blank=True, help_text="Free key/value notes.")
     is_active = models.BooleanField("active", default=True, help_text="Inactive budgets are neither checked nor shown.")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -39,4 +39,16 @@ SCHEDULE: tuple[ScheduledTask, ...] = (
         description="Marks reservations that were never settled within BUDGET_RESERVATION_TTL_SECONDS as released.",
         every_seconds=60,
     ),
+    ScheduledTask(
+        name="Evaluate alerts (every minute)",
+        task="alerts.evaluate",
+        description="Budget levels and forecasts, then every due alert rule; writes notifications to the outbox.",
+        every_seconds=60,
+    ),
+    ScheduledTask(
+        name="Deliver due notifications (every minute)",
+        task="alerts.notifications_flush",
+        description="Retries with backoff, digests whose hour has come, anything a lost task left behind.",
+        every_seconds=60,
+    ),
 )

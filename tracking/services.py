@@ -39,6 +39,7 @@ from .models import (
     Team,
 )
 from .pricing import PriceBook, price_books
+from .signals import usage_recorded
 
 QUANTITY_FIELDS = INTEGER_QUANTITY_FIELDS + DECIMAL_QUANTITY_FIELDS
 _LIMITS = {"provider": 100, "model": 200, "operation": 50, "variant": 100, "service": 100, "subject": 200, "job": 200}
@@ -439,6 +440,7 @@ def cost_entry_record(**raw: Any) -> RecordResult:
             entry = _entry_from_event(event, book)
             outcome = _entry_insert_postgresql(entry, catalog_token=book.token)
             if outcome == _INSERTED:
+                _announce([entry])
                 return RecordResult(entry, created=True)
             if outcome == _DUPLICATE:
                 return RecordResult(CostEntry.objects.get(idempotency_key=event.idempotency_key), created=False)
@@ -454,7 +456,14 @@ def cost_entry_record(**raw: Any) -> RecordResult:
         if existing is None:
             raise
         return RecordResult(existing, created=False)
+    _announce([entry])
     return RecordResult(entry, created=True)
+
+
+def _announce(entries: Sequence[CostEntry]) -> None:
+    """usage_recorded, after commit (at once outside a transaction); free when nobody listens."""
+    if entries and usage_recorded.has_listeners(CostEntry):
+        transaction.on_commit(lambda: usage_recorded.send(sender=CostEntry, entries=entries))
 
 
 def cost_entry_record_many(events: Sequence[Mapping[str, Any]]) -> list[BulkItemResult]:
@@ -522,6 +531,7 @@ def cost_entry_record_many(events: Sequence[Mapping[str, Any]]) -> list[BulkItem
                 except IntegrityError:
                     duplicate = CostEntry.objects.get(idempotency_key=entry.idempotency_key)
                     results[i] = BulkItemResult("duplicate", entry=duplicate)
+        _announce([r.entry for r in results if r is not None and r.status == "accepted" and r.entry is not None])
     return [r for r in results if r is not None]
 
 

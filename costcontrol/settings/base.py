@@ -174,6 +174,24 @@ COST_PER_LEAD_THRESHOLD = env_decimal("COST_PER_LEAD_THRESHOLD", "3.00")
 ALERT_EMAIL_TO = env.list("ALERT_EMAIL_TO", default=[])
 BUDGET_RESERVATION_TTL_SECONDS = env.int("BUDGET_RESERVATION_TTL_SECONDS", default=15 * 60)
 
+# --- alerts and notifications --------------------------------------------------
+# Links in notifications point here (the admin's address as users reach it).
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="costcontrol@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Transient delivery errors are retried after 30 s, 1 min, 2 min ... at most 1 h apart;
+# after NOTIFICATION_MAX_ATTEMPTS tries (about 8 hours) a notification is a dead letter.
+NOTIFICATION_RETRY_BASE_SECONDS = env.int("NOTIFICATION_RETRY_BASE_SECONDS", default=30)
+NOTIFICATION_RETRY_MAX_SECONDS = env.int("NOTIFICATION_RETRY_MAX_SECONDS", default=3600)
+NOTIFICATION_MAX_ATTEMPTS = env.int("NOTIFICATION_MAX_ATTEMPTS", default=15)
+# The default alert rules `bootstrap` creates (once, by name; edit them in the admin afterwards).
+ALERT_SPEND_HOURLY_THRESHOLD = env_decimal("ALERT_SPEND_HOURLY_THRESHOLD", "50")
+ALERT_SPEND_DAILY_THRESHOLD = env_decimal("ALERT_SPEND_DAILY_THRESHOLD", "500")
+ALERT_ERROR_RATE_PERCENT = env_decimal("ALERT_ERROR_RATE_PERCENT", "10")
+ALERT_TOKENS_HOURLY_THRESHOLD = env_decimal("ALERT_TOKENS_HOURLY_THRESHOLD", "10000")
+# An alert rule whose evaluation raises is tried again after this long.
+ALERT_RULE_ERROR_BACKOFF_SECONDS = env.int("ALERT_RULE_ERROR_BACKOFF_SECONDS", default=300)
+
 # How far in the future an event's timestamp may lie (clock skew between hosts).
 COSTCONTROL_MAX_FUTURE_SKEW_SECONDS = env.int("COSTCONTROL_MAX_FUTURE_SKEW_SECONDS", default=300)
 # Providers accepted even though the price catalog has no price for them (explicit amounts only).

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from alerts.services import alert_rules_defaults_ensure, channel_default_email_ensure
 from budgets.services import budget_defaults_ensure
 from costcontrol.services import admin_user_ensure, periodic_tasks_install
 from tracking.catalog import price_catalog_load_default
@@ -33,6 +34,15 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Default budget: {budget} created." if budget else "Default budget: budgets exist, none created."
         )
+
+        channel = channel_default_email_ensure()
+        self.stdout.write(
+            f"Default channel: {channel.name} -> {channel.target}."
+            if channel
+            else "Default channel: none (set ALERT_EMAIL_TO to email alerts and the daily report)."
+        )
+        created_rules = alert_rules_defaults_ensure()
+        self.stdout.write(f"Default alert rules: {created_rules} created.")
 
         result = admin_user_ensure(
             username=os.environ.get("DJANGO_SUPERUSER_USERNAME", "admin"),

@@ -1,0 +1,324 @@
+"""Evaluating budgets and alert rules into alerts (the beat task, and right after writes).
+
+Money and counters come from the hourly rollups. Windows shorter than an hour (rate-limit hits
+in the last 5 minutes) count ledger rows in that window through the occurred_at index: a
+bounded range, never a scan of the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from budgets.models import Budget, level_rank
+from budgets.periods import period_bounds
+from budgets.selectors import BudgetStatus, utilisation_percent
+from budgets.services import budget_status
+from costcontrol.money import format_money
+from tracking.models import TOKEN_FIELDS, CostEntry, Outcome, SpendRollup
+
+from .models import Alert, AlertRule, AlertSource, AlertState, Metric, Window
+from .services import alert_fire, alert_resolve
+
+logger = logging.getLogger(__name__)
+
+
+class NoData(Exception):
+    """The metric has nothing to measure yet (e.g. no closed batch): neither fire nor resolve."""
+
+
+# --- metric values ---------------------------------------------------------------------------------
+
+
+def window_bounds(window: str, now: datetime) -> tuple[datetime, datetime]:
+    """[start, end) of a rule's window. Calendar windows follow TIME_ZONE, like budget periods."""
+    if window == Window.HOUR:
+        start = now.replace(minute=0, second=0, microsecond=0)
+        return start, start + timedelta(hours=1)
+    if window == Window.DAY:
+        return _bounds("daily", now)
+    if window == Window.MONTH:
+        return _bounds("monthly", now)
+    rolling = {Window.LAST_5_MINUTES: 5, Window.LAST_HOUR: 60, Window.LAST_DAY: 24 * 60}
+    if window in rolling:
+        return now - timedelta(minutes=rolling[window]), now
+    raise NoData(f"window {window!r} is not a time window")
+
+
+def _bounds(kind: str, now: datetime) -> tuple[datetime, datetime]:
+    start, end = period_bounds(kind, now)
+    assert end is not None
+    return start, end
+
+
+def _rollups(scope: str, start: datetime, end: datetime) -> Any:
+    # Rollup buckets are whole UTC hours: a rolling window starts at its first hour's bucket.
+    first = start.replace(minute=0, second=0, microsecond=0)
+    return SpendRollup.objects.filter(scope=scope, currency="USD", bucket__gte=first, bucket__lt=end)
+
+
+def metric_value(rule: AlertRule, now: datetime) -> Decimal:
+    if rule.metric == Metric.COST_PER_LEAD:
+        raise NoData("cost per lead needs batch data (recorded by the batches feature)")
+    start, end = window_bounds(rule.window, now)
+    scope = "provider:gpu" if rule.metric == Metric.GPU_COST and rule.scope == "global" else rule.scope
+    short = end - start < timedelta(hours=1)
+    if rule.metric in (Metric.SPEND, Metric.GPU_COST):
+        total = _rollups(scope, start, end).aggregate(total=Sum("amount"))["total"]
+        return total if total is not None else Decimal(0)
+    if short:
+        return _ledger_counts(rule, scope, start, end)
+    sums = _rollups(scope, start, end).aggregate(
+        events=Sum("events"),
+        errors=Sum("errors"),
+        rate_limited=Sum("rate_limited"),
+        unpriced=Sum("unpriced"),
+        **{name: Sum(name) for name in TOKEN_FIELDS},
+    )
+    return _from_counts(rule.metric, {k: v or 0 for k, v in sums.items()})
+
+
+def _from_counts(metric: str, counts: dict[str, int]) -> Decimal:
+    if metric == Metric.TOKENS:
+        return Decimal(sum(counts[name] for name in TOKEN_FIELDS))
+    if metric == Metric.ERROR_RATE:
+        events = counts["events"]
+        return Decimal(0) if not events else (Decimal(counts["errors"]) * 100 / events).quantize(Decimal("0.01"))
+    if metric == Metric.RATE_LIMITED:
+        return Decimal(counts["rate_limited"])
+    if metric == Metric.UNPRICED:
+        return Decimal(counts["unpriced"])
+    raise NoData(f"unknown metric {metric!r}")
+
+
+def _ledger_counts(rule: AlertRule, scope: str, start: datetime, end: datetime) -> Decimal:
+    """Counters over a sub-hour window: a bounded range of the ledger (occurred_at index)."""
+    entries = CostEntry.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+    kind, _, value = scope.partition(":")
+    if kind in ("provider", "model", "service", "subject", "job"):
+        entries = entries.filter(**{kind: value})
+    elif kind == "team":
+        entries = entries.filter(team__name=value)
+    elif kind == "tag":
+        key, _, tag_value = value.partition("=")
+        entries = entries.filter(**{f"tags__{key}": tag_value})
+    counts = entries.aggregate(
+        events=Count("pk"),
+        errors=Count("pk", filter=Q(outcome=Outcome.ERROR)),
+        rate_limited=Count("pk", filter=Q(outcome=Outcome.RATE_LIMITED)),
+        unpriced=Count("pk", filter=Q(pricing_status="unpriced")),
+        **{name: Sum(name) for name in TOKEN_FIELDS},
+    )
+    return _from_counts(rule.metric, {k: v or 0 for k, v in counts.items()})
+
+
+# --- rules -------------------------------------------------------------------------------------------
+
+
+def rule_key(rule: AlertRule) -> str:
+    return f"rule:{rule.pk}:{rule.scope}"
+
+
+def rule_evaluate(rule: AlertRule, *, now: datetime) -> str:
+    """Fire or resolve one rule's alert. Returns "firing", "ok" or "no data"."""
+    try:
+        value = metric_value(rule, now)
+    except NoData:
+        AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=None, last_error="")
+        return "no data"
+    AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=value, last_error="")
+    if value > rule.threshold:
+        money = rule.metric in (Metric.SPEND, Metric.GPU_COST)
+        shown = format_money(value, "USD") if money else f"{value.normalize():f}"
+        limit = format_money(rule.threshold, "USD") if money else f"{rule.threshold.normalize():f}"
+        alert_fire(
+            key=rule_key(rule),
+            source=AlertSource.RULE,
+            level=rule.level,
+            scope=rule.scope,
+            title=f"{rule.name}: {shown} ({rule.get_window_display()})",
+            message=f"Rule '{rule.name}': {rule.get_metric_display()} of {rule.scope} "
+            f"{rule.get_window_display()} is {shown}, above {limit}.",
+            value=value,
+            threshold=rule.threshold,
+            currency="USD" if money else "",
+            rule=rule,
+            cooldown=rule.cooldown,
+            now=now,
+        )
+        return "firing"
+    alert_resolve(key=rule_key(rule), now=now)
+    return "ok"
+
+
+# --- budgets -----------------------------------------------------------------------------------------
+
+
+def budget_alert_key(budget: Budget, period_start: datetime, level: str, *, forecast: bool = False) -> str:
+    kind = "forecast" if forecast else "budget"
+    return f"{kind}:{budget.pk}:{period_start.astimezone(UTC):%Y%m%dT%H%M}:{level}"
+
+
+def budget_message(status: BudgetStatus) -> str:
+    """ "Budget 'OpenAI monthly' is at 82 % (205.10 of 250.00 USD) with 9 days left; projected 312.40 USD
+    by 30 Nov. Top driver: model gpt-4o (61 %)." """
+    budget, currency = status.budget, status.currency
+    cents = Decimal("0.01")
+    used = "over its zero limit" if status.utilisation is None else f"at {status.utilisation.quantize(Decimal(1))} %"
+    text = (
+        f"Budget '{budget.name}' is {used} ({status.spent.quantize(cents):,} of "
+        f"{status.limit.quantize(cents):,} {currency})"
+    )
+    if status.days_left is not None:
+        text += f" with {status.days_left} day{'s' if status.days_left != 1 else ''} left"
+    if status.forecast is not None and status.period.end is not None:
+        last_day = (status.period.end - timedelta(microseconds=1)).astimezone(ZoneInfo(settings.TIME_ZONE))
+        text += f"; projected {status.forecast.quantize(cents):,} {currency} by {last_day:%-d %b}"
+    text += "."
+    driver = top_driver(status)
+    if driver:
+        text += f" Top driver: {driver}."
+    return text
+
+
+def top_driver(status: BudgetStatus) -> str:
+    """The model with the largest share of a global budget's spend this period ("" for other scopes:
+    model rollups are not split by provider, service or subject)."""
+    budget = status.budget
+    if status.spent <= 0 or budget.scope != "global":
+        return ""
+    end = status.at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    row = (
+        SpendRollup.objects.filter(
+            scope__startswith="model:", currency=budget.currency, bucket__gte=status.period.start, bucket__lt=end
+        )
+        .values("scope")
+        .annotate(total=Sum("amount"))
+        .order_by("-total")
+        .first()
+    )
+    if row is None:
+        return ""
+    share = (row["total"] * 100 / status.spent).quantize(Decimal(1))
+    return f"model {row['scope'].partition(':')[2]} ({share} %)"
+
+
+def budget_evaluate(budget: Budget, *, now: datetime) -> str | None:
+    """Fire the budget's current level once per period, resolve levels it fell below, and forecast
+    alerts when enabled. Returns the level."""
+    status = budget_status(budget=budget, at=now)
+    period = status.period
+    level = status.level
+    open_alerts = Alert.objects.filter(
+        budget=budget, state=AlertState.FIRING, source__in=[AlertSource.BUDGET, AlertSource.FORECAST]
+    )
+    for alert in open_alerts:
+        if alert.budget_period_id != period.pk:
+            alert_resolve(key=alert.key, notify=False, now=now)  # a new period starts afresh
+        elif alert.source == AlertSource.BUDGET and level_rank(alert.level) > level_rank(level):
+            alert_resolve(key=alert.key, now=now)  # the limit was raised
+    if level:
+        alert_fire(
+            key=budget_alert_key(budget, period.start, level),
+            source=AlertSource.BUDGET,
+            level=level,
+            scope=budget.scope,
+            title=f"Budget '{budget.name}' {level}: {status.utilisation or 'over'} % used",
+            message=budget_message(status),
+            value=status.spent,
+            threshold=status.limit,
+            currency=budget.currency,
+            budget=budget,
+            budget_period=period,
+            cooldown=None,
+            now=now,
+        )
+    if budget.forecast_alerts and status.forecast is not None:
+        forecast_level = budget.level_for(
+            utilisation_percent(spent=status.forecast, limit=status.limit), over=status.forecast > status.limit
+        )
+        for alert in open_alerts.filter(source=AlertSource.FORECAST, budget_period=period):
+            if level_rank(alert.level) > level_rank(forecast_level):
+                alert_resolve(key=alert.key, now=now)
+        if forecast_level and level_rank(forecast_level) > level_rank(level):
+            when = ""
+            if status.projected_exceed_at:
+                local = status.projected_exceed_at.astimezone(ZoneInfo(settings.TIME_ZONE))
+                when = f" Projected to exceed at {local:%H:%M} on the {_ordinal(local.day)}."
+            alert_fire(
+                key=budget_alert_key(budget, period.start, forecast_level, forecast=True),
+                source=AlertSource.FORECAST,
+                level=forecast_level,
+                scope=budget.scope,
+                title=f"Budget '{budget.name}' forecast {forecast_level}: "
+                f"{format_money(status.forecast.quantize(Decimal('0.01')), budget.currency)} by period end",
+                message=budget_message(status) + when,
+                value=status.forecast,
+                threshold=status.limit,
+                currency=budget.currency,
+                budget=budget,
+                budget_period=period,
+                cooldown=None,
+                now=now,
+            )
+    return level
+
+
+def _ordinal(day: int) -> str:
+    suffix = "th" if 11 <= day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
+
+
+# --- the tick ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationSummary:
+    budgets: int = 0
+    rules: int = 0
+    firing: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def alerts_evaluate(*, now: datetime | None = None, budgets_only: bool = False) -> EvaluationSummary:
+    """Beat (every minute) and after writes: evaluate every active budget and every due rule.
+
+    One budget or rule that raises is logged and skipped (a rule's next evaluation is pushed back
+    by ALERT_RULE_ERROR_BACKOFF_SECONDS); the others still run.
+    """
+    now = now or timezone.now()
+    summary = EvaluationSummary()
+    for budget in Budget.objects.filter(is_active=True).order_by("pk"):
+        try:
+            level = budget_evaluate(budget, now=now)
+            summary.budgets += 1
+            summary.firing += level is not None
+        except Exception as exc:
+            logger.exception("evaluating budget %s failed; going on with the others", budget.pk)
+            summary.errors.append(f"budget {budget.pk}: {exc}")
+    if budgets_only:
+        return summary
+    due = AlertRule.objects.filter(is_enabled=True).filter(
+        Q(next_evaluation_at__isnull=True) | Q(next_evaluation_at__lte=now)
+    )
+    backoff = timedelta(seconds=settings.ALERT_RULE_ERROR_BACKOFF_SECONDS)
+    for rule in due.order_by("pk"):
+        try:
+            result = rule_evaluate(rule, now=now)
+            summary.rules += 1
+            summary.firing += result == "firing"
+        except Exception as exc:
+            logger.exception("evaluating alert rule %s (%s) failed; retrying in %s", rule.pk, rule.name, backoff)
+            AlertRule.objects.filter(pk=rule.pk).update(
+                next_evaluation_at=now + backoff, last_error=f"{exc.__class__.__name__}: {exc}"
+            )
+            summary.errors.append(f"rule {rule.pk}: {exc}")
+    return summary

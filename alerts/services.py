@@ -1,0 +1,609 @@
+"""The alert lifecycle and the outbox (keyword-only verbs, one transaction each).
+
+- alert_fire / alert_resolve move an Alert between firing and resolved. Notifying is a
+  compare-and-swap on `next_notify_at` (healthchecks' next_nag_date): of two evaluators that
+  see the same alert due, exactly one advances it and writes the Notification rows, in the same
+  transaction as the alert change.
+- notification_enqueue writes one outbox row (idempotent on its dedup key) and, after commit,
+  asks a worker to deliver it. The broker being down loses nothing: the beat sweep
+  (notifications_flush) delivers whatever is due.
+- notification_deliver claims one row (conditional UPDATE), sends it outside any transaction,
+  and records the attempt: sent; retried later with exponential backoff (transient errors); or a
+  dead letter, the channel disabled with the reason (permanent errors).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from budgets.models import Level
+
+from .models import (
+    Alert,
+    AlertSource,
+    AlertState,
+    Channel,
+    ChannelKind,
+    DeliveryAttempt,
+    Notification,
+    NotificationKind,
+    NotificationStatus,
+)
+from .transports import Message, TransportError, transport_for
+
+logger = logging.getLogger(__name__)
+
+CLAIM_LEASE = timedelta(minutes=5)
+
+
+# --- channels -------------------------------------------------------------------------------------
+
+
+def channels_default() -> list[Channel]:
+    """The channels of a budget or rule that chose none: the enabled-or-not default ones."""
+    return list(Channel.objects.filter(is_default=True).order_by("pk"))
+
+
+def channel_default_email_ensure() -> Channel | None:
+    """The seeds' ALERT_EMAIL_TO as a default email channel (created once; admin edits win)."""
+    addresses = [a for a in settings.ALERT_EMAIL_TO if a]
+    if not addresses:
+        return None
+    channel, _ = Channel.objects.get_or_create(
+        name="Default email",
+        defaults={
+            "kind": ChannelKind.EMAIL,
+            "target": ", ".join(addresses),
+            "is_default": True,
+            "receives_reports": True,
+        },
+    )
+    return channel
+
+
+# --- the outbox --------------------------------------------------------------------------------------
+
+
+def _deliver_after_commit(ids: Sequence[int]) -> None:
+    if not ids:
+        return
+
+    def enqueue() -> None:
+        from .tasks import deliver_notification
+
+        for pk in ids:
+            try:
+                deliver_notification.delay(pk)
+            except Exception:  # the broker is down: the beat sweep delivers it
+                logger.warning("could not enqueue notification %s; the sweep will deliver it", pk, exc_info=True)
+
+    transaction.on_commit(enqueue)
+
+
+def notification_enqueue(
+    *,
+    channel: Channel,
+    kind: str,
+    dedup_key: str,
+    subject: str,
+    text: str,
+    html: str = "",
+    payload: dict[str, Any] | None = None,
+    alert: Alert | None = None,
+    level: str = "",
+    now: datetime | None = None,
+) -> Notification | None:
+    """Write one outbox row (None if its dedup key was already written) and deliver it after commit."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                notification = Notification.objects.create(
+                    channel=channel,
+                    alert=alert,
+                    kind=kind,
+                    level=level,
+                    dedup_key=dedup_key[:450],
+                    subject=subject[:300],
+                    text=text,
+                    html=html,
+                    payload=payload or {},
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+        except IntegrityError:
+            return None
+        _deliver_after_commit([notification.pk])
+    return notification
+
+
+# --- the alert lifecycle ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    alert: Alert
+    notified: int  # how many notifications were written
+
+
+def _alert_channels(alert: Alert) -> list[Channel]:
+    if alert.rule_id is not None:
+        chosen = list(alert.rule.channels.all())
+    elif alert.budget_id is not None:
+        chosen = list(alert.budget.channels.all())
+    else:
+        chosen = []
+    return chosen or channels_default()
+
+
+def _notify(alert: Alert, *, kind: str, sequence: int, now: datetime) -> int:
+    """Write the notifications of one alert event (inside the caller's transaction)."""
+    written = 0
+    admin_url = _admin_url(alert)
+    text = alert.message if kind != NotificationKind.RESOLVED else f"Resolved: {alert.message}"
+    if admin_url:
+        text = f"{text}\n\n{admin_url}"
+    prefix = {NotificationKind.RESOLVED: "[resolved]", NotificationKind.REPEAT: "[still firing]"}.get(kind, "")
+    subject = f"{prefix} [{alert.level}] {alert.title}".strip() if prefix else f"[{alert.level}] {alert.title}"
+    for channel in _alert_channels(alert):
+        if not channel.accepts(alert.level):
+            continue
+        created = notification_enqueue(
+            channel=channel,
+            kind=kind,
+            dedup_key=f"{alert.key}#{sequence}:{kind}:{channel.pk}",
+            subject=subject,
+            text=text,
+            payload={
+                "alert": {
+                    "id": alert.pk,
+                    "key": alert.key,
+                    "source": alert.source,
+                    "scope": alert.scope,
+                    "level": alert.level,
+                    "state": AlertState.RESOLVED if kind == NotificationKind.RESOLVED else AlertState.FIRING,
+                    "value": None if alert.value is None else f"{alert.value.normalize():f}",
+                    "threshold": None if alert.threshold is None else f"{alert.threshold.normalize():f}",
+                    "currency": alert.currency,
+                    "url": admin_url,
+                }
+            },
+            alert=alert,
+            level=alert.level,
+            now=now,
+        )
+        written += created is not None
+    return written
+
+
+def _admin_url(alert: Alert) -> str:
+    from django.urls import reverse
+
+    base = settings.SITE_URL.rstrip("/")
+    if alert.budget_id is not None:
+        return base + reverse("admin:budgets_budget_change", args=[alert.budget_id])
+    return base + reverse("admin:alerts_alert_change", args=[alert.pk])
+
+
+def alert_fire(
+    *,
+    key: str,
+    source: str,
+    level: str,
+    scope: str,
+    title: str,
+    message: str,
+    value: Decimal | None = None,
+    threshold: Decimal | None = None,
+    currency: str = "",
+    rule: Any = None,
+    budget: Any = None,
+    budget_period: Any = None,
+    cooldown: timedelta | None = None,
+    now: datetime | None = None,
+) -> AlertChange:
+    """Open (or keep open) the alert `key` and notify if it is due.
+
+    cooldown=None: notify once per incident (budget levels: once per period, the period is in the
+    key). Otherwise re-notify no sooner than `cooldown` while it stays firing. A resolved alert that
+    fires again is a new incident of the same key: it notifies again, unless its source is a budget
+    (a budget level is announced once per period).
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        alert, created = Alert.objects.get_or_create(
+            key=key,
+            defaults={
+                "source": source,
+                "rule": rule,
+                "budget": budget,
+                "budget_period": budget_period,
+                "scope": scope,
+                "level": level,
+                "title": title,
+                "message": message,
+                "value": value,
+                "threshold": threshold,
+                "currency": currency,
+                "first_fired_at": now,
+                "last_fired_at": now,
+                "next_notify_at": now,
+            },
+        )
+        if not created:
+            reopened = Alert.objects.filter(pk=alert.pk, state=AlertState.RESOLVED).update(
+                state=AlertState.FIRING,
+                resolved_at=None,
+                last_fired_at=now,
+                acknowledged_at=None,
+                acknowledged_by=None,
+                next_notify_at=None if source in (AlertSource.BUDGET, AlertSource.FORECAST) else now,
+            )
+            # The latest figures, for the admin and the next message.
+            Alert.objects.filter(pk=alert.pk).update(
+                title=title, message=message, value=value, threshold=threshold, level=level
+            )
+            if reopened:
+                logger.info("alert %s fires again", key)
+        # Compare-and-swap: exactly one evaluator advances a due alert and writes its notifications.
+        due = Q(pk=alert.pk, state=AlertState.FIRING, next_notify_at__lte=now) & (
+            Q(muted_until__isnull=True) | Q(muted_until__lte=now)
+        )
+        if not created:
+            due &= Q(acknowledged_at__isnull=True)
+        won = Alert.objects.filter(due).update(
+            next_notify_at=None if cooldown is None else now + cooldown, notify_count=F("notify_count") + 1
+        )
+        alert.refresh_from_db()
+        notified = 0
+        if won:
+            kind = NotificationKind.FIRING if alert.last_fired_at == now else NotificationKind.REPEAT
+            notified = _notify(alert, kind=kind, sequence=alert.notify_count, now=now)
+    return AlertChange(alert=alert, notified=notified)
+
+
+def alert_resolve(*, key: str, notify: bool = True, now: datetime | None = None) -> AlertChange | None:
+    """Close the firing alert `key`; tell its channels if it had told them it fired. None if not firing."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        changed = Alert.objects.filter(key=key, state=AlertState.FIRING).update(
+            state=AlertState.RESOLVED, resolved_at=now
+        )
+        if not changed:
+            return None
+        alert = Alert.objects.get(key=key)
+        notified = 0
+        if notify and alert.notify_count > 0 and not alert.is_muted:
+            notified = _notify(alert, kind=NotificationKind.RESOLVED, sequence=alert.notify_count, now=now)
+    return AlertChange(alert=alert, notified=notified)
+
+
+def alert_acknowledge(*, alert: Alert, user: Any = None, now: datetime | None = None) -> bool:
+    """Stop repeat notifications of a firing alert (its resolve is still announced)."""
+    now = now or timezone.now()
+    return bool(
+        Alert.objects.filter(pk=alert.pk, state=AlertState.FIRING, acknowledged_at__isnull=True).update(
+            acknowledged_at=now, acknowledged_by=user
+        )
+    )
+
+
+def alert_mute(*, alert: Alert, until: datetime | None) -> None:
+    """Send nothing about this alert until `until` (None: unmute)."""
+    Alert.objects.filter(pk=alert.pk).update(muted_until=until)
+
+
+# --- delivery ---------------------------------------------------------------------------------------
+
+
+def backoff(attempts: int) -> timedelta:
+    """Wait before attempt n+1: base * 2^(n-1), capped (30 s, 1 min, 2 min, ... 1 h)."""
+    base = settings.NOTIFICATION_RETRY_BASE_SECONDS
+    return timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), settings.NOTIFICATION_RETRY_MAX_SECONDS))
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    status: str  # sent, retry, failed, folded, skipped
+    error: str = ""
+
+
+def _claim(notification_id: int, now: datetime) -> Notification | None:
+    """Take a due notification for one delivery (a worker that died mid-send loses its claim after
+    the lease). Decides the channel's rate limit under the channel's row lock."""
+    with transaction.atomic():
+        notification = (
+            Notification.objects.select_related("channel")
+            .filter(pk=notification_id)
+            .filter(
+                Q(status=NotificationStatus.PENDING, next_attempt_at__lte=now)
+                | Q(status=NotificationStatus.SENDING, claimed_until__lt=now)
+            )
+            .first()
+        )
+        if notification is None:
+            return None
+        channel = Channel.objects.select_for_update().get(pk=notification.channel_id)
+        if not channel.is_enabled:
+            return None  # stays pending: delivered once the channel is enabled again
+        if channel.max_per_hour and notification.kind not in (NotificationKind.TEST, NotificationKind.DIGEST):
+            hour_ago = now - timedelta(hours=1)
+            recent = Notification.objects.filter(channel=channel).filter(
+                Q(status=NotificationStatus.SENT, sent_at__gt=hour_ago)
+                | Q(status=NotificationStatus.SENDING, claimed_until__gte=now)
+            )
+            if recent.count() >= channel.max_per_hour:
+                _fold(notification, channel=channel, now=now)
+                return None
+        claimed = Notification.objects.filter(pk=notification.pk, status=notification.status).update(
+            status=NotificationStatus.SENDING, claimed_until=now + CLAIM_LEASE, attempts=F("attempts") + 1
+        )
+        if not claimed:
+            return None
+        notification.refresh_from_db()
+        notification.channel = channel
+        return notification
+
+
+def _fold(notification: Notification, *, channel: Channel, now: datetime) -> None:
+    """Over the channel's hourly limit: fold into the channel's pending digest, sent when the hour allows."""
+    digest = Notification.objects.filter(
+        channel=channel, kind=NotificationKind.DIGEST, status=NotificationStatus.PENDING
+    ).first()
+    if digest is None:
+        oldest = (
+            Notification.objects.filter(
+                channel=channel, status=NotificationStatus.SENT, sent_at__gt=now - timedelta(hours=1)
+            )
+            .order_by("sent_at")
+            .values_list("sent_at", flat=True)
+            .first()
+        )
+        digest = Notification.objects.create(
+            channel=channel,
+            kind=NotificationKind.DIGEST,
+            dedup_key=f"digest:{channel.pk}:{now.isoformat()}:{notification.pk}",
+            subject=f"Digest of notifications held back on {channel.name}",
+            text="",
+            created_at=now,
+            next_attempt_at=(oldest or now) + timedelta(hours=1),
+        )
+    Notification.objects.filter(pk=notification.pk).update(status=NotificationStatus.FOLDED, digest=digest)
+    logger.info(
+        "channel %s over %s/h: notification %s folded into digest %s",
+        channel.pk,
+        channel.max_per_hour,
+        notification.pk,
+        digest.pk,
+    )
+
+
+def _message(notification: Notification) -> Message:
+    if notification.kind == NotificationKind.DIGEST:
+        folded = list(notification.folded.order_by("created_at", "pk"))
+        lines = [
+            f"{len(folded)} notifications were held back by this channel's limit of "
+            f"{notification.channel.max_per_hour} per hour:",
+            "",
+        ]
+        lines += [f"- {n.created_at:%Y-%m-%d %H:%M} {n.subject}" for n in folded]
+        return Message(
+            subject=f"{notification.subject} ({len(folded)})",
+            text="\n".join(lines),
+            kind=notification.kind,
+            delivery_id=notification.dedup_key,
+            payload={"digest": [{"subject": n.subject, "text": n.text, **n.payload} for n in folded]},
+        )
+    return Message(
+        subject=notification.subject,
+        text=notification.text,
+        html=notification.html,
+        level=notification.level,
+        kind=notification.kind,
+        delivery_id=notification.dedup_key,
+        payload=notification.payload,
+    )
+
+
+def notification_deliver(*, notification_id: int, now: datetime | None = None) -> DeliveryResult:
+    """Deliver one notification if it is due; record the attempt. Safe to call twice at once."""
+    now = now or timezone.now()
+    notification = _claim(notification_id, now)
+    if notification is None:
+        return DeliveryResult(status="skipped")
+    channel = notification.channel
+    started = time.monotonic()
+    error: TransportError | None = None
+    try:
+        transport_for(channel).notify(_message(notification))
+    except TransportError as exc:
+        error = exc
+    except Exception as exc:  # a bug or an unexpected library error: retried, and logged loudly
+        logger.exception("notification %s: unexpected error from the %s transport", notification.pk, channel.kind)
+        error = TransportError(f"{exc.__class__.__name__}: {exc}")
+    finished = timezone.now() if now is None else now
+    duration = int((time.monotonic() - started) * 1000)
+    with transaction.atomic():
+        DeliveryAttempt.objects.create(
+            notification=notification,
+            started_at=now,
+            duration_ms=duration,
+            ok=error is None,
+            permanent=bool(error and error.permanent),
+            error="" if error is None else error.message,
+        )
+        mine = Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING)
+        if error is None:
+            mine.update(status=NotificationStatus.SENT, sent_at=finished, claimed_until=None, last_error="")
+            return DeliveryResult(status="sent")
+        if error.permanent:
+            mine.update(status=NotificationStatus.FAILED, claimed_until=None, last_error=error.message)
+            Channel.objects.filter(pk=channel.pk).update(
+                is_enabled=False, disabled_reason=f"{now:%Y-%m-%d %H:%M} UTC: {error.message}"
+            )
+            logger.warning("channel %s disabled: %s", channel.name, error.message)
+            return DeliveryResult(status="failed", error=error.message)
+        if notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS:
+            mine.update(status=NotificationStatus.FAILED, claimed_until=None, last_error=error.message)
+            return DeliveryResult(status="failed", error=error.message)
+        mine.update(
+            status=NotificationStatus.PENDING,
+            claimed_until=None,
+            last_error=error.message,
+            next_attempt_at=now + backoff(notification.attempts),
+        )
+        return DeliveryResult(status="retry", error=error.message)
+
+
+def notifications_flush(*, now: datetime | None = None, limit: int = 200) -> dict[str, int]:
+    """Beat: deliver what is due (the safety net behind the per-notification tasks)."""
+    now = now or timezone.now()
+    due = list(
+        Notification.objects.filter(
+            Q(status=NotificationStatus.PENDING, next_attempt_at__lte=now, channel__is_enabled=True)
+            | Q(status=NotificationStatus.SENDING, claimed_until__lt=now)
+        )
+        .order_by("next_attempt_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    counts: dict[str, int] = {}
+    for pk in due:
+        result = notification_deliver(notification_id=pk, now=now)
+        counts[result.status] = counts.get(result.status, 0) + 1
+    return counts
+
+
+def notification_retry(*, notification: Notification, now: datetime | None = None) -> bool:
+    """Dead letter -> pending again (the admin's retry). Re-enables nothing: fix the channel first."""
+    now = now or timezone.now()
+    changed = Notification.objects.filter(pk=notification.pk, status=NotificationStatus.FAILED).update(
+        status=NotificationStatus.PENDING, next_attempt_at=now, attempts=0
+    )
+    if changed:
+        _deliver_after_commit([notification.pk])
+    return bool(changed)
+
+
+def channel_test_send(*, channel: Channel, now: datetime | None = None) -> Notification:
+    """Queue a test notification for a channel (the admin's "send test notification")."""
+    now = now or timezone.now()
+    notification = notification_enqueue(
+        channel=channel,
+        kind=NotificationKind.TEST,
+        dedup_key=f"test:{channel.pk}:{now.isoformat()}",
+        subject=f"Test notification from costcontrol to {channel.name}",
+        text=f"This is a test of the channel {channel.name!r} ({channel.get_kind_display()}). "
+        "If you can read it, alerts will reach you here.",
+        level=Level.INFO,
+        now=now,
+    )
+    assert notification is not None
+    return notification
+
+
+def channels_enable(*, channels: Iterable[Channel]) -> int:
+    return Channel.objects.filter(pk__in=[c.pk for c in channels]).update(is_enabled=True, disabled_reason="")
+
+
+# --- the seeds' default rules --------------------------------------------------------------------------
+
+
+def default_rules() -> list[dict[str, Any]]:
+    from .models import Metric, Window
+
+    return [
+        {
+            "name": "Spend this hour",
+            "metric": Metric.SPEND,
+            "window": Window.HOUR,
+            "threshold": settings.ALERT_SPEND_HOURLY_THRESHOLD,
+            "level": Level.WARNING,
+        },
+        {
+            "name": "Spend today",
+            "metric": Metric.SPEND,
+            "window": Window.DAY,
+            "threshold": settings.ALERT_SPEND_DAILY_THRESHOLD,
+            "level": Level.WARNING,
+        },
+        {
+            "name": "Cost per lead, last batch",
+            "metric": Metric.COST_PER_LEAD,
+            "window": Window.LAST_BATCH,
+            "threshold": settings.COST_PER_LEAD_THRESHOLD,
+            "level": Level.WARNING,
+        },
+        {
+            "name": "Cost per lead, this month",
+            "metric": Metric.COST_PER_LEAD,
+            "window": Window.MONTH,
+            "threshold": settings.COST_PER_LEAD_THRESHOLD,
+            "level": Level.WARNING,
+        },
+        {
+            "name": "GPU cost today",
+            "metric": Metric.GPU_COST,
+            "window": Window.DAY,
+            "threshold": settings.GPU_COST_DAILY_THRESHOLD,
+            "level": Level.WARNING,
+        },
+        {
+            "name": "GPU cost this month",
+            "metric": Metric.GPU_COST,
+            "window": Window.MONTH,
+            "threshold": settings.GPU_COST_MONTHLY_THRESHOLD,
+            "level": Level.WARNING,
+        },
+        {
+            "name": "Error rate, last hour",
+            "metric": Metric.ERROR_RATE,
+            "window": Window.LAST_HOUR,
+            "threshold": settings.ALERT_ERROR_RATE_PERCENT,
+            "level": Level.CRITICAL,
+        },
+        {
+            "name": "Rate-limit hits, last 5 minutes",
+            "metric": Metric.RATE_LIMITED,
+            "window": Window.LAST_5_MINUTES,
+            "threshold": Decimal(0),
+            "level": Level.WARNING,
+            "cooldown": timedelta(minutes=15),
+        },
+        {
+            "name": "Tokens, last hour",
+            "metric": Metric.TOKENS,
+            "window": Window.LAST_HOUR,
+            "threshold": settings.ALERT_TOKENS_HOURLY_THRESHOLD,
+            "level": Level.INFO,
+        },
+        {
+            "name": "Unpriced usage today",
+            "metric": Metric.UNPRICED,
+            "window": Window.DAY,
+            "threshold": Decimal(0),
+            "level": Level.WARNING,
+        },
+    ]
+
+
+def alert_rules_defaults_ensure() -> int:
+    """Create the seeds' default rules that do not exist yet (by name). Returns how many were created."""
+    from .models import AlertRule
+
+    created = 0
+    for spec in default_rules():
+        name = spec.pop("name")
+        _, made = AlertRule.objects.get_or_create(name=name, defaults={"scope": "global", **spec})
+        created += made
+    return created

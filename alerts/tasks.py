@@ -1,0 +1,42 @@
+"""Thin Celery tasks for alerts: call one service, log."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from .evaluation import alerts_evaluate
+from .services import notification_deliver, notifications_flush
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="alerts.evaluate")
+def evaluate() -> int:
+    """Beat, every minute: evaluate every active budget and every due alert rule."""
+    summary = alerts_evaluate()
+    if summary.errors:
+        logger.warning("alert evaluation: %d error(s): %s", len(summary.errors), "; ".join(summary.errors))
+    return summary.firing
+
+
+@shared_task(name="alerts.evaluate_budgets")
+def evaluate_budgets() -> int:
+    """Right after writes (debounced): evaluate the budgets only."""
+    return alerts_evaluate(budgets_only=True).firing
+
+
+@shared_task(name="alerts.deliver_notification")
+def deliver_notification(notification_id: int) -> str:
+    """Deliver one outbox row (a no-op if it is not due or another worker has it)."""
+    return notification_deliver(notification_id=notification_id).status
+
+
+@shared_task(name="alerts.notifications_flush")
+def flush_notifications() -> dict[str, int]:
+    """Beat, every minute: deliver whatever is due (retries, digests, anything the broker lost)."""
+    counts = notifications_flush()
+    if counts:
+        logger.info("notifications: %s", counts)
+    return counts

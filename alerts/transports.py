@@ -1,0 +1,250 @@
+"""Channels' transports: one class per kind, a registry from kind to class (healthchecks' pattern).
+
+`Transport.notify(message)` delivers or raises `TransportError(reason, permanent=...)`:
+- transient (timeouts, refused connections, HTTP 429 and 5xx, SMTP server away): retried with backoff;
+- permanent (HTTP 4xx other than 429, an address the server refuses, a URL that cannot be used):
+  the notification goes to the dead letters and the channel is disabled with the reason.
+
+Email goes through Django's mail backend; the generic webhook is a signed JSON POST (requests);
+every other kind goes through apprise, so no service's HTTP API is written by hand here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import smtplib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import apprise
+import requests
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.validators import validate_email
+
+SIGNATURE_HEADER = "X-Costcontrol-Signature"
+DELIVERY_HEADER = "X-Costcontrol-Delivery"
+TIMEOUT_SECONDS = 10
+
+
+class TransportError(Exception):
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Message:
+    """What a notification says, in every form a transport may need."""
+
+    subject: str
+    text: str
+    html: str = ""
+    level: str = ""
+    kind: str = ""
+    delivery_id: str = ""  # the notification's dedup key: receivers can drop a repeat
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def webhook_signature(secret: str, body: bytes) -> str:
+    """The signature header's value: "sha256=" + hex HMAC-SHA256 of the exact body bytes."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Transport:
+    kind: ClassVar[str]
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+
+    def validate(self) -> None:
+        """Raise ValidationError naming the field when the channel cannot be used."""
+
+    def notify(self, message: Message) -> None:
+        raise NotImplementedError
+
+
+# --- email --------------------------------------------------------------------------------------
+
+
+class EmailTransport(Transport):
+    kind = "email"
+
+    @property
+    def addresses(self) -> list[str]:
+        return [a.strip() for a in re.split(r"[,;\s]+", self.channel.target or "") if a.strip()]
+
+    def validate(self) -> None:
+        if not self.addresses:
+            raise ValidationError({"target": "give at least one email address"})
+        for address in self.addresses:
+            try:
+                validate_email(address)
+            except ValidationError:
+                raise ValidationError({"target": f"{address!r} is not a valid email address"}) from None
+
+    def notify(self, message: Message) -> None:
+        email = EmailMultiAlternatives(
+            subject=message.subject,
+            body=message.text,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=self.addresses,
+            connection=get_connection(timeout=TIMEOUT_SECONDS),
+        )
+        if message.html:
+            email.attach_alternative(message.html, "text/html")
+        try:
+            email.send(fail_silently=False)
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise TransportError(f"the mail server refused the address(es): {exc.recipients}", permanent=True) from exc
+        except smtplib.SMTPResponseException as exc:
+            # 5xx replies are permanent (bad address, policy); 4xx are "try again later".
+            raise TransportError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", permanent=exc.smtp_code >= 500) from exc
+        except (smtplib.SMTPException, OSError) as exc:  # refused, reset, timeout, server gone
+            raise TransportError(f"mail server unavailable: {exc}") from exc
+
+
+# --- generic signed webhook -----------------------------------------------------------------------
+
+
+class WebhookTransport(Transport):
+    kind = "webhook"
+
+    def validate(self) -> None:
+        url = (self.channel.target or "").strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValidationError({"target": "a webhook needs an http:// or https:// URL"})
+
+    def notify(self, message: Message) -> None:
+        body = json.dumps(
+            {
+                "kind": message.kind,
+                "level": message.level,
+                "subject": message.subject,
+                "text": message.text,
+                "delivery_id": message.delivery_id,
+                **message.payload,
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "costcontrol",
+            DELIVERY_HEADER: message.delivery_id,
+            SIGNATURE_HEADER: webhook_signature(self.channel.secret, body),
+        }
+        try:
+            response = requests.post(self.channel.target.strip(), data=body, headers=headers, timeout=TIMEOUT_SECONDS)
+        except requests.RequestException as exc:
+            raise TransportError(f"webhook unreachable: {exc.__class__.__name__}: {exc}") from exc
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        detail = f"webhook answered HTTP {status}: {response.text[:200]!r}"
+        raise TransportError(detail, permanent=400 <= status < 500 and status not in (408, 429))
+
+
+# --- apprise: Slack, Teams, Discord, PagerDuty and anything else ------------------------------------
+
+_STATUS_IN_LOG = re.compile(r"error=(\d{3})")
+
+
+class AppriseTransport(Transport):
+    kind = "apprise"
+    # The apprise services a kind accepts (its plugin's protocols); empty: any.
+    services: ClassVar[tuple[str, ...]] = ()
+    example: ClassVar[str] = "e.g. json://host/path or mailto://..."
+
+    def _plugin(self) -> Any:
+        return apprise.Apprise.instantiate(self.channel.target.strip(), suppress_exceptions=True)
+
+    def validate(self) -> None:
+        url = (self.channel.target or "").strip()
+        plugin = self._plugin() if url else None
+        if plugin is None:
+            raise ValidationError({"target": f"not a URL apprise can send to ({self.example})"})
+        if self.services:
+            protocols = _protocols(plugin)
+            if not protocols & set(self.services):
+                raise ValidationError({"target": f"not a {self.kind} URL ({self.example})"})
+
+    def notify(self, message: Message) -> None:
+        plugin = self._plugin()
+        if plugin is None:
+            raise TransportError("the channel's URL is not one apprise can send to", permanent=True)
+        sender = apprise.Apprise()
+        sender.add(plugin)
+        with apprise.LogCapture(level=apprise.logging.INFO) as log:
+            ok = sender.notify(title=message.subject, body=message.text, body_format=apprise.NotifyFormat.TEXT)
+            output = log.getvalue()
+        if ok:
+            return
+        statuses = [int(s) for s in _STATUS_IN_LOG.findall(output)]
+        permanent = any(400 <= s < 500 and s not in (408, 429) for s in statuses)
+        last = output.strip().splitlines()[-1] if output.strip() else "no detail"
+        raise TransportError(f"{self.kind} delivery failed: {last}", permanent=permanent)
+
+
+def _protocols(plugin: Any) -> set[str]:
+    found: set[str] = set()
+    for name in ("protocol", "secure_protocol"):
+        value = getattr(plugin, name, None)
+        if isinstance(value, str):
+            found.add(value)
+        elif isinstance(value, list | tuple):
+            found.update(v for v in value if isinstance(v, str))
+    return found
+
+
+class SlackTransport(AppriseTransport):
+    kind = "slack"
+    services = ("slack",)
+    example = "https://hooks.slack.com/services/T.../B.../... or slack://..."
+
+
+class TeamsTransport(AppriseTransport):
+    # Microsoft retired Teams' Office 365 connectors; Teams channels take Power Automate workflows.
+    kind = "msteams"
+    services = ("workflow", "workflows")
+    example = "the Teams workflow's https://...logic.azure.com/workflows/... URL or workflows://HOST/WORKFLOW/SIGNATURE"
+
+
+class DiscordTransport(AppriseTransport):
+    kind = "discord"
+    services = ("discord",)
+    example = "https://discord.com/api/webhooks/ID/TOKEN or discord://ID/TOKEN"
+
+
+class PagerDutyTransport(AppriseTransport):
+    kind = "pagerduty"
+    services = ("pagerduty",)
+    example = "pagerduty://INTEGRATION_KEY@API_KEY"
+
+
+TRANSPORTS: dict[str, type[Transport]] = {
+    cls.kind: cls
+    for cls in (
+        EmailTransport,
+        WebhookTransport,
+        SlackTransport,
+        TeamsTransport,
+        DiscordTransport,
+        PagerDutyTransport,
+        AppriseTransport,
+    )
+}
+
+
+def transport_for(channel: Any) -> Transport:
+    try:
+        return TRANSPORTS[channel.kind](channel)
+    except KeyError:
+        raise ValidationError({"kind": f"unknown channel kind {channel.kind!r}"}) from None
