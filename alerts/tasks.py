@@ -40,3 +40,11 @@ def flush_notifications() -> dict[str, int]:
     if counts:
         logger.info("notifications: %s", counts)
     return counts
+
+
+@shared_task(name="alerts.daily_report_send")
+def send_daily_report() -> int:
+    """Beat, 07:00 in TIME_ZONE: yesterday's cost report to every channel that receives reports."""
+    from .reports import daily_report_send
+
+    return daily_report_send()

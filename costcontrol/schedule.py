@@ -51,4 +51,11 @@ SCHEDULE: tuple[ScheduledTask, ...] = (
         description="Retries with backoff, digests whose hour has come, anything a lost task left behind.",
         every_seconds=60,
     ),
+    ScheduledTask(
+        name="Daily cost report (07:00)",
+        task="alerts.daily_report_send",
+        description="Sends yesterday's cost report (TIME_ZONE days) to every enabled channel that receives reports. "
+        "Idempotent per day and channel: a repeated tick sends nothing twice.",
+        crontab={"minute": "0", "hour": "7"},
+    ),
 )

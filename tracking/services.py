@@ -281,6 +281,8 @@ def _entry_from_event(event: UsageEvent, book: PriceBook) -> CostEntry:
 def entry_scopes(entry: CostEntry) -> list[str]:
     """Every scope an entry counts towards (the rollup keys; budgets choose among them)."""
     scopes = ["global", f"provider:{entry.provider}", f"model:{entry.model}"]
+    if entry.operation:
+        scopes.append(f"operation:{entry.operation}")  # the daily report's breakdown by operation
     if entry.service:
         scopes.append(f"service:{entry.service}")
     if entry.subject:

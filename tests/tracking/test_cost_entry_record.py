@@ -175,6 +175,7 @@ def test_an_entry_counts_towards_every_scope_it_belongs_to(gpt4o_prices):
     assert scopes == {
         "global",
         "provider:openai",
+        "operation:chat",  # the default operation
         "model:gpt-4o",
         "service:image-api",
         "subject:john-doe",
