@@ -33,6 +33,7 @@ test: venv
 ## make bench: benchmarks (not tests): medians and ratios to a reference measured in the same run.
 bench: venv
 	bin/with-postgres $(PY) bench/record_path.py
+	bin/with-postgres $(PY) bench/budget_path.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

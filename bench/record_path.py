@@ -22,21 +22,29 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:
     sys.path.insert(0, str(BASE_DIR))
 
-SETTINGS = "costcontrol.settings.local"
-PG_SCHEMES = {"postgres", "postgresql", "pgsql", "psql"}
+from bench._common import (  # noqa: E402 - needs BASE_DIR on sys.path when run as a script
+    SETTINGS,
+    fmt,
+    is_postgresql_url,
+    latency_summary,
+    log,
+    machine_cores,
+    pg_database_create,
+    pg_database_drop,
+)
+from bench._common import run_worker as _run_worker  # noqa: E402
+
 TARGET_P50_MS = 1.0
 TARGET_P99_MS = 5.0
 
@@ -65,33 +73,6 @@ BENCH_MODELS: dict[tuple[str, str], dict[str, str]] = {
 SERVICES = ("chat-api", "search", "summariser", "support-bot")
 FEATURES = ("answer", "rerank", "draft", "classify", "extract")
 ENVIRONMENTS = ("prod", "staging")
-
-
-def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), q in [0, 100]."""
-    if not sorted_values:
-        return float("nan")
-    position = (len(sorted_values) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
-
-
-def latency_summary(samples_ns: list[int]) -> dict[str, float]:
-    ms = sorted(s / 1e6 for s in samples_ns)
-    return {
-        "n": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p90_ms": percentile(ms, 90),
-        "p99_ms": percentile(ms, 99),
-        "mean_ms": statistics.fmean(ms) if ms else float("nan"),
-        "min_ms": ms[0] if ms else float("nan"),
-        "max_ms": ms[-1] if ms else float("nan"),
-    }
 
 
 # --- the worker: one database, in its own process ----------------------------------------------
@@ -332,44 +313,8 @@ def worker(args: argparse.Namespace) -> None:
 # --- the driver: fresh databases, one subprocess each, the table ------------------------------
 
 
-def pg_database_create(url: str) -> tuple[str, str]:
-    """Create a uniquely named database on the server of `url`; return (name, its URL)."""
-    import psycopg
-    from psycopg import sql
-
-    name = f"costcontrol_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    parts = urlsplit(url)
-    return name, urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def pg_database_drop(url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        try:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        except psycopg.errors.SyntaxError:  # PostgreSQL < 13
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-
-
 def run_worker(label: str, database_url: str, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
-    env = dict(os.environ)
-    env["DATABASE_URL"] = database_url
-    env["DJANGO_SETTINGS_MODULE"] = SETTINGS
-    # DEBUG=True keeps every query in connection.queries: a development-only cost. Off unless asked.
-    env.setdefault("DJANGO_DEBUG", "0")
-    with tempfile.NamedTemporaryFile(prefix=f"bench-{label}-", suffix=".json", delete=False) as handle:
-        result_file = handle.name
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--worker",
-        label,
-        "--result-file",
-        result_file,
+    worker_args = [
         "--deadline",
         # Stop measuring early enough to leave time for the last batch and the consistency check.
         str(deadline - min(15.0, 0.2 * max(0.0, deadline - time.time()))),
@@ -382,22 +327,7 @@ def run_worker(label: str, database_url: str, args: argparse.Namespace, deadline
         "--batch-size",
         str(args.batch_size),
     ]
-    started = time.monotonic()
-    try:
-        completed = subprocess.run(command, env=env, cwd=BASE_DIR, timeout=max(5.0, deadline - time.time()))
-        if completed.returncode != 0:
-            return {"database": label, "error": f"worker exited with status {completed.returncode}"}
-        result = json.loads(Path(result_file).read_text())
-    except subprocess.TimeoutExpired:
-        return {"database": label, "error": f"timed out after {time.monotonic() - started:.0f} s"}
-    finally:
-        Path(result_file).unlink(missing_ok=True)
-    result["process_seconds"] = time.monotonic() - started
-    return result
-
-
-def fmt(value: float | None, places: int = 2) -> str:
-    return "-" if value is None else f"{value:.{places}f}"
+    return _run_worker(Path(__file__).resolve(), label, database_url, worker_args, deadline)
 
 
 def table(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -475,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     deadline = time.time() + args.timeout
     database_url = os.environ.get("DATABASE_URL", "")
-    has_pg = urlsplit(database_url).scheme in PG_SCHEMES
+    has_pg = is_postgresql_url(database_url)
     if not has_pg:
         log("DATABASE_URL is not PostgreSQL: measuring SQLite only (run `make bench` for both)")
 
@@ -503,10 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # noqa: BLE001
                     log(f"postgresql: could not drop database {name}: {exc}")
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
+    cores = machine_cores()
     meta = {
         "events": args.events,
         "warmup": args.warmup,

@@ -1,0 +1,128 @@
+"""Helpers shared by the benchmarks (bench/record_path.py, bench/budget_path.py).
+
+Pure standard library plus psycopg (only for creating/dropping the PostgreSQL database); nothing
+here imports Django, so the driver process of a benchmark stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SETTINGS = "costcontrol.settings.local"
+PG_SCHEMES = {"postgres", "postgresql", "pgsql", "psql"}
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), q in [0, 100]."""
+    if not sorted_values:
+        return float("nan")
+    position = (len(sorted_values) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def latency_summary(samples_ns: list[int]) -> dict[str, float]:
+    ms = sorted(s / 1e6 for s in samples_ns)
+    return {
+        "n": len(ms),
+        "p50_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
+        "p99_ms": percentile(ms, 99),
+        "mean_ms": statistics.fmean(ms) if ms else float("nan"),
+        "min_ms": ms[0] if ms else float("nan"),
+        "max_ms": ms[-1] if ms else float("nan"),
+    }
+
+
+def fmt(value: float | None, places: int = 2) -> str:
+    return "-" if value is None else f"{value:.{places}f}"
+
+
+def machine_cores() -> int | None:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count()
+
+
+def is_postgresql_url(url: str) -> bool:
+    return urlsplit(url).scheme in PG_SCHEMES
+
+
+def pg_database_create(url: str) -> tuple[str, str]:
+    """Create a uniquely named database on the server of `url`; return (name, its URL)."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"costcontrol_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    parts = urlsplit(url)
+    return name, urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def pg_database_drop(url: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        except psycopg.errors.SyntaxError:  # PostgreSQL < 13
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def run_worker(script: Path, label: str, database_url: str, worker_args: list[str], deadline: float) -> dict[str, Any]:
+    """Run `script --worker LABEL --result-file F *worker_args` on `database_url`; return its JSON result.
+
+    The subprocess is killed at `deadline` (epoch seconds). A worker that writes its result file
+    as it goes (atomically) still has its last written result read back then, marked
+    "killed_at_deadline"; otherwise the result is {"database": label, "error": ...}.
+    """
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url
+    env["DJANGO_SETTINGS_MODULE"] = SETTINGS
+    # DEBUG=True keeps every query in connection.queries: a development-only cost. Off unless asked.
+    env.setdefault("DJANGO_DEBUG", "0")
+    with tempfile.NamedTemporaryFile(prefix=f"bench-{label}-", suffix=".json", delete=False) as handle:
+        result_file = handle.name
+    command = [sys.executable, str(script), "--worker", label, "--result-file", result_file, *worker_args]
+    started = time.monotonic()
+    try:
+        completed = subprocess.run(command, env=env, cwd=BASE_DIR, timeout=max(5.0, deadline - time.time()))
+        if completed.returncode != 0:
+            return {"database": label, "error": f"worker exited with status {completed.returncode}"}
+        result = json.loads(Path(result_file).read_text())
+    except subprocess.TimeoutExpired:
+        partial = Path(result_file).read_text() if Path(result_file).exists() else ""
+        if not partial.strip():
+            return {"database": label, "error": f"timed out after {time.monotonic() - started:.0f} s"}
+        result = json.loads(partial)
+        result["killed_at_deadline"] = True
+    finally:
+        Path(result_file).unlink(missing_ok=True)
+    result["process_seconds"] = time.monotonic() - started
+    return result
+
+
+def result_write(path: str, result: dict[str, Any]) -> None:
+    """Write a worker's result atomically (a killed worker never leaves half a JSON document)."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, path)
