@@ -211,6 +211,26 @@ def top_driver(status: BudgetStatus) -> str:
     return f"model {row['scope'].partition(':')[2]} ({share} %)"
 
 
+def _budget_alert_fire(status: BudgetStatus, *, level: str, forecast: bool, title: str, message: str) -> None:
+    """A budget's alert for one level of one period: announced once (no cooldown)."""
+    budget = status.budget
+    alert_fire(
+        key=budget_alert_key(budget, status.period.start, level, forecast=forecast),
+        source=AlertSource.FORECAST if forecast else AlertSource.BUDGET,
+        level=level,
+        scope=budget.scope,
+        title=title,
+        message=message,
+        value=status.forecast if forecast else status.spent,
+        threshold=status.limit,
+        currency=budget.currency,
+        budget=budget,
+        budget_period=status.period,
+        cooldown=None,
+        now=status.at,
+    )
+
+
 def budget_evaluate(budget: Budget, *, now: datetime) -> str | None:
     """Fire the budget's current level once per period, resolve levels it fell below, and forecast
     alerts when enabled. Returns the level."""
@@ -226,20 +246,13 @@ def budget_evaluate(budget: Budget, *, now: datetime) -> str | None:
         elif alert.source == AlertSource.BUDGET and level_rank(alert.level) > level_rank(level):
             alert_resolve(key=alert.key, now=now)  # the limit was raised
     if level:
-        alert_fire(
-            key=budget_alert_key(budget, period.start, level),
-            source=AlertSource.BUDGET,
+        used = "over a zero limit" if status.utilisation is None else f"{status.utilisation} % used"
+        _budget_alert_fire(
+            status,
             level=level,
-            scope=budget.scope,
-            title=f"Budget '{budget.name}' {level}: {status.utilisation or 'over'} % used",
+            forecast=False,
+            title=f"Budget '{budget.name}' {level}: {used}",
             message=budget_message(status),
-            value=status.spent,
-            threshold=status.limit,
-            currency=budget.currency,
-            budget=budget,
-            budget_period=period,
-            cooldown=None,
-            now=now,
         )
     if budget.forecast_alerts and status.forecast is not None:
         forecast_level = budget.level_for(
@@ -253,21 +266,13 @@ def budget_evaluate(budget: Budget, *, now: datetime) -> str | None:
             if status.projected_exceed_at:
                 local = status.projected_exceed_at.astimezone(ZoneInfo(settings.TIME_ZONE))
                 when = f" Projected to exceed at {local:%H:%M} on the {_ordinal(local.day)}."
-            alert_fire(
-                key=budget_alert_key(budget, period.start, forecast_level, forecast=True),
-                source=AlertSource.FORECAST,
+            forecast = format_money(status.forecast.quantize(Decimal("0.01")), budget.currency)
+            _budget_alert_fire(
+                status,
                 level=forecast_level,
-                scope=budget.scope,
-                title=f"Budget '{budget.name}' forecast {forecast_level}: "
-                f"{format_money(status.forecast.quantize(Decimal('0.01')), budget.currency)} by period end",
+                forecast=True,
+                title=f"Budget '{budget.name}' forecast {forecast_level}: {forecast} by period end",
                 message=budget_message(status) + when,
-                value=status.forecast,
-                threshold=status.limit,
-                currency=budget.currency,
-                budget=budget,
-                budget_period=period,
-                cooldown=None,
-                now=now,
             )
     return level
 

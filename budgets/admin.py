@@ -19,7 +19,6 @@ from django.db.models import (
     Case,
     DateTimeField,
     ExpressionWrapper,
-    FloatField,
     OuterRef,
     QuerySet,
     Subquery,
@@ -232,7 +231,9 @@ class BudgetPeriodInline(admin.TabularInline):
 
 
 def _with_utilisation(queryset: QuerySet[Budget], at: datetime) -> QuerySet[Budget]:
-    """Annotate each budget's utilisation of its current period (for sorting), in SQL from rollups.
+    """Annotate each budget's utilisation of its current period in basis points (an integer, for
+    sorting), in SQL from the rollups: spent * 10000 / limit, in whole micro-units so the product
+    stays inside a bigint up to about 900 million spent.
 
     The period start per kind is computed here (six kinds); rollup buckets are whole UTC hours, so
     "buckets before the end of this hour" never reaches past a current period's end.
@@ -255,14 +256,17 @@ def _with_utilisation(queryset: QuerySet[Budget], at: datetime) -> QuerySet[Budg
         .values("total")
     )
     carried = BudgetPeriod.objects.filter(budget=OuterRef("pk"), start=OuterRef("_period_start")).values("carried_over")
-    limit = ExpressionWrapper(
-        Cast("amount", BigIntegerField()) + Coalesce(Subquery(carried, output_field=BigIntegerField()), Value(0)),
-        output_field=BigIntegerField(),
+    nanos = BigIntegerField()
+    micro = Value(1000)
+    spent_micro = ExpressionWrapper(Coalesce(Subquery(spent, output_field=nanos), Value(0)) / micro, output_field=nanos)
+    limit_micro = ExpressionWrapper(
+        (Cast("amount", nanos) + Coalesce(Subquery(carried, output_field=nanos), Value(0))) / micro, output_field=nanos
     )
+    # Integer division on both databases; a zero limit sorts as NULL.
     return queryset.annotate(
-        _utilisation=Cast(Coalesce(Subquery(spent, output_field=BigIntegerField()), Value(0)), FloatField())
-        * Value(100.0)
-        / NullIf(Cast(limit, FloatField()), Value(0.0))
+        _utilisation_bp=ExpressionWrapper(
+            spent_micro * Value(10000) / NullIf(limit_micro, Value(0)), output_field=nanos
+        )
     )
 
 
@@ -348,7 +352,7 @@ class BudgetAdmin(admin.ModelAdmin):
         status = self._status(obj)
         return _right(_money(status.remaining, obj.currency)) if status else EMPTY
 
-    @admin.display(description="used", ordering="_utilisation")
+    @admin.display(description="used", ordering="_utilisation_bp")
     def progress(self, obj: Budget) -> SafeString | str:
         status = self._status(obj)
         if not status:

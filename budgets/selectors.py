@@ -394,15 +394,6 @@ def forecast_thresholds_crossed(status: BudgetStatus) -> list[int | float | str]
     return [t for t in status.budget.thresholds if utilisation >= Decimal(str(t))]
 
 
-def budgets_for_scope(scope: str) -> list[Budget]:
-    """Active budgets of a scope, and the global ones (which every event counts towards)."""
-    return list(Budget.objects.filter(is_active=True, scope__in={scope, "global"}).order_by("pk"))
-
-
-def budget_period_history(budget: Budget) -> list[BudgetPeriod]:
-    return list(budget.periods.order_by("-start"))
-
-
 # --- burn-down of the current period (admin chart) ----------------------------------------------
 
 

@@ -515,6 +515,9 @@ def cost_entry_record_many(events: Sequence[Mapping[str, Any]]) -> list[BulkItem
             else:
                 seen[key] = len(fresh)
                 fresh.append((i, entry))
+        # Lock order, so concurrent writers never deadlock: ledger keys in sorted order first, then
+        # the rollup rows (sorted by _rollups_add); never a ledger key while holding rollup rows.
+        fresh.sort(key=lambda item: item[1].idempotency_key)
         try:
             with transaction.atomic():
                 CostEntry.objects.bulk_create([entry for _, entry in fresh], batch_size=500)
@@ -522,17 +525,20 @@ def cost_entry_record_many(events: Sequence[Mapping[str, Any]]) -> list[BulkItem
             for i, entry in fresh:
                 results[i] = BulkItemResult("accepted", entry=entry)
         except IntegrityError:
-            # A concurrent writer recorded one of these keys after our check: record one by one.
+            # A concurrent writer recorded one of these keys after our check: insert one by one,
+            # then add the ones that went in to the rollups together.
+            inserted: list[CostEntry] = []
             for i, entry in fresh:
                 try:
                     with transaction.atomic():
                         entry.pk = None
                         entry.save(force_insert=True)
-                        _rollups_add(rollup_deltas([entry]))
+                    inserted.append(entry)
                     results[i] = BulkItemResult("accepted", entry=entry)
                 except IntegrityError:
                     duplicate = CostEntry.objects.get(idempotency_key=entry.idempotency_key)
                     results[i] = BulkItemResult("duplicate", entry=duplicate)
+            _rollups_add(rollup_deltas(inserted))
         _announce([r.entry for r in results if r is not None and r.status == "accepted" and r.entry is not None])
     return [r for r in results if r is not None]
 

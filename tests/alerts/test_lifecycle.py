@@ -242,3 +242,18 @@ def test_two_concurrent_evaluators_write_one_notification_per_alert_event():
     assert errors == []
     assert Alert.objects.get().notify_count == 1
     assert Notification.objects.count() == 1
+
+
+def test_a_forecast_to_exceed_fires_once_per_period_above_the_current_level(spend, channel):
+    BudgetFactory(name="Chat", amount=Decimal("300"), forecast_alerts=True)
+    with time_machine.travel(datetime(2026, 11, 11, tzinfo=UTC), tick=False):
+        spend("110", datetime(2026, 11, 5, tzinfo=UTC))  # 110 in 10 of 30 days: 330 by the end
+        alerts_evaluate()
+        alerts_evaluate()
+    [note] = notifications()
+    assert (
+        note.level == "exceeded"
+        and note.subject == "[exceeded] Budget 'Chat' forecast exceeded: 330.00 USD by period end"
+    )
+    assert "Projected to exceed at 06:32 on the 28th." in note.text  # 300 / 11 a day: 27.27 days in
+    assert Alert.objects.get().source == "forecast"
