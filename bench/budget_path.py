@@ -221,10 +221,25 @@ ORDER BY 2, 1
 ON CONFLICT (scope, bucket, currency) DO UPDATE SET
     {", ".join(f"{c} = tracking_spendrollup.{c} + excluded.{c}" for c in ROLLUP_COUNTER_COLUMNS)}
 """
+# Then the daily rollups, recomputed from the hourly ones (the record path writes both together).
+DAILY_REBUILD = (
+    "DELETE FROM tracking_spendrollupday",
+    f"""INSERT INTO tracking_spendrollupday (scope, bucket, currency, {", ".join(ROLLUP_COUNTER_COLUMNS)})
+SELECT scope, {{day}}, currency, {", ".join(f"SUM({c})" for c in ROLLUP_COUNTER_COLUMNS)}
+FROM tracking_spendrollup GROUP BY 1, 2, 3 ORDER BY 2, 1""",
+)
 ROLLUP_DIALECT = {
-    "postgresql": {"json_each": "jsonb_each_text", "bucket": "date_trunc('hour', occurred_at, 'UTC')"},
+    "postgresql": {
+        "json_each": "jsonb_each_text",
+        "bucket": "date_trunc('hour', occurred_at, 'UTC')",
+        "day": "date_trunc('day', bucket, 'UTC')",
+    },
     # Django stores SQLite datetimes as 'YYYY-MM-DD HH:MM:SS[.ffffff]' (UTC); a bucket is the hour's start.
-    "sqlite": {"json_each": "json_each", "bucket": "strftime('%%Y-%%m-%%d %%H:00:00', occurred_at)"},
+    "sqlite": {
+        "json_each": "json_each",
+        "bucket": "strftime('%%Y-%%m-%%d %%H:00:00', occurred_at)",
+        "day": "strftime('%%Y-%%m-%%d 00:00:00', bucket)",
+    },
 }
 
 
@@ -279,6 +294,8 @@ class LedgerLoader:
                     rollup_sql = ROLLUP_UPSERT.format(**ROLLUP_DIALECT[self.vendor])
                     cursor.execute(rollup_sql, {"lo": self.last_id, "hi": new_last})
                     self.last_id = new_last
+                for statement in DAILY_REBUILD:
+                    cursor.execute(statement.format(**ROLLUP_DIALECT[self.vendor]), [])
             finally:
                 if self.vendor == "postgresql":
                     cursor.execute("RESET work_mem")
@@ -390,6 +407,7 @@ class LedgerLoader:
                 # of the freshly inserted rows in the middle of the measurement; ANALYZE: statistics.
                 cursor.execute("VACUUM (ANALYZE) tracking_costentry")
                 cursor.execute("VACUUM (ANALYZE) tracking_spendrollup")
+                cursor.execute("VACUUM (ANALYZE) tracking_spendrollupday")
                 cursor.execute("ANALYZE")
                 try:
                     cursor.execute("CHECKPOINT")

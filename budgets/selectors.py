@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,9 +19,10 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Q, Sum
 
+from costcontrol.db import fetch_all_prepared
 from costcontrol.money import MONEY_QUANTUM, MoneyField, from_nanos, round_money, to_nanos
-from tracking.models import SpendRollup
-from tracking.selectors import spend_total
+from tracking.models import SpendRollup, SpendRollupDay
+from tracking.selectors import rollup_window, spend_total
 
 from .models import Budget, BudgetPeriod, Period, Reservation
 from .periods import period_bounds
@@ -196,23 +197,113 @@ _PERIOD_FIELDS = tuple(BudgetPeriod._meta.concrete_fields)
 _MONEY_OUTPUT = MoneyField()
 
 
-def _converters(fields: Sequence[Any], conn: Any) -> list[list[Any]]:
-    """The converters Django's compiler would apply to each column (SQLite dates, JSON, money)."""
-    result = []
-    for field in fields:
-        column = field.cached_col if hasattr(field, "cached_col") else field
-        result.append([*conn.ops.get_db_converters(column), *field.get_db_converters(conn)])
-    return result
+@cache
+def _conversion_plan(fields: tuple[Any, ...], vendor: str, alias: str) -> tuple[tuple[int, Any, tuple[Any, ...]], ...]:
+    """(column index, column, converters) of each column Django's compiler would convert (SQLite
+    dates, JSON, money): they depend only on the fields and the backend, so they are found once."""
+    conn = connections[alias]
+    plan = []
+    for index, field in enumerate(fields):
+        converters = (*conn.ops.get_db_converters(field.cached_col), *field.get_db_converters(conn))
+        if converters:
+            plan.append((index, field.cached_col, converters))
+    return tuple(plan)
 
 
-def _convert(values: Sequence[Any], converters: list[list[Any]], fields: Sequence[Any], conn: Any) -> list[Any]:
-    out = []
-    for value, field_converters, field in zip(values, converters, fields, strict=True):
-        column = field.cached_col
-        for converter in field_converters:
+def _convert(values: Sequence[Any], fields: tuple[Any, ...], conn: Any) -> list[Any]:
+    out = list(values)
+    for index, column, converters in _conversion_plan(fields, conn.vendor, conn.alias):
+        value = out[index]
+        for converter in converters:
             value = converter(value, column, conn)
-        out.append(value)
+        out[index] = value
     return out
+
+
+# Spent so far in a budget's period, from the rollups: whole UTC days from the daily rows, the
+# ragged ends from the hourly ones (tracking.selectors.rollup_window), bounds read from the row of
+# `k` joined to the budget. Rollup buckets are whole UTC hours and `at` lies inside the period, so
+# "buckets before the end of at's hour" never reaches past the period's end.
+WINDOW_COLUMNS = "start, head_end, days_start, days_end, tail_start, window_end"
+_SPENT_SQL = """(
+    (SELECT COALESCE(SUM(r.amount), 0) FROM {hourly} r
+      WHERE r.scope = b.scope AND r.currency = b.currency AND r.bucket >= k.start AND r.bucket < k.head_end)
+  + (SELECT COALESCE(SUM(r.amount), 0) FROM {hourly} r
+      WHERE r.scope = b.scope AND r.currency = b.currency AND r.bucket >= k.tail_start AND r.bucket < k.window_end)
+  + (SELECT COALESCE(SUM(d.amount), 0) FROM {daily} d
+      WHERE d.scope = b.scope AND d.currency = b.currency AND d.bucket >= k.days_start AND d.bucket < k.days_end))"""
+_RESERVED_SQL = """(SELECT COALESCE(SUM(x.amount), 0) FROM {reservations} x
+      WHERE x.period_id = p.id AND x.settled_at IS NULL AND x.released_at IS NULL AND x.expires_at > %s)"""
+
+
+def holdings_sql(conn: Any) -> tuple[str, str]:
+    qn = conn.ops.quote_name
+    return (
+        _SPENT_SQL.format(hourly=qn(SpendRollup._meta.db_table), daily=qn(SpendRollupDay._meta.db_table)),
+        _RESERVED_SQL.format(reservations=qn(Reservation._meta.db_table)),
+    )
+
+
+def window_params(conn: Any, *, start: datetime, at: datetime) -> list[Any]:
+    """The `k` columns (WINDOW_COLUMNS) for a period starting at `start`, read at `at`."""
+    window = rollup_window(start, hour_floor(at) + timedelta(hours=1))
+    adapt = conn.ops.adapt_datetimefield_value
+    return [
+        adapt(window.start),
+        adapt(window.head_end),
+        adapt(window.days_start),
+        adapt(window.days_end),
+        adapt(window.tail_start),
+        adapt(window.end),
+    ]
+
+
+_kinds_params_cache: dict[tuple[str, str, datetime], list[Any]] = {}
+
+
+def _kinds_params(conn: Any, at: datetime) -> list[Any]:
+    """The `k` rows of every period kind at `at`. They change only at a period boundary or an hour,
+    both on a whole minute, so they are kept for the minute (one entry per connection vendor)."""
+    key = (conn.vendor, settings.TIME_ZONE, at.astimezone(UTC).replace(second=0, microsecond=0))
+    params = _kinds_params_cache.get(key)
+    if params is None:
+        params = []
+        for kind in Period.values:
+            params += [kind, *window_params(conn, start=period_bounds(kind, at)[0], at=at)]
+        _kinds_params_cache.clear()
+        _kinds_params_cache[key] = params
+    return params
+
+
+def values_rows_sql(columns: int, rows: int) -> str:
+    row = "(" + ", ".join(["%s"] * columns) + ")"
+    return ", ".join([row] * rows)
+
+
+@cache
+def _positions_sql(alias: str, scopes: int, *, hard_only: bool, with_sums: bool, lock: bool) -> str:
+    """budget_positions' statement (built once per shape: its text is the prepared statement's key)."""
+    conn = connections[alias]
+    qn = conn.ops.quote_name
+    budget_cols = ", ".join(f"b.{qn(f.column)}" for f in _BUDGET_FIELDS)
+    period_cols = ", ".join(f"p.{qn(f.column)}" for f in _PERIOD_FIELDS)
+    sums = ""
+    if with_sums:
+        spent_sql, reserved_sql = holdings_sql(conn)
+        sums = f", {spent_sql}, {reserved_sql}"
+    sql = (
+        f"WITH k(period, {WINDOW_COLUMNS}) AS (VALUES {values_rows_sql(7, len(Period.values))})"
+        f" SELECT {budget_cols}, {period_cols}{sums}"
+        f" FROM {qn(Budget._meta.db_table)} b"
+        f" JOIN k ON k.period = b.period"
+        f" LEFT JOIN {qn(BudgetPeriod._meta.db_table)} p ON p.budget_id = b.id AND p.start = k.start"
+        f" WHERE b.is_active AND b.scope IN ({', '.join(['%s'] * scopes)})"
+        f"{' AND b.hard_limit' if hard_only else ''}"
+        f" ORDER BY b.id"
+    )
+    if lock and conn.vendor == "postgresql":
+        sql += " FOR UPDATE OF b"
+    return sql
 
 
 def budget_positions(
@@ -224,63 +315,31 @@ def budget_positions(
     lock: bool = False,
 ) -> list[Position]:
     """Every active budget of `scopes` with its period holding `at` (if opened), what was spent in it
-    so far (rollups) and what is reserved on it: one SQL statement, whatever the ledger's size.
+    so far (rollups) and what is reserved on it: one SQL statement, whatever the ledger's size,
+    prepared once per connection on PostgreSQL (costcontrol.db.fetch_all_prepared).
 
     lock=True (inside a transaction) locks the budget rows, in primary-key order, on PostgreSQL
     (SQLite's write lock, taken at BEGIN IMMEDIATE, already serialises writers).
     """
     conn = connections[DEFAULT_DB_ALIAS]
-    qn = conn.ops.quote_name
-    adapt = conn.ops.adapt_datetimefield_value
     scopes = sorted(set(scopes))
-    starts = [(kind, adapt(period_bounds(kind, at)[0])) for kind in Period.values]
-    window_end = adapt(hour_floor(at) + timedelta(hours=1))
-    budget_cols = ", ".join(f"b.{qn(f.column)}" for f in _BUDGET_FIELDS)
-    period_cols = ", ".join(f"p.{qn(f.column)}" for f in _PERIOD_FIELDS)
-    sums = ""
-    params: list[Any] = []
+    params = list(_kinds_params(conn, at))
     if with_sums:
-        # Rollup buckets are whole UTC hours and `at` lies inside the period, so "buckets before the
-        # end of at's hour" never reaches past the period's end.
-        sums = f""",
-            (SELECT COALESCE(SUM(r.amount), 0) FROM {qn(SpendRollup._meta.db_table)} r
-              WHERE r.scope = b.scope AND r.currency = b.currency AND r.bucket >= p.start AND r.bucket < %s),
-            (SELECT COALESCE(SUM(x.amount), 0) FROM {qn(Reservation._meta.db_table)} x
-              WHERE x.period_id = p.id AND x.settled_at IS NULL AND x.released_at IS NULL AND x.expires_at > %s)"""
-        params += [window_end, adapt(at)]
-    case = " ".join("WHEN %s THEN %s" for _ in starts)
-    for kind, start in starts:
-        params += [kind, start]
+        params.append(conn.ops.adapt_datetimefield_value(at))
     params += scopes
-    sql = (
-        f"SELECT {budget_cols}, {period_cols}{sums}"
-        f" FROM {qn(Budget._meta.db_table)} b"
-        f" LEFT JOIN {qn(BudgetPeriod._meta.db_table)} p"
-        f"  ON p.budget_id = b.id AND p.start = CASE b.period {case} END"
-        f" WHERE b.is_active AND b.scope IN ({', '.join(['%s'] * len(scopes))})"
-        f"{' AND b.hard_limit' if hard_only else ''}"
-        f" ORDER BY b.id"
-    )
-    if lock and conn.vendor == "postgresql":
-        sql += " FOR UPDATE OF b"
-    with conn.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    sql = _positions_sql(conn.alias, len(scopes), hard_only=hard_only, with_sums=with_sums, lock=lock)
+    rows = fetch_all_prepared(sql, params)
     if not rows:
         return []
-    budget_conv = _converters(_BUDGET_FIELDS, conn)
-    period_conv = _converters(_PERIOD_FIELDS, conn)
     nb, np_ = len(_BUDGET_FIELDS), len(_PERIOD_FIELDS)
     money = _MONEY_OUTPUT.from_db_value
     positions = []
     for row in rows:
-        budget = Budget.from_db(conn.alias, None, _convert(row[:nb], budget_conv, _BUDGET_FIELDS, conn))
+        budget = Budget.from_db(conn.alias, None, _convert(row[:nb], _BUDGET_FIELDS, conn))
         period = None
         spent = reserved = None
         if row[nb] is not None:
-            period = BudgetPeriod.from_db(
-                conn.alias, None, _convert(row[nb : nb + np_], period_conv, _PERIOD_FIELDS, conn)
-            )
+            period = BudgetPeriod.from_db(conn.alias, None, _convert(row[nb : nb + np_], _PERIOD_FIELDS, conn))
             period.budget = budget
             if with_sums:
                 spent, reserved = money(row[nb + np_], None, conn), money(row[nb + np_ + 1], None, conn)
@@ -298,22 +357,19 @@ def periods_holdings(*, periods: Sequence[BudgetPeriod], at: datetime) -> dict[i
         return {}
     conn = connections[DEFAULT_DB_ALIAS]
     qn = conn.ops.quote_name
-    adapt = conn.ops.adapt_datetimefield_value
-    ids = [p.pk for p in periods]
+    params: list[Any] = []
+    for period in periods:
+        params += [period.pk, *window_params(conn, start=period.start, at=at)]
+    spent_sql, reserved_sql = holdings_sql(conn)
+    params.append(conn.ops.adapt_datetimefield_value(at))
     sql = (
-        f"SELECT p.id,"
-        f" (SELECT COALESCE(SUM(r.amount), 0) FROM {qn(SpendRollup._meta.db_table)} r"
-        f"   WHERE r.scope = b.scope AND r.currency = b.currency AND r.bucket >= p.start AND r.bucket < %s),"
-        f" (SELECT COALESCE(SUM(x.amount), 0) FROM {qn(Reservation._meta.db_table)} x"
-        f"   WHERE x.period_id = p.id AND x.settled_at IS NULL AND x.released_at IS NULL AND x.expires_at > %s)"
-        f" FROM {qn(BudgetPeriod._meta.db_table)} p JOIN {qn(Budget._meta.db_table)} b ON b.id = p.budget_id"
-        f" WHERE p.id IN ({', '.join(['%s'] * len(ids))})"
+        f"WITH k(id, {WINDOW_COLUMNS}) AS (VALUES {values_rows_sql(7, len(periods))})"
+        f" SELECT p.id, {spent_sql}, {reserved_sql}"
+        f" FROM k JOIN {qn(BudgetPeriod._meta.db_table)} p ON p.id = k.id"
+        f" JOIN {qn(Budget._meta.db_table)} b ON b.id = p.budget_id"
     )
-    with conn.cursor() as cursor:
-        cursor.execute(sql, [adapt(hour_floor(at) + timedelta(hours=1)), adapt(at), *ids])
-        rows = cursor.fetchall()
     money = _MONEY_OUTPUT.from_db_value
-    return {row[0]: (money(row[1], None, conn), money(row[2], None, conn)) for row in rows}
+    return {row[0]: (money(row[1], None, conn), money(row[2], None, conn)) for row in fetch_all_prepared(sql, params)}
 
 
 # --- forecast ---------------------------------------------------------------------------------

@@ -17,22 +17,27 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from costcontrol.money import format_money, parse_money
+from costcontrol.db import fetch_all_prepared
+from costcontrol.money import format_money, parse_money, to_nanos
 
 from .models import LEVEL_ORDER, Budget, BudgetPeriod, Period, Reservation, level_rank, scope_errors
 from .periods import period_bounds
 from .selectors import (
+    WINDOW_COLUMNS,
     BudgetStatus,
     budget_positions,
     budget_status_compute,
     carry_into,
+    holdings_sql,
     period_limit,
     period_spent,
     periods_holdings,
     utilisation_percent,
+    values_rows_sql,
+    window_params,
 )
 
 logger = logging.getLogger(__name__)
@@ -179,20 +184,66 @@ def budget_reserve(*, scopes: Sequence[str], amount: Any, ttl: timedelta | None 
         if not positions:
             return []
         periods = [p.period or budget_period_current(budget=p.budget, at=now) for p in positions]
-        # 2. Only now read spent and reserved: a statement after the lock sees every earlier commit.
-        holdings = periods_holdings(periods=periods, at=now)
-        for position, period in zip(positions, periods, strict=True):
-            spent, reserved = holdings[period.pk]
-            available = period_limit(budget=position.budget, period=period) - spent - reserved
-            if amount > available:
-                raise BudgetExceeded(budget=position.budget, available=available, requested=amount)
-        # 3. Hold the amount before the locks go.
-        return Reservation.objects.bulk_create(
-            [
-                Reservation(budget=p.budget, period=period, amount=amount, created_at=now, expires_at=now + ttl)
+        # 2. Only now check and hold, in one statement: it sees every commit made before the lock.
+        held = reservations_hold(positions=positions, periods=periods, amount=amount, at=now, expires_at=now + ttl)
+        if held is None:
+            holdings = periods_holdings(periods=periods, at=now)
+            room = [
+                (period_limit(budget=p.budget, period=period) - holdings[period.pk][0] - holdings[period.pk][1], p)
                 for p, period in zip(positions, periods, strict=True)
             ]
+            available, position = min(room, key=lambda item: item[0])
+            raise BudgetExceeded(budget=position.budget, available=available, requested=amount)
+        return held
+
+
+def reservations_hold(
+    *,
+    positions: Sequence[Any],
+    periods: Sequence[BudgetPeriod],
+    amount: Decimal,
+    at: datetime,
+    expires_at: datetime,
+) -> list[Reservation] | None:
+    """Hold `amount` on every period if each has room (limit - spent - reserved >= amount), or on
+    none (None): the check and the insert are one statement. Called by budget_reserve with the
+    budgets locked."""
+    qn = connection.ops.quote_name
+    adapt = connection.ops.adapt_datetimefield_value
+    spent_sql, reserved_sql = holdings_sql(connection)
+    params: list[Any] = []
+    for period in periods:
+        params += [period.pk, *window_params(connection, start=period.start, at=at)]
+    nanos = to_nanos(amount)
+    params += [adapt(at), nanos, adapt(at), adapt(expires_at), nanos]
+    sql = (
+        f"WITH k(id, {WINDOW_COLUMNS}) AS (VALUES {values_rows_sql(7, len(periods))}),"
+        f" h AS (SELECT p.id AS period_id, p.budget_id AS budget_id,"
+        f"  CASE WHEN p.closed_at IS NULL THEN b.amount + p.carried_over ELSE p.{qn('limit')} END"
+        f"  - {spent_sql} - {reserved_sql} AS available"
+        f"  FROM k JOIN {qn(BudgetPeriod._meta.db_table)} p ON p.id = k.id"
+        f"  JOIN {qn(Budget._meta.db_table)} b ON b.id = p.budget_id)"
+        f" INSERT INTO {qn(Reservation._meta.db_table)} (budget_id, period_id, amount, created_at, expires_at)"
+        f" SELECT budget_id, period_id, %s, %s, %s FROM h"
+        f" WHERE NOT EXISTS (SELECT 1 FROM h WHERE available < %s)"
+        f" RETURNING id, period_id"
+    )
+    ids = {period_id: pk for pk, period_id in fetch_all_prepared(sql, params)}
+    if not ids:
+        return None
+    held = []
+    for position, period in zip(positions, periods, strict=True):
+        reservation = Reservation(
+            id=ids[period.pk],
+            budget=position.budget,
+            period=period,
+            amount=amount,
+            created_at=at,
+            expires_at=expires_at,
         )
+        reservation._state.adding, reservation._state.db = False, connection.alias
+        held.append(reservation)
+    return held
 
 
 def reservation_settle(*, reservation: Reservation, actual: Any) -> Reservation:
@@ -208,10 +259,11 @@ def reservation_settle(*, reservation: Reservation, actual: Any) -> Reservation:
     if actual < 0:
         raise ValidationError({"actual": "must be zero or more"})
     now = timezone.now()
-    changed = Reservation.objects.filter(pk=reservation.pk, settled_at__isnull=True).update(
-        settled_at=now, actual=actual
+    sql = (
+        f"UPDATE {connection.ops.quote_name(Reservation._meta.db_table)} SET settled_at = %s, actual = %s"
+        f" WHERE id = %s AND settled_at IS NULL RETURNING id"
     )
-    if not changed:
+    if not fetch_all_prepared(sql, [connection.ops.adapt_datetimefield_value(now), to_nanos(actual), reservation.pk]):
         raise ValidationError({"reservation": f"reservation #{reservation.pk} is already settled"})
     reservation.settled_at, reservation.actual = now, actual
     return reservation

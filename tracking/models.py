@@ -231,15 +231,10 @@ class CostEntry(models.Model):
         return f"#{self.pk} {self.occurred_at:%Y-%m-%d %H:%M} {self.provider}/{self.model} {format_money(self.amount, self.currency)}"
 
 
-class SpendRollup(models.Model):
-    """Running totals of one scope in one UTC hour, maintained in the entry's own transaction.
-
-    Scopes: global, provider:X, service:X, model:X, subject:X, job:X, team:X, tag:K=V.
-    Everything that asks "how much in this window" reads these rows, never the ledger.
-    """
+class RollupCounters(models.Model):
+    """What a rollup row counts (in ROLLUP_COUNTERS order); hourly and daily rollups share it."""
 
     scope = models.CharField(max_length=320)
-    bucket = models.DateTimeField(help_text="Start of the UTC hour.")
     currency = models.CharField(max_length=3, default="USD")
     amount = MoneyField(default=0)
     events = models.BigIntegerField(default=0)
@@ -254,6 +249,20 @@ class SpendRollup(models.Model):
     embedding_tokens = models.BigIntegerField(default=0)
 
     class Meta:
+        abstract = True
+
+
+class SpendRollup(RollupCounters):
+    """Running totals of one scope in one UTC hour, maintained in the entry's own transaction.
+
+    Scopes: global, provider:X, service:X, model:X, operation:X, subject:X, job:X, team:X, tag:K=V.
+    Everything that asks "how much in this window" reads these rows (and SpendRollupDay for
+    whole UTC days inside the window), never the ledger.
+    """
+
+    bucket = models.DateTimeField(help_text="Start of the UTC hour.")
+
+    class Meta:
         verbose_name = "spend rollup"
         constraints = [
             # Also the index for "scope S between hours A and B" (scope first, then bucket).
@@ -266,6 +275,23 @@ class SpendRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} @ {self.bucket:%Y-%m-%d %H:00}: {format_money(self.amount, self.currency)}"
+
+
+class SpendRollupDay(RollupCounters):
+    """The same totals per UTC day, written in the same statement as the hourly rows (so the two
+    always agree; verify_ledger checks both). A window of many days reads one row per whole day
+    and hourly rows only at its ragged ends: a monthly budget sums ~80 rows, not ~700."""
+
+    bucket = models.DateTimeField(help_text="Start of the UTC day.")
+
+    class Meta:
+        verbose_name = "daily spend rollup"
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "bucket", "currency"], name="spendrollupday_scope_bucket_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} @ {self.bucket:%Y-%m-%d}: {format_money(self.amount, self.currency)}"
 
 
 # The counters a rollup row carries, in a fixed order (the upsert SQL and verify_ledger use it).

@@ -7,7 +7,7 @@ The only ledger scans are the audit ones (verify_ledger, rebuild_rollups).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,15 +15,53 @@ from django.db.models import Sum
 
 from costcontrol.money import from_nanos
 
-from .models import ROLLUP_COUNTERS, CostEntry, Price, SpendRollup
+from .models import ROLLUP_COUNTERS, CostEntry, Price, SpendRollup, SpendRollupDay
+
+
+@dataclass(frozen=True)
+class RollupWindow:
+    """[start, end) split for the rollups: whole UTC days [days_start, days_end) are read from
+    SpendRollupDay, the ragged ends from hourly rows [start, head_end) and [tail_start, end).
+    With no whole day inside, days_start >= days_end and the two hourly ranges cover the window."""
+
+    start: datetime
+    head_end: datetime
+    days_start: datetime
+    days_end: datetime
+    tail_start: datetime
+    end: datetime
+
+
+def rollup_window(start: datetime, end: datetime) -> RollupWindow:
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    days_start = midnight if midnight == start else midnight + timedelta(days=1)
+    days_end = end.replace(hour=0, minute=0, second=0, microsecond=0)
+    return RollupWindow(
+        start=start,
+        head_end=min(days_start, end),
+        days_start=days_start,
+        days_end=days_end,
+        tail_start=max(days_end, days_start),
+        end=end,
+    )
 
 
 def spend_total(*, scope: str, start: datetime, end: datetime, currency: str = "USD") -> Decimal:
-    """Spend of a scope in [start, end), from the hourly rollups. Bounds are rounded down to the hour."""
-    total = SpendRollup.objects.filter(scope=scope, currency=currency, bucket__gte=start, bucket__lt=end).aggregate(
-        total=Sum("amount")
-    )["total"]
-    return total if total is not None else Decimal("0E-9")
+    """Spend of a scope over the hourly buckets in [start, end): whole UTC days from the daily
+    rollups, the rest from the hourly ones."""
+    window = rollup_window(start, end)
+    hours = SpendRollup.objects.filter(scope=scope, currency=currency)
+    total = Decimal("0E-9")
+    for lo, hi in ((window.start, window.head_end), (window.tail_start, window.end)):
+        if lo < hi:
+            total += hours.filter(bucket__gte=lo, bucket__lt=hi).aggregate(total=Sum("amount"))["total"] or 0
+    if window.days_start < window.days_end:
+        days = SpendRollupDay.objects.filter(
+            scope=scope, currency=currency, bucket__gte=window.days_start, bucket__lt=window.days_end
+        )
+        total += days.aggregate(total=Sum("amount"))["total"] or 0
+    return total
 
 
 def price_history(price: Price) -> list[Price]:
@@ -76,25 +114,38 @@ class LedgerDifference:
     field: str
     ledger: Any
     rollup: Any
+    table: str = "hourly"  # or "daily"
+
+
+def _rollup_rows(model: type[SpendRollup] | type[SpendRollupDay]) -> dict[tuple[str, datetime, str], list[Any]]:
+    rows: dict[tuple[str, datetime, str], list[Any]] = {}
+    for row in model.objects.values_list("scope", "bucket", "currency", *ROLLUP_COUNTERS).iterator(chunk_size=5000):
+        scope, bucket, currency, nanos, *counts = row
+        rows[(scope, bucket, currency)] = [from_nanos(nanos) if isinstance(nanos, int) else nanos, *counts]
+    return rows
 
 
 def ledger_differences() -> tuple[list[LedgerDifference], int, int]:
-    """Compare the ledger with the rollups. Returns (differences, ledger-derived rows, rollup rows)."""
+    """Compare the ledger with the hourly and the daily rollups.
+
+    Returns (differences, ledger-derived hourly rows, hourly rollup rows).
+    """
+    from .services import daily_deltas
+
     expected = ledger_rollup_totals()
-    actual: dict[tuple[str, datetime, str], list[Any]] = {}
-    for row in SpendRollup.objects.values_list("scope", "bucket", "currency", *ROLLUP_COUNTERS).iterator(
-        chunk_size=5000
-    ):
-        scope, bucket, currency, nanos, *counts = row
-        actual[(scope, bucket, currency)] = [from_nanos(nanos) if isinstance(nanos, int) else nanos, *counts]
     zero = [Decimal(0)] + [0] * (len(ROLLUP_COUNTERS) - 1)
     differences: list[LedgerDifference] = []
-    for key in sorted(set(expected) | set(actual)):
-        want, have = expected.get(key, zero), actual.get(key, zero)
-        for name, w, h in zip(ROLLUP_COUNTERS, want, have, strict=True):
-            if w != h:
-                differences.append(LedgerDifference(*key, field=name, ledger=w, rollup=h))
-    return differences, len(expected), len(actual)
+    hourly = _rollup_rows(SpendRollup)
+    for table, want_rows, have_rows in (
+        ("hourly", expected, hourly),
+        ("daily", daily_deltas(expected), _rollup_rows(SpendRollupDay)),
+    ):
+        for key in sorted(set(want_rows) | set(have_rows)):
+            want, have = want_rows.get(key, zero), have_rows.get(key, zero)
+            for name, w, h in zip(ROLLUP_COUNTERS, want, have, strict=True):
+                if w != h:
+                    differences.append(LedgerDifference(*key, field=name, ledger=w, rollup=h, table=table))
+    return differences, len(expected), len(hourly)
 
 
 def ledger_totals_by_currency() -> dict[str, Decimal]:

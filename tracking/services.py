@@ -36,6 +36,7 @@ from .models import (
     PriceCatalogState,
     PricingStatus,
     SpendRollup,
+    SpendRollupDay,
     Team,
 )
 from .pricing import PriceBook, price_books
@@ -335,14 +336,27 @@ def rollup_deltas(entries: Iterable[CostEntry]) -> dict[tuple[str, datetime, str
 _UPSERT_CHUNK = 500
 
 
-def _rollups_add(deltas: Mapping[tuple[str, datetime, str], Sequence[Any]]) -> None:
-    """Add deltas to the rollups with one atomic upsert per chunk (amount = amount + excluded.amount).
+def day_bucket(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
-    Keys are sorted so that concurrent writers lock rollup rows in the same order (no deadlocks).
-    """
-    if not deltas:
-        return
-    table = SpendRollup._meta.db_table
+
+def daily_deltas(
+    deltas: Mapping[tuple[str, datetime, str], Sequence[Any]],
+) -> dict[tuple[str, datetime, str], list[Any]]:
+    """Hourly deltas (or totals) folded into UTC days."""
+    days: dict[tuple[str, datetime, str], list[Any]] = {}
+    for (scope, bucket, currency), counters in deltas.items():
+        key = (scope, day_bucket(bucket), currency)
+        current = days.get(key)
+        if current is None:
+            days[key] = list(counters)
+        else:
+            for i, value in enumerate(counters):
+                current[i] += value
+    return days
+
+
+def _rollup_table_add(table: str, deltas: Mapping[tuple[str, datetime, str], Sequence[Any]]) -> None:
     columns = ("scope", "bucket", "currency", *ROLLUP_COUNTERS)
     updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in ROLLUP_COUNTERS)
     amount_field = SpendRollup._meta.get_field("amount")
@@ -371,6 +385,19 @@ def _rollups_add(deltas: Mapping[tuple[str, datetime, str], Sequence[Any]]) -> N
             )
 
 
+def _rollups_add(deltas: Mapping[tuple[str, datetime, str], Sequence[Any]]) -> None:
+    """Add hourly deltas to the hourly and the daily rollups, with one atomic upsert per chunk
+    (amount = amount + excluded.amount).
+
+    Lock order, the same in every writer so that concurrent ones never deadlock: every hourly row
+    first, then every daily row, each in sorted key order.
+    """
+    if not deltas:
+        return
+    _rollup_table_add(SpendRollup._meta.db_table, deltas)
+    _rollup_table_add(SpendRollupDay._meta.db_table, daily_deltas(deltas))
+
+
 _INSERTED, _DUPLICATE, _STALE_PRICES = "inserted", "duplicate", "stale prices"
 
 
@@ -382,7 +409,8 @@ def _entry_insert_postgresql(entry: CostEntry, *, catalog_token: str) -> str:
     adds nothing. The entry was priced from a cached price book; the statement inserts only if
     the catalog token is still the one that book was read under, in the same snapshot as the
     insert, so a price change is never missed ("stale prices": re-price and retry).
-    Scopes are sorted so concurrent writers lock rollup rows in the same order.
+    Scopes are sorted and the daily rows wait for the hourly ones (count(*) FROM rollups), so
+    concurrent writers lock rollup rows in the same order as _rollups_add.
     This is the same write as the portable path (ORM insert + _rollups_add); the whole suite
     runs on both databases and verify_ledger compares ledger and rollups.
     """
@@ -391,8 +419,10 @@ def _entry_insert_postgresql(entry: CostEntry, *, catalog_token: str) -> str:
     amount, *counts = entry_counters(entry)
     scopes = sorted(entry_scopes(entry))
     entry_table, rollup_table = CostEntry._meta.db_table, SpendRollup._meta.db_table
+    day_table = SpendRollupDay._meta.db_table
     counter_columns = ", ".join(ROLLUP_COUNTERS)
-    updates = ", ".join(f"{c} = {rollup_table}.{c} + excluded.{c}" for c in ROLLUP_COUNTERS)
+    hour_updates = ", ".join(f"{c} = {rollup_table}.{c} + excluded.{c}" for c in ROLLUP_COUNTERS)
+    day_updates = ", ".join(f"{c} = {day_table}.{c} + excluded.{c}" for c in ROLLUP_COUNTERS)
     state_table = PriceCatalogState._meta.db_table
     sql = (
         f"WITH token AS (SELECT COALESCE((SELECT token FROM {state_table} WHERE id = 1), '') AS value"
@@ -405,10 +435,28 @@ def _entry_insert_postgresql(entry: CostEntry, *, catalog_token: str) -> str:
         f" SELECT scope, %s, %s, {', '.join(['%s'] * len(ROLLUP_COUNTERS))}"
         f" FROM unnest(%s::varchar[]) WITH ORDINALITY AS s(scope, n)"
         f" WHERE EXISTS (SELECT 1 FROM new_entry) ORDER BY n"
-        f" ON CONFLICT (scope, bucket, currency) DO UPDATE SET {updates}"
+        f" ON CONFLICT (scope, bucket, currency) DO UPDATE SET {hour_updates} RETURNING 1"
+        f"), day_rollups AS ("
+        f" INSERT INTO {day_table} (scope, bucket, currency, {counter_columns})"
+        f" SELECT scope, %s, %s, {', '.join(['%s'] * len(ROLLUP_COUNTERS))}"
+        f" FROM unnest(%s::varchar[]) WITH ORDINALITY AS s(scope, n)"
+        f" WHERE (SELECT count(*) FROM rollups) > 0 ORDER BY n"
+        f" ON CONFLICT (scope, bucket, currency) DO UPDATE SET {day_updates}"
         f") SELECT (SELECT id FROM new_entry), token.value FROM token"
     )
-    params = [*values, catalog_token, hour_bucket(entry.occurred_at), entry.currency, to_nanos(amount), *counts, scopes]
+    counters = [to_nanos(amount), *counts]
+    params = [
+        *values,
+        catalog_token,
+        hour_bucket(entry.occurred_at),
+        entry.currency,
+        *counters,
+        scopes,
+        day_bucket(entry.occurred_at),
+        entry.currency,
+        *counters,
+        scopes,
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         entry_id, current_token = cursor.fetchone()
@@ -614,5 +662,6 @@ def rollups_rebuild() -> int:
                 cursor.execute(f"LOCK TABLE {CostEntry._meta.db_table} IN SHARE MODE")
         expected = ledger_rollup_totals()
         SpendRollup.objects.all().delete()
+        SpendRollupDay.objects.all().delete()
         _rollups_add(expected)
     return len(expected)

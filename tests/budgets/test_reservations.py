@@ -89,14 +89,15 @@ def test_soft_budgets_take_no_reservations_and_bad_amounts_are_refused():
 def test_eight_concurrent_reservers_against_room_for_three_admit_exactly_three(gpt4o_prices, monkeypatch):
     assert connection.vendor == "postgresql"
 
-    def slow_periods_holdings(**kwargs):
-        # Widen the gap between the check and the insert, so a missing lock shows as overspend.
-        holdings = real_periods_holdings(**kwargs)
+    def slow_reservations_hold(**kwargs):
+        # Hold the new reservation uncommitted a while: without the budget lock every reserver's
+        # check-and-insert would run before any of them commits, and all eight would be admitted.
+        held = real_reservations_hold(**kwargs)
         time.sleep(0.05)
-        return holdings
+        return held
 
-    real_periods_holdings = budgets.services.periods_holdings
-    monkeypatch.setattr(budgets.services, "periods_holdings", slow_periods_holdings)
+    real_reservations_hold = budgets.services.reservations_hold
+    monkeypatch.setattr(budgets.services, "reservations_hold", slow_reservations_hold)
     budget = BudgetFactory(scope="service:batch", amount=Decimal("10"), hard_limit=True)
     estimate, actual = Decimal("3.000000001"), Decimal("2.999999999")  # room for exactly 3 estimates
     budget_period_current(budget=budget)  # opened beforehand, so the threads race on the check, not the insert

@@ -22,12 +22,13 @@ class Command(BaseCommand):
         )
         if not differences:
             self.stdout.write(
-                f"OK: ledger and rollups agree ({rollup_rows} rollup rows; ledger total {totals or '0'})."
+                f"OK: ledger and rollups agree ({rollup_rows} hourly rollup rows and their daily totals;"
+                f" ledger total {totals or '0'})."
             )
             return
         for diff in differences[: options["show"]]:
             self.stderr.write(
-                f"{diff.scope} @ {diff.bucket:%Y-%m-%d %H:00}Z {diff.currency} {diff.field}: "
+                f"{diff.table} {diff.scope} @ {diff.bucket:%Y-%m-%d %H:00}Z {diff.currency} {diff.field}: "
                 f"ledger {diff.ledger} != rollup {diff.rollup}"
             )
         raise CommandError(
