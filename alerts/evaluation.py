@@ -23,7 +23,8 @@ from budgets.periods import period_bounds
 from budgets.selectors import BudgetStatus, utilisation_percent
 from budgets.services import budget_status
 from costcontrol.money import format_money
-from tracking.models import TOKEN_FIELDS, CostEntry, Outcome, SpendRollup
+from tracking.batches import batch_last_finished, cost_per_lead_change, lead_unit, month_to_date
+from tracking.models import TOKEN_FIELDS, Batch, CostEntry, Outcome, SpendRollup
 
 from .models import Alert, AlertRule, AlertSource, AlertState, Metric, Window
 from .services import alert_fire, alert_resolve
@@ -33,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 class NoData(Exception):
     """The metric has nothing to measure yet (e.g. no closed batch): neither fire nor resolve."""
+
+
+class Undefined(Exception):
+    """The metric is undefined where it should not be (a batch without leads): that fires itself."""
 
 
 # --- metric values ---------------------------------------------------------------------------------
@@ -65,9 +70,36 @@ def _rollups(scope: str, start: datetime, end: datetime) -> Any:
     return SpendRollup.objects.filter(scope=scope, currency="USD", bucket__gte=first, bucket__lt=end)
 
 
+def _cost_per_lead(rule: AlertRule, now: datetime) -> Decimal:
+    if rule.window == Window.MONTH:
+        mtd = month_to_date(at=now)
+        if not Batch.objects.filter(finished_at__gte=mtd.start, finished_at__lte=now).exists():
+            raise NoData("no batch finished this month")
+        if mtd.cost_per_lead is None:
+            raise Undefined(
+                f"cost per {lead_unit()} this month is undefined: {format_money(mtd.cost, 'USD')} spent and "
+                f"the batches finished this month produced no {lead_unit()}s"
+            )
+        return mtd.cost_per_lead
+    batch = batch_last_finished(at=now)
+    if batch is None:
+        raise NoData("no batch has finished yet")
+    if batch.cost_per_lead is None:
+        raise Undefined(
+            f"the last batch {batch.name} ({batch.job}) produced no {lead_unit()}s: its cost per {lead_unit()} is "
+            f"undefined ({format_money(batch.cost or Decimal(0), 'USD')} spent)"
+        )
+    if rule.metric == Metric.COST_PER_LEAD_CHANGE:
+        change = cost_per_lead_change(batch=batch)
+        if change is None:
+            raise NoData("no batch with a cost per lead in the 7 days before the last one")
+        return change[0]
+    return batch.cost_per_lead
+
+
 def metric_value(rule: AlertRule, now: datetime) -> Decimal:
-    if rule.metric == Metric.COST_PER_LEAD:
-        raise NoData("cost per lead needs batch data (recorded by the batches feature)")
+    if rule.metric in (Metric.COST_PER_LEAD, Metric.COST_PER_LEAD_CHANGE):
+        return _cost_per_lead(rule, now)
     start, end = window_bounds(rule.window, now)
     scope = "provider:gpu" if rule.metric == Metric.GPU_COST and rule.scope == "global" else rule.scope
     short = end - start < timedelta(hours=1)
@@ -134,11 +166,31 @@ def rule_evaluate(rule: AlertRule, *, now: datetime) -> str:
     except NoData:
         AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=None, last_error="")
         return "no data"
+    except Undefined as exc:
+        AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=None, last_error="")
+        alert_fire(
+            key=rule_key(rule),
+            source=AlertSource.RULE,
+            level=rule.level,
+            scope=rule.scope,
+            title=f"{rule.name}: undefined",
+            message=f"Rule '{rule.name}': {exc}.",
+            value=None,
+            threshold=rule.threshold,
+            currency="",
+            rule=rule,
+            cooldown=rule.cooldown,
+            now=now,
+        )
+        return "firing"
     AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=value, last_error="")
     if value > rule.threshold:
-        money = rule.metric in (Metric.SPEND, Metric.GPU_COST)
-        shown = format_money(value, "USD") if money else f"{value.normalize():f}"
-        limit = format_money(rule.threshold, "USD") if money else f"{rule.threshold.normalize():f}"
+        money = rule.metric in (Metric.SPEND, Metric.GPU_COST, Metric.COST_PER_LEAD)
+        places = 4 if rule.metric == Metric.COST_PER_LEAD else 2
+        shown = format_money(value, "USD", places=places) if money else f"{value.normalize():f}"
+        limit = format_money(rule.threshold, "USD", places=places) if money else f"{rule.threshold.normalize():f}"
+        if rule.metric == Metric.COST_PER_LEAD_CHANGE:
+            shown, limit = f"{shown} %", f"{limit} %"
         alert_fire(
             key=rule_key(rule),
             source=AlertSource.RULE,

@@ -100,6 +100,7 @@ class Metric(models.TextChoices):
     RATE_LIMITED = "rate_limited", "rate-limit hits"
     UNPRICED = "unpriced", "unpriced events"
     COST_PER_LEAD = "cost_per_lead", "cost per lead"
+    COST_PER_LEAD_CHANGE = "cost_per_lead_change", "cost per lead above the 7-day median (%)"
 
 
 class Window(models.TextChoices):
@@ -164,10 +165,15 @@ class AlertRule(models.Model):
         if self.cooldown is not None and self.cooldown < timedelta(0):
             errors["cooldown"] = ["must be zero or more"]
         rolling_only = {Metric.RATE_LIMITED, Metric.ERROR_RATE}
+        per_lead = {Metric.COST_PER_LEAD, Metric.COST_PER_LEAD_CHANGE}
         if self.metric == Metric.COST_PER_LEAD and self.window not in (Window.LAST_BATCH, Window.MONTH):
             errors["window"] = ["cost per lead is measured on the last closed batch or this month"]
-        elif self.metric != Metric.COST_PER_LEAD and self.window == Window.LAST_BATCH:
+        elif self.metric == Metric.COST_PER_LEAD_CHANGE and self.window != Window.LAST_BATCH:
+            errors["window"] = ["the change of cost per lead is measured on the last closed batch"]
+        elif self.metric not in per_lead and self.window == Window.LAST_BATCH:
             errors["window"] = ["only cost per lead is measured on the last closed batch"]
+        if self.metric in per_lead and self.scope != "global":
+            errors["scope"] = ["cost per lead rules watch every pipeline: use the scope global"]
         elif self.metric in rolling_only and self.window in (Window.MONTH,):
             errors["window"] = ["use a shorter window for rates and hits"]
         if errors:

@@ -34,7 +34,8 @@ from budgets.periods import DAILY, period_bounds
 from budgets.selectors import budget_status_peek
 from costcontrol.money import MONEY_QUANTUM, format_money
 from tracking import services as tracking_services
-from tracking.models import ROLLUP_COUNTERS, CostEntry, SpendRollup
+from tracking.batches import cost_per_lead, lead_unit, month_to_date
+from tracking.models import ROLLUP_COUNTERS, Batch, CostEntry, GpuSample, SpendRollup
 
 from .models import Alert, Channel, Notification, NotificationKind
 from .services import channel_default_email_ensure, notification_enqueue
@@ -293,15 +294,28 @@ def _budgets(window: DayWindow, now: datetime) -> dict[str, Any]:
 
 
 def _cost_per_lead(window: DayWindow) -> dict[str, Any]:
-    """Cost per lead of the batches closed in the day. Batches do not exist yet: the batch issue fills
-    cost, leads, batches and value here (same keys), and the renderers already show them."""
+    """Cost per lead of the batches that finished in the day (their stored cost and leads), and the
+    month to date as it stood at the day's end."""
+    batches = list(
+        Batch.objects.filter(finished_at__gte=window.start, finished_at__lt=window.end, cost_computed_at__isnull=False)
+    )
+    cost = sum((b.cost or Decimal(0) for b in batches), Decimal(0))
+    leads = sum(b.leads or 0 for b in batches)
+    mtd = month_to_date(at=window.end - timedelta(microseconds=1))
+    note = ""
+    if not batches:
+        note = "no batch finished this day"
+    elif leads == 0:
+        note = f"undefined: {len(batches)} batch(es) produced no {lead_unit()}s"
     return {
-        "value": None,
+        "value": cost_per_lead(cost, leads),
         "currency": MAIN_CURRENCY,
-        "cost": None,
-        "leads": None,
-        "batches": None,
-        "note": "no batch data yet",
+        "cost": cost if batches else None,
+        "leads": leads if batches else None,
+        "batches": len(batches),
+        "unit": lead_unit(),
+        "note": note,
+        "month_to_date": {"cost": mtd.cost, "leads": mtd.leads, "value": mtd.cost_per_lead},
     }
 
 
@@ -311,18 +325,32 @@ def _gpu(window: DayWindow) -> dict[str, Any]:
     cost = sorted(
         ({"currency": r["currency"], **_counters(r)} for r in rows), key=lambda r: _currency_order(r["currency"])
     )
-    gpu = {
+    # GPU time and utilisation come from the NVML samples taken in the day (one per device per
+    # interval, hourly by default), utilisation weighted by the time each sample covers.
+    samples = GpuSample.objects.filter(sampled_at__gte=window.start, sampled_at__lt=window.end).values_list(
+        "busy_gpu_hours", "idle_gpu_hours", "elapsed_seconds", "utilisation_percent"
+    )
+    busy = idle = seconds = weighted = Decimal(0)
+    count = 0
+    for sample_busy, sample_idle, elapsed, percent in samples.iterator(chunk_size=2000):
+        count += 1
+        busy, idle = busy + sample_busy, idle + sample_idle
+        if elapsed:
+            seconds += elapsed
+            weighted += elapsed * percent
+    utilisation = None
+    if seconds > 0:
+        utilisation = (weighted / seconds).quantize(Decimal("0.1"), rounding=ROUND_HALF_EVEN)
+    return {
         "scope": scope,
         "cost": cost,
-        "hours": None,
-        "hours_note": "not available: the hourly rollups carry no GPU-hour counter",
-        "utilisation_percent": None,
-        "utilisation_note": "no GPU utilisation samples yet",
+        "hours": (busy + idle) if count else None,
+        "idle_hours": idle if count else None,
+        "hours_note": "" if count else "no GPU samples in the day",
+        "samples": count,
+        "utilisation_percent": utilisation,
+        "utilisation_note": "" if utilisation is not None else "no GPU samples covering time in the day",
     }
-    if "gpu_hours" in ROLLUP_COUNTERS:  # pragma: no cover - once tracking rolls GPU-hours up
-        hours = _rollups(window).filter(scope=scope).aggregate(hours=Sum("gpu_hours"))["hours"]
-        gpu.update(hours=hours or Decimal(0), hours_note="")
-    return gpu
 
 
 def _alerts(window: DayWindow) -> dict[str, Any]:
@@ -593,13 +621,24 @@ def _view(report: Mapping[str, Any]) -> dict[str, Any]:
         )
 
     cpl = report["cost_per_lead"]
+    unit = cpl.get("unit") or "lead"
+
+    def per_unit(value: Any) -> str:
+        return format_money(_d(value), cpl["currency"], places=4)
+
     if cpl["value"] is None:
         cost_per_lead = f"n/a ({cpl['note']})" if cpl.get("note") else "n/a"
     else:
         cost_per_lead = (
-            f"{_money(cpl['value'], cpl['currency'])} per lead "
-            f"({_money(cpl['cost'], cpl['currency'])} for {_count(int(cpl['leads']))} leads "
+            f"{per_unit(cpl['value'])} per {unit} "
+            f"({_money(cpl['cost'], cpl['currency'])} for {_count(int(cpl['leads']))} {unit}s "
             f"in {_count(int(cpl['batches']))} batches)"
+        )
+    mtd = cpl.get("month_to_date")
+    if mtd:
+        shown = "undefined" if mtd["value"] is None else f"{per_unit(mtd['value'])} per {unit}"
+        cost_per_lead += (
+            f"; month to date {shown} ({_money(mtd['cost'], cpl['currency'])} for {_count(int(mtd['leads']))} {unit}s)"
         )
 
     gpu = report["gpu"]
@@ -609,7 +648,7 @@ def _view(report: Mapping[str, Any]) -> dict[str, Any]:
     )
     gpu_view = {
         "cost": gpu_cost or _money(ZERO, MAIN_CURRENCY),
-        "hours": f"{Decimal(gpu['hours']).quantize(_PERCENT)} h"
+        "hours": f"{Decimal(gpu['hours']).quantize(_PERCENT)} h ({Decimal(gpu['idle_hours']).quantize(_PERCENT)} h idle)"
         if gpu["hours"] is not None
         else f"n/a ({gpu['hours_note']})",
         "utilisation": (

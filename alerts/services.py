@@ -552,6 +552,13 @@ def default_rules() -> list[dict[str, Any]]:
             "level": Level.WARNING,
         },
         {
+            "name": "Cost per lead regression, last batch",
+            "metric": Metric.COST_PER_LEAD_CHANGE,
+            "window": Window.LAST_BATCH,
+            "threshold": settings.COST_PER_LEAD_REGRESSION_PERCENT,
+            "level": Level.WARNING,
+        },
+        {
             "name": "GPU cost today",
             "metric": Metric.GPU_COST,
             "window": Window.DAY,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
+
 
 @dataclass(frozen=True)
 class ScheduledTask:
@@ -57,5 +59,20 @@ SCHEDULE: tuple[ScheduledTask, ...] = (
         description="Sends yesterday's cost report (TIME_ZONE days) to every enabled channel that receives reports. "
         "Idempotent per day and channel: a repeated tick sends nothing twice.",
         crontab={"minute": "0", "hour": "7"},
+    ),
+    ScheduledTask(
+        name="Sample GPUs (NVML)",
+        task="tracking.gpu_sample",
+        description="Reads every GPU through NVML and stores a sample per device; in GPU burst mode bills the "
+        "time since each device's previous sample as busy and idle GPU-hours. The interval starts at "
+        "GPU_USAGE_CHECK_INTERVAL_SECONDS; edited here, it also sets how long a gap is billed (at most two "
+        "intervals). Without a GPU or driver it logs one line and records nothing.",
+        every_seconds=settings.GPU_USAGE_CHECK_INTERVAL_SECONDS,
+    ),
+    ScheduledTask(
+        name="Compute finished batches (hourly)",
+        task="tracking.batches_compute_pending",
+        description="Stores cost and cost per lead of batches finished whose own task was lost (broker down).",
+        crontab={"minute": "7"},
     ),
 )

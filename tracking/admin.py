@@ -25,17 +25,20 @@ from django.contrib.auth import get_permission_codename
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import escape, format_html, format_html_join
+from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
 from costcontrol.money import format_money
 
-from .models import TOKEN_FIELDS, CostEntry, Price, SpendRollup, Team
+from .batches import lead_unit
+from .gpu import gpu_burst_source, gpu_settings_ensure, gpu_settings_update
+from .models import TOKEN_FIELDS, Batch, CostEntry, GpuDevice, GpuSample, GpuSettings, Price, SpendRollup, Team
 from .selectors import price_history
 from .services import QUANTITY_FIELDS, cost_entry_correct
 
@@ -625,3 +628,280 @@ class SpendRollupAdmin(admin.ModelAdmin):
     @admin.display(description="tokens")
     def tokens(self, obj: SpendRollup) -> str:
         return _right(f"{sum(getattr(obj, name) for name in TOKEN_FIELDS):,}")
+
+
+# --- GPU -----------------------------------------------------------------------------------
+
+
+def _gib(value: int | None) -> str:
+    return EMPTY if value is None else f"{Decimal(value) / Decimal(2**30):,.1f} GiB"
+
+
+@admin.register(GpuDevice)
+class GpuDeviceAdmin(admin.ModelAdmin):
+    """Devices appear when the sampler first sees them; what NVML says is not edited here."""
+
+    list_display = ("name", "uuid", "last_utilisation", "memory_total_display", "first_seen", "last_seen")
+    search_fields = ("name", "uuid")
+    list_per_page = LIST_PER_PAGE
+    fields = ("name", "uuid", "memory_total_display", "first_seen", "last_seen", "samples_link")
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[GpuDevice]:
+        # One subquery per page row, on the (device, sampled_at) unique index.
+        latest = GpuSample.objects.filter(device=OuterRef("pk")).order_by("-sampled_at")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(last_utilisation_percent=Subquery(latest.values("utilisation_percent")[:1]))
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: GpuDevice | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: GpuDevice | None = None) -> bool:
+        return False  # its samples are history (and name the ledger entries they produced)
+
+    @admin.display(description="last utilisation", ordering="last_utilisation_percent")
+    def last_utilisation(self, obj: GpuDevice) -> str:
+        value = getattr(obj, "last_utilisation_percent", None)
+        return EMPTY if value is None else _right(f"{value}%")
+
+    @admin.display(description="memory", ordering="memory_total")
+    def memory_total_display(self, obj: GpuDevice) -> str:
+        return _gib(obj.memory_total)
+
+    @admin.display(description="samples")
+    def samples_link(self, obj: GpuDevice) -> str:
+        url = reverse("admin:tracking_gpusample_changelist") + f"?device__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} samples</a>', url, obj.samples.count())
+
+
+@admin.register(GpuSample)
+class GpuSampleAdmin(admin.ModelAdmin):
+    """Read-only: written by the sampler (beat task tracking.gpu_sample or `manage.py track_gpu_usage`)."""
+
+    list_display = (
+        "sampled_at",
+        "device",
+        "utilisation",
+        "memory_display",
+        "power_watts",
+        "process_count",
+        "elapsed_seconds",
+        "billed",
+        "busy_gpu_hours",
+        "idle_gpu_hours",
+        "amount_display",
+    )
+    list_filter = ("billed", "device", "sampled_at")
+    list_select_related = ("device",)
+    show_full_result_count = False
+    list_per_page = LIST_PER_PAGE
+    fieldsets = (
+        (None, {"fields": ("device", "sampled_at", "utilisation", "memory_display", "power_watts", "processes")}),
+        (
+            "Billing",
+            {
+                "fields": (
+                    "elapsed_seconds",
+                    "billed",
+                    "busy_gpu_hours",
+                    "idle_gpu_hours",
+                    "amount_display",
+                    "entries_link",
+                )
+            },
+        ),
+    )
+    readonly_fields = ("utilisation", "memory_display", "amount_display", "entries_link")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: GpuSample | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: GpuSample | None = None) -> bool:
+        return False
+
+    @admin.display(description="utilisation", ordering="utilisation_percent")
+    def utilisation(self, obj: GpuSample) -> str:
+        return _right(f"{obj.utilisation_percent}%")
+
+    @admin.display(description="memory used / total")
+    def memory_display(self, obj: GpuSample) -> str:
+        return f"{_gib(obj.memory_used)} / {_gib(obj.memory_total)}"
+
+    @admin.display(description="processes")
+    def process_count(self, obj: GpuSample) -> int:
+        return len(obj.processes or [])
+
+    @admin.display(description="cost", ordering="amount")
+    def amount_display(self, obj: GpuSample) -> str:
+        return _right(format_money(obj.amount, obj.currency)) if obj.billed else EMPTY
+
+    @admin.display(description="ledger entries")
+    def entries_link(self, obj: GpuSample) -> str:
+        if not obj.entry_keys:
+            return EMPTY
+        # The two keys share the prefix gpu:<uuid>:<time>: and the ledger list searches idempotency keys.
+        prefix = obj.entry_keys[0].rsplit(":", 1)[0]
+        url = reverse("admin:tracking_costentry_changelist") + "?" + urlencode({"q": prefix})
+        return format_html('<a href="{}">{} entries</a>', url, len(obj.entry_keys))
+
+
+class GpuSettingsForm(forms.ModelForm):
+    burst = forms.TypedChoiceField(
+        label="GPU burst mode",
+        choices=[("", "follow GPU_BURST (environment)"), ("on", "on"), ("off", "off")],
+        coerce=lambda value: value == "on",
+        empty_value=None,
+        required=False,
+        help_text=GpuSettings._meta.get_field("burst").help_text,
+    )
+
+    class Meta:
+        model = GpuSettings
+        fields = ("burst",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        burst = self.instance.burst if self.instance.pk else None
+        self.initial["burst"] = "" if burst is None else ("on" if burst else "off")
+
+
+@admin.register(GpuSettings)
+class GpuSettingsAdmin(admin.ModelAdmin):
+    """One row: the list opens it directly. Set here, burst mode wins over GPU_BURST."""
+
+    form = GpuSettingsForm
+    fields = ("burst", "effective", "updated_at")
+    readonly_fields = ("effective", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: GpuSettings | None = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        return HttpResponseRedirect(_change_url(gpu_settings_ensure()))
+
+    @admin.display(description="in effect")
+    def effective(self, obj: GpuSettings) -> str:
+        return f"GPU burst mode is {gpu_burst_source()}."
+
+    def save_model(self, request: HttpRequest, obj: GpuSettings, form: forms.ModelForm, change: bool) -> None:
+        saved = gpu_settings_update(burst=form.cleaned_data["burst"])
+        obj.burst, obj.updated_at = saved.burst, saved.updated_at
+
+    def response_change(self, request: HttpRequest, obj: GpuSettings) -> HttpResponse:
+        self.message_user(request, f"GPU burst mode is {gpu_burst_source()}; applies from the next sample.")
+        return HttpResponseRedirect(_change_url(obj))
+
+
+# --- batches ---------------------------------------------------------------------------------------
+
+
+def _per_lead(value: Decimal | None) -> str:
+    return f"undefined (no {lead_unit()}s)" if value is None else format_money(value, "USD", places=4)
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    """Batches are opened and closed from code and the command line; here they are read (the note
+    can be edited), with a trend of cost per lead over the last finished batches."""
+
+    list_display = (
+        "name",
+        "job",
+        "started_at",
+        "duration",
+        "leads",
+        "cost_shown",
+        "per_lead_shown",
+        "month_per_lead_shown",
+    )
+    list_filter = ("name", ("finished_at", admin.EmptyFieldListFilter))
+    search_fields = ("name", "job", "note")
+    date_hierarchy = "started_at"
+    readonly_fields = [f.name for f in Batch._meta.fields if f.name != "note"]
+    change_list_template = "admin/tracking/batch/change_list.html"
+    TREND_BATCHES = 30
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="duration")
+    def duration(self, obj: Batch) -> str:
+        seconds = int(((obj.finished_at or timezone.now()) - obj.started_at).total_seconds())
+        text = f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+        return text if obj.finished_at else f"{text} (running)"
+
+    @admin.display(description="cost", ordering="cost")
+    def cost_shown(self, obj: Batch) -> str:
+        return "-" if obj.cost is None else format_money(obj.cost, "USD", places=4)
+
+    @admin.display(description="cost per lead", ordering="cost_per_lead")
+    def per_lead_shown(self, obj: Batch) -> str:
+        if obj.cost_computed_at is None:
+            return "-"
+        return _per_lead(obj.cost_per_lead)
+
+    @admin.display(description="month to date per lead")
+    def month_per_lead_shown(self, obj: Batch) -> str:
+        if obj.cost_computed_at is None:
+            return "-"
+        return _per_lead(obj.month_cost_per_lead)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        recent = list(
+            Batch.objects.filter(cost_computed_at__isnull=False).order_by("-finished_at")[: self.TREND_BATCHES]
+        )
+        extra_context = {**(extra_context or {}), "cpl_trend": cost_per_lead_trend_svg(recent[::-1])}
+        return super().changelist_view(request, extra_context)
+
+
+_TW, _TH, _TL, _TR, _TT, _TB = 640, 180, 70, 16, 12, 28
+
+
+def cost_per_lead_trend_svg(batches: list[Batch]) -> str:
+    """Inline SVG: cost per lead of the given finished batches, oldest first (undefined ones are
+    counted below the chart, not drawn)."""
+    points = [(b, b.cost_per_lead) for b in batches if b.cost_per_lead is not None]
+    undefined = len(batches) - len(points)
+    if not points:
+        return format_html("<p>{}</p>", "No finished batch with a cost per lead yet.")
+    top = max(v for _, v in points) or Decimal(1)
+    step = (_TW - _TL - _TR) / max(len(points) - 1, 1)
+
+    def y(value: Decimal) -> float:
+        return _TT + (_TH - _TT - _TB) * float((top - value) / top)
+
+    coords = [(_TL + i * step, y(v)) for i, (_, v) in enumerate(points)]
+    parts = [
+        f'<svg class="cpl-trend" role="img" aria-label="cost per lead of the last batches" width="{_TW}" '
+        f'height="{_TH}" viewBox="0 0 {_TW} {_TH}" style="background:#fafafa;border:1px solid #ddd">',
+        f'<line x1="{_TL}" y1="{y(Decimal(0)):.1f}" x2="{_TW - _TR}" y2="{y(Decimal(0)):.1f}" stroke="#999"/>',
+        '<polyline fill="none" stroke="#1971c2" stroke-width="2" points="'
+        + " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in coords)
+        + '"/>',
+    ]
+    for (batch, value), (cx, cy) in zip(points, coords, strict=True):
+        title = escape(f"{batch.name} {batch.finished_at:%Y-%m-%d %H:%M}: {format_money(value, 'USD', places=4)}")
+        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="#1971c2"><title>{title}</title></circle>')
+    parts.append(
+        f'<text x="{_TL - 6}" y="{y(top) + 4:.1f}" text-anchor="end" font-size="11">'
+        f"{format_money(top, 'USD', places=4)}</text>"
+    )
+    parts.append(f'<text x="{_TL - 6}" y="{y(Decimal(0)) + 4:.1f}" text-anchor="end" font-size="11">0</text>')
+    caption = f"cost per lead, last {len(points)} batches"
+    if undefined:
+        caption += f" ({undefined} without leads not drawn)"
+    parts.append(f'<text x="{_TL}" y="{_TH - 8}" font-size="11">{escape(caption)}</text>')
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - numbers, dates and escaped names

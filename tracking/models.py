@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from costcontrol.money import PRICE_MAX_DIGITS, PRICE_PLACES, MoneyField, format_money
 
@@ -303,3 +304,157 @@ ROLLUP_COUNTERS = (
     "unpriced",
     *TOKEN_FIELDS,
 )
+
+
+# --- GPU -----------------------------------------------------------------------------------
+
+
+class GpuDevice(models.Model):
+    """A GPU the sampler has seen through NVML, identified by its UUID (stable across reboots and hosts)."""
+
+    uuid = models.CharField(
+        "UUID",
+        max_length=100,
+        unique=True,
+        help_text="NVML's device UUID (GPU-...). Its ledger entries carry the tag gpu=UUID.",
+    )
+    name = models.CharField(
+        "name",
+        max_length=200,
+        help_text="As NVML reports it, e.g. NVIDIA H100 80GB HBM3. The model of its ledger entries: a catalog "
+        "price for provider gpu and this model (unit GPU-hour) prices it.",
+    )
+    memory_total = models.PositiveBigIntegerField("memory total (bytes)")
+    first_seen = models.DateTimeField("first seen")
+    last_seen = models.DateTimeField("last seen")
+
+    class Meta:
+        verbose_name = "GPU device"
+        ordering = ["name", "uuid"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.uuid})"
+
+
+class GpuSample(models.Model):
+    """One NVML reading of one device and, in burst mode, the GPU time it billed.
+
+    The time since the device's previous sample (at most two sampling intervals) is split by
+    the sampled utilisation into busy and idle GPU-hours: two ledger entries, gpu_busy and gpu_idle.
+    """
+
+    device = models.ForeignKey(GpuDevice, on_delete=models.PROTECT, related_name="samples", verbose_name="device")
+    sampled_at = models.DateTimeField("sampled at")
+    utilisation_percent = models.PositiveSmallIntegerField(
+        "utilisation (%)", help_text="Share of the last NVML sample period in which a kernel ran."
+    )
+    memory_used = models.PositiveBigIntegerField("memory used (bytes)")
+    memory_total = models.PositiveBigIntegerField("memory total (bytes)")
+    power_watts = models.DecimalField(
+        "power (W)", max_digits=9, decimal_places=3, null=True, blank=True, help_text="Empty where NVML cannot say."
+    )
+    processes = models.JSONField(
+        "compute processes", default=list, blank=True, help_text="[{pid, used_memory}] where NVML allows."
+    )
+    elapsed_seconds = models.DecimalField(
+        "elapsed (s)",
+        max_digits=18,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Time since the device's previous sample; empty for its first.",
+    )
+    billed = models.BooleanField("billed", default=False, help_text="Whether this sample produced ledger entries.")
+    busy_gpu_hours = models.DecimalField("busy GPU-hours", max_digits=18, decimal_places=9, default=0)
+    idle_gpu_hours = models.DecimalField("idle GPU-hours", max_digits=18, decimal_places=9, default=0)
+    amount = MoneyField("cost", default=0)
+    currency = models.CharField("currency", max_length=3, default="USD")
+    entry_keys = models.JSONField(
+        "ledger entry keys", default=list, blank=True, help_text="Idempotency keys of the entries it produced."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "GPU sample"
+        ordering = ["-sampled_at", "-id"]
+        constraints = [
+            # Also the index for "this device's latest sample before T" (the sampler's previous sample).
+            models.UniqueConstraint(fields=["device", "sampled_at"], name="gpusample_device_time_unique"),
+            models.CheckConstraint(condition=Q(utilisation_percent__lte=100), name="gpusample_utilisation_percent"),
+        ]
+        indexes = [
+            # Admin list of every device's samples, newest first.
+            models.Index(fields=["sampled_at"], name="gpusample_sampled_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device.name} @ {self.sampled_at:%Y-%m-%d %H:%M:%S}: {self.utilisation_percent}%"
+
+
+class GpuSettings(models.Model):
+    """The one row (pk=1) of GPU settings edited in the admin; set here, they win over the environment."""
+
+    BURST_CHOICES = [(None, "follow GPU_BURST (environment)"), (True, "on"), (False, "off")]
+
+    burst = models.BooleanField(
+        "GPU burst mode",
+        null=True,
+        blank=True,
+        default=None,
+        choices=BURST_CHOICES,
+        help_text="On: sampled GPU time becomes ledger entries (busy and idle GPU-hours). Off: samples are "
+        "stored, nothing is billed. Follow: the GPU_BURST environment variable decides. Takes effect from "
+        "the next sample.",
+    )
+    updated_at = models.DateTimeField("updated at", auto_now=True)
+
+    class Meta:
+        verbose_name = "GPU settings"
+        verbose_name_plural = "GPU settings"
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="gpusettings_singleton")]
+
+    def __str__(self) -> str:
+        return "GPU settings"
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+
+class Batch(models.Model):
+    """One run of a pipeline that produces leads. Entries recorded with its job id belong to it.
+
+    Opened with tracking.batches.batch_start, closed with batch_finish; the cost figures are
+    computed after the close (batch_cost_compute) from the job's rollups.
+    """
+
+    name = models.CharField("pipeline", max_length=200, help_text="The pipeline, e.g. nightly-leads.")
+    job = models.CharField(
+        "job id", max_length=200, unique=True, help_text="Record usage with this job id to charge it to the batch."
+    )
+    started_at = models.DateTimeField("started at", default=timezone.now)
+    finished_at = models.DateTimeField("finished at", null=True, blank=True)
+    leads = models.PositiveBigIntegerField("leads", null=True, blank=True)
+    cost = MoneyField("cost", null=True, blank=True)
+    cost_per_lead = MoneyField("cost per lead", null=True, blank=True, help_text="Empty: undefined (no leads).")
+    month_cost = MoneyField("month-to-date cost", null=True, blank=True)
+    month_leads = models.PositiveBigIntegerField("month-to-date leads", null=True, blank=True)
+    month_cost_per_lead = MoneyField("month-to-date cost per lead", null=True, blank=True)
+    cost_computed_at = models.DateTimeField("cost computed at", null=True, blank=True)
+    note = models.CharField("note", max_length=500, blank=True)
+
+    class Meta:
+        verbose_name_plural = "batches"
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(finished_at__isnull=True), name="batch_one_running_per_pipeline"
+            ),
+            models.CheckConstraint(
+                condition=Q(finished_at__isnull=True) | Q(finished_at__gte=models.F("started_at")),
+                name="batch_finishes_after_it_starts",
+            ),
+        ]
+        indexes = [models.Index(fields=["finished_at"], name="batch_finished_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.job})"

@@ -6,6 +6,9 @@ import logging
 
 from celery import shared_task
 
+from .batches import batch_cost_compute, batches_compute_pending
+from .gpu import gpu_usage_sample
+from .models import Batch
 from .selectors import ledger_differences
 
 logger = logging.getLogger(__name__)
@@ -30,3 +33,35 @@ def ledger_verify() -> int:
     else:
         logger.info("ledger and rollups agree (%d rollup rows)", rollup_rows)
     return len(differences)
+
+
+@shared_task(name="tracking.gpu_sample")
+def gpu_sample() -> int:
+    """Beat: sample every GPU through NVML and, in burst mode, bill the GPU time. Returns the devices sampled.
+
+    Without NVML or a GPU it logs one line and returns 0. A re-delivered task (acks_late) bills
+    only the time since the sample it already stored, so nothing is counted twice.
+    """
+    run = gpu_usage_sample()
+    if run.unavailable is None:
+        logger.info("%s", run.summary_lines()[0])
+    return len(run.results)
+
+
+@shared_task(name="tracking.batch_close", acks_late=True)
+def batch_close(batch_id: int) -> str:
+    """After a batch finished (enqueued on commit): store its cost and cost per lead."""
+    batch = Batch.objects.filter(pk=batch_id).first()
+    if batch is None:
+        return "gone"
+    batch = batch_cost_compute(batch=batch)
+    return f"{batch.name} ({batch.job}): {batch.cost} USD, {batch.leads} leads"
+
+
+@shared_task(name="tracking.batches_compute_pending")
+def batches_compute() -> int:
+    """Hourly: batches finished whose cost task was lost (broker down) are computed now."""
+    done = batches_compute_pending()
+    if done:
+        logger.warning("computed the cost of %d finished batch(es) whose task had not run", done)
+    return done

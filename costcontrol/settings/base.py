@@ -172,6 +172,10 @@ GPU_COST_DAILY_THRESHOLD = env_decimal("GPU_COST_DAILY_THRESHOLD", "25")
 GPU_COST_MONTHLY_THRESHOLD = env_decimal("GPU_COST_MONTHLY_THRESHOLD", "100")
 GPU_USAGE_CHECK_INTERVAL_SECONDS = env.int("GPU_USAGE_CHECK_INTERVAL_SECONDS", default=3600)
 COST_PER_LEAD_THRESHOLD = env_decimal("COST_PER_LEAD_THRESHOLD", "3.00")
+# A batch whose cost per lead is this many percent above the median of the previous 7 days alerts.
+COST_PER_LEAD_REGRESSION_PERCENT = env_decimal("COST_PER_LEAD_REGRESSION_PERCENT", "40")
+# What a batch produces, in the admin, reports and messages ("lead" -> "leads").
+LEAD_UNIT_NAME = env.str("LEAD_UNIT_NAME", default="lead")
 ALERT_EMAIL_TO = env.list("ALERT_EMAIL_TO", default=[])
 BUDGET_RESERVATION_TTL_SECONDS = env.int("BUDGET_RESERVATION_TTL_SECONDS", default=15 * 60)
 

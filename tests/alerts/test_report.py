@@ -27,7 +27,8 @@ from alerts.reports import daily_report_build, daily_report_send, daily_report_s
 from budgets.models import Budget
 from costcontrol.money import format_money
 from tests.factories import BudgetFactory, PriceFactory
-from tracking.models import TOKEN_FIELDS, CostEntry, Unit
+from tracking.batches import batch_cost_compute, batch_finish, batch_start
+from tracking.models import TOKEN_FIELDS, CostEntry, GpuDevice, GpuSample, Unit
 from tracking.services import cost_entry_correct, cost_entry_record
 
 pytestmark = pytest.mark.django_db
@@ -326,10 +327,62 @@ def test_gpu_cost_is_the_gpu_providers_spend_and_hours_and_utilisation_say_why_t
     assert gpu["scope"] == "provider:gpu"
     assert [counters_of(c) for c in gpu["cost"]] == [ledger(entries(START, END, provider="gpu"))["USD"]]
     assert Decimal(gpu["cost"][0]["amount"]) == Decimal("7.00")
-    assert gpu["hours"] is None and "no GPU-hour counter" in gpu["hours_note"]
+    assert gpu["hours"] is None and gpu["hours_note"] == "no GPU samples in the day"
     assert gpu["utilisation_percent"] is None and gpu["utilisation_note"]
     assert report["cost_per_lead"]["value"] is None
-    assert report["cost_per_lead"]["note"] == "no batch data yet"
+    assert report["cost_per_lead"]["note"] == "no batch finished this day"
+
+
+def test_gpu_hours_and_utilisation_come_from_the_days_samples_weighted_by_time(frozen):
+    device = GpuDevice.objects.create(
+        uuid="GPU-1", name="NVIDIA A100", memory_total=80 * 2**30, first_seen=START, last_seen=END
+    )
+
+    def sample(at: datetime, seconds: int, percent: int) -> None:
+        hours = Decimal(seconds) / 3600
+        GpuSample.objects.create(
+            device=device,
+            sampled_at=at,
+            utilisation_percent=percent,
+            memory_used=2**30,
+            memory_total=80 * 2**30,
+            elapsed_seconds=Decimal(seconds),
+            billed=True,
+            busy_gpu_hours=hours * percent / 100,
+            idle_gpu_hours=hours * (100 - percent) / 100,
+        )
+
+    sample(local(24, 23, 59), 3600, 100)  # the day before: not counted
+    sample(START, 3600, 90)  # local midnight: the day's first
+    sample(local(25, 12), 7200, 30)
+    sample(END - timedelta(microseconds=1), 0, 0)  # covers no time: not in the average
+    gpu = json_report()["gpu"]
+    assert gpu["samples"] == 3
+    assert Decimal(gpu["hours"]) == Decimal(3) and Decimal(gpu["idle_hours"]) == Decimal("1.5")
+    assert Decimal(gpu["utilisation_percent"]) == Decimal("50.0")  # (90*1 + 30*2) / 3 hours
+
+
+def test_cost_per_lead_is_the_days_finished_batches_and_the_month_to_date(frozen, prices):
+    def batch(name: str, start: datetime, cost: str, leads: int) -> None:
+        with time_machine.travel(start, tick=False):
+            run = batch_start(name=name)
+        record(start + timedelta(minutes=1), amount=cost, job=run.job)
+        with time_machine.travel(start + timedelta(minutes=30), tick=False):
+            batch_cost_compute(batch=batch_finish(batch=run, leads=leads))
+
+    batch("a", local(24, 12), "9.00", 3)  # the day before
+    batch("b", local(25, 1), "4.00", 8)
+    batch("c", local(25, 20), "2.00", 0)
+    batch("d", local(25, 23, 45), "1.00", 2)  # finishes 26 Oct 00:15: the next day
+    cpl = json_report()["cost_per_lead"]
+    assert (cpl["batches"], Decimal(cpl["cost"]), cpl["leads"]) == (2, Decimal("6"), 8)
+    assert Decimal(cpl["value"]) == Decimal("0.75") and cpl["note"] == ""
+    # Month to date at the day's end: all October spend so far over b's and a's leads.
+    assert cpl["month_to_date"]["leads"] == 11
+    assert Decimal(cpl["month_to_date"]["cost"]) == Decimal("16")  # 9 + 4 + 2 + the first minute of d (23:46)
+    text = StringIO()
+    call_command("cost_report", "--date", "2026-10-25", stdout=text)
+    assert "0.7500 USD per lead (6.00 USD for 8 leads in 2 batches)" in text.getvalue()
 
 
 def fire(title: str, first: datetime, last: datetime | None = None, **fields: Any) -> Alert:
@@ -432,8 +485,7 @@ def test_the_text_report_shows_the_figures_of_the_json_one(ledger_day):
     assert "<b>mallory</b>" in text  # plain text is not escaped
     assert "GPU daily" in text and "87.50 %" in text and "warning" in text
     assert "Spend of global today > 10" in text
-    assert "no batch data yet" in text
-    assert "not available" in text  # the operation breakdown
+    assert "no batch finished this day" in text
 
 
 def test_the_html_report_has_the_figures_bars_and_escaped_names_and_no_images_or_scripts(ledger_day, tmp_path):
