@@ -550,7 +550,9 @@ def explain_reads(captured_sql: list[str]) -> list[dict[str, Any]]:
     plans = []
     for sql in captured_sql:
         upper = sql.upper()
-        if not upper.lstrip().startswith("SELECT") or "SUM(" not in upper or "FOR UPDATE" in upper:
+        # Only reads: EXPLAIN ANALYZE runs the statement (reserve's check-and-hold inserts).
+        reads = upper.lstrip().startswith(("SELECT", "WITH")) and not any(w in upper for w in ("INSERT ", "UPDATE "))
+        if not reads or "SUM(" not in upper or "FOR UPDATE" in upper:
             continue
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)

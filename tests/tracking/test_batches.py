@@ -234,3 +234,35 @@ def test_the_admin_lists_batches_with_cost_per_lead_and_a_trend_chart(admin_clie
     with pytest.raises(ValidationError) as excinfo:
         rule.full_clean()
     assert "window" in excinfo.value.message_dict
+
+
+def test_the_example_pipeline_script_runs_a_batch_end_to_end(tmp_path):
+    """bin/run_nightly.sh against a fresh SQLite database, as a user would run it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "costcontrol.settings.local",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'pipeline.sqlite3'}",
+        "CELERY_BROKER_URL": "memory://",
+        "ALERT_EMAIL_TO": "",
+        "PY": sys.executable,
+    }
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            args, cwd=root, env={**env, **extra}, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    assert run(sys.executable, "manage.py", "migrate", "-v0").returncode == 0
+    assert run(sys.executable, "manage.py", "bootstrap").returncode == 0  # the price catalog
+    done = run("bin/run_nightly.sh", PIPELINE="demo", LEADS="7")
+    assert done.returncode == 0, done.stderr
+    assert "run_nightly: batch demo started, job demo-" in done.stdout
+    assert ", 7 leads, cost per lead " in done.stdout and "undefined" not in done.stdout
+    listed = run(sys.executable, "manage.py", "batch", "list")
+    assert "demo" in listed.stdout and "7 leads" in listed.stdout
