@@ -69,6 +69,7 @@ class UsageEvent:
     outcome: str = Outcome.SUCCESS
     duration_ms: int | None = None
     is_estimate: bool | None = None
+    usage_unavailable: bool = False  # the call happened but reported no usage (e.g. a stream without it)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ def usage_event_clean(
         "outcome",
         "duration_ms",
         "is_estimate",
+        "usage_unavailable",
         "idempotency_key",
         "occurred_at",
         *QUANTITY_FIELDS,
@@ -222,6 +224,12 @@ def usage_event_clean(
         if not isinstance(raw["is_estimate"], bool):
             raise ValidationError({"is_estimate": "must be true or false"})
         event.is_estimate = raw["is_estimate"]
+    if raw.get("usage_unavailable") is not None:
+        if not isinstance(raw["usage_unavailable"], bool):
+            raise ValidationError({"usage_unavailable": "must be true or false"})
+        event.usage_unavailable = raw["usage_unavailable"]
+        if event.usage_unavailable and (event.amount is not None or any(event.quantities.values())):
+            raise ValidationError({"usage_unavailable": "an event without usage carries no quantities or amount"})
     team = raw.get("team")
     if team not in (None, ""):
         if isinstance(team, Team):
@@ -250,7 +258,12 @@ def _entry_from_event(event: UsageEvent, book: PriceBook) -> CostEntry:
         at=event.occurred_at,
         quantities=event.quantities,
     )
-    if event.amount is not None:
+    note = ""
+    if event.usage_unavailable:
+        # Counted as unpriced (reported, alerted on), never as a silent zero.
+        amount, currency, status, prices_used = Decimal(0), event.currency, PricingStatus.UNPRICED, {}
+        is_estimate, note = True, "usage unavailable: the provider reported no usage for this call"
+    elif event.amount is not None:
         amount, currency, status, prices_used = event.amount, event.currency, PricingStatus.EXPLICIT, {}
         is_estimate = False if event.is_estimate is None else event.is_estimate
     else:
@@ -275,6 +288,7 @@ def _entry_from_event(event: UsageEvent, book: PriceBook) -> CostEntry:
         outcome=event.outcome,
         duration_ms=event.duration_ms,
         idempotency_key=event.idempotency_key,
+        note=note,
         **event.quantities,
     )
 

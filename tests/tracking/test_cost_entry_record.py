@@ -293,3 +293,20 @@ def test_a_price_change_made_behind_the_record_paths_back_is_used_by_the_next_ev
 
     assert (first.amount, second.amount) == (Decimal(2), Decimal(3))
     assert ledger_differences()[0] == []
+
+
+@pytest.mark.django_db
+def test_a_call_without_usage_is_recorded_as_unpriced_never_as_a_silent_zero(gpt4o_prices):
+    result = cost_entry_record(
+        provider="openai", model="gpt-4o", usage_unavailable=True, idempotency_key="stream-without-usage"
+    )
+    entry = result.entry
+    assert (entry.amount, entry.pricing_status) == (Decimal(0), "unpriced")
+    assert entry.note.startswith("usage unavailable")
+    assert SpendRollup.objects.get(scope="global").unpriced == 1
+    with pytest.raises(ValidationError) as excinfo:
+        cost_entry_record(provider="openai", model="gpt-4o", usage_unavailable=True, input_tokens=5)
+    assert "usage_unavailable" in excinfo.value.message_dict
+    with pytest.raises(ValidationError) as excinfo:
+        cost_entry_record(provider="openai", model="gpt-4o", usage_unavailable="yes")
+    assert "usage_unavailable" in excinfo.value.message_dict
