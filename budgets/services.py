@@ -269,6 +269,18 @@ def reservation_settle(*, reservation: Reservation, actual: Any) -> Reservation:
     return reservation
 
 
+def reservation_release(*, reservation: Reservation) -> Reservation:
+    """Release a reservation whose work did not happen: its amount stops counting as reserved."""
+    now = timezone.now()
+    changed = Reservation.objects.filter(pk=reservation.pk, settled_at__isnull=True, released_at__isnull=True).update(
+        released_at=now
+    )
+    if not changed:
+        raise ValidationError({"reservation": f"reservation #{reservation.pk} is already settled or released"})
+    reservation.released_at = now
+    return reservation
+
+
 def reservations_expire(*, now: datetime | None = None) -> int:
     """Release reservations past their expiry that were never settled. Returns how many."""
     now = now or timezone.now()

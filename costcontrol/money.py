@@ -68,10 +68,11 @@ def parse_decimal(value: Any, *, field: str) -> Decimal:
 def parse_money(value: Any, *, field: str = "amount") -> Decimal:
     """An explicit amount: finite, at most 9 decimal places, within the column's range."""
     result = parse_decimal(value, field=field)
-    if result != result.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_EVEN):
-        raise ValidationError({field: f"{value} has more than {MONEY_PLACES} decimal places"})
+    # Range first: quantizing a huge value (1E+30) to 9 places exceeds the context's precision.
     if abs(result) > MONEY_MAX:
         raise ValidationError({field: f"{value} is out of range (at most {MONEY_MAX})"})
+    if result != result.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_EVEN):
+        raise ValidationError({field: f"{value} has more than {MONEY_PLACES} decimal places"})
     return result.quantize(MONEY_QUANTUM)
 
 

@@ -3,6 +3,8 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from django.views.generic import RedirectView
 
+from api.api import api
+
 
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness for load balancers and compose health checks: the process answers."""
@@ -17,4 +19,5 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
 ]

@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "tracking",
     "budgets",
     "alerts",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -211,3 +212,12 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- HTTP API ---------------------------------------------------------------------------------
+# Requests per minute per API key (a key may set its own); 0 turns the limit off. Counted in
+# Django's cache: set CACHE_URL to a Redis cache in production so every process shares the count.
+API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=6000)
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# A batch of 1,000 events is ~0.5 MB of JSON; leave room.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+

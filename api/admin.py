@@ -1,0 +1,93 @@
+"""API keys in the admin: created here, the key is shown once; revoke with an action."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from .keys import api_key_issue, api_key_revoke
+from .models import ApiKey
+
+
+class ApiKeyForm(forms.ModelForm):
+    scopes = forms.CharField(
+        required=False,
+        help_text="Comma-separated budget/spend scopes the key may use, e.g. service:image-api, global. "
+        "Empty: any scope.",
+        widget=forms.TextInput(attrs={"size": 80}),
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ("name", "service", "scopes", "rate_limit_per_minute", "expires_at")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance and self.instance.pk:
+            self.initial["scopes"] = ", ".join(self.instance.scopes or [])
+
+    def clean_scopes(self) -> list[str]:
+        from budgets.models import scope_errors
+
+        scopes = [s.strip() for s in (self.cleaned_data.get("scopes") or "").split(",") if s.strip()]
+        for scope in scopes:
+            if problems := scope_errors(scope):
+                raise forms.ValidationError(f"{scope}: {problems[0]}")
+        return scopes
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    form = ApiKeyForm
+    list_display = (
+        "name",
+        "service",
+        "key_prefix",
+        "scopes_shown",
+        "created_at",
+        "expires_at",
+        "state",
+        "last_used_at",
+    )
+    list_filter = ("service",)
+    search_fields = ("name", "service", "prefix")
+    readonly_fields = ("key_prefix", "created_at", "revoked_at", "last_used_at")
+    actions = ("revoke",)
+
+    @admin.display(description="key")
+    def key_prefix(self, obj: ApiKey) -> str:
+        return f"cc_{obj.prefix}_…" if obj.prefix else "(shown once, after saving)"
+
+    @admin.display(description="scopes")
+    def scopes_shown(self, obj: ApiKey) -> str:
+        return ", ".join(obj.scopes) if obj.scopes else "any"
+
+    @admin.display(description="state")
+    def state(self, obj: ApiKey) -> str:
+        if obj.revoked_at:
+            return "revoked"
+        if obj.expires_at and obj.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        issued = api_key_issue(name=obj.name, service=obj.service, key=obj)
+        self.message_user(
+            request,
+            f"API key for {obj.service}: {issued.plaintext} — copy it now, it is not shown again "
+            "(only its hash is stored).",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke (requests with it get 401 from now on)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        done = sum(api_key_revoke(key=key) for key in queryset)
+        self.message_user(request, f"{done} key(s) revoked.", messages.SUCCESS)

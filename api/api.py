@@ -1,0 +1,586 @@
+"""The JSON API at /api/v1/ (django-ninja).
+
+django-ninja rather than DRF: ingest is the hot path, and pydantic-core validates a 1,000-event
+batch in a few milliseconds, far faster than DRF serializers; the same schemas give the
+OpenAPI 3 document (/api/v1/openapi.json) and the interactive docs (/api/v1/docs).
+
+Every error is JSON: {"code": "...", "message": "...", "errors": {"field": ["..."]}}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import NinjaAPI, Query, Schema, Status
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.security import HttpBearer
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from budgets.models import Reservation
+from budgets.selectors import BudgetStatus
+from budgets.services import BudgetExceeded, budget_check, budget_reserve, reservation_release, reservation_settle
+from tracking.models import Outcome
+from tracking.services import cost_entry_record, cost_entry_record_many
+
+from .models import ApiKey
+from .selectors import GROUP_BY, spend_grouped
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+RETRY_AFTER_UNAVAILABLE = 5
+# Answers every operation may give (documented so schema checks know them).
+COMMON = {400: dict, 401: dict, 422: dict, 429: dict, 503: dict}
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        errors: dict[str, list[str]] | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.errors, self.headers, self.extra = errors, headers or {}, extra or {}
+
+
+def _error_response(error: ApiError) -> JsonResponse:
+    body: dict[str, Any] = {"code": error.code, "message": error.message, **error.extra}
+    if error.errors:
+        body["errors"] = error.errors
+    response = JsonResponse(body, status=error.status)
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
+
+
+def _field_errors(exc: DjangoValidationError) -> dict[str, list[str]]:
+    if hasattr(exc, "error_dict"):
+        return {field: [str(m) for m in messages] for field, messages in exc.message_dict.items()}
+    return {"__all__": [str(m) for m in exc.messages]}
+
+
+def _invalid(errors: dict[str, list[str]], status: int = 422) -> ApiError:
+    field, messages = next(iter(errors.items()))
+    message = f"{field}: {messages[0]}" if field != "__all__" else messages[0]
+    return ApiError(status, "invalid", message, errors=errors)
+
+
+def _pydantic_errors(exc: PydanticValidationError) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"] if part not in ("body", "payload", "query")]
+        field = ".".join(loc) or "__all__"
+        errors.setdefault(field, []).append(error["msg"])
+    return errors
+
+
+# --- authentication and rate limiting -------------------------------------------------------------
+
+
+class ApiKeyAuth(HttpBearer):
+    """`Authorization: Bearer cc_<prefix>_<secret>`; then the key's per-minute request limit."""
+
+    def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
+        from .keys import api_key_verify
+
+        key = api_key_verify(token)
+        if key is not None:
+            _rate_limit(key)
+        return key
+
+
+def _rate_limit(key: ApiKey) -> None:
+    """A fixed one-minute window per key in Django's cache (atomic add/incr on Redis or Memcached;
+    per process with the local-memory cache)."""
+    limit = key.rate_limit_per_minute or settings.API_RATE_LIMIT_PER_MINUTE
+    if not limit:
+        return
+    now = time.time()
+    window = int(now // 60)
+    cache_key = f"api-rate:{key.prefix}:{window}"
+    if cache.add(cache_key, 1, timeout=120):
+        return
+    try:
+        count = cache.incr(cache_key)
+    except ValueError:  # expired between add and incr
+        cache.set(cache_key, 1, timeout=120)
+        return
+    if count > limit:
+        retry_after = max(1, int((window + 1) * 60 - now) + 1)
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this API key may make {limit} requests per minute; retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class CostcontrolAPI(NinjaAPI):
+    def get_openapi_schema(self, *args: Any, **kwargs: Any) -> Any:
+        """Adds EventIn and BatchIn: /events reads its body itself (a batch is validated event by
+        event, so one bad event does not reject the others) and only references them."""
+        schema = super().get_openapi_schema(*args, **kwargs)
+        batch = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(batch.pop("$defs", {}))
+        components["BatchIn"] = batch
+        return schema
+
+
+api = CostcontrolAPI(
+    title="costcontrol",
+    version="1",
+    description="Record AI API and GPU usage exactly once, check budgets, read spend.",
+    auth=ApiKeyAuth(),
+    urls_namespace="api-v1",
+    docs_url="/docs",
+)
+
+
+@api.exception_handler(ApiError)
+def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return _error_response(exc)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return _error_response(
+        ApiError(
+            401,
+            "unauthorized",
+            "a valid API key is required: Authorization: Bearer cc_... (keys are created in the admin)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    )
+
+
+@api.exception_handler(NinjaValidationError)
+def _schema_invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors:
+        loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "payload", "query", "path")]
+        errors.setdefault(".".join(loc) or "__all__", []).append(str(error.get("msg", "is invalid")))
+    return _error_response(_invalid(errors))
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    code = "malformed_json" if exc.status_code == 400 else "error"
+    return _error_response(ApiError(exc.status_code, code, str(exc)))
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+@api.exception_handler(DatabaseError)
+def _database_down(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.warning("API request failed on the database (%s): answering 503", exc.__class__.__name__)
+    return _error_response(
+        ApiError(
+            503,
+            "unavailable",
+            "the database is not available; retry later (nothing was recorded)",
+            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+        )
+    )
+
+
+# --- events ------------------------------------------------------------------------------------
+
+NonNegativeInt = Field(default=0, ge=0, le=2**62)
+
+
+class EventIn(Schema):
+    """One usage event. Quantities are priced from the catalog in force at occurred_at unless an
+    explicit amount is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(min_length=1, max_length=100)
+    model: str = Field(min_length=1, max_length=200)
+    operation: str = Field(default="", max_length=50, description="chat, embedding, image_generation, ...")
+    variant: str = Field(default="", max_length=100)
+    input_tokens: StrictInt = NonNegativeInt
+    output_tokens: StrictInt = NonNegativeInt
+    cached_input_tokens: StrictInt = NonNegativeInt
+    cache_write_tokens: StrictInt = NonNegativeInt
+    reasoning_tokens: StrictInt = NonNegativeInt
+    embedding_tokens: StrictInt = NonNegativeInt
+    images: StrictInt = NonNegativeInt
+    requests: StrictInt = NonNegativeInt
+    seconds: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False, description="decimal string")
+    gpu_hours: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False, description="decimal string")
+    amount: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False, description="explicit cost")
+    currency: str | None = Field(default=None, min_length=3, max_length=3, description="ISO 4217, with amount")
+    occurred_at: datetime | None = Field(default=None, description="ISO 8601 with offset; default now")
+    service: str | None = Field(default=None, max_length=100, description="default: the API key's service")
+    subject: str = Field(default="", max_length=200, description="end user id")
+    job: str = Field(default="", max_length=200, description="batch job id")
+    tags: dict[str, str] = Field(default_factory=dict)
+    outcome: Literal["success", "error", "rate_limited"] = Outcome.SUCCESS
+    duration_ms: StrictInt | None = Field(default=None, ge=0, lt=2**31)
+    is_estimate: StrictBool | None = None
+    usage_unavailable: StrictBool = False
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class BatchIn(Schema):
+    events: list[EventIn] = Field(description=f"at most {MAX_BATCH}; each needs an idempotency_key")
+
+
+_event_adapter = TypeAdapter(EventIn)
+_EVENTS_BODY_SCHEMA: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/EventIn"},
+                    {"$ref": "#/components/schemas/BatchIn"},
+                ]
+            }
+        }
+    },
+}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _json_body(request: HttpRequest) -> Any:
+    try:
+        return json.loads(request.body or b"null", parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _namespaced(key: ApiKey, idempotency_key: str) -> str:
+    """Idempotency keys are per service: the same key from two services is two events."""
+    full = f"{key.service}/{idempotency_key}"
+    if len(full) > 200:
+        full = f"{key.service}/sha256:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+    return full
+
+
+def _raw_event(key: ApiKey, event: EventIn) -> dict[str, Any]:
+    """The validated event as tracking's usage_event_clean takes it (it checks the business rules)."""
+    if event.service is not None and event.service != key.service:
+        raise DjangoValidationError(
+            {"service": f"this API key records for service {key.service!r} only, not {event.service!r}"}
+        )
+    raw = event.model_dump(exclude_none=True)
+    raw["service"] = key.service
+    if event.idempotency_key:
+        raw["idempotency_key"] = _namespaced(key, event.idempotency_key)
+    return raw
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
+
+
+@api.post(
+    "/events",
+    openapi_extra={"requestBody": _EVENTS_BODY_SCHEMA},
+    summary="Record one usage event or a batch of up to 1000",
+    response={200: dict, 201: dict, 403: dict, 413: dict, 422: dict, **COMMON},
+)
+def events_record(request: HttpRequest) -> Any:
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    body = _json_body(request)
+    if isinstance(body, dict) and "events" in body and set(body) == {"events"}:
+        return _batch(key, body["events"])
+    if not isinstance(body, dict):
+        raise _invalid({"__all__": ['the body must be an event object or {"events": [...]}']}, status=400)
+    try:
+        event = _event_adapter.validate_python(body)
+        result = cost_entry_record(**_raw_event(key, event))
+    except PydanticValidationError as exc:
+        raise _invalid(_pydantic_errors(exc)) from None
+    except DjangoValidationError as exc:
+        errors = _field_errors(exc)
+        if "service" in errors and "records for service" in errors["service"][0]:
+            raise ApiError(403, "forbidden", errors["service"][0], errors=errors) from None
+        raise _invalid(errors) from None
+    entry = result.entry
+    payload = {
+        "status": "accepted" if result.created else "duplicate",
+        "id": entry.pk,
+        "amount": _money(entry.amount),
+        "currency": entry.currency,
+        "pricing_status": entry.pricing_status,
+    }
+    return Status(201 if result.created else 200, payload)
+
+
+def _batch(key: ApiKey, items: Any) -> Any:
+    if not isinstance(items, list):
+        raise _invalid({"events": ["must be a list of event objects"]}, status=400)
+    if len(items) > MAX_BATCH:
+        raise ApiError(
+            413,
+            "batch_too_large",
+            f"a batch holds at most {MAX_BATCH} events; this one has {len(items)}: split it",
+        )
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    valid: list[tuple[int, dict[str, Any]]] = []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise DjangoValidationError({"__all__": "must be an event object"})
+            event = _event_adapter.validate_python(item)
+            if not event.idempotency_key:
+                raise DjangoValidationError({"idempotency_key": "is required for every event of a batch"})
+            valid.append((index, _raw_event(key, event)))
+        except PydanticValidationError as exc:
+            results[index] = _rejected(index, _pydantic_errors(exc))
+        except DjangoValidationError as exc:
+            results[index] = _rejected(index, _field_errors(exc))
+    recorded = cost_entry_record_many([raw for _, raw in valid]) if valid else []
+    for (index, _), item in zip(valid, recorded, strict=True):
+        if item.status == "rejected":
+            results[index] = _rejected(index, {k: [str(m) for m in v] for k, v in (item.errors or {}).items()})
+        else:
+            entry = item.entry
+            assert entry is not None
+            results[index] = {
+                "index": index,
+                "status": item.status,
+                "id": entry.pk,
+                "amount": _money(entry.amount),
+                "errors": None,
+            }
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    for result in results:
+        assert result is not None
+        counts[result["status"]] += 1
+    return Status(
+        200,
+        {
+            "accepted": counts["accepted"],
+            "duplicates": counts["duplicate"],
+            "rejected": counts["rejected"],
+            "results": results,
+        },
+    )
+
+
+def _rejected(index: int, errors: dict[str, list[str]]) -> dict[str, Any]:
+    return {"index": index, "status": "rejected", "id": None, "amount": None, "errors": errors}
+
+
+# --- budgets -----------------------------------------------------------------------------------
+
+
+class CheckIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    scope: str = Field(min_length=1, max_length=320, examples=["model:gpt-4o"])
+    amount: Decimal = Field(default=Decimal(0), ge=0, allow_inf_nan=False, description="what the work would cost")
+
+
+class ReserveIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    scopes: list[str] = Field(min_length=1, max_length=20)
+    amount: Decimal = Field(ge=0, allow_inf_nan=False)
+    ttl_seconds: int | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+
+
+class SettleIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    actual: Decimal = Field(ge=0, allow_inf_nan=False)
+
+
+def _scope_allowed(key: ApiKey, scope: str) -> None:
+    if not key.allows_scope(scope):
+        raise ApiError(403, "forbidden", f"this API key may not use scope {scope!r}", errors={"scope": ["forbidden"]})
+
+
+def _status_json(status: BudgetStatus) -> dict[str, Any]:
+    budget, period = status.budget, status.period
+    return {
+        "id": budget.pk,
+        "name": budget.name,
+        "scope": budget.scope,
+        "period": budget.period,
+        "currency": budget.currency,
+        "limit": _money(status.limit),
+        "spent": _money(status.spent),
+        "reserved": _money(status.reserved),
+        "remaining": _money(status.remaining),
+        "available": _money(status.available),
+        "utilisation": None if status.utilisation is None else _money(status.utilisation),
+        "level": status.level,
+        "hard_limit": budget.hard_limit,
+        "allowed": status.allowed,
+        "period_start": period.start.isoformat(),
+        "period_end": period.end.isoformat() if period.end else None,
+    }
+
+
+def _django_invalid(exc: DjangoValidationError) -> ApiError:
+    return _invalid(_field_errors(exc))
+
+
+@api.post(
+    "/budgets/check", response={200: dict, 403: dict, 422: dict, **COMMON}, summary="Where the budgets of a scope stand"
+)
+def budgets_check(request: HttpRequest, payload: CheckIn) -> Any:
+    _scope_allowed(request.auth, payload.scope)  # type: ignore[attr-defined]
+    try:
+        statuses = budget_check(scope=payload.scope, amount=payload.amount)
+    except DjangoValidationError as exc:
+        raise _django_invalid(exc) from None
+    return Status(200, {"allowed": all(s.allowed for s in statuses), "budgets": [_status_json(s) for s in statuses]})
+
+
+def _reservation_json(reservation: Reservation) -> dict[str, Any]:
+    return {
+        "id": reservation.pk,
+        "budget_id": reservation.budget_id,
+        "budget": reservation.budget.name,
+        "amount": _money(reservation.amount),
+        "expires_at": reservation.expires_at.isoformat(),
+        "status": reservation.status_at(),
+        "actual": _money(reservation.actual),
+    }
+
+
+@api.post(
+    "/budgets/reserve",
+    response={201: dict, 403: dict, 409: dict, 422: dict, **COMMON},
+    summary="Hold an estimate on the hard-limit budgets of some scopes, or be denied",
+)
+def budgets_reserve(request: HttpRequest, payload: ReserveIn) -> Any:
+    for scope in payload.scopes:
+        _scope_allowed(request.auth, scope)  # type: ignore[attr-defined]
+    ttl = timedelta(seconds=payload.ttl_seconds) if payload.ttl_seconds else None
+    try:
+        held = budget_reserve(scopes=payload.scopes, amount=payload.amount, ttl=ttl)
+    except BudgetExceeded as exc:
+        raise ApiError(
+            409,
+            "budget_exceeded",
+            str(exc),
+            extra={
+                "budget": {"id": exc.budget.pk, "name": exc.budget.name, "scope": exc.budget.scope},
+                "available": _money(exc.available),
+                "requested": _money(exc.requested),
+            },
+        ) from None
+    except DjangoValidationError as exc:
+        raise _django_invalid(exc) from None
+    return Status(201, {"reservations": [_reservation_json(r) for r in held]})
+
+
+def _reservation_for(key: ApiKey, reservation_id: int) -> Reservation:
+    reservation = Reservation.objects.select_related("budget").filter(pk=reservation_id).first()
+    if reservation is None:
+        raise ApiError(404, "not_found", f"no reservation #{reservation_id}")
+    _scope_allowed(key, reservation.budget.scope)
+    return reservation
+
+
+@api.post(
+    "/reservations/{reservation_id}/settle",
+    response={200: dict, 403: dict, 404: dict, 409: dict, 422: dict, **COMMON},
+    summary="Settle a reservation with the real cost",
+)
+def reservations_settle(request: HttpRequest, reservation_id: int, payload: SettleIn) -> Any:
+    reservation = _reservation_for(request.auth, reservation_id)  # type: ignore[arg-type]
+    try:
+        reservation = reservation_settle(reservation=reservation, actual=payload.actual)
+    except DjangoValidationError as exc:
+        errors = _field_errors(exc)
+        raise ApiError(409, "conflict", next(iter(errors.values()))[0], errors=errors) from None
+    return Status(200, _reservation_json(reservation))
+
+
+@api.post(
+    "/reservations/{reservation_id}/release",
+    response={200: dict, 403: dict, 404: dict, 409: dict, **COMMON},
+    summary="Release a reservation (the work did not happen)",
+)
+def reservations_release(request: HttpRequest, reservation_id: int) -> Any:
+    reservation = _reservation_for(request.auth, reservation_id)  # type: ignore[arg-type]
+    try:
+        reservation = reservation_release(reservation=reservation)
+    except DjangoValidationError as exc:
+        errors = _field_errors(exc)
+        raise ApiError(409, "conflict", next(iter(errors.values()))[0], errors=errors) from None
+    return Status(200, _reservation_json(reservation))
+
+
+@api.get("/budgets", response={200: dict, **COMMON}, summary="Every active budget the key may see, with its status")
+def budgets_list(request: HttpRequest) -> Any:
+    from budgets.models import Budget
+    from budgets.selectors import budget_status_peek
+
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    statuses = [
+        budget_status_peek(budget=b, at=now)
+        for b in Budget.objects.filter(is_active=True).order_by("name")
+        if key.allows_scope(b.scope)
+    ]
+    return Status(200, {"budgets": [_status_json(s) for s in statuses]})
+
+
+# --- spend -------------------------------------------------------------------------------------
+
+
+class SpendQuery(Schema):
+    scope: str = Field(default="global", min_length=1, max_length=320)
+    start: datetime = Field(alias="from", description="ISO 8601 with offset")
+    end: datetime = Field(alias="to", description="ISO 8601 with offset")
+    group_by: Literal["provider", "model", "service", "subject", "day", "hour"] | None = None
+    currency: str = Field(default="USD", min_length=3, max_length=3)
+
+
+@api.get(
+    "/spend", response={200: dict, 403: dict, 422: dict, **COMMON}, summary="Spend of a scope in a window, from rollups"
+)
+def spend(request: HttpRequest, query: Query[SpendQuery]) -> Any:
+    _scope_allowed(request.auth, query.scope)  # type: ignore[attr-defined]
+    try:
+        answer = spend_grouped(
+            scope=query.scope, start=query.start, end=query.end, group_by=query.group_by, currency=query.currency
+        )
+    except DjangoValidationError as exc:
+        raise _django_invalid(exc) from None
+    return Status(
+        200,
+        {
+            "scope": query.scope,
+            "from": query.start.isoformat(),
+            "to": query.end.isoformat(),
+            "currency": query.currency,
+            "total": _money(answer.total),
+            "group_by": query.group_by,
+            "groups": [{"key": g.key, "amount": _money(g.amount), "events": g.events} for g in answer.groups],
+        },
+    )
+
+
+__all__ = ["GROUP_BY", "api"]
