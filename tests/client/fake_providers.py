@@ -1,0 +1,249 @@
+"""OpenAI and Anthropic, as far as the SDKs can tell, on 127.0.0.1.
+
+Answers in the providers' formats: JSON bodies and SSE streams. The requested model picks
+the answer: "rate-limited" -> 429, "broken" -> 500, anything else -> a normal answer whose
+model is the request's plus a dated suffix (as the real APIs answer "gpt-4o" with
+"gpt-4o-2024-08-06"), which shows the recorded model comes from the response.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+DATED = "-2024-08-06"
+
+OPENAI_USAGE = {
+    "prompt_tokens": 120,
+    "completion_tokens": 50,
+    "total_tokens": 170,
+    "prompt_tokens_details": {"cached_tokens": 20},
+    "completion_tokens_details": {"reasoning_tokens": 15},
+}
+ANTHROPIC_START_USAGE = {
+    "input_tokens": 25,
+    "output_tokens": 1,
+    "cache_read_input_tokens": 100,
+    "cache_creation_input_tokens": 40,
+}
+
+
+class FakeProviders:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, Any]] = []
+        fake = self
+
+        class Handler(_Handler):
+            state = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> FakeProviders:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+def sse(events: list[tuple[str | None, Any]]) -> Iterator[bytes]:
+    for name, data in events:
+        text = data if isinstance(data, str) else json.dumps(data)
+        yield (f"event: {name}\n" if name else "").encode() + f"data: {text}\n\n".encode()
+
+
+def openai_chat(model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1767225600,
+        "model": model + DATED,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello"},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": OPENAI_USAGE,
+    }
+
+
+def openai_chat_stream(model: str, include_usage: bool) -> list[tuple[str | None, Any]]:
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1767225600, "model": model + DATED}
+    events: list[tuple[str | None, Any]] = [
+        (None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]}),
+        (None, {**base, "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]}),
+    ]
+    if include_usage:
+        events.append((None, {**base, "choices": [], "usage": OPENAI_USAGE}))
+    events.append((None, "[DONE]"))
+    return events
+
+
+def openai_response(model: str) -> dict[str, Any]:
+    return {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1767225600,
+        "status": "completed",
+        "model": model + DATED,
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Hello", "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 300,
+            "input_tokens_details": {"cached_tokens": 100},
+            "output_tokens": 80,
+            "output_tokens_details": {"reasoning_tokens": 30},
+            "total_tokens": 380,
+        },
+    }
+
+
+def anthropic_message(model: str) -> dict[str, Any]:
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": model + DATED,
+        "content": [{"type": "text", "text": "Hello"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {**ANTHROPIC_START_USAGE, "output_tokens": 15},
+    }
+
+
+def anthropic_stream(model: str, with_usage: bool) -> list[tuple[str | None, Any]]:
+    message = {**anthropic_message(model), "content": [], "stop_reason": None}
+    if with_usage:
+        message["usage"] = ANTHROPIC_START_USAGE
+    else:
+        message.pop("usage")
+    delta: dict[str, Any] = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+    }
+    if with_usage:
+        delta["usage"] = {"output_tokens": 15}
+    return [
+        ("message_start", {"type": "message_start", "message": message}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        ("ping", {"type": "ping"}),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}},
+        ),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}},
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", delta),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: FakeProviders
+    protocol_version = "HTTP/1.1"
+    timeout = 5
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _json(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if status == 429:
+            self.send_header("Retry-After", "20")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, events: list[tuple[str | None, Any]]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for chunk in sse(events):
+            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        is_json = self.headers.get("Content-Type", "").startswith("application/json")
+        body = json.loads(raw) if is_json and raw else {}
+        path = self.path.split("?", 1)[0]
+        self.state.requests.append((path, body))
+        model = body.get("model", "whisper-1")
+        anthropic = path.endswith("/messages")
+        if model == "rate-limited":
+            if anthropic:
+                self._json(429, {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
+            else:
+                self._json(429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit"}})
+            return
+        if model == "broken":
+            if anthropic:
+                self._json(500, {"type": "error", "error": {"type": "api_error", "message": "boom"}})
+            else:
+                self._json(500, {"error": {"message": "boom", "type": "server_error", "code": None}})
+            return
+        if path == "/v1/chat/completions":
+            if body.get("stream"):
+                include = bool((body.get("stream_options") or {}).get("include_usage"))
+                self._stream(openai_chat_stream(model, include))
+            else:
+                self._json(200, openai_chat(model))
+        elif path == "/v1/responses":
+            self._json(200, openai_response(model))
+        elif path == "/v1/embeddings":
+            self._json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+                    "model": model,
+                    "usage": {"prompt_tokens": 8, "total_tokens": 8},
+                },
+            )
+        elif path == "/v1/images/generations":
+            count = int(body.get("n") or 1)
+            self._json(200, {"created": 1767225600, "data": [{"url": f"http://img/{i}.png"} for i in range(count)]})
+        elif path == "/v1/audio/transcriptions":
+            self._json(200, {"text": "hello", "usage": {"type": "duration", "seconds": 3.5}})
+        elif path == "/v1/messages":
+            if body.get("stream"):
+                self._stream(anthropic_stream(model, with_usage=model != "no-usage"))
+            else:
+                self._json(200, anthropic_message(model))
+        else:
+            self._json(404, {"error": {"message": f"no route {path}"}})
