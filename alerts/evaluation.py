@@ -97,9 +97,19 @@ def _cost_per_lead(rule: AlertRule, now: datetime) -> Decimal:
     return batch.cost_per_lead
 
 
+def _anomalies(rule: AlertRule, now: datetime) -> Any:
+    """The anomalies of the rule's scope in its window (global: every dimension), worst first."""
+    from analytics.selectors import anomaly_summary  # analytics reads alerts' models: import late
+
+    start, end = window_bounds(rule.window, now)
+    return anomaly_summary(scope=rule.scope, start=start, end=min(end, now))
+
+
 def metric_value(rule: AlertRule, now: datetime) -> Decimal:
     if rule.metric in (Metric.COST_PER_LEAD, Metric.COST_PER_LEAD_CHANGE):
         return _cost_per_lead(rule, now)
+    if rule.metric == Metric.ANOMALY:
+        return _anomalies(rule, now).score
     start, end = window_bounds(rule.window, now)
     scope = "provider:gpu" if rule.metric == Metric.GPU_COST and rule.scope == "global" else rule.scope
     short = end - start < timedelta(hours=1)
@@ -191,6 +201,10 @@ def rule_evaluate(rule: AlertRule, *, now: datetime) -> str:
         limit = format_money(rule.threshold, "USD", places=places) if money else f"{rule.threshold.normalize():f}"
         if rule.metric == Metric.COST_PER_LEAD_CHANGE:
             shown, limit = f"{shown} %", f"{limit} %"
+        detail = ""
+        if rule.metric == Metric.ANOMALY:
+            worst = _anomalies(rule, now).worst
+            detail = f" Worst: {worst.describe()}." if worst is not None else ""
         alert_fire(
             key=rule_key(rule),
             source=AlertSource.RULE,
@@ -198,7 +212,7 @@ def rule_evaluate(rule: AlertRule, *, now: datetime) -> str:
             scope=rule.scope,
             title=f"{rule.name}: {shown} ({rule.get_window_display()})",
             message=f"Rule '{rule.name}': {rule.get_metric_display()} of {rule.scope} "
-            f"{rule.get_window_display()} is {shown}, above {limit}.",
+            f"{rule.get_window_display()} is {shown}, above {limit}.{detail}",
             value=value,
             threshold=rule.threshold,
             currency="USD" if money else "",

@@ -101,6 +101,7 @@ class Metric(models.TextChoices):
     UNPRICED = "unpriced", "unpriced events"
     COST_PER_LEAD = "cost_per_lead", "cost per lead"
     COST_PER_LEAD_CHANGE = "cost_per_lead_change", "cost per lead above the 7-day median (%)"
+    ANOMALY = "anomaly", "spend anomaly (score of the worst spike)"
 
 
 class Window(models.TextChoices):
@@ -113,6 +114,10 @@ class Window(models.TextChoices):
     LAST_HOUR = "1h", "last 60 minutes"
     LAST_DAY = "24h", "last 24 hours"
     LAST_BATCH = "last_batch", "last closed batch"
+
+
+# Anomalies are scored per rollup hour against 8 weeks of history: short windows only.
+ANOMALY_WINDOWS = (Window.HOUR, Window.DAY, Window.LAST_HOUR, Window.LAST_DAY)
 
 
 class AlertRule(models.Model):
@@ -174,6 +179,8 @@ class AlertRule(models.Model):
             errors["window"] = ["only cost per lead is measured on the last closed batch"]
         if self.metric in per_lead and self.scope != "global":
             errors["scope"] = ["cost per lead rules watch every pipeline: use the scope global"]
+        elif self.metric == Metric.ANOMALY and self.window not in ANOMALY_WINDOWS:
+            errors["window"] = ["anomalies are scored per hour: use this hour, today, the last 60 minutes or 24 hours"]
         elif self.metric in rolling_only and self.window in (Window.MONTH,):
             errors["window"] = ["use a shorter window for rates and hits"]
         if errors:

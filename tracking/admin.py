@@ -405,7 +405,7 @@ class CostEntryAdmin(admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     list_per_page = LIST_PER_PAGE
     raw_id_fields = ("team", "corrects")
-    actions = ("correct_amount",)
+    actions = ("correct_amount", "export_csv")
     fieldsets = (
         (None, {"fields": ("occurred_at", "recorded_at", "provider", "model", "operation", "variant")}),
         ("Who", {"fields": ("service", "subject", "job", "team", "tags_pretty")}),
@@ -504,6 +504,34 @@ class CostEntryAdmin(admin.ModelAdmin):
             ),
         )
         return format_html('<ul style="margin-left:0;padding-left:1.2em">{}</ul>', items)
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        """Bulk export of the ledger is the cost dashboard's business: it needs analytics.view_dashboard."""
+        return request.user.has_perm("analytics.view_dashboard")
+
+    @admin.action(description="Export selected cost entries as CSV", permissions=["export"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[CostEntry]) -> HttpResponse:
+        """Streamed row by row ("select all" exports every entry the filters match, in chunks)."""
+        from analytics.exports import csv_response
+
+        columns = [
+            "id", "occurred_at", "recorded_at", "provider", "model", "operation", "variant", "service", "subject",
+            "job", "team", "tags", *QUANTITY_FIELDS, "amount", "currency", "pricing_status", "is_estimate",
+            "outcome", "duration_ms", "idempotency_key", "corrects", "note",
+        ]  # fmt: skip
+
+        def rows() -> Iterable[list[Any]]:
+            yield columns
+            entries = queryset.select_related("team").order_by("occurred_at", "pk")
+            for e in entries.iterator(chunk_size=2000):
+                yield [
+                    e.pk, e.occurred_at, e.recorded_at, e.provider, e.model, e.operation, e.variant, e.service,
+                    e.subject, e.job, e.team.name if e.team else "", json.dumps(e.tags, sort_keys=True),
+                    *(getattr(e, name) for name in QUANTITY_FIELDS), e.amount, e.currency, e.pricing_status,
+                    e.is_estimate, e.outcome, e.duration_ms, e.idempotency_key, e.corrects_id, e.note,
+                ]  # fmt: skip
+
+        return csv_response(filename=f"cost-entries-{timezone.now():%Y%m%dT%H%M%S}.csv", rows=rows())
 
     @admin.action(description="Correct the amount", permissions=["correct"])
     def correct_amount(self, request: HttpRequest, queryset: QuerySet[CostEntry]) -> HttpResponse | None:

@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "tracking",
     "budgets",
     "alerts",
+    "analytics",
     "api",
 ]
 

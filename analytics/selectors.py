@@ -1,0 +1,58 @@
+"""Analytics reads shared by the admin dashboard, the cost_analytics command and the alert rules.
+
+Everything is computed from the rollups (SpendRollup, SpendRollupDay), the price catalog, budgets,
+batches and GPU samples; nothing reads the ledger. Analytics writes nothing, so it has no
+services: an anomaly becomes an alert through an alert rule of metric "anomaly"
+(alerts.evaluation), like every other condition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from .anomalies import DIMENSIONS, Anomaly, Contributor, spend_anomalies
+from .recommendations import Recommendation, savings_recommendations
+from .series import Point, scope_totals, spend_series, spend_series_many
+from .trends import Forecast, Trend, spend_forecast, spend_trend
+
+__all__ = [
+    "DIMENSIONS",
+    "Anomaly",
+    "AnomalySummary",
+    "Contributor",
+    "Forecast",
+    "Point",
+    "Recommendation",
+    "Trend",
+    "anomaly_summary",
+    "savings_recommendations",
+    "scope_totals",
+    "spend_anomalies",
+    "spend_forecast",
+    "spend_series",
+    "spend_series_many",
+    "spend_trend",
+]
+
+
+@dataclass(frozen=True)
+class AnomalySummary:
+    """What an alert rule of metric "anomaly" measures: the worst anomaly's score (0: none)."""
+
+    score: Decimal
+    anomalies: list[Anomaly]
+
+    @property
+    def worst(self) -> Anomaly | None:
+        return self.anomalies[0] if self.anomalies else None
+
+
+def anomaly_summary(*, scope: str, start: datetime, end: datetime) -> AnomalySummary:
+    """Anomalies in [start, end) of `scope` (global: every dimension's scopes, global included)."""
+    if scope == "global":
+        found = spend_anomalies(start=start, end=end)
+    else:
+        found = spend_anomalies(start=start, end=end, scopes=[scope])
+    return AnomalySummary(score=found[0].score if found else Decimal(0), anomalies=found)
