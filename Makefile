@@ -17,10 +17,12 @@ $(VENV)/.installed: requirements/base.txt requirements/prod.txt requirements/dev
 	touch $@
 
 ## make run: install, migrate, bootstrap (prices, beat schedule, admin user), start web + worker + beat.
+## make run DEMO=1: the same with 60 days of demo data first (never do that on a real ledger).
 run: venv
 	@mkdir -p var/celery
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py bootstrap
+	@if [ "$(DEMO)" = "1" ]; then $(PY) manage.py seed_demo_data --days 60; fi
 	@echo ""
 	@echo "costcontrol admin: http://127.0.0.1:$(PORT)/admin/   (web, Celery worker and beat start below; Ctrl-C stops all)"
 	@echo ""
