@@ -26,7 +26,7 @@ from ninja import NinjaAPI, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import HttpBearer
-from pydantic import ConfigDict, Field, StrictBool, StrictInt, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from budgets.models import Reservation
@@ -195,7 +195,7 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 @api.exception_handler(InterfaceError)
 @api.exception_handler(DatabaseError)
 def _database_down(request: HttpRequest, exc: Exception) -> HttpResponse:
-    logger.warning("API request failed on the database (%s): answering 503", exc.__class__.__name__)
+    logger.warning("API request failed on the database (%s: %s): answering 503", exc.__class__.__name__, exc)
     return _error_response(
         ApiError(
             503,
@@ -211,7 +211,7 @@ def _database_down(request: HttpRequest, exc: Exception) -> HttpResponse:
 NonNegativeInt = Field(default=0, ge=0, le=2**62)
 
 
-class EventIn(Schema):
+class EventIn(BaseModel):
     """One usage event. Quantities are priced from the catalog in force at occurred_at unless an
     explicit amount is given."""
 
@@ -245,7 +245,7 @@ class EventIn(Schema):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-class BatchIn(Schema):
+class BatchIn(BaseModel):
     events: list[EventIn] = Field(description=f"at most {MAX_BATCH}; each needs an idempotency_key")
 
 
@@ -581,6 +581,73 @@ def spend(request: HttpRequest, query: Query[SpendQuery]) -> Any:
             "groups": [{"key": g.key, "amount": _money(g.amount), "events": g.events} for g in answer.groups],
         },
     )
+
+
+# --- batches -----------------------------------------------------------------------------------
+
+
+class BatchStartIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, description="the pipeline, e.g. nightly-leads")
+    job: str | None = Field(default=None, max_length=200, description="default: <name>-<UTC start time>")
+    note: str = Field(default="", max_length=500)
+
+
+class BatchFinishIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    leads: StrictInt = Field(ge=0, description="how many leads the batch produced")
+
+
+def _batch_json(batch: Any) -> dict[str, Any]:
+    return {
+        "id": batch.pk,
+        "name": batch.name,
+        "job": batch.job,
+        "started_at": batch.started_at.isoformat(),
+        "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
+        "leads": batch.leads,
+        "cost": _money(batch.cost),
+        "cost_per_lead": _money(batch.cost_per_lead),
+        "month_cost_per_lead": _money(batch.month_cost_per_lead),
+        "currency": "USD",
+    }
+
+
+@api.post("/batches", response={201: dict, 422: dict, **COMMON}, summary="Open a batch; record its usage with its job")
+def batches_start(request: HttpRequest, payload: BatchStartIn) -> Any:
+    from tracking.batches import batch_start
+
+    try:
+        batch = batch_start(name=payload.name, job=payload.job, note=payload.note)
+    except DjangoValidationError as exc:
+        raise _django_invalid(exc) from None
+    return Status(201, _batch_json(batch))
+
+
+@api.post(
+    "/batches/{name}/finish",
+    response={200: dict, 404: dict, 422: dict, **COMMON},
+    summary="Close the running batch of a pipeline with its lead count; answers its cost per lead",
+)
+def batches_finish(request: HttpRequest, name: str, payload: BatchFinishIn) -> Any:
+    from tracking.batches import batch_cost_compute, batch_finish, batch_running
+
+    try:
+        running = batch_running(name=name)
+    except DjangoValidationError as exc:
+        raise ApiError(404, "not_found", _field_errors(exc)["name"][0]) from None
+    try:
+        batch = batch_cost_compute(batch=batch_finish(batch=running, leads=payload.leads))
+    except DjangoValidationError as exc:
+        raise _django_invalid(exc) from None
+    return Status(200, _batch_json(batch))
+
+
+@api.get("/batches", response={200: dict, **COMMON}, summary="The last batches with cost and cost per lead")
+def batches_list(request: HttpRequest, limit: int = Query(20, ge=1, le=500)) -> Any:
+    from tracking.models import Batch
+
+    return Status(200, {"batches": [_batch_json(b) for b in Batch.objects.order_by("-started_at")[:limit]]})
 
 
 __all__ = ["GROUP_BY", "api"]

@@ -7,6 +7,7 @@ one per call (single event) or one per batch (bulk form).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class PriceBook:
     def __init__(self, prices: Iterable[Price], token: str = "") -> None:
         self.token = token
         self._by_model: dict[tuple[str, str], list[Price]] = defaultdict(list)
+        self._bounds: dict[tuple[str, str], list[datetime]] = {}
+        self._plans: dict[tuple[str, str, str, str, int], tuple[list[Price], str, dict[str, Price | None]]] = {}
         for price in prices:
             self._by_model[(price.provider, price.model)].append(price)
 
@@ -74,24 +77,25 @@ class PriceBook:
     def has_model(self, provider: str, model: str) -> bool:
         return (provider, model) in self._by_model
 
-    def quote(
-        self, *, provider: str, model: str, operation: str, variant: str, at: datetime, quantities: Mapping[str, object]
-    ) -> Quote:
-        """Price the quantities with the versions in force at `at`.
+    def _plan(
+        self, provider: str, model: str, operation: str, variant: str, at: datetime
+    ) -> tuple[list[Price], str, dict[str, Price | None]]:
+        """(prices in force, the operation they resolve to, the price of each unit) at `at`.
 
-        Operation: when the catalog prices the model under one operation only, that price
-        applies whatever operation the caller named (and fills an empty one); when it prices
-        several, the caller's operation must match one of them.
-        Variant (image size/quality): must match; an empty variant matches the unvarianted
-        price, or the only variant there is.
-        Any used quantity without a price makes the whole event unpriced (amount 0) rather
-        than silently under-counted.
+        The prices in force change only at a version's valid_from or valid_until, so the plan is
+        worked out once per (key, interval between those boundaries) and reused: a batch of
+        events of one model prices each event with a dictionary lookup.
         """
-        in_force = [
-            p
-            for p in self._by_model.get((provider, model), ())
-            if p.valid_from <= at and (p.valid_until is None or p.valid_until > at)
-        ]
+        versions = self._by_model.get((provider, model), ())
+        bounds = self._bounds.get((provider, model))
+        if bounds is None:
+            edges = {p.valid_from for p in versions} | {p.valid_until for p in versions if p.valid_until}
+            bounds = self._bounds[(provider, model)] = sorted(edges)
+        key = (provider, model, operation, variant, bisect_right(bounds, at))
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        in_force = [p for p in versions if p.valid_from <= at and (p.valid_until is None or p.valid_until > at)]
         operations = {p.operation for p in in_force}
         if len(operations) == 1:
             resolved_operation = operation or next(iter(operations))
@@ -115,6 +119,29 @@ class PriceBook:
             exact.sort(key=lambda p: p.operation != operation)
             return exact[0]
 
+        picks = {
+            unit: pick(unit) or (pick(UNIT_FALLBACK[unit]) if unit in UNIT_FALLBACK else None)
+            for unit in UNIT_QUANTITY_FIELD
+        }
+        if len(self._plans) >= 1024:  # bounded: operation and variant come from callers
+            self._plans.clear()
+        plan = self._plans[key] = (in_force, resolved_operation, picks)
+        return plan
+
+    def quote(
+        self, *, provider: str, model: str, operation: str, variant: str, at: datetime, quantities: Mapping[str, object]
+    ) -> Quote:
+        """Price the quantities with the versions in force at `at`.
+
+        Operation: when the catalog prices the model under one operation only, that price
+        applies whatever operation the caller named (and fills an empty one); when it prices
+        several, the caller's operation must match one of them.
+        Variant (image size/quality): must match; an empty variant matches the unvarianted
+        price, or the only variant there is.
+        Any used quantity without a price makes the whole event unpriced (amount 0) rather
+        than silently under-counted.
+        """
+        in_force, resolved_operation, picks = self._plan(provider, model, operation, variant, at)
         total = Decimal(0)
         used: dict[str, object] = {}
         missing: list[str] = []
@@ -123,7 +150,7 @@ class PriceBook:
             quantity = quantities.get(quantity_field) or 0
             if not quantity:
                 continue
-            price = pick(unit) or (pick(UNIT_FALLBACK[unit]) if unit in UNIT_FALLBACK else None)
+            price = picks[unit]
             if price is None:
                 missing.append(unit)
                 continue

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.db import connection, connections
 from django.test import Client
 from django.utils import timezone
@@ -217,12 +218,17 @@ def test_an_event_without_usage_is_unpriced_not_zero(api, gpt4o_prices):
 
 def test_over_the_per_key_rate_limit_requests_get_429_with_retry_after(client, gpt4o_prices):
     issued = api_key_issue(name="slow", service="svc", rate_limit_per_minute=3)
-    answers = [
-        client.post(
-            "/api/v1/events", json.dumps(event(f"r{i}")), content_type="application/json", **bearer(issued.plaintext)
-        )
-        for i in range(5)
-    ]
+    # All five inside one minute window (a real clock could cross a minute boundary mid-test).
+    with time_machine.travel(datetime.now(UTC).replace(second=10), tick=False):
+        answers = [
+            client.post(
+                "/api/v1/events",
+                json.dumps(event(f"r{i}")),
+                content_type="application/json",
+                **bearer(issued.plaintext),
+            )
+            for i in range(5)
+        ]
     assert [a.status_code for a in answers] == [201, 201, 201, 429, 429]
     assert answers[3].json()["code"] == "rate_limited" and 1 <= int(answers[3]["Retry-After"]) <= 61
     assert CostEntry.objects.count() == 3
@@ -364,3 +370,20 @@ def test_the_openapi_schema_and_docs_are_served(client):
     schema = client.get("/api/v1/openapi.json").json()
     assert schema["openapi"].startswith("3.") and "/api/v1/events" in schema["paths"]
     assert client.get("/api/v1/docs").status_code == 200
+
+
+def test_a_pipeline_opens_and_closes_its_batch_over_http(api, gpt4o_prices):
+    started = api.post("/batches", {"name": "nightly-leads"})
+    assert started.status_code == 201
+    job = started.json()["job"]
+    assert api.post("/batches", {"name": "nightly-leads"}).status_code == 422  # already running
+    assert api.post("/events", event("b-1", job=job, amount="3.00", currency="USD")).status_code == 201
+    finished = api.post("/batches/nightly-leads/finish", {"leads": 4})
+    assert finished.status_code == 200
+    body = finished.json()
+    assert (body["cost"], body["leads"], body["cost_per_lead"]) == ("3", 4, "0.75")
+    assert api.post("/batches/nightly-leads/finish", {"leads": 1}).status_code == 404
+    assert api.post("/batches", {"name": "x"}).status_code == 201
+    bad = api.post("/batches/x/finish", {"leads": -1})
+    assert bad.status_code == 422 and "leads" in bad.json()["errors"]
+    assert [b["name"] for b in api.get("/batches").json()["batches"]] == ["x", "nightly-leads"]

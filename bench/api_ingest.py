@@ -1,0 +1,333 @@
+#!/usr/bin/env python
+"""Benchmark of HTTP batch ingest: events/s through POST /api/v1/events, and raw COPY beside it.
+
+    bin/with-postgres .venv/bin/python bench/api_ingest.py            # part of `make bench`
+    ... bench/api_ingest.py --batches 40 --batch-size 500 --clients 4 --workers 2 --rounds 3
+
+On a fresh PostgreSQL database (created on the server of DATABASE_URL, dropped at the end):
+migrate, load the default price catalog, create an API key, start gunicorn on 127.0.0.1 (its
+own processes, `--workers`), then `--clients` threads post pre-built batches of `--batch-size`
+events (each with its own idempotency key, realistic scopes: 6 models, 4 services, 200 subjects,
+tags) as fast as the server answers. Events/s = events accepted / wall time of the round.
+
+The reference, measured in the same run on the same database: the same rows written with
+psycopg COPY straight into tracking_costentry (its indexes included; no pricing, no validation,
+no rollups), one COPY per batch in its own transaction: what the disk and the server can take.
+Each figure is the median of --rounds rounds; the ratio is ingest / COPY. Targets: at least
+20,000 events/s and at least 25 % of the COPY rate. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.request import Request, urlopen
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+if str(BASE_DIR) not in sys.path:
+    sys.path.insert(0, str(BASE_DIR))
+
+from bench._common import is_postgresql_url, log, machine_cores, pg_database_create, pg_database_drop  # noqa: E402
+
+TARGET_EVENTS_PER_SECOND = 20_000
+TARGET_COPY_RATIO = 0.25
+MODELS = [
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("anthropic", "claude-3-5-sonnet-20241022"),
+    ("anthropic", "claude-3-5-haiku-20241022"),
+    ("openai", "text-embedding-3-small"),
+    ("openai", "o1"),
+]
+SERVICES = ["chat-api", "search", "batch", "support"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_batches(count: int, size: int, run: str, seed: int) -> list[list[dict[str, Any]]]:
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    batches = []
+    for b in range(count):
+        events = []
+        for i in range(size):
+            provider, model = rng.choice(MODELS)
+            events.append(
+                {
+                    "provider": provider,
+                    "model": model,
+                    "operation": "embedding" if "embedding" in model else "chat",
+                    "input_tokens": rng.randint(50, 8000),
+                    "output_tokens": 0 if "embedding" in model else rng.randint(10, 1500),
+                    "subject": f"user-{rng.randint(1, 200)}",
+                    "tags": {"env": rng.choice(["prod", "staging"]), "feature": rng.choice(["chat", "rag", "summary"])},
+                    "occurred_at": (now - timedelta(seconds=rng.randint(0, 3600))).isoformat(),
+                    "outcome": "success" if rng.random() > 0.02 else "error",
+                    "duration_ms": rng.randint(80, 9000),
+                    "idempotency_key": f"{run}-{b}-{i}",
+                }
+            )
+        batches.append(events)
+    return batches
+
+
+def post_all(url: str, key: str, bodies: list[bytes], clients: int) -> tuple[int, float, list[str]]:
+    """Post every body (clients threads); returns (events accepted, seconds, errors)."""
+    queue = list(reversed(bodies))
+    lock = threading.Lock()
+    accepted = 0
+    errors: list[str] = []
+
+    def client() -> None:
+        nonlocal accepted
+        while True:
+            with lock:
+                if not queue:
+                    return
+                body = queue.pop()
+            request = Request(  # noqa: S310 - http://127.0.0.1 only
+                f"{url}/api/v1/events",
+                data=body,
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+                method="POST",
+            )
+            try:
+                with urlopen(request, timeout=120) as response:  # noqa: S310
+                    answer = json.loads(response.read())
+                with lock:
+                    accepted += answer["accepted"]
+            except Exception as exc:  # noqa: BLE001 - reported, the round is marked failed
+                with lock:
+                    errors.append(f"{exc.__class__.__name__}: {exc}")
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return accepted, time.perf_counter() - started, errors
+
+
+COPY_COLUMNS = (
+    "occurred_at",
+    "recorded_at",
+    "provider",
+    "model",
+    "operation",
+    "variant",
+    "service",
+    "subject",
+    "job",
+    "tags",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "embedding_tokens",
+    "images",
+    "requests",
+    "seconds",
+    "gpu_hours",
+    "amount",
+    "currency",
+    "pricing_status",
+    "prices_used",
+    "is_estimate",
+    "outcome",
+    "duration_ms",
+    "idempotency_key",
+    "note",
+)
+
+
+def copy_all(database_url: str, batches: list[list[dict[str, Any]]]) -> tuple[int, float]:
+    """The reference: the same rows COPYed into the ledger, one transaction per batch."""
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    rows_by_batch = []
+    for batch in batches:
+        rows = []
+        for e in batch:
+            at = datetime.fromisoformat(e["occurred_at"])
+            rows.append(
+                (
+                    at,
+                    at,
+                    e["provider"],
+                    e["model"],
+                    e["operation"],
+                    "",
+                    "bench",
+                    e["subject"],
+                    "",
+                    Jsonb(e["tags"]),
+                    e["input_tokens"],
+                    e["output_tokens"],
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    e["input_tokens"] * 2500 + e["output_tokens"] * 10000,
+                    "USD",
+                    "priced",
+                    Jsonb({}),
+                    True,
+                    e["outcome"],
+                    e["duration_ms"],
+                    "copy-" + e["idempotency_key"],
+                    "",
+                )
+            )
+        rows_by_batch.append(rows)
+    written = 0
+    with psycopg.connect(database_url) as conn:
+        started = time.perf_counter()
+        for rows in rows_by_batch:
+            with (
+                conn.cursor() as cursor,
+                cursor.copy(f"COPY tracking_costentry ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+            conn.commit()
+            written += len(rows)
+        return written, time.perf_counter() - started
+
+
+def prepare_database(database_url: str) -> str:
+    """Migrate, load the default catalog, create the API key; returns the key's plaintext."""
+    env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "costcontrol.settings.local"}
+    env["DJANGO_DEBUG"] = "0"
+    env["ALERT_EMAIL_TO"] = ""
+    for command in (["migrate", "-v0"], ["bootstrap"]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=BASE_DIR, env=env, check=True, capture_output=True)
+    script = (
+        "import django; django.setup();"
+        "from api.keys import api_key_issue;"
+        "print(api_key_issue(name='bench', service='bench', rate_limit_per_minute=10**9).plaintext)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=BASE_DIR, env=env, check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def start_server(database_url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "costcontrol.settings.local"}
+    env.update(DJANGO_DEBUG="0", CELERY_BROKER_URL="memory://", LOG_LEVEL="WARNING")
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    process = subprocess.Popen(
+        [str(gunicorn), "costcontrol.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers), "--log-level", "warning"],
+        cwd=BASE_DIR,
+        env=env,
+    )
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            with urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("gunicorn did not answer /healthz within 30 s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=40, help="batches per round (40)")
+    parser.add_argument("--batch-size", type=int, default=500, help="events per batch (500)")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent client threads (4)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (2)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is reported (3)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    url = os.environ.get("DATABASE_URL", "")
+    if not is_postgresql_url(url):
+        print("api_ingest: needs a PostgreSQL DATABASE_URL (run it through bin/with-postgres)", file=sys.stderr)
+        return 0
+    name, database_url = pg_database_create(url)
+    log(f"api_ingest: created database {name}")
+    server = None
+    try:
+        key = prepare_database(database_url)
+        port = free_port()
+        server = start_server(database_url, port, args.workers)
+        base = f"http://127.0.0.1:{port}"
+        warm = build_batches(2, args.batch_size, "warm", 0)
+        post_all(base, key, [json.dumps({"events": b}).encode() for b in warm], args.clients)
+        ingest, reference, failures = [], [], []
+        for r in range(args.rounds):
+            run = uuid.uuid4().hex[:8]
+            batches = build_batches(args.batches, args.batch_size, run, seed=r)
+            bodies = [json.dumps({"events": b}).encode() for b in batches]
+            accepted, seconds, errors = post_all(base, key, bodies, args.clients)
+            failures += errors
+            ingest.append(accepted / seconds)
+            copied, copy_seconds = copy_all(database_url, batches)
+            reference.append(copied / copy_seconds)
+            log(
+                f"api_ingest: round {r + 1}: {accepted:,} events in {seconds:.2f} s = {accepted / seconds:,.0f}/s; "
+                f"COPY {copied / copy_seconds:,.0f} rows/s"
+            )
+        result = {
+            "events_per_second": statistics.median(ingest),
+            "copy_rows_per_second": statistics.median(reference),
+            "rounds": args.rounds,
+            "batches": args.batches,
+            "batch_size": args.batch_size,
+            "clients": args.clients,
+            "workers": args.workers,
+            "errors": failures[:5],
+            "cores": machine_cores(),
+        }
+        result["ratio"] = result["events_per_second"] / result["copy_rows_per_second"]
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        pg_database_drop(url, name)
+        log(f"api_ingest: dropped database {name}")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    eps, copy, ratio = result["events_per_second"], result["copy_rows_per_second"], result["ratio"]
+    print(
+        f"HTTP batch ingest (POST /api/v1/events, batches of {args.batch_size}, {args.clients} clients, "
+        f"gunicorn {args.workers} workers), machine: {result['cores']} cores, median of {args.rounds} rounds"
+    )
+    print(f"  ingest {eps:,.0f} events/s; COPY reference {copy:,.0f} rows/s; ratio {ratio:.3f}")
+    verdict = lambda ok: "PASS" if ok else "MISS"  # noqa: E731
+    print(
+        f"  targets: >= {TARGET_EVENTS_PER_SECOND:,} events/s -> {verdict(eps >= TARGET_EVENTS_PER_SECOND)}; "
+        f">= {TARGET_COPY_RATIO:.0%} of COPY -> {verdict(ratio >= TARGET_COPY_RATIO)}"
+    )
+    if failures:
+        print(f"  {len(failures)} request(s) failed, e.g. {failures[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
