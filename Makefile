@@ -36,6 +36,8 @@ test: venv
 bench: venv
 	bin/with-postgres $(PY) bench/record_path.py
 	bin/with-postgres $(PY) bench/budget_path.py
+	bin/with-postgres $(PY) bench/metrics_scrape.py
+	bin/with-postgres $(PY) bench/api_ingest.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

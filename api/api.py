@@ -20,7 +20,7 @@ from typing import Any, Literal
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
@@ -189,6 +189,14 @@ def _schema_invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResp
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     code = "malformed_json" if exc.status_code == 400 else "error"
     return _error_response(ApiError(exc.status_code, code, str(exc)))
+
+
+@api.exception_handler(DataError)
+def _database_refused_a_value(request: HttpRequest, exc: DataError) -> HttpResponse:
+    """A value the schema let through but a column cannot hold (the transaction was rolled back:
+    nothing was recorded)."""
+    message = str(exc).splitlines()[0] if str(exc) else "a value does not fit its column"
+    return _error_response(_invalid({"__all__": [f"a value does not fit the ledger: {message}"]}))
 
 
 @api.exception_handler(OperationalError)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -44,6 +44,10 @@ def spend_grouped(*, scope: str, start: datetime, end: datetime, group_by: str |
     for name, value in (("from", start), ("to", end)):
         if value.tzinfo is None:
             raise ValidationError({name: "must include a time zone offset (e.g. 2026-11-23T00:00:00+00:00)"})
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError({name: "is out of range"}) from None
     if end <= start:
         raise ValidationError({"to": "must be after from"})
     if group_by is not None and group_by not in GROUP_BY:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import platform
@@ -296,6 +297,11 @@ class LedgerLoader:
                     self.last_id = new_last
                 for statement in DAILY_REBUILD:
                     cursor.execute(statement.format(**ROLLUP_DIALECT[self.vendor]), [])
+                # And the metrics' lifetime series, recomputed from the whole ledger with the SQL
+                # migration tracking 0008 backfills an existing ledger with.
+                migration = importlib.import_module("tracking.migrations.0008_metric_series")
+                cursor.execute("DELETE FROM tracking_metricseries")
+                cursor.execute(migration.backfill_sql())
             finally:
                 if self.vendor == "postgresql":
                     cursor.execute("RESET work_mem")

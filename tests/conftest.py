@@ -10,7 +10,7 @@ from tests.factories import PriceFactory
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if settings.DATABASES["default"]["ENGINE"].endswith(".postgresql"):  # django-prometheus wraps the backend
         return
     reason = (
         "needs PostgreSQL: no PostgreSQL binaries on this machine (install postgresql-15)"

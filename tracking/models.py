@@ -458,3 +458,75 @@ class Batch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.job})"
+
+
+# --- metrics: lifetime totals per series --------------------------------------------------------
+
+# Upper bounds (milliseconds) of the request-duration histogram that MetricSeries keeps, as
+# costcontrol_request_duration_seconds exports it (+Inf is duration_count). Changing them needs a
+# migration of the duration_le_* columns and `manage.py rebuild_rollups`.
+DURATION_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000)
+DURATION_BUCKET_FIELDS = tuple(f"duration_le_{bound}" for bound in DURATION_BUCKETS_MS)
+
+
+class MetricSeries(models.Model):
+    """Lifetime totals of one (provider, service, operation, model, currency): the counters and the
+    request-duration histogram that /metrics exports, kept by the record path itself.
+
+    Written in the same statement (PostgreSQL) or transaction (the portable path) as the ledger row
+    and its rollups, after them, so every process's scrape sees what any worker recorded, exactly
+    once, without reading the ledger. verify_ledger recomputes these rows from the ledger and
+    rebuild_rollups rewrites them. Counters as in the rollups (a correction adds its amount but is
+    not another request); the histogram counts requests that reported a duration: cumulative
+    buckets duration_le_<ms> (observations <= the bound), their number and their sum (ms).
+    """
+
+    provider = models.CharField(max_length=100)
+    service = models.CharField(max_length=100, blank=True)
+    operation = models.CharField(max_length=50, blank=True)
+    model = models.CharField(max_length=200)
+    currency = models.CharField(max_length=3, default="USD")
+    amount = MoneyField(default=0)
+    events = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    rate_limited = models.BigIntegerField(default=0)
+    unpriced = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    embedding_tokens = models.BigIntegerField(default=0)
+    duration_count = models.BigIntegerField(default=0)
+    duration_sum_ms = models.BigIntegerField(default=0)
+    duration_le_100 = models.BigIntegerField(default=0)
+    duration_le_250 = models.BigIntegerField(default=0)
+    duration_le_500 = models.BigIntegerField(default=0)
+    duration_le_1000 = models.BigIntegerField(default=0)
+    duration_le_2500 = models.BigIntegerField(default=0)
+    duration_le_5000 = models.BigIntegerField(default=0)
+    duration_le_10000 = models.BigIntegerField(default=0)
+    duration_le_30000 = models.BigIntegerField(default=0)
+    duration_le_60000 = models.BigIntegerField(default=0)
+    duration_le_120000 = models.BigIntegerField(default=0)
+    duration_le_300000 = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "metric series"
+        verbose_name_plural = "metric series"
+        constraints = [
+            # The record path's upsert (ON CONFLICT on these columns); the scrape reads the whole table.
+            models.UniqueConstraint(
+                fields=["provider", "service", "operation", "model", "currency"], name="metricseries_key_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.provider}/{self.service}/{self.operation}/{self.model}: {format_money(self.amount, self.currency)}"
+        )
+
+
+SERIES_KEY = ("provider", "service", "operation", "model", "currency")
+# The counters a MetricSeries row carries, in a fixed order (the upserts and verify_ledger use it).
+SERIES_COUNTERS = (*ROLLUP_COUNTERS, "duration_count", "duration_sum_ms", *DURATION_BUCKET_FIELDS)

@@ -15,7 +15,16 @@ from django.db.models import Sum
 
 from costcontrol.money import from_nanos
 
-from .models import ROLLUP_COUNTERS, CostEntry, Price, SpendRollup, SpendRollupDay
+from .models import (
+    ROLLUP_COUNTERS,
+    SERIES_COUNTERS,
+    SERIES_KEY,
+    CostEntry,
+    MetricSeries,
+    Price,
+    SpendRollup,
+    SpendRollupDay,
+)
 
 
 @dataclass(frozen=True)
@@ -77,12 +86,15 @@ def price_history(price: Price) -> list[Price]:
     )
 
 
-def ledger_rollup_totals(*, chunk_size: int = 5000) -> dict[tuple[str, datetime, str], list[Any]]:
+def ledger_rollup_totals(
+    *, chunk_size: int = 5000, series: dict[tuple[str, ...], list[Any]] | None = None
+) -> dict[tuple[str, datetime, str], list[Any]]:
     """What every rollup row should hold, recomputed from the whole ledger (an audit scan).
 
-    Uses the write path's own scope and counter functions, so it checks bucketing too.
+    Uses the write path's own scope and counter functions, so it checks bucketing too. A `series`
+    dict given is filled, in the same scan, with what every MetricSeries row should hold.
     """
-    from .services import rollup_deltas
+    from .services import metric_series_deltas, rollup_deltas
 
     entries = CostEntry.objects.select_related("team").order_by("pk").iterator(chunk_size=chunk_size)
     totals: dict[tuple[str, datetime, str], list[Any]] = {}
@@ -96,6 +108,14 @@ def ledger_rollup_totals(*, chunk_size: int = 5000) -> dict[tuple[str, datetime,
             else:
                 for i, value in enumerate(counters):
                     current[i] += value
+        if series is not None:
+            for key, counters in metric_series_deltas(batch).items():
+                current = series.get(key)
+                if current is None:
+                    series[key] = counters
+                else:
+                    for i, value in enumerate(counters):
+                        current[i] += value
         batch.clear()
 
     for entry in entries:
@@ -106,15 +126,19 @@ def ledger_rollup_totals(*, chunk_size: int = 5000) -> dict[tuple[str, datetime,
     return totals
 
 
+# MetricSeries rows hold lifetime totals, not an hour or a day: their differences carry this bucket.
+LIFETIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class LedgerDifference:
-    scope: str
-    bucket: datetime
+    scope: str  # for a series row: series:provider=P,service=S,operation=O,model=M
+    bucket: datetime  # LIFETIME for a series row
     currency: str
     field: str
     ledger: Any
     rollup: Any
-    table: str = "hourly"  # or "daily"
+    table: str = "hourly"  # or "daily", or "series" (tracking.MetricSeries)
 
 
 def _rollup_rows(model: type[SpendRollup] | type[SpendRollupDay]) -> dict[tuple[str, datetime, str], list[Any]]:
@@ -125,14 +149,23 @@ def _rollup_rows(model: type[SpendRollup] | type[SpendRollupDay]) -> dict[tuple[
     return rows
 
 
+def _series_rows() -> dict[tuple[str, ...], list[Any]]:
+    rows: dict[tuple[str, ...], list[Any]] = {}
+    for row in MetricSeries.objects.values_list(*SERIES_KEY, *SERIES_COUNTERS).iterator(chunk_size=5000):
+        key, (nanos, *counts) = row[: len(SERIES_KEY)], row[len(SERIES_KEY) :]
+        rows[key] = [from_nanos(nanos) if isinstance(nanos, int) else nanos, *counts]
+    return rows
+
+
 def ledger_differences() -> tuple[list[LedgerDifference], int, int]:
-    """Compare the ledger with the hourly and the daily rollups.
+    """Compare the ledger with the hourly and the daily rollups, and with the metric series.
 
     Returns (differences, ledger-derived hourly rows, hourly rollup rows).
     """
     from .services import daily_deltas
 
-    expected = ledger_rollup_totals()
+    series: dict[tuple[str, ...], list[Any]] = {}
+    expected = ledger_rollup_totals(series=series)
     zero = [Decimal(0)] + [0] * (len(ROLLUP_COUNTERS) - 1)
     differences: list[LedgerDifference] = []
     hourly = _rollup_rows(SpendRollup)
@@ -145,6 +178,17 @@ def ledger_differences() -> tuple[list[LedgerDifference], int, int]:
             for name, w, h in zip(ROLLUP_COUNTERS, want, have, strict=True):
                 if w != h:
                     differences.append(LedgerDifference(*key, field=name, ledger=w, rollup=h, table=table))
+    have_series = _series_rows()
+    zero_series = [Decimal(0)] + [0] * (len(SERIES_COUNTERS) - 1)
+    for key in sorted(set(series) | set(have_series)):
+        provider, service, operation, model, currency = key
+        scope = f"series:provider={provider},service={service},operation={operation},model={model}"
+        want, have = series.get(key, zero_series), have_series.get(key, zero_series)
+        for name, w, h in zip(SERIES_COUNTERS, want, have, strict=True):
+            if w != h:
+                differences.append(
+                    LedgerDifference(scope, LIFETIME, currency, field=name, ledger=w, rollup=h, table="series")
+                )
     return differences, len(expected), len(hourly)
 
 

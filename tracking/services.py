@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -22,15 +23,21 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from costcontrol.db import fetch_all_prepared
 from costcontrol.money import parse_currency, parse_decimal, parse_money, to_nanos
 from costcontrol.validation import clean_text
 
+from .ingest import entries_copy_insert
 from .models import (
     DECIMAL_QUANTITY_FIELDS,
+    DURATION_BUCKETS_MS,
     INTEGER_QUANTITY_FIELDS,
     ROLLUP_COUNTERS,
+    SERIES_COUNTERS,
+    SERIES_KEY,
     TOKEN_FIELDS,
     CostEntry,
+    MetricSeries,
     Outcome,
     Price,
     PriceCatalogState,
@@ -399,20 +406,126 @@ def _rollup_table_add(table: str, deltas: Mapping[tuple[str, datetime, str], Seq
             )
 
 
-def _rollups_add(deltas: Mapping[tuple[str, datetime, str], Sequence[Any]]) -> None:
-    """Add hourly deltas to the hourly and the daily rollups, with one atomic upsert per chunk
+SeriesKey = tuple[str, str, str, str, str]  # MetricSeries: provider, service, operation, model, currency
+
+
+def entry_series_counters(entry: CostEntry) -> tuple[Any, ...]:
+    """What an entry adds to its MetricSeries row, in SERIES_COUNTERS order: the rollup counters, then
+    the request-duration histogram (a request that reported its duration; corrections are not requests)."""
+    timed = entry.corrects_id is None and entry.duration_ms is not None
+    duration = entry.duration_ms if timed else 0
+    return (
+        *entry_counters(entry),
+        int(timed),
+        duration,
+        *(int(timed and duration <= bound) for bound in DURATION_BUCKETS_MS),
+    )
+
+
+def series_key(entry: CostEntry) -> SeriesKey:
+    return (entry.provider, entry.service, entry.operation, entry.model, entry.currency)
+
+
+def metric_series_deltas(entries: Iterable[CostEntry]) -> dict[SeriesKey, list[Any]]:
+    deltas: dict[SeriesKey, list[Any]] = {}
+    for entry in entries:
+        key, counters = series_key(entry), entry_series_counters(entry)
+        current = deltas.get(key)
+        if current is None:
+            deltas[key] = list(counters)
+        else:
+            for i, value in enumerate(counters):
+                current[i] += value
+    return deltas
+
+
+def _metric_series_add(deltas: Mapping[SeriesKey, Sequence[Any]]) -> None:
+    table = MetricSeries._meta.db_table
+    columns = (*SERIES_KEY, *SERIES_COUNTERS)
+    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SERIES_COUNTERS)
+    amount_field = MetricSeries._meta.get_field("amount")
+    keys = sorted(deltas)
+    with connection.cursor() as cursor:
+        for start in range(0, len(keys), _UPSERT_CHUNK):
+            chunk = keys[start : start + _UPSERT_CHUNK]
+            params: list[Any] = []
+            for key in chunk:
+                amount, *counts = deltas[key]
+                params.extend((*key, amount_field.get_prep_value(amount), *counts))
+            row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))} "
+                f"ON CONFLICT ({', '.join(SERIES_KEY)}) DO UPDATE SET {updates}",
+                params,
+            )
+
+
+def _rollups_add(
+    deltas: Mapping[tuple[str, datetime, str], Sequence[Any]], *, series: Mapping[SeriesKey, Sequence[Any]]
+) -> None:
+    """Add hourly deltas to the hourly and the daily rollups, and the same entries' series deltas
+    (metric_series_deltas) to their MetricSeries rows, with one atomic upsert per chunk
     (amount = amount + excluded.amount).
 
     Lock order, the same in every writer so that concurrent ones never deadlock: every hourly row
-    first, then every daily row, each in sorted key order.
+    first, then every daily row, then every series row, each in sorted key order.
     """
-    if not deltas:
-        return
-    _rollup_table_add(SpendRollup._meta.db_table, deltas)
-    _rollup_table_add(SpendRollupDay._meta.db_table, daily_deltas(deltas))
+    if deltas:
+        _rollup_table_add(SpendRollup._meta.db_table, deltas)
+        _rollup_table_add(SpendRollupDay._meta.db_table, daily_deltas(deltas))
+    if series:
+        _metric_series_add(series)
 
 
 _INSERTED, _DUPLICATE, _STALE_PRICES = "inserted", "duplicate", "stale prices"
+
+
+_ENTRY_FIELDS = tuple(f for f in CostEntry._meta.concrete_fields if not f.primary_key)
+
+
+@cache
+def _record_statement() -> str:
+    """The record statement's text, built once. Every parameter carries its type (a cast), so it is
+    prepared on the server once per connection (costcontrol.db.fetch_all_prepared) and then only
+    executed: parsing and planning it cost more than running it."""
+    fields = _ENTRY_FIELDS
+    entry_table, rollup_table = CostEntry._meta.db_table, SpendRollup._meta.db_table
+    day_table = SpendRollupDay._meta.db_table
+    counter_columns = ", ".join(ROLLUP_COUNTERS)
+    hour_updates = ", ".join(f"{c} = {rollup_table}.{c} + excluded.{c}" for c in ROLLUP_COUNTERS)
+    day_updates = ", ".join(f"{c} = {day_table}.{c} + excluded.{c}" for c in ROLLUP_COUNTERS)
+    series_table = MetricSeries._meta.db_table
+    series_updates = ", ".join(f"{c} = m.{c} + excluded.{c}" for c in SERIES_COUNTERS)
+    state_table = PriceCatalogState._meta.db_table
+    typed_fields = ", ".join(f"%s::{f.db_type(connection)}" for f in fields)
+    counters = ", ".join(["%s::bigint"] * len(ROLLUP_COUNTERS))
+    series_key = ", ".join(["%s::varchar"] * len(SERIES_KEY))
+    series_counters = ", ".join(["%s::bigint"] * len(SERIES_COUNTERS))
+    return (
+        f"WITH token AS (SELECT COALESCE((SELECT token FROM {state_table} WHERE id = 1), '') AS value"
+        f"), new_entry AS ("
+        f" INSERT INTO {entry_table} ({', '.join(f.column for f in fields)})"
+        f" SELECT {typed_fields} FROM token WHERE token.value = %s::text"
+        f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+        f"), rollups AS ("
+        f" INSERT INTO {rollup_table} (scope, bucket, currency, {counter_columns})"
+        f" SELECT scope, %s::timestamptz, %s::varchar, {counters}"
+        f" FROM unnest(%s::varchar[]) WITH ORDINALITY AS s(scope, n)"
+        f" WHERE EXISTS (SELECT 1 FROM new_entry) ORDER BY n"
+        f" ON CONFLICT (scope, bucket, currency) DO UPDATE SET {hour_updates} RETURNING 1"
+        f"), day_rollups AS ("
+        f" INSERT INTO {day_table} (scope, bucket, currency, {counter_columns})"
+        f" SELECT scope, %s::timestamptz, %s::varchar, {counters}"
+        f" FROM unnest(%s::varchar[]) WITH ORDINALITY AS s(scope, n)"
+        f" WHERE (SELECT count(*) FROM rollups) > 0 ORDER BY n"
+        f" ON CONFLICT (scope, bucket, currency) DO UPDATE SET {day_updates} RETURNING 1"
+        f"), series AS ("
+        f" INSERT INTO {series_table} AS m ({', '.join(SERIES_KEY)}, {', '.join(SERIES_COUNTERS)})"
+        f" SELECT {series_key}, {series_counters}"
+        f" WHERE (SELECT count(*) FROM day_rollups) > 0"
+        f" ON CONFLICT ({', '.join(SERIES_KEY)}) DO UPDATE SET {series_updates}"
+        f") SELECT (SELECT id FROM new_entry), token.value FROM token"
+    )
 
 
 def _entry_insert_postgresql(entry: CostEntry, *, catalog_token: str) -> str:
@@ -423,41 +536,18 @@ def _entry_insert_postgresql(entry: CostEntry, *, catalog_token: str) -> str:
     adds nothing. The entry was priced from a cached price book; the statement inserts only if
     the catalog token is still the one that book was read under, in the same snapshot as the
     insert, so a price change is never missed ("stale prices": re-price and retry).
-    Scopes are sorted and the daily rows wait for the hourly ones (count(*) FROM rollups), so
-    concurrent writers lock rollup rows in the same order as _rollups_add.
+    Scopes are sorted, the daily rows wait for the hourly ones (count(*) FROM rollups) and the
+    MetricSeries row for the daily ones (count(*) FROM day_rollups), so concurrent writers lock
+    rows in the same order as _rollups_add.
     This is the same write as the portable path (ORM insert + _rollups_add); the whole suite
     runs on both databases and verify_ledger compares ledger and rollups.
     """
-    fields = [f for f in CostEntry._meta.concrete_fields if not f.primary_key]
+    fields = _ENTRY_FIELDS
     values = [f.get_db_prep_save(f.pre_save(entry, True), connection) for f in fields]
     amount, *counts = entry_counters(entry)
     scopes = sorted(entry_scopes(entry))
-    entry_table, rollup_table = CostEntry._meta.db_table, SpendRollup._meta.db_table
-    day_table = SpendRollupDay._meta.db_table
-    counter_columns = ", ".join(ROLLUP_COUNTERS)
-    hour_updates = ", ".join(f"{c} = {rollup_table}.{c} + excluded.{c}" for c in ROLLUP_COUNTERS)
-    day_updates = ", ".join(f"{c} = {day_table}.{c} + excluded.{c}" for c in ROLLUP_COUNTERS)
-    state_table = PriceCatalogState._meta.db_table
-    sql = (
-        f"WITH token AS (SELECT COALESCE((SELECT token FROM {state_table} WHERE id = 1), '') AS value"
-        f"), new_entry AS ("
-        f" INSERT INTO {entry_table} ({', '.join(f.column for f in fields)})"
-        f" SELECT {', '.join(['%s'] * len(fields))} FROM token WHERE token.value = %s"
-        f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
-        f"), rollups AS ("
-        f" INSERT INTO {rollup_table} (scope, bucket, currency, {counter_columns})"
-        f" SELECT scope, %s, %s, {', '.join(['%s'] * len(ROLLUP_COUNTERS))}"
-        f" FROM unnest(%s::varchar[]) WITH ORDINALITY AS s(scope, n)"
-        f" WHERE EXISTS (SELECT 1 FROM new_entry) ORDER BY n"
-        f" ON CONFLICT (scope, bucket, currency) DO UPDATE SET {hour_updates} RETURNING 1"
-        f"), day_rollups AS ("
-        f" INSERT INTO {day_table} (scope, bucket, currency, {counter_columns})"
-        f" SELECT scope, %s, %s, {', '.join(['%s'] * len(ROLLUP_COUNTERS))}"
-        f" FROM unnest(%s::varchar[]) WITH ORDINALITY AS s(scope, n)"
-        f" WHERE (SELECT count(*) FROM rollups) > 0 ORDER BY n"
-        f" ON CONFLICT (scope, bucket, currency) DO UPDATE SET {day_updates}"
-        f") SELECT (SELECT id FROM new_entry), token.value FROM token"
-    )
+    series_counters = entry_series_counters(entry)[len(ROLLUP_COUNTERS) :]
+    sql = _record_statement()
     counters = [to_nanos(amount), *counts]
     params = [
         *values,
@@ -470,10 +560,11 @@ def _entry_insert_postgresql(entry: CostEntry, *, catalog_token: str) -> str:
         entry.currency,
         *counters,
         scopes,
+        *series_key(entry),
+        *counters,
+        *series_counters,
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        entry_id, current_token = cursor.fetchone()
+    [(entry_id, current_token)] = fetch_all_prepared(sql, params)
     if entry_id is None:
         return _DUPLICATE if current_token == catalog_token else _STALE_PRICES
     entry.pk = entry_id
@@ -514,7 +605,7 @@ def cost_entry_record(**raw: Any) -> RecordResult:
     try:
         with transaction.atomic():
             entry.save(force_insert=True)
-            _rollups_add(rollup_deltas([entry]))
+            _rollups_add(rollup_deltas([entry]), series=metric_series_deltas([entry]))
     except IntegrityError:
         existing = CostEntry.objects.filter(idempotency_key=event.idempotency_key).first()
         if existing is None:
@@ -580,10 +671,25 @@ def cost_entry_record_many(events: Sequence[Mapping[str, Any]]) -> list[BulkItem
         # Lock order, so concurrent writers never deadlock: ledger keys in sorted order first, then
         # the rollup rows (sorted by _rollups_add); never a ledger key while holding rollup rows.
         fresh.sort(key=lambda item: item[1].idempotency_key)
+        if connection.vendor == "postgresql":
+            # COPY through a stage table; the unique constraint picks the new keys (tracking.ingest).
+            written = entries_copy_insert([entry for _, entry in fresh])
+            _rollups_add(rollup_deltas(written), series=metric_series_deltas(written))
+            went_in = {entry.idempotency_key for entry in written}
+            lost = [entry.idempotency_key for _, entry in fresh if entry.idempotency_key not in went_in]
+            winners = {e.idempotency_key: e for e in CostEntry.objects.filter(idempotency_key__in=lost)} if lost else {}
+            for i, entry in fresh:
+                if entry.idempotency_key in went_in:
+                    results[i] = BulkItemResult("accepted", entry=entry)
+                else:  # a concurrent writer recorded this key after our check
+                    results[i] = BulkItemResult("duplicate", entry=winners[entry.idempotency_key])
+            _announce([r.entry for r in results if r is not None and r.status == "accepted" and r.entry is not None])
+            return [r for r in results if r is not None]
         try:
             with transaction.atomic():
                 CostEntry.objects.bulk_create([entry for _, entry in fresh], batch_size=500)
-                _rollups_add(rollup_deltas(entry for _, entry in fresh))
+                written = [entry for _, entry in fresh]
+                _rollups_add(rollup_deltas(written), series=metric_series_deltas(written))
             for i, entry in fresh:
                 results[i] = BulkItemResult("accepted", entry=entry)
         except IntegrityError:
@@ -600,7 +706,7 @@ def cost_entry_record_many(events: Sequence[Mapping[str, Any]]) -> list[BulkItem
                 except IntegrityError:
                     duplicate = CostEntry.objects.get(idempotency_key=entry.idempotency_key)
                     results[i] = BulkItemResult("duplicate", entry=duplicate)
-            _rollups_add(rollup_deltas(inserted))
+            _rollups_add(rollup_deltas(inserted), series=metric_series_deltas(inserted))
         _announce([r.entry for r in results if r is not None and r.status == "accepted" and r.entry is not None])
     return [r for r in results if r is not None]
 
@@ -653,7 +759,7 @@ def cost_entry_correct(*, entry: CostEntry, amount: Any, note: str, idempotency_
                 note=note,
             )
             correction.save(force_insert=True)
-            _rollups_add(rollup_deltas([correction]))
+            _rollups_add(rollup_deltas([correction]), series=metric_series_deltas([correction]))
     except IntegrityError:
         existing = CostEntry.objects.filter(idempotency_key=key).first()
         if existing is None:
@@ -663,7 +769,8 @@ def cost_entry_correct(*, entry: CostEntry, amount: Any, note: str, idempotency_
 
 
 def rollups_rebuild() -> int:
-    """Recompute every rollup from the ledger, atomically; returns the number of rollup rows.
+    """Recompute every rollup (and every MetricSeries row) from the ledger, atomically; returns the
+    number of hourly rollup rows.
 
     Writers are held off while it runs (PostgreSQL: a SHARE lock on the ledger; SQLite: the
     write lock), so no entry is counted twice or missed.
@@ -674,8 +781,10 @@ def rollups_rebuild() -> int:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute(f"LOCK TABLE {CostEntry._meta.db_table} IN SHARE MODE")
-        expected = ledger_rollup_totals()
+        series: dict[SeriesKey, list[Any]] = {}
+        expected = ledger_rollup_totals(series=series)
         SpendRollup.objects.all().delete()
         SpendRollupDay.objects.all().delete()
-        _rollups_add(expected)
+        MetricSeries.objects.all().delete()
+        _rollups_add(expected, series=series)
     return len(expected)

@@ -68,15 +68,18 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "django_prometheus",
     "costcontrol",
     "tracking",
     "budgets",
     "alerts",
+    "monitoring",
     "analytics",
     "api",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",  # first: times the whole request
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -84,6 +87,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",  # last
 ]
 
 ROOT_URLCONF = "costcontrol.urls"
@@ -122,6 +126,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+# django-prometheus's wrappers of the same backends count queries, errors and their latency per alias.
+DATABASES["default"]["ENGINE"] = {
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+}.get(DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -222,3 +231,11 @@ CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 # A batch of 1,000 events is ~0.5 MB of JSON; leave room.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
+# --- metrics (/metrics, for Prometheus) ------------------------------------------------------------
+# Business metrics are read from the database at scrape time and kept this many seconds (0: never kept).
+METRICS_CACHE_SECONDS = env.float("METRICS_CACHE_SECONDS", default=5.0)
+# A budget's forecast (a week of rollups walked to the period's end) is recomputed at most this often.
+METRICS_FORECAST_SECONDS = env.float("METRICS_FORECAST_SECONDS", default=900.0)
+# Protection of /metrics; each one set is required (both set: both). Empty: open (`check --deploy` warns).
+METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN", "")  # or METRICS_BEARER_TOKEN_FILE
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])  # addresses or networks (10.0.0.0/8) of the peer

@@ -1,0 +1,502 @@
+"""The business metrics at /metrics, declared once here and read from the database at scrape time.
+
+Every process (a web worker, a Celery worker) sees the same numbers, because they come from the
+database, not from counters bumped in whichever process did the work (django-prometheus's own
+metrics, beside these at /metrics, are per process). A collection is kept for
+METRICS_CACHE_SECONDS (default 5), so a burst of scrapes costs one read.
+
+What is read, and what it costs, whatever the size of the ledger:
+
+- counters (cost, tokens, requests, errors, rate-limit hits, unpriced events) and the request
+  duration histogram: the rows of tracking.MetricSeries, lifetime totals per (provider, service,
+  operation, model, currency) kept by the record path in the same statement as the ledger row;
+- budgets: every active budget's current period and spend in one statement (budget_positions),
+  then budget_status_compute, as budget_status_peek does (nothing is written). The forecast reads a
+  week of hourly rollups and walks the rest of the period (2-5 ms a budget), so each budget's is
+  recomputed at most every METRICS_FORECAST_SECONDS (default 900), a few per scrape (Forecasts);
+  in between, the spend added since it was computed is added to it;
+- cost per lead: the last finished batch of each pipeline; month to date (tracking.batches);
+- GPU: the daily rollups of each device's tag:gpu=<uuid> scope, its latest sample, and its idle
+  time summed over its samples;
+- alerts firing by severity; notifications waiting or dead.
+
+Labels are bounded: provider, service, operation, model, budget, pipeline, GPU; never a subject,
+job or batch id. Money metrics (`_dollars`) hold USD amounts only (the ledger's currency per entry,
+a budget's currency); amounts in other currencies are not exported.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import Count, DecimalField, F, Max, Min, OuterRef, Q, Subquery, Sum
+from django.db.models.expressions import ExpressionWrapper
+from django.utils import timezone
+from prometheus_client.core import (
+    REGISTRY,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "costcontrol"
+USD = "USD"
+# MetricSeries token counters -> the `kind` label of costcontrol_tokens_total.
+TOKEN_KINDS = {
+    "input_tokens": "input",
+    "output_tokens": "output",
+    "cached_input_tokens": "cached_input",
+    "cache_write_tokens": "cache_write",
+    "reasoning_tokens": "reasoning",
+    "embedding_tokens": "embedding",
+}
+
+
+@dataclass(frozen=True)
+class MetricDoc:
+    """One exported metric: its full name as it appears in the exposition, type, help and labels."""
+
+    name: str
+    kind: str  # counter, gauge, histogram
+    help: str
+    labels: tuple[str, ...] = ()
+
+    @property
+    def family_name(self) -> str:
+        """The name prometheus_client's families take (a counter's without its _total)."""
+        return self.name.removesuffix("_total") if self.kind == "counter" else self.name
+
+    @property
+    def sample_names(self) -> tuple[str, ...]:
+        if self.kind == "histogram":
+            return (f"{self.name}_bucket", f"{self.name}_count", f"{self.name}_sum")
+        return (self.name,)
+
+
+def _m(name: str, kind: str, help_text: str, *labels: str) -> MetricDoc:
+    return MetricDoc(f"{NAMESPACE}_{name}", kind, help_text, labels)
+
+
+SERIES = ("provider", "service", "operation", "model")
+BUDGET = ("budget", "scope", "period")
+GPU = ("gpu", "name")
+METRICS: tuple[MetricDoc, ...] = (
+    _m("cost_dollars_total", "counter", "Cost recorded in the ledger, USD (corrections included).", *SERIES),
+    _m("tokens_total", "counter", "Tokens recorded, by kind (input, output, cached_input, ...).", "provider", "model", "kind"),
+    _m("requests_total", "counter", "Calls recorded, by outcome (success, error, rate_limited).", "provider", "operation", "outcome"),
+    _m("errors_total", "counter", "Failed calls recorded, by error type (error, rate_limited).", "provider", "operation", "error_type"),
+    _m("rate_limit_hits_total", "counter", "Calls recorded as rate limited by the provider.", "provider", "operation"),
+    _m("unpriced_events_total", "counter", "Events recorded with no price in force (or no usage reported).", "provider", "model"),
+    _m("request_duration_seconds", "histogram", "Duration of the calls that reported one, as recorded.", "provider", "operation"),
+    _m("budget_spent_dollars", "gauge", "Spent in the budget's current period, USD.", *BUDGET),
+    _m("budget_limit_dollars", "gauge", "The budget's limit in its current period (amount + carried over), USD.", *BUDGET),
+    _m("budget_utilization_ratio", "gauge", "Spent / limit of the current period (1 = the whole limit).", *BUDGET),
+    _m("budget_forecast_dollars", "gauge", "Spend projected at the end of the current period, USD.", *BUDGET),
+    _m("budget_period_end_timestamp_seconds", "gauge", "When the budget's current period ends (Unix time).", *BUDGET),
+    _m("batch_cost_per_lead_dollars", "gauge", "Cost per lead of the pipeline's last finished batch, USD.", "pipeline"),
+    _m("cost_per_lead_month_dollars", "gauge", "Month-to-date cost / leads of the batches finished this month, USD."),
+    _m("gpu_cost_dollars_total", "counter", "GPU time billed (burst mode), USD.", *GPU),
+    _m("gpu_utilization_ratio", "gauge", "Utilisation in the GPU's latest sample (0-1).", *GPU),
+    _m("gpu_idle_seconds_total", "counter", "Time between samples x (1 - utilisation), summed over the GPU's samples.", *GPU),
+    _m("gpu_last_sample_timestamp_seconds", "gauge", "When the GPU was last sampled (Unix time).", *GPU),
+    _m("alerts_firing", "gauge", "Alerts firing, by severity (info, warning, critical, exceeded).", "severity"),
+    _m("notifications_pending", "gauge", "Notifications waiting to be delivered (pending or being sent)."),
+    _m("notifications_oldest_pending_timestamp_seconds", "gauge", "When the oldest waiting notification was created (Unix time)."),
+    _m("notifications_failed", "gauge", "Notifications given up on after every retry (dead letters)."),
+    _m("metrics_database_up", "gauge", "1 if the last collection could read the database, else 0."),
+    _m("metrics_collect_duration_seconds", "gauge", "How long the last collection of these metrics took."),
+)  # fmt: skip
+BY_NAME = {doc.name: doc for doc in METRICS}
+
+
+def _family(name: str) -> Metric:
+    doc = BY_NAME[f"{NAMESPACE}_{name}"]
+    if doc.kind == "counter":
+        return CounterMetricFamily(doc.family_name, doc.help, labels=doc.labels)
+    if doc.kind == "histogram":
+        return HistogramMetricFamily(doc.family_name, doc.help, labels=doc.labels)
+    return GaugeMetricFamily(doc.family_name, doc.help, labels=doc.labels)
+
+
+def _seconds(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+# --- the readers -----------------------------------------------------------------------------------
+
+
+def series_families() -> list[Metric]:
+    """Counters and the duration histogram from tracking.MetricSeries (one small table, no ledger scan)."""
+    from tracking.models import DURATION_BUCKETS_MS, SERIES_COUNTERS, SERIES_KEY, MetricSeries
+
+    cost: dict[tuple[str, ...], Decimal] = defaultdict(Decimal)
+    tokens: dict[tuple[str, ...], int] = defaultdict(int)
+    outcomes: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])  # events, errors, rate limited
+    unpriced: dict[tuple[str, str], int] = defaultdict(int)
+    durations: dict[tuple[str, str], list[int]] = {}
+    index = {name: i for i, name in enumerate(SERIES_COUNTERS)}
+    duration_start = index["duration_count"]
+    for row in MetricSeries.objects.values_list(*SERIES_KEY, *SERIES_COUNTERS).order_by(*SERIES_KEY):
+        (provider, service, operation, model, currency), counters = row[:5], row[5:]
+        if currency == USD:
+            cost[(provider, service, operation, model)] += counters[index["amount"]]
+        for field, kind in TOKEN_KINDS.items():
+            tokens[(provider, model, kind)] += counters[index[field]]
+        totals = outcomes[(provider, operation)]
+        for i, field in enumerate(("events", "errors", "rate_limited")):
+            totals[i] += counters[index[field]]
+        unpriced[(provider, model)] += counters[index["unpriced"]]
+        histogram = durations.setdefault((provider, operation), [0] * (len(SERIES_COUNTERS) - duration_start))
+        for i, value in enumerate(counters[duration_start:]):
+            histogram[i] += value
+
+    cost_family = _family("cost_dollars_total")
+    for labels, amount in cost.items():
+        cost_family.add_metric(list(labels), float(amount))
+    token_family = _family("tokens_total")
+    for labels, count in tokens.items():
+        token_family.add_metric(list(labels), count)
+    requests, errors, rate_limits = _family("requests_total"), _family("errors_total"), _family("rate_limit_hits_total")
+    for (provider, operation), (events, failed, limited) in outcomes.items():
+        requests.add_metric([provider, operation, "success"], events - failed - limited)
+        requests.add_metric([provider, operation, "error"], failed)
+        requests.add_metric([provider, operation, "rate_limited"], limited)
+        errors.add_metric([provider, operation, "error"], failed)
+        errors.add_metric([provider, operation, "rate_limited"], limited)
+        rate_limits.add_metric([provider, operation], limited)
+    unpriced_family = _family("unpriced_events_total")
+    for labels, count in unpriced.items():
+        unpriced_family.add_metric(list(labels), count)
+    histogram_family = _family("request_duration_seconds")
+    for (provider, operation), (count, sum_ms, *cumulative) in durations.items():
+        buckets = [(_le(bound), n) for bound, n in zip(DURATION_BUCKETS_MS, cumulative, strict=True)]
+        histogram_family.add_metric([provider, operation], [*buckets, ("+Inf", count)], sum_ms / 1000)
+    return [cost_family, token_family, requests, errors, rate_limits, unpriced_family, histogram_family]
+
+
+def _le(bound_ms: int) -> str:
+    return floatToGoString(bound_ms / 1000)  # as prometheus_client writes its own buckets: "0.1", "1.0", "60.0"
+
+
+def budget_statuses(*, at: datetime) -> list[Any]:
+    """The status of every active USD budget at `at`, equal to budget_status_peek's (nothing is written).
+
+    One statement reads every budget's current period, spend and reservations (budget_positions);
+    a budget whose current period is not opened yet is peeked at on its own.
+    """
+    from budgets.models import Budget
+    from budgets.selectors import budget_positions, budget_status_compute, budget_status_peek
+
+    scopes = set(Budget.objects.filter(is_active=True, currency=USD).values_list("scope", flat=True))
+    if not scopes:
+        return []
+    statuses = []
+    for position in budget_positions(scopes=scopes, at=at):
+        budget = position.budget
+        if budget.currency != USD:
+            continue
+        if position.period is None:
+            statuses.append(budget_status_peek(budget=budget, at=at))
+        else:
+            statuses.append(
+                budget_status_compute(
+                    budget=budget, period=position.period, at=at, spent=position.spent, reserved=position.reserved
+                )
+            )
+    return statuses
+
+
+@dataclass
+class _Forecast:
+    period_start: datetime
+    computed: float  # monotonic seconds
+    spent: Decimal  # the spend it was computed from
+    amount: Decimal | None
+
+
+class Forecasts:
+    """Budget forecasts kept between collections: each is recomputed when older than
+    METRICS_FORECAST_SECONDS, the oldest first, while a collection has spent less than `budget_s`
+    on them (at least one per collection). A budget not computed yet has no forecast sample; a
+    kept one is moved by the spend added since (exact for the hour-of-day method, whose projection
+    of the rest of the period does not depend on the spend so far)."""
+
+    def __init__(self, *, budget_s: float = 0.025, clock: Any = time.monotonic) -> None:
+        self.budget_s = budget_s
+        self._clock = clock
+        self._kept: dict[int, _Forecast] = {}
+
+    def amounts(self, statuses: list[Any]) -> dict[int, Decimal | None]:
+        now = self._clock()
+        max_age = settings.METRICS_FORECAST_SECONDS
+        stale = []
+        for status in statuses:
+            kept = self._kept.get(status.budget.pk)
+            if kept is None or kept.period_start != status.period.start or now - kept.computed >= max_age:
+                stale.append(
+                    (kept.computed if kept and kept.period_start == status.period.start else float("-inf"), status)
+                )
+        started = self._clock()
+        for i, (_, status) in enumerate(sorted(stale, key=lambda item: (item[0], item[1].budget.pk))):
+            if i and self._clock() - started >= self.budget_s:
+                break
+            self._kept[status.budget.pk] = _Forecast(status.period.start, self._clock(), status.spent, status.forecast)
+        live = {status.budget.pk for status in statuses}
+        for pk in set(self._kept) - live:
+            del self._kept[pk]
+        out: dict[int, Decimal | None] = {}
+        for status in statuses:
+            kept = self._kept.get(status.budget.pk)
+            if kept is not None and kept.period_start == status.period.start and kept.amount is not None:
+                out[status.budget.pk] = kept.amount + (status.spent - kept.spent)
+        return out
+
+
+FORECASTS = Forecasts()
+
+
+def budget_families(*, at: datetime, forecasts: Forecasts | None = None) -> list[Metric]:
+    spent, limit, ratio = (
+        _family("budget_spent_dollars"),
+        _family("budget_limit_dollars"),
+        _family("budget_utilization_ratio"),
+    )
+    forecast, period_end = _family("budget_forecast_dollars"), _family("budget_period_end_timestamp_seconds")
+    statuses = sorted(budget_statuses(at=at), key=lambda s: s.budget.pk)
+    projected = (forecasts or FORECASTS).amounts(statuses)
+    seen: set[tuple[str, str, str]] = set()
+    for status in statuses:
+        budget = status.budget
+        labels = [budget.name, budget.scope, budget.period]
+        if tuple(labels) in seen:  # two budgets of one name, scope and period: keep both series apart
+            labels[0] = f"{budget.name} (#{budget.pk})"
+        seen.add((labels[0], labels[1], labels[2]))
+        spent.add_metric(labels, float(status.spent))
+        limit.add_metric(labels, float(status.limit))
+        if status.limit > 0:
+            ratio.add_metric(labels, float(status.spent / status.limit))
+        if projected.get(budget.pk) is not None:
+            forecast.add_metric(labels, float(projected[budget.pk]))
+        if status.period.end is not None:
+            period_end.add_metric(labels, _seconds(status.period.end))
+    return [spent, limit, ratio, forecast, period_end]
+
+
+def batch_families(*, at: datetime) -> list[Metric]:
+    from tracking.batches import month_to_date
+    from tracking.models import Batch
+
+    computed = Batch.objects.filter(finished_at__isnull=False, cost_computed_at__isnull=False)
+    latest = computed.filter(
+        pk=Subquery(computed.filter(name=OuterRef("name")).order_by("-finished_at", "-pk").values("pk")[:1])
+    )
+    per_lead = _family("batch_cost_per_lead_dollars")
+    for name, value in latest.order_by("name").values_list("name", "cost_per_lead"):
+        if value is not None:  # no leads: undefined, not zero
+            per_lead.add_metric([name], float(value))
+    month = _family("cost_per_lead_month_dollars")
+    month_value = month_to_date(at=at).cost_per_lead
+    if month_value is not None:
+        month.add_metric([], float(month_value))
+    return [per_lead, month]
+
+
+class GpuIdle:
+    """Each GPU's idle time (seconds x idle percent) summed over its samples, counted incrementally.
+
+    A sample gets elapsed_seconds only when it is the device's newest (gpu_sample_record, under the
+    device's row lock), so a device's counted samples only ever grow at its end: each collection
+    adds the samples after the newest one already counted (the (device, sampled_at) index), and
+    the first collection of a process reads them all once. Exact (Decimal) on PostgreSQL, so every
+    process arrives at the same total.
+    """
+
+    def __init__(self) -> None:
+        self._counted: dict[int, tuple[datetime, Decimal]] = {}  # device id -> (newest sample counted, sum)
+        self._lock = threading.Lock()
+
+    def weighted(self, device_ids: list[int]) -> dict[int, Decimal]:
+        from tracking.models import GpuSample
+
+        with self._lock:
+            after = Q()
+            for device_id in device_ids:
+                counted = self._counted.get(device_id)
+                after |= Q(device_id=device_id, sampled_at__gt=counted[0]) if counted else Q(device_id=device_id)
+            rows = (
+                GpuSample.objects.filter(after, elapsed_seconds__isnull=False)
+                .values("device_id")
+                .annotate(
+                    newest=Max("sampled_at"),
+                    weighted=Sum(
+                        ExpressionWrapper(
+                            F("elapsed_seconds") * (100 - F("utilisation_percent")),
+                            output_field=DecimalField(max_digits=30, decimal_places=6),
+                        )
+                    ),
+                )
+                .order_by()
+            )
+            for row in rows if device_ids else []:
+                _, total = self._counted.get(row["device_id"], (None, Decimal(0)))
+                self._counted[row["device_id"]] = (row["newest"], total + (row["weighted"] or 0))
+            return {device_id: self._counted[device_id][1] for device_id in device_ids if device_id in self._counted}
+
+
+GPU_IDLE = GpuIdle()
+
+
+def gpu_families() -> list[Metric]:
+    from tracking.gpu import GPU_TAG
+    from tracking.models import GpuDevice, GpuSample, SpendRollupDay
+
+    latest = GpuSample.objects.filter(device=OuterRef("pk")).order_by("-sampled_at")
+    devices = list(
+        GpuDevice.objects.annotate(
+            latest_utilisation=Subquery(latest.values("utilisation_percent")[:1]),
+            latest_sampled_at=Subquery(latest.values("sampled_at")[:1]),
+        ).order_by("uuid")
+    )
+    cost, utilisation = _family("gpu_cost_dollars_total"), _family("gpu_utilization_ratio")
+    idle, last_sample = _family("gpu_idle_seconds_total"), _family("gpu_last_sample_timestamp_seconds")
+    if not devices:
+        return [cost, utilisation, idle, last_sample]
+    scopes = {f"tag:{GPU_TAG}={device.uuid}": device for device in devices}
+    costs = dict(
+        SpendRollupDay.objects.filter(scope__in=list(scopes), currency=USD)
+        .values("scope")
+        .annotate(total=Sum("amount"))
+        .values_list("scope", "total")
+    )
+    idle_weighted = GPU_IDLE.weighted([device.pk for device in devices])
+    for scope, device in scopes.items():
+        labels = [device.uuid, device.name]
+        cost.add_metric(labels, float(costs.get(scope) or 0))
+        idle.add_metric(labels, float(idle_weighted.get(device.pk, 0) / 100))
+        if device.latest_utilisation is not None:
+            utilisation.add_metric(labels, device.latest_utilisation / 100)
+            last_sample.add_metric(labels, _seconds(device.latest_sampled_at))
+    return [cost, utilisation, idle, last_sample]
+
+
+def alert_families() -> list[Metric]:
+    from alerts.models import LEVEL_CHOICES, Alert, AlertState, Notification, NotificationStatus
+
+    firing = dict(
+        Alert.objects.filter(state=AlertState.FIRING)
+        .values("level")
+        .annotate(n=Count("id"))
+        .order_by()
+        .values_list("level", "n")
+    )
+    alerts = _family("alerts_firing")
+    for level, _ in LEVEL_CHOICES:
+        alerts.add_metric([level], firing.get(level, 0))
+    waiting = (NotificationStatus.PENDING, NotificationStatus.SENDING)
+    rows = (
+        Notification.objects.filter(status__in=[*waiting, NotificationStatus.FAILED])
+        .values("status")
+        .annotate(n=Count("id"), oldest=Min("created_at"))
+        .order_by()
+    )
+    pending, failed, oldest_at = 0, 0, None
+    for row in rows:
+        if row["status"] in waiting:
+            pending += row["n"]
+            oldest_at = row["oldest"] if oldest_at is None else min(oldest_at, row["oldest"])
+        else:
+            failed += row["n"]
+    pending_family, failed_family = _family("notifications_pending"), _family("notifications_failed")
+    pending_family.add_metric([], pending)
+    failed_family.add_metric([], failed)
+    oldest = _family("notifications_oldest_pending_timestamp_seconds")
+    if oldest_at is not None:
+        oldest.add_metric([], _seconds(oldest_at))
+    return [alerts, pending_family, oldest, failed_family]
+
+
+def business_families(*, at: datetime | None = None) -> list[Metric]:
+    """Every business metric, read from the database now (uncached; BusinessCollector caches it)."""
+    at = at or timezone.now()
+    return [
+        *series_families(),
+        *budget_families(at=at),
+        *batch_families(at=at),
+        *gpu_families(),
+        *alert_families(),
+    ]
+
+
+# --- the collector -----------------------------------------------------------------------------------
+
+
+class BusinessCollector(Collector):
+    """A prometheus_client collector: business_families(), kept for METRICS_CACHE_SECONDS.
+
+    If the database cannot be read, the scrape still answers (with the framework metrics),
+    costcontrol_metrics_database_up is 0 and the error is logged.
+    """
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._families: list[Metric] = []
+        self._expires = float("-inf")
+
+    def describe(self) -> Iterator[Metric]:
+        """The families' names without reading anything (prometheus_client calls this at register)."""
+        for doc in METRICS:
+            yield _family(doc.name.removeprefix(f"{NAMESPACE}_"))
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            if self._clock() >= self._expires:
+                self._families = self._read()
+                self._expires = self._clock() + settings.METRICS_CACHE_SECONDS
+            families = self._families
+        yield from families
+
+    def clear(self) -> None:
+        with self._lock:
+            self._families, self._expires = [], float("-inf")
+
+    def _read(self) -> list[Metric]:
+        started = time.perf_counter()
+        up = _family("metrics_database_up")
+        try:
+            with transaction.atomic():  # a failed read leaves no aborted transaction behind
+                families = business_families()
+            up.add_metric([], 1)
+        except DatabaseError:
+            logger.exception("business metrics: the database could not be read")
+            families = []
+            up.add_metric([], 0)
+        took = _family("metrics_collect_duration_seconds")
+        took.add_metric([], time.perf_counter() - started)
+        return [*families, up, took]
+
+
+COLLECTOR = BusinessCollector()
+
+
+def register(registry: CollectorRegistry = REGISTRY) -> None:
+    """Add the business collector to a registry (the default one at start-up; idempotent)."""
+    try:
+        registry.register(COLLECTOR)
+    except ValueError:  # already registered (a second ready(), tests)
+        pass
