@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django_prometheus.models import ExportModelOperationsMixin
 
 from costcontrol.money import CURRENCIES, MoneyField, format_money
 
@@ -94,7 +95,7 @@ def level_rank(level: str | None) -> int:
     return 0 if not level else LEVEL_ORDER.index(level) + 1
 
 
-class Budget(models.Model):
+class Budget(ExportModelOperationsMixin("budget"), models.Model):
     name = models.CharField("name", max_length=200, help_text="Shown in the admin, alerts and reports.")
     scope = models.CharField(
         "scope",

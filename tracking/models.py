@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django_prometheus.models import ExportModelOperationsMixin
 
 from costcontrol.money import PRICE_MAX_DIGITS, PRICE_PLACES, MoneyField, format_money
 
@@ -420,7 +421,7 @@ class GpuSettings(models.Model):
 # --- batches -------------------------------------------------------------------------------------
 
 
-class Batch(models.Model):
+class Batch(ExportModelOperationsMixin("batch"), models.Model):
     """One run of a pipeline that produces leads. Entries recorded with its job id belong to it.
 
     Opened with tracking.batches.batch_start, closed with batch_finish; the cost figures are

@@ -228,6 +228,11 @@ LOGGING = {
 # Django's cache: set CACHE_URL to a Redis cache in production so every process shares the count.
 API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=6000)
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# django-prometheus counts gets, hits and misses of the local-memory cache (its Redis wrapper needs
+# django-redis, which we do not install: a Redis CACHE_URL keeps Django's own backend).
+CACHES["default"]["BACKEND"] = {
+    "django.core.cache.backends.locmem.LocMemCache": "django_prometheus.cache.backends.locmem.LocMemCache",
+}.get(CACHES["default"]["BACKEND"], CACHES["default"]["BACKEND"])
 # A batch of 1,000 events is ~0.5 MB of JSON; leave room.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
