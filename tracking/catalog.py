@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -488,8 +488,11 @@ def price_catalog_import(
     dry_run: bool = False,
     provider: str | None = None,
     now: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
     """Import a LiteLLM-format catalog in one transaction and report what changed.
+
+    `progress(done, total)` is called as the parsed prices are compared (for a progress bar).
 
     For each price: no open version of its key -> added, valid from CATALOG_EPOCH (or from the
     end of the key's last closed version); the same price -> unchanged; a different price ->
@@ -535,7 +538,10 @@ def price_catalog_import(
 
         new_rows: list[Price] = []
         closing: list[int] = []
-        for item in parsed.prices:
+        total = len(parsed.prices)
+        for done, item in enumerate(parsed.prices, start=1):
+            if progress is not None and (done % 200 == 0 or done == total):
+                progress(done, total)
             current = open_versions.get(item.identity)
             if current is None:
                 last_end = last_ends.get(item.identity)

@@ -6,6 +6,7 @@ The only ledger scans are the audit ones (verify_ledger, rebuild_rollups).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -87,7 +88,10 @@ def price_history(price: Price) -> list[Price]:
 
 
 def ledger_rollup_totals(
-    *, chunk_size: int = 5000, series: dict[tuple[str, ...], list[Any]] | None = None
+    *,
+    chunk_size: int = 5000,
+    series: dict[tuple[str, ...], list[Any]] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[tuple[str, datetime, str], list[Any]]:
     """What every rollup row should hold, recomputed from the whole ledger (an audit scan).
 
@@ -116,6 +120,8 @@ def ledger_rollup_totals(
                 else:
                     for i, value in enumerate(counters):
                         current[i] += value
+        if progress is not None and batch:
+            progress(len(batch))  # entries scanned since the last call
         batch.clear()
 
     for entry in entries:

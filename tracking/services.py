@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -768,7 +768,7 @@ def cost_entry_correct(*, entry: CostEntry, amount: Any, note: str, idempotency_
     return RecordResult(correction, created=True)
 
 
-def rollups_rebuild() -> int:
+def rollups_rebuild(*, progress: Callable[[int], None] | None = None) -> int:
     """Recompute every rollup (and every MetricSeries row) from the ledger, atomically; returns the
     number of hourly rollup rows.
 
@@ -782,7 +782,7 @@ def rollups_rebuild() -> int:
             with connection.cursor() as cursor:
                 cursor.execute(f"LOCK TABLE {CostEntry._meta.db_table} IN SHARE MODE")
         series: dict[SeriesKey, list[Any]] = {}
-        expected = ledger_rollup_totals(series=series)
+        expected = ledger_rollup_totals(series=series, progress=progress)
         SpendRollup.objects.all().delete()
         SpendRollupDay.objects.all().delete()
         MetricSeries.objects.all().delete()

@@ -158,3 +158,26 @@ def test_four_concurrent_writers_into_the_same_scopes_and_hours_keep_totals_exac
     )
     assert ledger_differences()[0] == []
     call_command("verify_ledger", stdout=StringIO())
+
+
+@pytest.mark.django_db
+def test_rebuild_rollups_reports_progress_on_a_terminal_and_json_otherwise(catalog):
+    import io
+    import json as json_module
+
+    rng = random.Random(3)
+    with time_machine.travel(NOW, tick=False):
+        for _ in range(30):
+            cost_entry_record(**random_event(rng, 10_000))
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Terminal()
+    call_command("rebuild_rollups", stdout=StringIO(), stderr=err)
+    assert "ledger [" in err.getvalue() and f"{CostEntry.objects.count()}/{CostEntry.objects.count()}" in err.getvalue()
+    out, quiet = StringIO(), Terminal()
+    call_command("rebuild_rollups", "--json", stdout=out, stderr=quiet)
+    assert json_module.loads(out.getvalue())["rollup_rows"] > 0 and quiet.getvalue() == ""
+    assert ledger_differences()[0] == []

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from costcontrol.progress import progress_bar
 from tracking.catalog import CatalogError, price_catalog_import
 
 
@@ -34,12 +35,25 @@ class Command(BaseCommand):
             raise CommandError(f"{path}: is a directory, not a catalog file") from None
         except OSError as exc:
             raise CommandError(f"{path}: cannot read ({exc.strerror})") from None
+        bars: list[Any] = []
+
+        def progress(done: int, total: int) -> None:
+            if not bars:
+                bars.append(progress_bar(total=total, label="prices", stream=self.stderr, enabled=not options["json"]))
+            bars[0].advance(done - bars[0].done)
+
         try:
             report = price_catalog_import(
-                data=data, source=path.name, dry_run=options["dry_run"], provider=options["provider"]
+                data=data,
+                source=path.name,
+                dry_run=options["dry_run"],
+                provider=options["provider"],
+                progress=progress,
             )
         except CatalogError as exc:
             raise CommandError(f"{exc} (nothing was imported)") from None
+        if bars:
+            bars[0].close()
         if options["json"]:
             self.stdout.write(json.dumps(report.as_dict(), indent=2))
         else:
