@@ -438,10 +438,11 @@ def price_set(
     price = parse_decimal(unit_price, field="unit_price")
     if price < 0:
         raise ValidationError({"unit_price": f"must not be negative, got {unit_price}"})
-    if price != price.quantize(PRICE_QUANTUM, rounding=ROUND_HALF_EVEN):
-        raise ValidationError({"unit_price": f"{unit_price} has more than {PRICE_PLACES} decimal places"})
+    # Range first: quantizing a huge value to 15 places exceeds the context's precision.
     if price >= PRICE_LIMIT:
         raise ValidationError({"unit_price": f"{unit_price} is out of range (below {PRICE_LIMIT})"})
+    if price != price.quantize(PRICE_QUANTUM, rounding=ROUND_HALF_EVEN):
+        raise ValidationError({"unit_price": f"{unit_price} has more than {PRICE_PLACES} decimal places"})
     price = price.quantize(PRICE_QUANTUM).copy_abs()
     currency = parse_currency(currency)
     if not isinstance(valid_from, datetime):

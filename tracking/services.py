@@ -119,10 +119,11 @@ def _quantity(raw: Mapping[str, Any], name: str) -> int | Decimal:
     if number < 0:
         raise ValidationError({name: f"must not be negative, got {value}"})
     places = _DECIMAL_QUANTITY_PLACES[name]
-    if number != number.quantize(Decimal(1).scaleb(-places)):
-        raise ValidationError({name: f"{value} has more than {places} decimal places"})
+    # Range first: quantizing a huge value (5E+307) to `places` exceeds the context's precision.
     if number >= Decimal(10) ** 12:
         raise ValidationError({name: f"{value} is out of range"})
+    if number != number.quantize(Decimal(1).scaleb(-places)):
+        raise ValidationError({name: f"{value} has more than {places} decimal places"})
     return number
 
 

@@ -387,3 +387,10 @@ def test_a_pipeline_opens_and_closes_its_batch_over_http(api, gpt4o_prices):
     bad = api.post("/batches/x/finish", {"leads": -1})
     assert bad.status_code == 422 and "leads" in bad.json()["errors"]
     assert [b["name"] for b in api.get("/batches").json()["batches"]] == ["x", "nightly-leads"]
+
+
+def test_huge_decimal_quantities_are_refused_not_a_server_error(api, gpt4o_prices):
+    for field in ("seconds", "gpu_hours"):
+        response = api.post("/events", {**EVENT, field: 5.877975911758049e307})
+        assert response.status_code == 422 and field in response.json()["errors"]
+    assert CostEntry.objects.count() == 0
