@@ -36,7 +36,8 @@ def plaintext(db, gpt4o_prices):
 
 @pytest.mark.django_db
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: CI sees the same examples on every run (a new finding does not appear at random).
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_the_api_never_answers_5xx_and_conforms_to_its_schema(case, plaintext):
     # Every default check but two that do not fit this API by design: a batch is validated event
     # by event (a schema-invalid event is a per-event rejection inside a 200), and schema-valid
