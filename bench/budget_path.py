@@ -27,10 +27,8 @@ import os
 import platform
 import random
 import re
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -50,10 +48,8 @@ from bench._common import (  # noqa: E402 - needs BASE_DIR on sys.path when run 
     latency_summary,
     log,
     machine_cores,
-    pg_database_create,
-    pg_database_drop,
     result_write,
-    run_worker,
+    run_on_databases,
 )
 from bench.record_path import BENCH_MODELS, ENVIRONMENTS, FEATURES, SERVICES  # noqa: E402
 
@@ -966,39 +962,17 @@ def main(argv: list[str] | None = None) -> int:
     sqlite_sizes = args.sqlite_sizes or args.sizes[:1]
     script = Path(__file__).resolve()
 
-    results: list[dict[str, Any]] = []
-    if with_sqlite:
-        tmpdir = tempfile.mkdtemp(prefix="costcontrol-bench-")
-        try:
-            # SQLite gets a share of the time so that PostgreSQL always has its turn.
-            sqlite_deadline = time.time() + args.timeout * 0.3 if has_pg else deadline
-            sqlite_args = argparse.Namespace(**{**vars(args), "sizes": sqlite_sizes})
-            results.append(
-                run_worker(
-                    script,
-                    "sqlite",
-                    f"sqlite:///{tmpdir}/bench.sqlite3",
-                    worker_args(sqlite_args, sqlite_deadline),
-                    sqlite_deadline,
-                )
-            )
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-    if has_pg:
-        name = None
-        try:
-            name, pg_url = pg_database_create(database_url)
-            log(f"postgresql: created database {name}")
-            results.append(run_worker(script, "postgresql", pg_url, worker_args(args, deadline), deadline))
-        except Exception as exc:  # noqa: BLE001 - report, do not hide the SQLite figures
-            results.append({"database": "postgresql", "error": f"{exc.__class__.__name__}: {exc}"})
-        finally:
-            if name:
-                try:
-                    pg_database_drop(database_url, name)
-                    log(f"postgresql: dropped database {name}")
-                except Exception as exc:  # noqa: BLE001
-                    log(f"postgresql: could not drop database {name}: {exc}")
+    sqlite_args = argparse.Namespace(**{**vars(args), "sizes": sqlite_sizes})
+    results = run_on_databases(
+        script,
+        database_url=database_url,
+        with_sqlite=with_sqlite,
+        with_postgresql=has_pg,
+        sqlite_worker_args=lambda until: worker_args(sqlite_args, until),
+        postgresql_worker_args=lambda until: worker_args(args, until),
+        timeout=args.timeout,
+        deadline=deadline,
+    )
 
     meta = {
         "samples": args.samples,

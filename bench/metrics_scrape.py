@@ -33,10 +33,8 @@ import gc
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -55,10 +53,8 @@ from bench._common import (  # noqa: E402
     latency_summary,
     log,
     machine_cores,
-    pg_database_create,
-    pg_database_drop,
     result_write,
-    run_worker,
+    run_on_databases,
 )
 from bench.budget_path import LedgerLoader, interleaved, ledger_consistency, parse_sizes  # noqa: E402
 
@@ -444,32 +440,17 @@ def main(argv: list[str] | None = None) -> int:
     if not has_pg:
         log("DATABASE_URL is not PostgreSQL: measuring SQLite only (run `make bench` for both)")
     script = Path(__file__).resolve()
-    results: list[dict[str, Any]] = []
-    tmpdir = tempfile.mkdtemp(prefix="costcontrol-bench-")
-    try:
-        sqlite_deadline = time.time() + args.timeout * 0.3 if has_pg else deadline
-        sqlite_args = argparse.Namespace(**{**vars(args), "sizes": args.sqlite_sizes or args.sizes[:1]})
-        results.append(
-            run_worker(
-                script,
-                "sqlite",
-                f"sqlite:///{tmpdir}/bench.sqlite3",
-                worker_args(sqlite_args, sqlite_deadline),
-                sqlite_deadline,
-            )
-        )
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-    if has_pg:
-        name = None
-        try:
-            name, pg_url = pg_database_create(database_url)
-            results.append(run_worker(script, "postgresql", pg_url, worker_args(args, deadline), deadline))
-        except Exception as exc:  # noqa: BLE001 - report, do not hide the SQLite figures
-            results.append({"database": "postgresql", "error": f"{exc.__class__.__name__}: {exc}"})
-        finally:
-            if name:
-                pg_database_drop(database_url, name)
+    sqlite_args = argparse.Namespace(**{**vars(args), "sizes": args.sqlite_sizes or args.sizes[:1]})
+    results = run_on_databases(
+        script,
+        database_url=database_url,
+        with_sqlite=True,
+        with_postgresql=has_pg,
+        sqlite_worker_args=lambda until: worker_args(sqlite_args, until),
+        postgresql_worker_args=lambda until: worker_args(args, until),
+        timeout=args.timeout,
+        deadline=deadline,
+    )
     meta = {
         "samples": args.samples,
         "cores": machine_cores(),
