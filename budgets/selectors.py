@@ -130,8 +130,12 @@ def budget_status_compute(
     at: datetime,
     spent: Decimal | None = None,
     reserved: Decimal | None = None,
+    requested: Decimal | None = None,
 ) -> BudgetStatus:
     """Where a budget stands at `at` in the given period. Reads only; see services.budget_status.
+
+    With `requested`, `allowed` says whether it fits (budget_check's answer): False only for a
+    hard-limit budget where spent + reserved + requested > limit.
 
     `spent` and `reserved` may be passed when already read (budget_positions); otherwise they are
     read from the rollups and the reservations.
@@ -154,6 +158,8 @@ def budget_status_compute(
         level=budget.level_for(utilisation, over=spent > limit),
         reserved=reserved,
         days_left=days_left,
+        allowed=requested is None or not budget.hard_limit or spent + reserved + requested <= limit,
+        requested=ZERO if requested is None else requested,
     )
 
 
@@ -192,27 +198,33 @@ class Position:
     reserved: Decimal | None
 
 
-_BUDGET_FIELDS = tuple(Budget._meta.concrete_fields)
-_PERIOD_FIELDS = tuple(BudgetPeriod._meta.concrete_fields)
+# The columns a position needs: bookkeeping timestamps are left deferred (loaded if ever read),
+# which spares parsing four timestamps per call on the hot path.
+_SKIPPED = {"created_at", "updated_at"}
+_BUDGET_FIELDS = tuple(f for f in Budget._meta.concrete_fields if f.name not in _SKIPPED)
+_PERIOD_FIELDS = tuple(f for f in BudgetPeriod._meta.concrete_fields if f.name not in _SKIPPED)
+_BUDGET_NAMES = tuple(f.attname for f in _BUDGET_FIELDS)
+_PERIOD_NAMES = tuple(f.attname for f in _PERIOD_FIELDS)
+_FIELDS = {"budget": _BUDGET_FIELDS, "period": _PERIOD_FIELDS}
 _MONEY_OUTPUT = MoneyField()
 
 
 @cache
-def _conversion_plan(fields: tuple[Any, ...], vendor: str, alias: str) -> tuple[tuple[int, Any, tuple[Any, ...]], ...]:
-    """(column index, column, converters) of each column Django's compiler would convert (SQLite
-    dates, JSON, money): they depend only on the fields and the backend, so they are found once."""
+def _conversion_plan(kind: str, vendor: str, alias: str) -> tuple[tuple[int, Any, tuple[Any, ...]], ...]:
+    """(column index, column, converters) of each column of `kind` ("budget" or "period") that
+    Django's compiler would convert (SQLite dates, JSON, money): found once per backend."""
     conn = connections[alias]
     plan = []
-    for index, field in enumerate(fields):
+    for index, field in enumerate(_FIELDS[kind]):
         converters = (*conn.ops.get_db_converters(field.cached_col), *field.get_db_converters(conn))
         if converters:
             plan.append((index, field.cached_col, converters))
     return tuple(plan)
 
 
-def _convert(values: Sequence[Any], fields: tuple[Any, ...], conn: Any) -> list[Any]:
+def _convert(values: Sequence[Any], kind: str, conn: Any) -> list[Any]:
     out = list(values)
-    for index, column, converters in _conversion_plan(fields, conn.vendor, conn.alias):
+    for index, column, converters in _conversion_plan(kind, conn.vendor, conn.alias):
         value = out[index]
         for converter in converters:
             value = converter(value, column, conn)
@@ -335,11 +347,11 @@ def budget_positions(
     money = _MONEY_OUTPUT.from_db_value
     positions = []
     for row in rows:
-        budget = Budget.from_db(conn.alias, None, _convert(row[:nb], _BUDGET_FIELDS, conn))
+        budget = Budget.from_db(conn.alias, _BUDGET_NAMES, _convert(row[:nb], "budget", conn))
         period = None
         spent = reserved = None
         if row[nb] is not None:
-            period = BudgetPeriod.from_db(conn.alias, None, _convert(row[nb : nb + np_], _PERIOD_FIELDS, conn))
+            period = BudgetPeriod.from_db(conn.alias, _PERIOD_NAMES, _convert(row[nb : nb + np_], "period", conn))
             period.budget = budget
             if with_sums:
                 spent, reserved = money(row[nb + np_], None, conn), money(row[nb + np_ + 1], None, conn)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -148,14 +148,18 @@ def budget_check(*, scope: str, amount: Any = Decimal(0), at: datetime | None = 
     results = []
     for position in budget_positions(scopes=(scope, "global"), at=at):
         budget = position.budget
-        if position.period is None:
-            status = budget_status(budget=budget, at=at)
-        else:
-            status = budget_status_compute(
-                budget=budget, period=position.period, at=at, spent=position.spent, reserved=position.reserved
+        # A period not opened yet is opened here (budget_period_current), then read.
+        period = position.period or budget_period_current(budget=budget, at=at)
+        results.append(
+            budget_status_compute(
+                budget=budget,
+                period=period,
+                at=at,
+                spent=position.spent if position.period is not None else None,
+                reserved=position.reserved if position.period is not None else None,
+                requested=amount,
             )
-        allowed = not budget.hard_limit or status.spent + status.reserved + amount <= status.limit
-        results.append(replace(status, allowed=allowed, requested=amount))
+        )
     return results
 
 
