@@ -40,6 +40,7 @@ if str(BASE_DIR) not in sys.path:
     sys.path.insert(0, str(BASE_DIR))
 
 from bench._common import is_postgresql_url, log, machine_cores, pg_database_create, pg_database_drop  # noqa: E402
+from bench.budget_path import LEDGER_COLUMNS  # noqa: E402
 
 TARGET_EVENTS_PER_SECOND = 20_000
 TARGET_COPY_RATIO = 0.25
@@ -125,37 +126,8 @@ def post_all(url: str, key: str, bodies: list[bytes], clients: int) -> tuple[int
     return accepted, time.perf_counter() - started, errors
 
 
-COPY_COLUMNS = (
-    "occurred_at",
-    "recorded_at",
-    "provider",
-    "model",
-    "operation",
-    "variant",
-    "service",
-    "subject",
-    "job",
-    "tags",
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "embedding_tokens",
-    "images",
-    "requests",
-    "seconds",
-    "gpu_hours",
-    "amount",
-    "currency",
-    "pricing_status",
-    "prices_used",
-    "is_estimate",
-    "outcome",
-    "duration_ms",
-    "idempotency_key",
-    "note",
-)
+# The ledger's columns as budget_path.py loads them, less the team and correction references.
+COPY_COLUMNS = tuple(c for c in LEDGER_COLUMNS if c not in ("team_id", "corrects_id"))
 
 
 def copy_all(database_url: str, batches: list[list[dict[str, Any]]]) -> tuple[int, float]:

@@ -378,33 +378,33 @@ def daily_deltas(
     return days
 
 
-def _rollup_table_add(table: str, deltas: Mapping[tuple[str, datetime, str], Sequence[Any]]) -> None:
-    columns = ("scope", "bucket", "currency", *ROLLUP_COUNTERS)
-    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in ROLLUP_COUNTERS)
-    amount_field = SpendRollup._meta.get_field("amount")
+def _counters_upsert(
+    table: str, key_columns: Sequence[str], counters: Sequence[str], rows: Mapping[tuple[Any, ...], Sequence[Any]]
+) -> None:
+    """Add counter deltas to the rows of `table` keyed by `key_columns` (amount first, in nano-units),
+    one atomic INSERT ... ON CONFLICT DO UPDATE per chunk, in sorted key order (the lock order)."""
+    columns = (*key_columns, *counters)
+    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counters)
     ops = connection.ops
-    keys = sorted(deltas)
+    money = SpendRollup._meta.get_field("amount").get_prep_value  # every counters table's amount is a MoneyField
+    keys = sorted(rows)
     with connection.cursor() as cursor:
         for start in range(0, len(keys), _UPSERT_CHUNK):
             chunk = keys[start : start + _UPSERT_CHUNK]
             params: list[Any] = []
-            for scope, bucket, currency in chunk:
-                amount, *counts = deltas[(scope, bucket, currency)]
-                params.extend(
-                    (
-                        scope,
-                        ops.adapt_datetimefield_value(bucket),
-                        currency,
-                        amount_field.get_prep_value(amount),
-                        *counts,
-                    )
-                )
+            for key in chunk:
+                amount, *counts = rows[key]
+                key_values = (ops.adapt_datetimefield_value(v) if isinstance(v, datetime) else v for v in key)
+                params.extend((*key_values, money(amount), *counts))
             row = "(" + ", ".join(["%s"] * len(columns)) + ")"
             cursor.execute(
                 f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))} "
-                f"ON CONFLICT (scope, bucket, currency) DO UPDATE SET {updates}",
+                f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {updates}",
                 params,
             )
+
+
+_ROLLUP_KEY = ("scope", "bucket", "currency")
 
 
 SeriesKey = tuple[str, str, str, str, str]  # MetricSeries: provider, service, operation, model, currency
@@ -440,27 +440,6 @@ def metric_series_deltas(entries: Iterable[CostEntry]) -> dict[SeriesKey, list[A
     return deltas
 
 
-def _metric_series_add(deltas: Mapping[SeriesKey, Sequence[Any]]) -> None:
-    table = MetricSeries._meta.db_table
-    columns = (*SERIES_KEY, *SERIES_COUNTERS)
-    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SERIES_COUNTERS)
-    amount_field = MetricSeries._meta.get_field("amount")
-    keys = sorted(deltas)
-    with connection.cursor() as cursor:
-        for start in range(0, len(keys), _UPSERT_CHUNK):
-            chunk = keys[start : start + _UPSERT_CHUNK]
-            params: list[Any] = []
-            for key in chunk:
-                amount, *counts = deltas[key]
-                params.extend((*key, amount_field.get_prep_value(amount), *counts))
-            row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-            cursor.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))} "
-                f"ON CONFLICT ({', '.join(SERIES_KEY)}) DO UPDATE SET {updates}",
-                params,
-            )
-
-
 def _rollups_add(
     deltas: Mapping[tuple[str, datetime, str], Sequence[Any]], *, series: Mapping[SeriesKey, Sequence[Any]]
 ) -> None:
@@ -472,10 +451,10 @@ def _rollups_add(
     first, then every daily row, then every series row, each in sorted key order.
     """
     if deltas:
-        _rollup_table_add(SpendRollup._meta.db_table, deltas)
-        _rollup_table_add(SpendRollupDay._meta.db_table, daily_deltas(deltas))
+        _counters_upsert(SpendRollup._meta.db_table, _ROLLUP_KEY, ROLLUP_COUNTERS, deltas)
+        _counters_upsert(SpendRollupDay._meta.db_table, _ROLLUP_KEY, ROLLUP_COUNTERS, daily_deltas(deltas))
     if series:
-        _metric_series_add(series)
+        _counters_upsert(MetricSeries._meta.db_table, SERIES_KEY, SERIES_COUNTERS, series)
 
 
 _INSERTED, _DUPLICATE, _STALE_PRICES = "inserted", "duplicate", "stale prices"
