@@ -299,9 +299,11 @@ class Client:
                 self._wake.wait(self._wait_time())
                 self._wake.clear()
                 stopping = self._stopping.is_set()
-                self._drain()
-                if self._offline and time.monotonic() >= self._next_probe and not self._abort.is_set():
+                # Offline, probe when the backoff has passed, and always once on close: the server
+                # may be back, and the queue then goes out rather than to the spool.
+                if self._offline and not self._abort.is_set() and (stopping or time.monotonic() >= self._next_probe):
                     self._resend_spool(attempts=1)
+                self._drain()
                 if stopping and not self._queue:
                     return
         except Exception:  # the thread must not die silently with events queued

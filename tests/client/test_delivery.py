@@ -233,6 +233,27 @@ def test_a_full_queue_spools_instead_of_growing_or_blocking(fake_api, make_clien
     assert fake_api.received == 12
 
 
+def test_a_close_once_the_server_is_back_sends_the_spool_and_the_queue_without_waiting_out_the_backoff(
+    fake_api, make_client
+):
+    fake_api.stop()
+    before = make_client(fake_api.url, max_retries=0)
+    spooled = {before.record(**chat()) for _ in range(3)}
+    before.close(timeout=3)
+    # Started while the server is down: the start-up re-send fails and the next probe is far off.
+    client = make_client(fake_api.url, backoff_base=60, backoff_max=60, flush_interval=60)
+    assert fake_api.wait_for(lambda: client._offline, timeout=5)
+    queued = {client.record(**chat()) for _ in range(2)}
+
+    fake_api.start()
+    started = time.monotonic()
+    client.close(timeout=5)
+
+    assert time.monotonic() - started < 5
+    assert fake_api.keys() == spooled | queued
+    assert client.spool.count() == 0
+
+
 def test_events_the_server_rejects_are_logged_with_their_field_errors_and_not_retried(fake_api, make_client, caplog):
     fake_api.reject = lambda event: {"model": ["unknown model 'gpt-9'"]} if event["model"] == "gpt-9" else None
     client = make_client(fake_api.url, flush_interval=60)
