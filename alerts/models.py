@@ -142,6 +142,15 @@ class AlertRule(models.Model):
     channels = models.ManyToManyField(
         "alerts.Channel", blank=True, related_name="rules", help_text="Empty: the default channels."
     )
+    team = models.ForeignKey(
+        "tracking.Team",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="alert_rules",
+        verbose_name="team",
+        help_text="The team this rule belongs to; empty = organisation-wide.",
+    )
     is_enabled = models.BooleanField("enabled", default=True)
     next_evaluation_at = models.DateTimeField(
         "next evaluation", null=True, blank=True, help_text="Pushed back after an evaluation error."
@@ -211,6 +220,15 @@ class Alert(models.Model):
     budget = models.ForeignKey("budgets.Budget", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
     budget_period = models.ForeignKey(
         "budgets.BudgetPeriod", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    team = models.ForeignKey(
+        "tracking.Team",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="alerts",
+        verbose_name="team",
+        help_text="Set when raised: the rule's team, else the budget's; empty = organisation-wide.",
     )
     scope = models.CharField("scope", max_length=320)
     level = models.CharField("level", max_length=10, choices=LEVEL_CHOICES)

@@ -221,11 +221,14 @@ def alert_fire(
     (a budget level is announced once per period).
     """
     now = now or timezone.now()
+    # The alert belongs to its rule's team, else its budget's (None: organisation-wide).
+    team_id = getattr(rule, "team_id", None) or getattr(budget, "team_id", None)
     with transaction.atomic():
         alert, created = Alert.objects.get_or_create(
             key=key,
             defaults={
                 "source": source,
+                "team_id": team_id,
                 "rule": rule,
                 "budget": budget,
                 "budget_period": budget_period,
@@ -252,7 +255,7 @@ def alert_fire(
             )
             # The latest figures, for the admin and the next message.
             Alert.objects.filter(pk=alert.pk).update(
-                title=title, message=message, value=value, threshold=threshold, level=level
+                title=title, message=message, value=value, threshold=threshold, level=level, team_id=team_id
             )
             if reopened:
                 logger.info("alert %s fires again", key)
