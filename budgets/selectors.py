@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import Q, Sum
+from django.db.models import Model, Q, Sum
+from django.db.models.base import ModelState
 
 from costcontrol.db import fetch_all_prepared
 from costcontrol.money import MONEY_QUANTUM, MoneyField, from_nanos, round_money, to_nanos
@@ -222,6 +223,47 @@ def _conversion_plan(kind: str, vendor: str, alias: str) -> tuple[tuple[int, Any
     return tuple(plan)
 
 
+# Budgets and periods change rarely and are checked on every call: the instance built from a row
+# is kept, keyed by the row's raw values (any changed column is another key), and each call gets
+# its own copy, JSON values included, so a caller that changes one changes nothing shared.
+_TEMPLATES: dict[tuple[Any, ...], Model] = {}
+_TEMPLATES_MAX = 4096
+_MODELS = {"budget": Budget, "period": BudgetPeriod}
+_NAMES = {"budget": _BUDGET_NAMES, "period": _PERIOD_NAMES}
+_MUTABLE = {
+    kind: tuple(f.attname for f in fields if f.get_internal_type() == "JSONField") for kind, fields in _FIELDS.items()
+}
+
+
+def _instance(kind: str, raw: tuple[Any, ...], conn: Any) -> Any:
+    """The Budget or BudgetPeriod of a row of budget_positions (columns of _FIELDS[kind])."""
+    key = (kind, conn.alias, raw)
+    try:
+        template = _TEMPLATES.get(key)
+    except TypeError:  # an unhashable value: no template
+        return _MODELS[kind].from_db(conn.alias, _NAMES[kind], _convert(raw, kind, conn))
+    if template is None:
+        template = _MODELS[kind].from_db(conn.alias, _NAMES[kind], _convert(raw, kind, conn))
+        if len(_TEMPLATES) >= _TEMPLATES_MAX:
+            _TEMPLATES.clear()
+        _TEMPLATES[key] = template
+    instance = template.__class__.__new__(template.__class__)
+    instance.__dict__.update(template.__dict__)
+    instance._state = state = ModelState()
+    state.db, state.adding = conn.alias, False
+    for attname in _MUTABLE[kind]:
+        instance.__dict__[attname] = _json_copy(template.__dict__[attname])
+    return instance
+
+
+def _json_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _json_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_copy(item) for item in value]
+    return value  # str, int, float, bool, None, Decimal: immutable
+
+
 def _convert(values: Sequence[Any], kind: str, conn: Any) -> list[Any]:
     out = list(values)
     for index, column, converters in _conversion_plan(kind, conn.vendor, conn.alias):
@@ -347,11 +389,11 @@ def budget_positions(
     money = _MONEY_OUTPUT.from_db_value
     positions = []
     for row in rows:
-        budget = Budget.from_db(conn.alias, _BUDGET_NAMES, _convert(row[:nb], "budget", conn))
+        budget = _instance("budget", row[:nb], conn)
         period = None
         spent = reserved = None
         if row[nb] is not None:
-            period = BudgetPeriod.from_db(conn.alias, _PERIOD_NAMES, _convert(row[nb : nb + np_], "period", conn))
+            period = _instance("period", row[nb : nb + np_], conn)
             period.budget = budget
             if with_sums:
                 spent, reserved = money(row[nb + np_], None, conn), money(row[nb + np_ + 1], None, conn)

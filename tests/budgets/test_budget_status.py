@@ -193,3 +193,23 @@ def test_check_refuses_an_unknown_scope_kind_and_a_negative_amount():
     with pytest.raises(ValidationError) as excinfo:
         budget_check(scope="global", amount="-1")
     assert "amount" in excinfo.value.message_dict
+
+
+@time_machine.travel(at(15), tick=False)
+def test_each_check_gets_its_own_budget_objects_and_sees_every_saved_change(spend):
+    budget = BudgetFactory(scope="model:gpt-4o", amount=Decimal("100"), metadata={"owner": {"team": "ml"}})
+    spend("60", at(2))
+
+    first = budget_check(scope="model:gpt-4o")[0]
+    first.budget.thresholds.append(1000)  # a caller changing what it got...
+    first.budget.metadata["owner"]["team"] = "changed"
+    second = budget_check(scope="model:gpt-4o")[0]
+
+    assert second.budget is not first.budget  # ...changes nothing the next call sees
+    assert second.budget.thresholds == [50, 80, 95, 100]
+    assert second.budget.metadata == {"owner": {"team": "ml"}}
+    assert second.level == "info"
+
+    budget.thresholds = [10, 20, 30, 60]
+    budget.save()
+    assert budget_check(scope="model:gpt-4o")[0].level == "exceeded"
