@@ -59,8 +59,26 @@ def fetch_all_prepared(sql: str, params: Sequence[Any], *, using: str = DEFAULT_
 def _prepared_cursor_class() -> type:
     """A psycopg cursor that binds on the server and prepares every statement it runs."""
     from django.db.backends.postgresql.base import ServerBindingCursor
+    from psycopg import _queries
+
+    class FixedTextQuery(_queries.PostgresQuery):
+        """psycopg parses a query's text for its placeholders on every execution when the text is
+        over 4 kB or has over 50 parameters (it expects those to be one-off ORM statements): the
+        record statement is both, and parsing it cost more than running it. These statements are
+        a few fixed texts, so their parse is always kept (psycopg's own LRU cache, pinned 3.3)."""
+
+        def convert(self, query: Any, vars: Any) -> None:
+            if vars is None or not isinstance(query, str):
+                return super().convert(query, vars)
+            encoding = self._tx.encoding
+            parsed = _queries._query2pg(query.encode(encoding), encoding)
+            self.query, self._want_formats, self._order, self._parts = parsed
+            self.dump(vars)
+            return None
 
     class PreparedCursor(ServerBindingCursor):
+        _query_cls = FixedTextQuery
+
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
             return super().execute(query, params, prepare=True)
 
