@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
@@ -7,7 +8,15 @@ from api.api import api
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness for load balancers and compose health checks: the process answers."""
+    """For load balancers and compose health checks: the process answers and reaches its database
+    (503 + Retry-After while the database is down, so traffic goes to an instance that can serve it)."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError as exc:
+        response = JsonResponse({"status": "unavailable", "database": exc.__class__.__name__}, status=503)
+        response["Retry-After"] = "5"
+        return response
     return JsonResponse({"status": "ok"})
 
 

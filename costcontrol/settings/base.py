@@ -87,6 +87,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "costcontrol.middleware.DatabaseUnavailableMiddleware",  # database down: 503 + Retry-After, not 500
     "django_prometheus.middleware.PrometheusAfterMiddleware",  # last
 ]
 
