@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from costcontrol.db import fetch_all_prepared
@@ -379,15 +379,33 @@ def daily_deltas(
 
 
 def _counters_upsert(
-    table: str, key_columns: Sequence[str], counters: Sequence[str], rows: Mapping[tuple[Any, ...], Sequence[Any]]
+    model: type[models.Model],
+    key_columns: Sequence[str],
+    counters: Sequence[str],
+    rows: Mapping[tuple[Any, ...], Sequence[Any]],
 ) -> None:
-    """Add counter deltas to the rows of `table` keyed by `key_columns` (amount first, in nano-units),
-    one atomic INSERT ... ON CONFLICT DO UPDATE per chunk, in sorted key order (the lock order)."""
+    """Add counter deltas to the rows of `model`'s table keyed by `key_columns` (amount first, in
+    nano-units) with an atomic INSERT ... ON CONFLICT DO UPDATE, in sorted key order (the lock order).
+
+    On PostgreSQL one statement whatever the number of rows: a column of values per array
+    parameter (unnest), prepared once per connection. Elsewhere one VALUES list per chunk.
+    """
+    table = model._meta.db_table
     columns = (*key_columns, *counters)
     updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counters)
-    ops = connection.ops
+    conflict = f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {updates}"
     money = SpendRollup._meta.get_field("amount").get_prep_value  # every counters table's amount is a MoneyField
     keys = sorted(rows)
+    if connection.vendor == "postgresql":
+        arrays: list[list[Any]] = [[] for _ in columns]
+        for key in keys:
+            amount, *counts = rows[key]
+            for array, value in zip(arrays, (*key, money(amount), *counts), strict=True):
+                array.append(value)
+        [(written,)] = fetch_all_prepared(_unnest_upsert_sql(model, columns, conflict), arrays)
+        assert written == len(keys), (table, written, len(keys))
+        return
+    ops = connection.ops
     with connection.cursor() as cursor:
         for start in range(0, len(keys), _UPSERT_CHUNK):
             chunk = keys[start : start + _UPSERT_CHUNK]
@@ -398,10 +416,17 @@ def _counters_upsert(
                 params.extend((*key_values, money(amount), *counts))
             row = "(" + ", ".join(["%s"] * len(columns)) + ")"
             cursor.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))} "
-                f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {updates}",
-                params,
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))} {conflict}", params
             )
+
+
+@cache
+def _unnest_upsert_sql(model: type[models.Model], columns: tuple[str, ...], conflict: str) -> str:
+    arrays = ", ".join(f"%s::{model._meta.get_field(c).db_type(connection)}[]" for c in columns)
+    return (
+        f"WITH written AS (INSERT INTO {model._meta.db_table} ({', '.join(columns)})"
+        f" SELECT * FROM unnest({arrays}) {conflict} RETURNING 1) SELECT count(*) FROM written"
+    )
 
 
 _ROLLUP_KEY = ("scope", "bucket", "currency")
@@ -451,10 +476,10 @@ def _rollups_add(
     first, then every daily row, then every series row, each in sorted key order.
     """
     if deltas:
-        _counters_upsert(SpendRollup._meta.db_table, _ROLLUP_KEY, ROLLUP_COUNTERS, deltas)
-        _counters_upsert(SpendRollupDay._meta.db_table, _ROLLUP_KEY, ROLLUP_COUNTERS, daily_deltas(deltas))
+        _counters_upsert(SpendRollup, _ROLLUP_KEY, ROLLUP_COUNTERS, deltas)
+        _counters_upsert(SpendRollupDay, _ROLLUP_KEY, ROLLUP_COUNTERS, daily_deltas(deltas))
     if series:
-        _counters_upsert(MetricSeries._meta.db_table, SERIES_KEY, SERIES_COUNTERS, series)
+        _counters_upsert(MetricSeries, SERIES_KEY, SERIES_COUNTERS, series)
 
 
 _INSERTED, _DUPLICATE, _STALE_PRICES = "inserted", "duplicate", "stale prices"
