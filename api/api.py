@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.core.cache import cache
@@ -25,13 +26,25 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.parser import Parser
 from ninja.security import HttpBearer
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    WithJsonSchema,
+)
 from pydantic import ValidationError as PydanticValidationError
 
-from budgets.models import Reservation
+from budgets.models import SCOPE_KINDS, Reservation
 from budgets.selectors import BudgetStatus
 from budgets.services import BudgetExceeded, budget_check, budget_reserve, reservation_release, reservation_settle
+from costcontrol.money import MONEY_MAX
 from tracking.models import Outcome
 from tracking.services import cost_entry_record, cost_entry_record_many
 
@@ -137,6 +150,82 @@ def _rate_limit(key: ApiKey) -> None:
         )
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+class DecimalJsonParser(Parser):
+    """Request bodies with every JSON number that is not an integer read as an exact Decimal, never a float
+    (money is Decimal from the request body on); NaN and Infinity are not JSON numbers and are refused."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        return json.loads(request.body, parse_float=Decimal, parse_constant=_reject_constant)
+
+
+# --- the types of numbers in request bodies ---------------------------------------------------------------
+
+# A decimal number as a string, exactly the strings the server accepts (no sign but '+', ASCII digits, no
+# spaces, no '_' separators that Python's Decimal would take): "12.50", "0.0000025", "2.5E-6" (str(Decimal)).
+DECIMAL_STRING = r"^\+?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_DECIMAL_STRING_RE = re.compile(DECIMAL_STRING)
+
+
+def _decimal_input(value: Any) -> Any:
+    if isinstance(value, str) and not _DECIMAL_STRING_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a non-negative decimal number (e.g. 12.50 or 2.5E-6)")
+    if isinstance(value, float | bool):  # in-process callers only: the parsers never make floats
+        raise ValueError(f"must be a decimal string or an exact JSON number, not {type(value).__name__}")
+    return value
+
+
+def _decimal_type(maximum: int, *, exclusive: bool = False) -> Any:
+    """A non-negative Decimal: a JSON number (read exactly) or a decimal string; the schema says which.
+
+    `maximum` is an integer so that the schema states it exactly (a JSON float would round it)."""
+    bound = {"lt": maximum} if exclusive else {"le": maximum}
+    number: dict[str, Any] = {"type": "number", "minimum": 0}
+    number["exclusiveMaximum" if exclusive else "maximum"] = maximum
+    return Annotated[
+        Decimal,
+        BeforeValidator(_decimal_input),
+        Field(ge=0, allow_inf_nan=False, **bound),
+        WithJsonSchema({"anyOf": [number, {"type": "string", "pattern": DECIMAL_STRING}]}),
+    ]
+
+
+# Amounts: whole units below the column's MONEY_MAX (9,223,372,036.854775807), which JSON could not state exactly.
+MoneyIn = _decimal_type(int(MONEY_MAX))
+QuantityIn = _decimal_type(10**12, exclusive=True)  # tracking's range for seconds and GPU-hours
+
+
+def _integral(value: Any) -> Any:
+    """JSON's 3.0 is the integer 3 (JSON Schema agrees); the body parsers read it as Decimal("3.0")."""
+    if isinstance(value, Decimal) and value.is_finite() and abs(value) < 2**63 and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL (\\u0000) character")
+    return value
+
+
+# Every string of a request: PostgreSQL's text columns cannot hold NUL, so neither database gets one.
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+def _json_int(**constraints: Any) -> Any:
+    """A JSON integer (never a string or boolean). The constraints go before the validator: after it,
+    pydantic could not state them in the schema."""
+    return Annotated[StrictInt, Field(**constraints), BeforeValidator(_integral)]
+
+
+# The scope grammar of budgets.models.scope_errors: global, KIND:VALUE (no surrounding spaces), tag:KEY=VALUE.
+_VALUE_KINDS = "|".join(kind for kind in SCOPE_KINDS if kind not in ("global", "tag"))
+SCOPE_PATTERN = rf"^(global|({_VALUE_KINDS}):\S([\s\S]*\S)?|tag:[^=\s][^=]*=[\s\S]*\S)$"
+
+
 class CostcontrolAPI(NinjaAPI):
     def get_openapi_schema(self, *args: Any, **kwargs: Any) -> Any:
         """Adds EventIn and BatchIn: /events reads its body itself (a batch is validated event by
@@ -156,6 +245,7 @@ api = CostcontrolAPI(
     auth=ApiKeyAuth(),
     urls_namespace="api-v1",
     docs_url="/docs",
+    parser=DecimalJsonParser(),
 )
 
 
@@ -216,7 +306,7 @@ def _database_down(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 # --- events ------------------------------------------------------------------------------------
 
-NonNegativeInt = Field(default=0, ge=0, le=2**62)
+Quantity = _json_int(ge=0, le=2**62)
 
 
 class EventIn(BaseModel):
@@ -225,35 +315,38 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field(min_length=1, max_length=100)
-    model: str = Field(min_length=1, max_length=200)
-    operation: str = Field(default="", max_length=50, description="chat, embedding, image_generation, ...")
-    variant: str = Field(default="", max_length=100)
-    input_tokens: StrictInt = NonNegativeInt
-    output_tokens: StrictInt = NonNegativeInt
-    cached_input_tokens: StrictInt = NonNegativeInt
-    cache_write_tokens: StrictInt = NonNegativeInt
-    reasoning_tokens: StrictInt = NonNegativeInt
-    embedding_tokens: StrictInt = NonNegativeInt
-    images: StrictInt = NonNegativeInt
-    requests: StrictInt = NonNegativeInt
-    seconds: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False, description="decimal string")
-    gpu_hours: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False, description="decimal string")
-    amount: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False, description="explicit cost")
-    currency: str | None = Field(default=None, min_length=3, max_length=3, description="ISO 4217, with amount")
+    # pattern: more than spaces (tracking strips them, then requires a value).
+    provider: Text = Field(min_length=1, max_length=100, pattern=r"\S")
+    model: Text = Field(min_length=1, max_length=200, pattern=r"\S")
+    operation: Text = Field(default="", max_length=50, description="chat, embedding, image_generation, ...")
+    variant: Text = Field(default="", max_length=100)
+    input_tokens: Quantity = 0
+    output_tokens: Quantity = 0
+    cached_input_tokens: Quantity = 0
+    cache_write_tokens: Quantity = 0
+    reasoning_tokens: Quantity = 0
+    embedding_tokens: Quantity = 0
+    images: Quantity = 0
+    requests: Quantity = 0
+    seconds: QuantityIn | None = Field(default=None, description="decimal string")
+    gpu_hours: QuantityIn | None = Field(default=None, description="decimal string")
+    amount: MoneyIn | None = Field(default=None, description="explicit cost")
+    currency: Text | None = Field(default=None, min_length=3, max_length=3, description="ISO 4217, with amount")
     occurred_at: datetime | None = Field(default=None, description="ISO 8601 with offset; default now")
-    service: str | None = Field(default=None, max_length=100, description="default: the API key's service")
-    subject: str = Field(default="", max_length=200, description="end user id")
-    job: str = Field(default="", max_length=200, description="batch job id")
-    tags: dict[str, str] = Field(default_factory=dict)
+    service: Text | None = Field(default=None, max_length=100, description="default: the API key's service")
+    subject: Text = Field(default="", max_length=200, description="end user id")
+    job: Text = Field(default="", max_length=200, description="batch job id")
+    tags: dict[Text, Text] = Field(default_factory=dict)
     outcome: Literal["success", "error", "rate_limited"] = Outcome.SUCCESS
-    duration_ms: StrictInt | None = Field(default=None, ge=0, lt=2**31)
+    duration_ms: _json_int(ge=0, lt=2**31) | None = None
     is_estimate: StrictBool | None = None
     usage_unavailable: StrictBool = False
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    idempotency_key: Text | None = Field(default=None, min_length=1, max_length=200)
 
 
 class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # {"events": [...], "x": 1} is read as one (invalid) event
+
     events: list[EventIn] = Field(description=f"at most {MAX_BATCH}; each needs an idempotency_key")
 
 
@@ -271,10 +364,6 @@ _EVENTS_BODY_SCHEMA: dict[str, Any] = {
         }
     },
 }
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
 
 
 def _json_body(request: HttpRequest) -> Any:
@@ -303,6 +392,18 @@ def _raw_event(key: ApiKey, event: EventIn) -> dict[str, Any]:
     if event.idempotency_key:
         raw["idempotency_key"] = _namespaced(key, event.idempotency_key)
     return raw
+
+
+def _only_query_params(request: HttpRequest, *names: str) -> None:
+    """Refuse a query parameter the operation does not have (as bodies refuse unknown fields): a typo
+    such as ?limt=5 would otherwise be ignored without a word."""
+    for name, values in request.GET.lists():
+        if any("\x00" in value for value in values):
+            raise _invalid({name: ["must not contain a NUL (\\u0000) character"]})
+    unknown = sorted(set(request.GET) - set(names))
+    if unknown:
+        known = ", ".join(names) or "none"
+        raise _invalid({unknown[0]: [f"is not a query parameter of this operation (known: {known})"]})
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -404,20 +505,22 @@ def _rejected(index: int, errors: dict[str, list[str]]) -> dict[str, Any]:
 
 class CheckIn(Schema):
     model_config = ConfigDict(extra="forbid")
-    scope: str = Field(min_length=1, max_length=320, examples=["model:gpt-4o"])
-    amount: Decimal = Field(default=Decimal(0), ge=0, allow_inf_nan=False, description="what the work would cost")
+    scope: Text = Field(min_length=1, max_length=320, pattern=SCOPE_PATTERN, examples=["model:gpt-4o"])
+    amount: MoneyIn = Field(default=Decimal(0), description="what the work would cost")
 
 
 class ReserveIn(Schema):
     model_config = ConfigDict(extra="forbid")
-    scopes: list[str] = Field(min_length=1, max_length=20)
-    amount: Decimal = Field(ge=0, allow_inf_nan=False)
-    ttl_seconds: int | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    scopes: list[
+        Annotated[str, Field(min_length=1, max_length=320, pattern=SCOPE_PATTERN), AfterValidator(_no_nul)]
+    ] = Field(min_length=1, max_length=20)
+    amount: MoneyIn
+    ttl_seconds: _json_int(gt=0, le=7 * 24 * 3600) | None = None
 
 
 class SettleIn(Schema):
     model_config = ConfigDict(extra="forbid")
-    actual: Decimal = Field(ge=0, allow_inf_nan=False)
+    actual: MoneyIn
 
 
 def _scope_allowed(key: ApiKey, scope: str) -> None:
@@ -545,6 +648,7 @@ def budgets_list(request: HttpRequest) -> Any:
     from budgets.models import Budget
     from budgets.selectors import budget_status_peek
 
+    _only_query_params(request)
     key: ApiKey = request.auth  # type: ignore[attr-defined]
     now = datetime.now(UTC)
     statuses = [
@@ -559,17 +663,18 @@ def budgets_list(request: HttpRequest) -> Any:
 
 
 class SpendQuery(Schema):
-    scope: str = Field(default="global", min_length=1, max_length=320)
+    scope: Text = Field(default="global", min_length=1, max_length=320, pattern=SCOPE_PATTERN)
     start: datetime = Field(alias="from", description="ISO 8601 with offset")
     end: datetime = Field(alias="to", description="ISO 8601 with offset")
     group_by: Literal["provider", "model", "service", "subject", "day", "hour"] | None = None
-    currency: str = Field(default="USD", min_length=3, max_length=3)
+    currency: Text = Field(default="USD", min_length=3, max_length=3)
 
 
 @api.get(
     "/spend", response={200: dict, 403: dict, 422: dict, **COMMON}, summary="Spend of a scope in a window, from rollups"
 )
 def spend(request: HttpRequest, query: Query[SpendQuery]) -> Any:
+    _only_query_params(request, "scope", "from", "to", "group_by", "currency")
     _scope_allowed(request.auth, query.scope)  # type: ignore[attr-defined]
     try:
         answer = spend_grouped(
@@ -596,14 +701,16 @@ def spend(request: HttpRequest, query: Query[SpendQuery]) -> Any:
 
 class BatchStartIn(Schema):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, description="the pipeline, e.g. nightly-leads")
-    job: str | None = Field(default=None, max_length=200, description="default: <name>-<UTC start time>")
-    note: str = Field(default="", max_length=500)
+    # tracking.batches refuses spaces inside a name or job (a pattern cannot say it portably: the regex
+    # engines of pydantic, Python and JSON Schema validators disagree on what a space is).
+    name: Text = Field(min_length=1, max_length=200, description="the pipeline, e.g. nightly-leads")
+    job: Text | None = Field(default=None, max_length=200, description="default: <name>-<UTC start time>")
+    note: Text = Field(default="", max_length=500)
 
 
 class BatchFinishIn(Schema):
     model_config = ConfigDict(extra="forbid")
-    leads: StrictInt = Field(ge=0, description="how many leads the batch produced")
+    leads: _json_int(ge=0, lt=2**63) = Field(description="how many leads the batch produced")
 
 
 def _batch_json(batch: Any) -> dict[str, Any]:
@@ -621,14 +728,22 @@ def _batch_json(batch: Any) -> dict[str, Any]:
     }
 
 
-@api.post("/batches", response={201: dict, 422: dict, **COMMON}, summary="Open a batch; record its usage with its job")
+@api.post(
+    "/batches",
+    response={201: dict, 409: dict, 422: dict, **COMMON},
+    summary="Open a batch; record its usage with its job",
+)
 def batches_start(request: HttpRequest, payload: BatchStartIn) -> Any:
     from tracking.batches import batch_start
 
     try:
         batch = batch_start(name=payload.name, job=payload.job, note=payload.note)
     except DjangoValidationError as exc:
-        raise _django_invalid(exc) from None
+        errors = _field_errors(exc)
+        # A batch of that name still running, or the job id taken: the request is fine, the state conflicts.
+        if any("already" in message for messages in errors.values() for message in messages):
+            raise ApiError(409, "conflict", next(iter(errors.values()))[0], errors=errors) from None
+        raise _invalid(errors) from None
     return Status(201, _batch_json(batch))
 
 
@@ -655,6 +770,7 @@ def batches_finish(request: HttpRequest, name: str, payload: BatchFinishIn) -> A
 def batches_list(request: HttpRequest, limit: int = Query(20, ge=1, le=500)) -> Any:
     from tracking.models import Batch
 
+    _only_query_params(request, "limit")
     return Status(200, {"batches": [_batch_json(b) for b in Batch.objects.order_by("-started_at")[:limit]]})
 
 

@@ -376,7 +376,7 @@ def test_a_pipeline_opens_and_closes_its_batch_over_http(api, gpt4o_prices):
     started = api.post("/batches", {"name": "nightly-leads"})
     assert started.status_code == 201
     job = started.json()["job"]
-    assert api.post("/batches", {"name": "nightly-leads"}).status_code == 422  # already running
+    assert api.post("/batches", {"name": "nightly-leads"}).status_code == 409  # already running: a conflict
     assert api.post("/events", event("b-1", job=job, amount="3.00", currency="USD")).status_code == 201
     finished = api.post("/batches/nightly-leads/finish", {"leads": 4})
     assert finished.status_code == 200
