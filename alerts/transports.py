@@ -18,7 +18,7 @@ import re
 import smtplib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import apprise
 import requests
@@ -26,6 +26,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.validators import validate_email
+
+from . import netguard
 
 SIGNATURE_HEADER = "X-Costcontrol-Signature"
 DELIVERY_HEADER = "X-Costcontrol-Delivery"
@@ -68,6 +70,58 @@ class Transport:
 
     def notify(self, message: Message) -> None:
         raise NotImplementedError
+
+    def hosts(self) -> list[tuple[str, int | None]]:
+        """The (host, port) pairs the target names that this server would connect to (SSRF guard)."""
+        return []
+
+    def check_addresses(self) -> None:
+        """At save: refuse a target whose host resolves to an address channels may not reach."""
+        for host, port in self.hosts():
+            try:
+                netguard.check_host(host, port)
+            except netguard.BlockedAddress as exc:
+                raise ValidationError({"target": str(exc)}) from None
+
+    def guard_before_sending(self) -> None:
+        """At delivery: resolve again (DNS changes); a blocked address is a permanent failure."""
+        for host, port in self.hosts():
+            try:
+                netguard.check_host(host, port)
+            except netguard.BlockedAddress as exc:
+                raise TransportError(f"{self.kind}: {exc}", permanent=True) from None
+
+    def scrub(self, text: str) -> str:
+        """`text` with the secret parts of the target (tokens in its path, query, user info) masked:
+        error messages are stored, shown in the admin and logged."""
+        return scrub_target(text, self.channel.target or "", keep={h for h, _ in self.hosts()})
+
+
+# Runs of URL characters in a target that may be a token; '=', '&', '/', ':' and '@' separate them.
+_TOKEN = re.compile(r"[A-Za-z0-9_\-.~%]+")
+
+
+def scrub_target(text: str, target: str, *, keep: set[str] | frozenset[str] = frozenset()) -> str:
+    """Mask in `text` every part of `target` that may be a secret: runs of 6+ characters with a digit
+    or a capital, and any run of 16+ (plain words such as "services" and the hosts in `keep` stay)."""
+    target = target.strip()
+    if not target or not text:
+        return text
+    _scheme, sep, rest = target.partition("://")
+    rest = rest if sep else target
+    candidates = set(_TOKEN.findall(rest)) | set(_TOKEN.findall(unquote(rest)))
+    secrets = sorted(
+        (
+            t
+            for t in candidates
+            if t not in keep and (len(t) >= 16 or (len(t) >= 6 and any(c.isdigit() or c.isupper() for c in t)))
+        ),
+        key=len,
+        reverse=True,
+    )
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 # --- email --------------------------------------------------------------------------------------
@@ -119,8 +173,12 @@ class WebhookTransport(Transport):
     def validate(self) -> None:
         url = (self.channel.target or "").strip()
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValidationError({"target": "a webhook needs an http:// or https:// URL"})
+        self.check_addresses()
+
+    def hosts(self) -> list[tuple[str, int | None]]:
+        return _url_host(self.channel.target or "")
 
     def notify(self, message: Message) -> None:
         body = json.dumps(
@@ -141,15 +199,30 @@ class WebhookTransport(Transport):
             DELIVERY_HEADER: message.delivery_id,
             SIGNATURE_HEADER: webhook_signature(self.channel.secret, body),
         }
-        try:
-            response = requests.post(self.channel.target.strip(), data=body, headers=headers, timeout=TIMEOUT_SECONDS)
-        except requests.RequestException as exc:
-            raise TransportError(f"webhook unreachable: {exc.__class__.__name__}: {exc}") from exc
+        self.guard_before_sending()
+        with netguard.guarded_connections() as guard:
+            try:
+                response = requests.post(
+                    self.channel.target.strip(), data=body, headers=headers, timeout=TIMEOUT_SECONDS
+                )
+            except requests.RequestException as exc:
+                if guard.blocked:  # a redirect, or DNS that changed since the check above
+                    raise TransportError(f"webhook: {guard.blocked[0]}", permanent=True) from exc
+                raise TransportError(self.scrub(f"webhook unreachable: {exc.__class__.__name__}: {exc}")) from exc
         status = response.status_code
         if 200 <= status < 300:
             return
-        detail = f"webhook answered HTTP {status}: {response.text[:200]!r}"
+        detail = self.scrub(f"webhook answered HTTP {status}: {response.text[:200]!r}")
         raise TransportError(detail, permanent=400 <= status < 500 and status not in (408, 429))
+
+
+def _url_host(url: str) -> list[tuple[str, int | None]]:
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return [(parts.hostname, port)] if parts.scheme in ("http", "https") and parts.hostname else []
 
 
 # --- apprise: Slack, Teams, Discord, PagerDuty and anything else ------------------------------------
@@ -175,22 +248,38 @@ class AppriseTransport(Transport):
             protocols = _protocols(plugin)
             if not protocols & set(self.services):
                 raise ValidationError({"target": f"not a {self.kind} URL ({self.example})"})
+        self.check_addresses()
+
+    def hosts(self) -> list[tuple[str, int | None]]:
+        """The URL's own host when it is http(s), and the host apprise parsed from it when that looks
+        like one (an address, localhost or a dotted name: Slack's or PagerDuty's "host" is a token and
+        they post to their own service). Any other connection is still checked where it is made."""
+        found = _url_host(self.channel.target or "")
+        plugin = self._plugin() if (self.channel.target or "").strip() else None
+        host = getattr(plugin, "host", None)
+        if isinstance(host, str) and host and (netguard.resolve_is_literal(host) or "." in host or host == "localhost"):
+            port = getattr(plugin, "port", None)
+            found.append((host, port if isinstance(port, int) else None))
+        return list(dict.fromkeys(found))
 
     def notify(self, message: Message) -> None:
         plugin = self._plugin()
         if plugin is None:
             raise TransportError("the channel's URL is not one apprise can send to", permanent=True)
+        self.guard_before_sending()
         sender = apprise.Apprise()
         sender.add(plugin)
-        with apprise.LogCapture(level=apprise.logging.INFO) as log:
+        with netguard.guarded_connections() as guard, apprise.LogCapture(level=apprise.logging.INFO) as log:
             ok = sender.notify(title=message.subject, body=message.text, body_format=apprise.NotifyFormat.TEXT)
             output = log.getvalue()
+        if guard.blocked:
+            raise TransportError(f"{self.kind}: {guard.blocked[0]}", permanent=True)
         if ok:
             return
         statuses = [int(s) for s in _STATUS_IN_LOG.findall(output)]
         permanent = any(400 <= s < 500 and s not in (408, 429) for s in statuses)
         last = output.strip().splitlines()[-1] if output.strip() else "no detail"
-        raise TransportError(f"{self.kind} delivery failed: {last}", permanent=permanent)
+        raise TransportError(self.scrub(f"{self.kind} delivery failed: {last}"), permanent=permanent)
 
 
 def _protocols(plugin: Any) -> set[str]:

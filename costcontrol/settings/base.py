@@ -5,6 +5,7 @@ Every variable is documented in the README's configuration table with its defaul
 
 from __future__ import annotations
 
+import ipaddress
 from decimal import Decimal
 from pathlib import Path
 
@@ -208,6 +209,17 @@ ALERT_ERROR_RATE_PERCENT = env_decimal("ALERT_ERROR_RATE_PERCENT", "10")
 ALERT_TOKENS_HOURLY_THRESHOLD = env_decimal("ALERT_TOKENS_HOURLY_THRESHOLD", "10000")
 # An alert rule whose evaluation raises is tried again after this long.
 ALERT_RULE_ERROR_BACKOFF_SECONDS = env.int("ALERT_RULE_ERROR_BACKOFF_SECONDS", default=300)
+# SSRF guard: channel targets (webhook, Slack, apprise URLs) may not reach private, loopback,
+# link-local, multicast, reserved or unspecified addresses, except inside these networks
+# (comma-separated CIDRs, e.g. 10.20.0.0/16,fd00::/8 for an internal receiver). Default: none.
+CHANNEL_ALLOWED_NETWORKS = env.list("CHANNEL_ALLOWED_NETWORKS", default=[])
+for _network in CHANNEL_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network.strip(), strict=False)
+    except ValueError:
+        raise environ.ImproperlyConfigured(
+            f"CHANNEL_ALLOWED_NETWORKS: {_network!r} is not a network (write CIDRs such as 10.20.0.0/16)"
+        ) from None
 
 # How far in the future an event's timestamp may lie (clock skew between hosts).
 COSTCONTROL_MAX_FUTURE_SKEW_SECONDS = env.int("COSTCONTROL_MAX_FUTURE_SKEW_SECONDS", default=300)
@@ -221,7 +233,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # Held at INFO whatever LOG_LEVEL says: at DEBUG these print secrets (SQL parameters such as
+    # channel URLs; the path and query of every HTTP request, where webhook tokens live; apprise's
+    # full service URLs).
+    "loggers": {name: {"level": "INFO"} for name in ("django.db.backends", "urllib3", "apprise")},
 }
 
 # --- HTTP API ---------------------------------------------------------------------------------

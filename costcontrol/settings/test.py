@@ -11,3 +11,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_BROKER_URL = "memory://"
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
+# The delivery tests' webhook and SMTP servers listen on 127.0.0.1 (tests of the guard override this).
+CHANNEL_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
