@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from budgets.admin import _level_badge
+from costcontrol.admin_teams import TeamScopedAdminMixin, team_list_filter
 
 from .models import Alert, AlertRule, AlertState, Channel, DeliveryAttempt, Notification, NotificationStatus
 from .services import (
@@ -25,9 +26,10 @@ from .services import (
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(admin.ModelAdmin):
+class AlertRuleAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     list_display = (
         "name",
+        "team",
         "metric",
         "scope",
         "window",
@@ -39,7 +41,8 @@ class AlertRuleAdmin(admin.ModelAdmin):
         "last_evaluated_at",
         "last_error_short",
     )
-    list_filter = ("metric", "window", "level", "is_enabled")
+    list_filter = ("metric", "window", "level", "is_enabled", team_list_filter("team"))
+    list_select_related = ("team",)
     search_fields = ("name", "scope")
     filter_horizontal = ("channels",)
     readonly_fields = (
@@ -51,7 +54,7 @@ class AlertRuleAdmin(admin.ModelAdmin):
         "updated_at",
     )
     fieldsets = (
-        (None, {"fields": ("name", "is_enabled")}),
+        (None, {"fields": ("name", "team", "is_enabled")}),
         ("Condition", {"fields": ("metric", "scope", "window", "threshold")}),
         ("Notify", {"fields": ("level", "cooldown", "channels")}),
         (
@@ -86,7 +89,7 @@ class NotificationInline(admin.TabularInline):
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     list_display = (
         "title",
         "level_shown",
@@ -98,7 +101,7 @@ class AlertAdmin(admin.ModelAdmin):
         "acknowledged_at",
         "muted_until",
     )
-    list_filter = ("state", "level", "source")
+    list_filter = ("state", "level", "source", team_list_filter("team"))
     search_fields = ("title", "key", "scope")
     list_select_related = ("rule", "budget")
     date_hierarchy = "last_fired_at"
@@ -200,7 +203,9 @@ class DeadLetterFilter(admin.SimpleListFilter):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
+    # A notification belongs to its alert's team; reports, tests and digests (no alert) are organisation-wide.
+    team_path = "alert__team"
     list_display = (
         "subject",
         "kind",

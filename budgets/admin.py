@@ -32,6 +32,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from costcontrol.admin_teams import TeamScopedAdminMixin, team_list_filter
 from costcontrol.money import format_money
 from tracking.models import SpendRollup
 
@@ -271,7 +272,7 @@ def _with_utilisation(queryset: QuerySet[Budget], at: datetime) -> QuerySet[Budg
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     form = BudgetForm
     list_display = (
         "name",
@@ -288,7 +289,7 @@ class BudgetAdmin(admin.ModelAdmin):
         "is_active",
     )
     list_display_links = ("name",)
-    list_filter = (LevelFilter, "period", ScopeKindFilter, "hard_limit", "is_active")
+    list_filter = (LevelFilter, "period", ScopeKindFilter, team_list_filter("team"), "hard_limit", "is_active")
     search_fields = ("name", "scope", "owner__username", "team__name")
     autocomplete_fields = ()
     list_select_related = ("owner", "team")
@@ -513,9 +514,11 @@ def burn_down_svg(status: BudgetStatus) -> SafeString | str:
 
 
 @admin.register(Reservation)
-class ReservationAdmin(admin.ModelAdmin):
+class ReservationAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
+    team_path = "budget__team"
     list_display = ("pk", "budget", "amount_shown", "status_shown", "created_at", "expires_at", "actual_shown")
-    list_filter = ("budget",)
+    # Only the budgets this user's reservations hold (the plain filter would list every budget's name).
+    list_filter = (("budget", admin.RelatedOnlyFieldListFilter),)
     list_select_related = ("budget",)
     date_hierarchy = "created_at"
     list_per_page = 100

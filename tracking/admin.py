@@ -34,6 +34,7 @@ from django.utils.html import escape, format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
+from costcontrol.admin_teams import TeamScopedAdminMixin, exists_for_teams, sees_every_team, team_list_filter
 from costcontrol.money import format_money
 
 from .batches import lead_unit
@@ -383,7 +384,7 @@ class CorrectAmountForm(forms.Form):
 
 
 @admin.register(CostEntry)
-class CostEntryAdmin(admin.ModelAdmin):
+class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     list_display = (
         "occurred_at",
         "provider",
@@ -397,7 +398,7 @@ class CostEntryAdmin(admin.ModelAdmin):
         "is_estimate",
         "corrects_link",
     )
-    list_filter = (ProviderFilter, "pricing_status", "outcome", "is_estimate", "team", "occurred_at")
+    list_filter = (ProviderFilter, "pricing_status", "outcome", "is_estimate", team_list_filter("team"), "occurred_at")
     search_fields = ("model", "service", "subject", "job", "idempotency_key")
     list_select_related = ("team", "corrects")
     # No date_hierarchy: it runs a DISTINCT over the whole ledger's dates on every page load.
@@ -864,6 +865,14 @@ class BatchAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Batch]:
+        """A batch carries no team: a staff member who is not a superuser sees the batches whose job
+        charged cost entries to one of their teams."""
+        queryset = super().get_queryset(request)
+        if sees_every_team(request):
+            return queryset
+        return queryset.filter(exists_for_teams(request, CostEntry, outer_field="job", inner_field="job"))
+
     @admin.display(description="duration")
     def duration(self, obj: Batch) -> str:
         seconds = int(((obj.finished_at or timezone.now()) - obj.started_at).total_seconds())
@@ -888,7 +897,9 @@ class BatchAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         recent = list(
-            Batch.objects.filter(cost_computed_at__isnull=False).order_by("-finished_at")[: self.TREND_BATCHES]
+            self.get_queryset(request)
+            .filter(cost_computed_at__isnull=False)
+            .order_by("-finished_at")[: self.TREND_BATCHES]
         )
         extra_context = {**(extra_context or {}), "cpl_trend": cost_per_lead_trend_svg(recent[::-1])}
         return super().changelist_view(request, extra_context)
