@@ -660,7 +660,9 @@ def cost_entry_record_many(events: Sequence[Mapping[str, Any]]) -> list[BulkItem
 
     with transaction.atomic():
         keys = [entry.idempotency_key for _, entry in pending]
-        existing = {e.idempotency_key: e for e in CostEntry.objects.filter(idempotency_key__in=keys)} if keys else {}
+        # PostgreSQL needs no look-up first: the insert's ON CONFLICT sorts out keys already recorded.
+        lookup = keys and connection.vendor != "postgresql"
+        existing = {e.idempotency_key: e for e in CostEntry.objects.filter(idempotency_key__in=keys)} if lookup else {}
         fresh: list[tuple[int, CostEntry]] = []
         seen: dict[str, int] = {}
         for i, entry in pending:
@@ -686,7 +688,7 @@ def cost_entry_record_many(events: Sequence[Mapping[str, Any]]) -> list[BulkItem
             for i, entry in fresh:
                 if entry.idempotency_key in went_in:
                     results[i] = BulkItemResult("accepted", entry=entry)
-                else:  # a concurrent writer recorded this key after our check
+                else:  # recorded before, or by a concurrent writer
                     results[i] = BulkItemResult("duplicate", entry=winners[entry.idempotency_key])
             _announce([r.entry for r in results if r is not None and r.status == "accepted" and r.entry is not None])
             return [r for r in results if r is not None]
