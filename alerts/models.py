@@ -309,6 +309,13 @@ class Notification(models.Model):
     attempts = models.PositiveIntegerField("attempts", default=0)
     next_attempt_at = models.DateTimeField("next attempt", default=timezone.now)
     claimed_until = models.DateTimeField("claimed until", null=True, blank=True)
+    claimed_by = models.CharField(
+        "claimed by",
+        max_length=255,
+        blank=True,
+        help_text="The delivery (Celery task id) sending it now: the same task delivered again after its "
+        "worker died takes its claim over at once; any other waits for the claim to run out.",
+    )
     last_error = models.TextField("last error", blank=True)
     digest = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="folded", verbose_name="digest"

@@ -10,12 +10,18 @@
 - notification_deliver claims one row (conditional UPDATE), sends it outside any transaction,
   and records the attempt: sent; retried later with exponential backoff (transient errors); or a
   dead letter, the channel disabled with the reason (permanent errors).
+- A worker killed mid-send leaves its claim behind. The same Celery task delivered again (acks_late:
+  the broker hands an unacknowledged message out again only once its worker is gone) takes that
+  claim over at once, the lost attempt logged; anyone else waits for the claim's lease to run out.
+  What stays open: a receiver that accepted the message just before the worker died, before the
+  SENT status was committed, gets it twice, with the same delivery id (the dedup key) both times.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -322,17 +328,24 @@ class DeliveryResult:
     error: str = ""
 
 
-def _claim(notification_id: int, now: datetime) -> Notification | None:
-    """Take a due notification for one delivery (a worker that died mid-send loses its claim after
-    the lease). Decides the channel's rate limit under the channel's row lock."""
+def _claimable(now: datetime, token: str) -> Q:
+    """Due, or claimed by a delivery that died: after its lease, or at once by the same task run again."""
+    claimable = Q(status=NotificationStatus.PENDING, next_attempt_at__lte=now) | Q(
+        status=NotificationStatus.SENDING, claimed_until__lt=now
+    )
+    if token:
+        claimable |= Q(status=NotificationStatus.SENDING, claimed_by=token)
+    return claimable
+
+
+def _claim(notification_id: int, now: datetime, token: str) -> Notification | None:
+    """Take a due notification for one delivery, as `token`. Decides the channel's rate limit under
+    the channel's row lock. Taking over a dead delivery's claim logs its lost attempt."""
     with transaction.atomic():
         notification = (
             Notification.objects.select_related("channel")
             .filter(pk=notification_id)
-            .filter(
-                Q(status=NotificationStatus.PENDING, next_attempt_at__lte=now)
-                | Q(status=NotificationStatus.SENDING, claimed_until__lt=now)
-            )
+            .filter(_claimable(now, token))
             .first()
         )
         if notification is None:
@@ -342,21 +355,56 @@ def _claim(notification_id: int, now: datetime) -> Notification | None:
             return None  # stays pending: delivered once the channel is enabled again
         if channel.max_per_hour and notification.kind not in (NotificationKind.TEST, NotificationKind.DIGEST):
             hour_ago = now - timedelta(hours=1)
-            recent = Notification.objects.filter(channel=channel).filter(
-                Q(status=NotificationStatus.SENT, sent_at__gt=hour_ago)
-                | Q(status=NotificationStatus.SENDING, claimed_until__gte=now)
+            recent = (
+                Notification.objects.filter(channel=channel)
+                .filter(
+                    Q(status=NotificationStatus.SENT, sent_at__gt=hour_ago)
+                    | Q(status=NotificationStatus.SENDING, claimed_until__gte=now)
+                )
+                .exclude(pk=notification.pk)
             )
             if recent.count() >= channel.max_per_hour:
                 _fold(notification, channel=channel, now=now)
                 return None
-        claimed = Notification.objects.filter(pk=notification.pk, status=notification.status).update(
-            status=NotificationStatus.SENDING, claimed_until=now + CLAIM_LEASE, attempts=F("attempts") + 1
+        # Compare-and-swap on the claim as read: of two takers of the same dead claim, one wins.
+        claimed = Notification.objects.filter(
+            pk=notification.pk,
+            status=notification.status,
+            claimed_until=notification.claimed_until,
+            claimed_by=notification.claimed_by,
+        ).update(
+            status=NotificationStatus.SENDING,
+            claimed_until=now + CLAIM_LEASE,
+            claimed_by=token,
+            attempts=F("attempts") + 1,
         )
         if not claimed:
             return None
+        if notification.status == NotificationStatus.SENDING:
+            _log_lost_attempt(notification, token=token)
         notification.refresh_from_db()
         notification.channel = channel
         return notification
+
+
+def _log_lost_attempt(notification: Notification, *, token: str) -> None:
+    """The claim taken over belonged to a delivery that never finished: its worker died mid-send."""
+    assert notification.claimed_until is not None
+    same = notification.claimed_by == token
+    DeliveryAttempt.objects.create(
+        notification=notification,
+        started_at=notification.claimed_until - CLAIM_LEASE,
+        duration_ms=0,
+        ok=False,
+        error="lost: the worker sending it stopped before the attempt ended "
+        f"({'the same task, delivered again' if same else 'its claim ran out'}); "
+        "the receiver may or may not have got it",
+    )
+    logger.warning(
+        "notification %s: taking over the claim of a delivery that never finished (%s)",
+        notification.pk,
+        "same task redelivered" if same else "lease ran out",
+    )
 
 
 def _fold(notification: Notification, *, channel: Channel, now: datetime) -> None:
@@ -419,10 +467,14 @@ def _message(notification: Notification) -> Message:
     )
 
 
-def notification_deliver(*, notification_id: int, now: datetime | None = None) -> DeliveryResult:
-    """Deliver one notification if it is due; record the attempt. Safe to call twice at once."""
+def notification_deliver(*, notification_id: int, now: datetime | None = None, claim_token: str = "") -> DeliveryResult:
+    """Deliver one notification if it is due; record the attempt. Safe to call twice at once.
+
+    claim_token: who delivers (the Celery task id): a delivery run again with the same token takes
+    over the claim its earlier run left behind. Empty: a token of this call alone.
+    """
     now = now or timezone.now()
-    notification = _claim(notification_id, now)
+    notification = _claim(notification_id, now, claim_token or f"call:{uuid.uuid4().hex}")
     if notification is None:
         return DeliveryResult(status="skipped")
     channel = notification.channel
@@ -446,7 +498,9 @@ def notification_deliver(*, notification_id: int, now: datetime | None = None) -
             permanent=bool(error and error.permanent),
             error="" if error is None else error.message,
         )
-        mine = Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING)
+        mine = Notification.objects.filter(
+            pk=notification.pk, status=NotificationStatus.SENDING, claimed_by=notification.claimed_by
+        )
         if error is None:
             mine.update(status=NotificationStatus.SENT, sent_at=finished, claimed_until=None, last_error="")
             return DeliveryResult(status="sent")
@@ -469,20 +523,20 @@ def notification_deliver(*, notification_id: int, now: datetime | None = None) -
         return DeliveryResult(status="retry", error=error.message)
 
 
-def notifications_flush(*, now: datetime | None = None, limit: int = 200) -> dict[str, int]:
-    """Beat: deliver what is due (the safety net behind the per-notification tasks)."""
+def notifications_flush(*, now: datetime | None = None, limit: int = 200, claim_token: str = "") -> dict[str, int]:
+    """Beat: deliver what is due (the safety net behind the per-notification tasks). claim_token as
+    for notification_deliver: this sweep run again takes over what its earlier run left claimed."""
     now = now or timezone.now()
+    token = claim_token or f"sweep:{uuid.uuid4().hex}"
     due = list(
-        Notification.objects.filter(
-            Q(status=NotificationStatus.PENDING, next_attempt_at__lte=now, channel__is_enabled=True)
-            | Q(status=NotificationStatus.SENDING, claimed_until__lt=now)
-        )
+        Notification.objects.filter(_claimable(now, token))
+        .exclude(status=NotificationStatus.PENDING, channel__is_enabled=False)
         .order_by("next_attempt_at", "pk")
         .values_list("pk", flat=True)[:limit]
     )
     counts: dict[str, int] = {}
     for pk in due:
-        result = notification_deliver(notification_id=pk, now=now)
+        result = notification_deliver(notification_id=pk, now=now, claim_token=token)
         counts[result.status] = counts.get(result.status, 0) + 1
     return counts
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from .evaluation import alerts_evaluate
 from .services import notification_deliver, notifications_flush
@@ -27,16 +27,20 @@ def evaluate_budgets() -> int:
     return alerts_evaluate(budgets_only=True).firing
 
 
-@shared_task(name="alerts.deliver_notification")
-def deliver_notification(notification_id: int) -> str:
-    """Deliver one outbox row (a no-op if it is not due or another worker has it)."""
-    return notification_deliver(notification_id=notification_id).status
+@shared_task(name="alerts.deliver_notification", bind=True)
+def deliver_notification(self: Task, notification_id: int) -> str:
+    """Deliver one outbox row (a no-op if it is not due or another worker has it).
+
+    The task id is the claim's token: this message delivered again because its worker died
+    mid-send (acks_late) takes over the claim that worker left, instead of waiting out the lease.
+    """
+    return notification_deliver(notification_id=notification_id, claim_token=self.request.id or "").status
 
 
-@shared_task(name="alerts.notifications_flush")
-def flush_notifications() -> dict[str, int]:
+@shared_task(name="alerts.notifications_flush", bind=True)
+def flush_notifications(self: Task) -> dict[str, int]:
     """Beat, every minute: deliver whatever is due (retries, digests, anything the broker lost)."""
-    counts = notifications_flush()
+    counts = notifications_flush(claim_token=self.request.id or "")
     if counts:
         logger.info("notifications: %s", counts)
     return counts

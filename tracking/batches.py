@@ -194,20 +194,26 @@ def _compute_later(batch_id: int) -> None:
 
 def batch_cost_compute(*, batch: Batch, now: datetime | None = None) -> Batch:
     """Compute and store a finished batch's cost, cost per lead and the month-to-date figures.
-    Idempotent: running it again (a retried task, late entries) gives the current figures."""
+
+    Idempotent: the figures are read from the rollups and stored (never added to), so running it
+    again (a task delivered again after its worker died, late entries) gives the current figures.
+    One transaction, under the batch's row lock: a run killed midway stores nothing, and two runs
+    at once store one after the other."""
     now = now or timezone.now()
-    if batch.finished_at is None:
-        raise ValidationError({"batch": f"batch {batch.name!r} is still running"})
-    cost = batch_cost(job=batch.job)
-    mtd = month_to_date(at=batch.finished_at)  # as it stood when the batch finished
-    Batch.objects.filter(pk=batch.pk).update(
-        cost=cost,
-        cost_per_lead=cost_per_lead(cost, batch.leads or 0),
-        month_cost=mtd.cost,
-        month_leads=mtd.leads,
-        month_cost_per_lead=mtd.cost_per_lead,
-        cost_computed_at=now,
-    )
+    with transaction.atomic():
+        locked = Batch.objects.select_for_update().get(pk=batch.pk)
+        if locked.finished_at is None:
+            raise ValidationError({"batch": f"batch {locked.name!r} is still running"})
+        cost = batch_cost(job=locked.job)
+        mtd = month_to_date(at=locked.finished_at)  # as it stood when the batch finished
+        Batch.objects.filter(pk=locked.pk).update(
+            cost=cost,
+            cost_per_lead=cost_per_lead(cost, locked.leads or 0),
+            month_cost=mtd.cost,
+            month_leads=mtd.leads,
+            month_cost_per_lead=mtd.cost_per_lead,
+            cost_computed_at=now,
+        )
     batch.refresh_from_db()
     return batch
 

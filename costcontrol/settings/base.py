@@ -172,6 +172,26 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=14 
 # services are idempotent, so a re-run changes nothing twice.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Redis has no acknowledgements: a message a worker took and never acknowledged (its whole worker
+# was SIGKILLed, OOM-killed or its node lost) goes back to the queue this many seconds after it was
+# delivered, found by a sweep of every worker every few seconds. Short: a crashed task runs again
+# soon. It must stay longer than any task may run (the hard time limit), or a task still running
+# is handed to a second worker.
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=60 * 60)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://")):
+    if CELERY_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
+        raise environ.ImproperlyConfigured(
+            f"CELERY_VISIBILITY_TIMEOUT ({CELERY_VISIBILITY_TIMEOUT} s) must be longer than "
+            f"CELERY_TASK_TIME_LIMIT ({CELERY_TASK_TIME_LIMIT} s): a task still running when it runs out "
+            "is delivered to a second worker"
+        )
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **CELERY_BROKER_TRANSPORT_OPTIONS,
+        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+        # kombu's default sweep runs every 10 s x 10; every few seconds (at most 10) instead.
+        "unacked_restore_interval": min(10, max(1, CELERY_VISIBILITY_TIMEOUT // 5)),
+        "unacked_restore_throttle": 1,
+    }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
