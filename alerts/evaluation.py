@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from budgets.models import Budget, level_rank
 from budgets.periods import period_bounds
-from budgets.selectors import BudgetStatus, utilisation_percent
+from budgets.selectors import BudgetStatus, budget_positions, budget_status_compute, utilisation_percent
 from budgets.services import budget_status
 from costcontrol.money import format_money
 from tracking.batches import batch_last_finished, cost_per_lead_change, lead_unit, month_to_date
@@ -97,35 +97,95 @@ def _cost_per_lead(rule: AlertRule, now: datetime) -> Decimal:
     return batch.cost_per_lead
 
 
-def _anomalies(rule: AlertRule, now: datetime) -> Any:
-    """The anomalies of the rule's scope in its window (global: every dimension), worst first."""
+def _anomalies(rule: AlertRule, now: datetime, memo: dict[tuple[str, datetime, datetime], Any] | None = None) -> Any:
+    """The anomalies of the rule's scope in its window (global: every dimension), worst first.
+    Rules of one pass with the same scope and window share one computation (`memo`)."""
     from analytics.selectors import anomaly_summary  # analytics reads alerts' models: import late
 
     start, end = window_bounds(rule.window, now)
-    return anomaly_summary(scope=rule.scope, start=start, end=min(end, now))
+    key = (rule.scope, start, min(end, now))
+    if memo is not None and key in memo:
+        return memo[key]
+    found = anomaly_summary(scope=rule.scope, start=start, end=min(end, now))
+    if memo is not None:
+        memo[key] = found
+    return found
 
 
-def metric_value(rule: AlertRule, now: datetime) -> Decimal:
+_SUMS = {
+    "amount": Sum("amount"),
+    "events": Sum("events"),
+    "errors": Sum("errors"),
+    "rate_limited": Sum("rate_limited"),
+    "unpriced": Sum("unpriced"),
+    **{name: Sum(name) for name in TOKEN_FIELDS},
+}
+
+
+def _rollup_scope(rule: AlertRule) -> str:
+    return "provider:gpu" if rule.metric == Metric.GPU_COST and rule.scope == "global" else rule.scope
+
+
+def _reads_rollups(rule: AlertRule, now: datetime) -> tuple[datetime, datetime] | None:
+    """The window of a rule whose value is a sum of hourly rollups (None: it reads something else)."""
+    if rule.metric in (Metric.COST_PER_LEAD, Metric.COST_PER_LEAD_CHANGE, Metric.ANOMALY):
+        return None
+    try:
+        start, end = window_bounds(rule.window, now)
+    except NoData:
+        return None
+    if rule.metric not in (Metric.SPEND, Metric.GPU_COST) and end - start < timedelta(hours=1):
+        return None  # counted from the ledger
+    return start, end
+
+
+class RollupSums:
+    """The rollup sums every due rule of a pass needs: one GROUP BY scope statement per window
+    (this hour, today, this month, the last 60 minutes, the last 24 hours) instead of one per rule."""
+
+    def __init__(self, rules: list[AlertRule], now: datetime) -> None:
+        windows: dict[tuple[datetime, datetime], set[str]] = {}
+        for rule in rules:
+            window = _reads_rollups(rule, now)
+            if window is not None:
+                windows.setdefault(window, set()).add(_rollup_scope(rule))
+        self.sums: dict[tuple[datetime, datetime], dict[str, dict[str, Any]]] = {}
+        for (start, end), scopes in windows.items():
+            first = start.replace(minute=0, second=0, microsecond=0)
+            rows = (
+                SpendRollup.objects.filter(scope__in=sorted(scopes), currency="USD", bucket__gte=first, bucket__lt=end)
+                .values("scope")
+                .annotate(**_SUMS)
+                .order_by()
+            )
+            self.sums[(start, end)] = {row.pop("scope"): row for row in rows}
+
+    def get(self, window: tuple[datetime, datetime], scope: str) -> dict[str, Any] | None:
+        """The sums of `scope` in `window` (all None where it has no rollups), or None if not read."""
+        found = self.sums.get(window)
+        if found is None:
+            return None
+        return found.get(scope) or dict.fromkeys(_SUMS)
+
+
+def metric_value(rule: AlertRule, now: datetime, *, sums: RollupSums | None = None) -> Decimal:
     if rule.metric in (Metric.COST_PER_LEAD, Metric.COST_PER_LEAD_CHANGE):
         return _cost_per_lead(rule, now)
     if rule.metric == Metric.ANOMALY:
         return _anomalies(rule, now).score
     start, end = window_bounds(rule.window, now)
-    scope = "provider:gpu" if rule.metric == Metric.GPU_COST and rule.scope == "global" else rule.scope
+    scope = _rollup_scope(rule)
     short = end - start < timedelta(hours=1)
+    read = sums.get((start, end), scope) if sums is not None else None
     if rule.metric in (Metric.SPEND, Metric.GPU_COST):
-        total = _rollups(scope, start, end).aggregate(total=Sum("amount"))["total"]
-        return total if total is not None else Decimal(0)
+        if read is None:
+            read = _rollups(scope, start, end).aggregate(amount=Sum("amount"))
+        return read["amount"] if read["amount"] is not None else Decimal(0)
     if short:
         return _ledger_counts(rule, scope, start, end)
-    sums = _rollups(scope, start, end).aggregate(
-        events=Sum("events"),
-        errors=Sum("errors"),
-        rate_limited=Sum("rate_limited"),
-        unpriced=Sum("unpriced"),
-        **{name: Sum(name) for name in TOKEN_FIELDS},
-    )
-    return _from_counts(rule.metric, {k: v or 0 for k, v in sums.items()})
+    if read is None:
+        read = _rollups(scope, start, end).aggregate(**{k: v for k, v in _SUMS.items() if k != "amount"})
+    return _from_counts(rule.metric, {k: v or 0 for k, v in read.items() if k != "amount"})
 
 
 def _from_counts(metric: str, counts: dict[str, int]) -> Decimal:
@@ -169,16 +229,34 @@ def rule_key(rule: AlertRule) -> str:
     return f"rule:{rule.pk}:{rule.scope}"
 
 
-def rule_evaluate(rule: AlertRule, *, now: datetime) -> str:
-    """Fire or resolve one rule's alert. Returns "firing", "ok" or "no data"."""
+def rule_evaluate(
+    rule: AlertRule,
+    *,
+    now: datetime,
+    open_alerts: OpenAlerts | None = None,
+    sums: RollupSums | None = None,
+    anomalies_memo: dict[tuple[str, datetime, datetime], Any] | None = None,
+) -> str:
+    """Fire or resolve one rule's alert. Returns "firing", "ok" or "no data".
+
+    `open_alerts` (alerts_evaluate's one read of every firing alert) spares the statements of an
+    alert that stays as it is: one not firing is not resolved again, one firing and not due for a
+    notification gets its figures updated in one statement (see _fire); `sums` and `anomalies_memo`
+    are the pass's shared reads."""
+    anomalies = None
     try:
-        value = metric_value(rule, now)
+        if rule.metric == Metric.ANOMALY:
+            anomalies = _anomalies(rule, now, anomalies_memo)  # its score is the value, its worst the detail
+            value = anomalies.score
+        else:
+            value = metric_value(rule, now, sums=sums)
     except NoData:
         AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=None, last_error="")
         return "no data"
     except Undefined as exc:
         AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=None, last_error="")
-        alert_fire(
+        _fire(
+            open_alerts,
             key=rule_key(rule),
             source=AlertSource.RULE,
             level=rule.level,
@@ -202,10 +280,11 @@ def rule_evaluate(rule: AlertRule, *, now: datetime) -> str:
         if rule.metric == Metric.COST_PER_LEAD_CHANGE:
             shown, limit = f"{shown} %", f"{limit} %"
         detail = ""
-        if rule.metric == Metric.ANOMALY:
-            worst = _anomalies(rule, now).worst
+        if anomalies is not None:
+            worst = anomalies.worst
             detail = f" Worst: {worst.describe()}." if worst is not None else ""
-        alert_fire(
+        _fire(
+            open_alerts,
             key=rule_key(rule),
             source=AlertSource.RULE,
             level=rule.level,
@@ -221,8 +300,65 @@ def rule_evaluate(rule: AlertRule, *, now: datetime) -> str:
             now=now,
         )
         return "firing"
-    alert_resolve(key=rule_key(rule), now=now)
+    _resolve(open_alerts, key=rule_key(rule), now=now)
     return "ok"
+
+
+# --- firing and resolving, sparing what does not change ------------------------------------------------
+
+
+class OpenAlerts:
+    """The firing alerts of one evaluation pass, by dedup key, read in one statement."""
+
+    def __init__(self, alerts: Any) -> None:
+        self.by_key: dict[str, Alert] = {a.key: a for a in alerts}
+        self.by_budget: dict[int, list[Alert]] = {}
+        sources = (AlertSource.BUDGET, AlertSource.FORECAST)
+        for alert in self.by_key.values():
+            if alert.budget_id is not None and alert.source in sources:
+                self.by_budget.setdefault(alert.budget_id, []).append(alert)
+
+    @classmethod
+    def read(cls) -> OpenAlerts:
+        return cls(Alert.objects.filter(state=AlertState.FIRING))
+
+    def of_budget(self, budget: Budget) -> list[Alert]:
+        """The budget's firing threshold and forecast alerts (as read)."""
+        return list(self.by_budget.get(budget.pk, ()))
+
+
+_FIGURES = ("title", "message", "value", "threshold", "level", "team_id")
+
+
+def _fire(open_alerts: OpenAlerts | None, **kwargs: Any) -> None:
+    """alert_fire, or, for an alert already firing that is not due for a notification (inside its
+    cooldown, or a budget level already announced), what alert_fire would change: its latest figures,
+    in one conditional UPDATE (nothing at all when they are the same). Anything else (a new or
+    resolved alert, one due, muted or acknowledged, or one that changed since it was read) takes
+    alert_fire's path."""
+    now = kwargs["now"]
+    alert = open_alerts.by_key.get(kwargs["key"]) if open_alerts is not None else None
+    if alert is not None and (alert.next_notify_at is None or alert.next_notify_at > now):
+        team_id = getattr(kwargs.get("rule"), "team_id", None) or getattr(kwargs.get("budget"), "team_id", None)
+        figures = {name: kwargs[name] for name in _FIGURES if name != "team_id"} | {"team_id": team_id}
+        if all(getattr(alert, name) == value for name, value in figures.items()):
+            return
+        still = Q(next_notify_at__isnull=True) | Q(next_notify_at__gt=now)
+        if Alert.objects.filter(still, pk=alert.pk, state=AlertState.FIRING).update(**figures):
+            for name, value in figures.items():
+                setattr(alert, name, value)
+            return
+    alert_fire(**kwargs)
+
+
+def _resolve(open_alerts: OpenAlerts | None, *, key: str, notify: bool = True, now: datetime) -> None:
+    """alert_resolve, skipped for an alert that was not firing when the pass read them (one that
+    opened since is resolved by the next pass)."""
+    if open_alerts is not None and key not in open_alerts.by_key:
+        return
+    alert_resolve(key=key, notify=notify, now=now)
+    if open_alerts is not None:
+        open_alerts.by_key.pop(key, None)
 
 
 # --- budgets -----------------------------------------------------------------------------------------
@@ -277,10 +413,19 @@ def top_driver(status: BudgetStatus) -> str:
     return f"model {row['scope'].partition(':')[2]} ({share} %)"
 
 
-def _budget_alert_fire(status: BudgetStatus, *, level: str, forecast: bool, title: str, message: str) -> None:
+def _budget_alert_fire(
+    status: BudgetStatus,
+    *,
+    level: str,
+    forecast: bool,
+    title: str,
+    message: str,
+    open_alerts: OpenAlerts | None = None,
+) -> None:
     """A budget's alert for one level of one period: announced once (no cooldown)."""
     budget = status.budget
-    alert_fire(
+    _fire(
+        open_alerts,
         key=budget_alert_key(budget, status.period.start, level, forecast=forecast),
         source=AlertSource.FORECAST if forecast else AlertSource.BUDGET,
         level=level,
@@ -297,20 +442,30 @@ def _budget_alert_fire(status: BudgetStatus, *, level: str, forecast: bool, titl
     )
 
 
-def budget_evaluate(budget: Budget, *, now: datetime) -> str | None:
+def budget_evaluate(
+    budget: Budget, *, now: datetime, status: BudgetStatus | None = None, open_alerts: OpenAlerts | None = None
+) -> str | None:
     """Fire the budget's current level once per period, resolve levels it fell below, and forecast
-    alerts when enabled. Returns the level."""
-    status = budget_status(budget=budget, at=now)
+    alerts when enabled. Returns the level.
+
+    alerts_evaluate passes the status (read for every budget in one statement) and the pass's
+    firing alerts; alone, it reads both itself."""
+    if status is None:
+        status = budget_status(budget=budget, at=now)
+    if open_alerts is None:
+        open_alerts = OpenAlerts(
+            Alert.objects.filter(
+                budget=budget, state=AlertState.FIRING, source__in=[AlertSource.BUDGET, AlertSource.FORECAST]
+            )
+        )
     period = status.period
     level = status.level
-    open_alerts = Alert.objects.filter(
-        budget=budget, state=AlertState.FIRING, source__in=[AlertSource.BUDGET, AlertSource.FORECAST]
-    )
-    for alert in open_alerts:
+    budget_alerts = open_alerts.of_budget(budget)
+    for alert in budget_alerts:
         if alert.budget_period_id != period.pk:
-            alert_resolve(key=alert.key, notify=False, now=now)  # a new period starts afresh
+            _resolve(open_alerts, key=alert.key, notify=False, now=now)  # a new period starts afresh
         elif alert.source == AlertSource.BUDGET and level_rank(alert.level) > level_rank(level):
-            alert_resolve(key=alert.key, now=now)  # the limit was raised
+            _resolve(open_alerts, key=alert.key, now=now)  # the limit was raised
     if level:
         used = "over a zero limit" if status.utilisation is None else f"{status.utilisation} % used"
         _budget_alert_fire(
@@ -319,14 +474,17 @@ def budget_evaluate(budget: Budget, *, now: datetime) -> str | None:
             forecast=False,
             title=f"Budget '{budget.name}' {level}: {used}",
             message=budget_message(status),
+            open_alerts=open_alerts,
         )
     if budget.forecast_alerts and status.forecast is not None:
         forecast_level = budget.level_for(
             utilisation_percent(spent=status.forecast, limit=status.limit), over=status.forecast > status.limit
         )
-        for alert in open_alerts.filter(source=AlertSource.FORECAST, budget_period=period):
-            if level_rank(alert.level) > level_rank(forecast_level):
-                alert_resolve(key=alert.key, now=now)
+        for alert in budget_alerts:
+            if alert.source != AlertSource.FORECAST or alert.budget_period_id != period.pk:
+                continue
+            if alert.key in open_alerts.by_key and level_rank(alert.level) > level_rank(forecast_level):
+                _resolve(open_alerts, key=alert.key, now=now)
         if forecast_level and level_rank(forecast_level) > level_rank(level):
             when = ""
             if status.projected_exceed_at:
@@ -339,6 +497,7 @@ def budget_evaluate(budget: Budget, *, now: datetime) -> str | None:
                 forecast=True,
                 title=f"Budget '{budget.name}' forecast {forecast_level}: {forecast} by period end",
                 message=budget_message(status) + when,
+                open_alerts=open_alerts,
             )
     return level
 
@@ -349,6 +508,27 @@ def _ordinal(day: int) -> str:
 
 
 # --- the tick ----------------------------------------------------------------------------------------
+
+
+def _budget_statuses(now: datetime) -> list[tuple[Budget, BudgetStatus | None]]:
+    """Every active budget with its status, in id order: the periods, spend and reservations of all of
+    them in one statement (budget_positions). A budget whose current period is not open yet gets
+    None (budget_evaluate opens it, closing the last one, through budget_status)."""
+    scopes = Budget.objects.filter(is_active=True).values_list("scope", flat=True).distinct().order_by()
+    try:
+        positions = budget_positions(scopes=list(scopes), at=now) if scopes else []
+    except Exception:
+        logger.exception("reading every budget's position failed; evaluating them one by one")
+        return [(budget, None) for budget in Budget.objects.filter(is_active=True).order_by("pk")]
+    return [
+        (
+            p.budget,
+            None
+            if p.period is None
+            else budget_status_compute(budget=p.budget, period=p.period, at=now, spent=p.spent, reserved=p.reserved),
+        )
+        for p in positions
+    ]
 
 
 @dataclass
@@ -367,9 +547,10 @@ def alerts_evaluate(*, now: datetime | None = None, budgets_only: bool = False) 
     """
     now = now or timezone.now()
     summary = EvaluationSummary()
-    for budget in Budget.objects.filter(is_active=True).order_by("pk"):
+    open_alerts = OpenAlerts.read()
+    for budget, status in _budget_statuses(now):
         try:
-            level = budget_evaluate(budget, now=now)
+            level = budget_evaluate(budget, now=now, status=status, open_alerts=open_alerts)
             summary.budgets += 1
             summary.firing += level is not None
         except Exception as exc:
@@ -381,9 +562,16 @@ def alerts_evaluate(*, now: datetime | None = None, budgets_only: bool = False) 
         Q(next_evaluation_at__isnull=True) | Q(next_evaluation_at__lte=now)
     )
     backoff = timedelta(seconds=settings.ALERT_RULE_ERROR_BACKOFF_SECONDS)
-    for rule in due.order_by("pk"):
+    rules = list(due.order_by("pk"))
+    try:
+        sums: RollupSums | None = RollupSums(rules, now)
+    except Exception:
+        logger.exception("reading the rules' rollup sums failed; reading them rule by rule")
+        sums = None
+    anomalies_memo: dict[tuple[str, datetime, datetime], Any] = {}
+    for rule in rules:
         try:
-            result = rule_evaluate(rule, now=now)
+            result = rule_evaluate(rule, now=now, open_alerts=open_alerts, sums=sums, anomalies_memo=anomalies_memo)
             summary.rules += 1
             summary.firing += result == "firing"
         except Exception as exc:

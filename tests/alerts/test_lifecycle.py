@@ -192,10 +192,10 @@ def test_a_rule_that_raises_is_pushed_back_and_the_others_still_run(spend, chann
     AlertRule.objects.create(name="works", metric=Metric.SPEND, window=Window.DAY, threshold=Decimal(1))
     real = alerts.evaluation.metric_value
 
-    def metric_value(rule, now):
+    def metric_value(rule, now, **kwargs):
         if rule.name == "broken":
             raise RuntimeError("boom")
-        return real(rule, now)
+        return real(rule, now, **kwargs)
 
     monkeypatch.setattr(alerts.evaluation, "metric_value", metric_value)
     with time_machine.travel(T0, tick=False):
