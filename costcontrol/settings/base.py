@@ -195,6 +195,22 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://")):
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Enqueuing never holds up the caller (a request that recorded usage enqueues a budget evaluation):
+# on Redis, a publish fails at once when the broker refuses connections (kombu would retry for ~6 s)
+# and within CELERY_BROKER_PUBLISH_TIMEOUT seconds when it hangs; the caller logs it and the
+# every-minute beat tasks catch up. Longer than kombu's 1 s BRPOP, so workers are unaffected.
+CELERY_BROKER_PUBLISH_TIMEOUT = env.float("CELERY_BROKER_PUBLISH_TIMEOUT", default=2.0)
+if not 1 < CELERY_BROKER_PUBLISH_TIMEOUT <= 60:
+    raise environ.ImproperlyConfigured(
+        "CELERY_BROKER_PUBLISH_TIMEOUT must be above 1 (kombu's BRPOP wait) and at most 60"
+    )
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **CELERY_BROKER_TRANSPORT_OPTIONS,
+        "max_retries": 0,
+        "socket_connect_timeout": CELERY_BROKER_PUBLISH_TIMEOUT,
+        "socket_timeout": CELERY_BROKER_PUBLISH_TIMEOUT,
+    }
 
 # --- costcontrol --------------------------------------------------------------
 # The seeds' names; later issues (budgets, alerts, GPU, batches) read them.
