@@ -127,6 +127,15 @@ def scrub_target(text: str, target: str, *, keep: set[str] | frozenset[str] = fr
 # --- email --------------------------------------------------------------------------------------
 
 
+def email_message_id(delivery_id: str) -> str:
+    """A notification's Message-ID, the same on every attempt: a copy sent again (a worker died after
+    the mail server accepted it, before the delivery was recorded) is recognisably the same message,
+    which mailbox providers such as Gmail and many mail clients show once."""
+    digest = hashlib.sha256(delivery_id.encode()).hexdigest()[:40]
+    domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2].strip("<> ") or "costcontrol"
+    return f"<{digest}@{domain}>"
+
+
 class EmailTransport(Transport):
     kind = "email"
 
@@ -150,6 +159,7 @@ class EmailTransport(Transport):
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=self.addresses,
             connection=get_connection(timeout=TIMEOUT_SECONDS),
+            headers={"Message-ID": email_message_id(message.delivery_id)} if message.delivery_id else None,
         )
         if message.html:
             email.attach_alternative(message.html, "text/html")

@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from alerts.models import Channel, DeliveryAttempt, Notification, NotificationKind, NotificationStatus
 from alerts.services import alert_fire
-from alerts.transports import DELIVERY_HEADER
+from alerts.transports import DELIVERY_HEADER, email_message_id
 from tests.alerts.servers import Hold, smtp_server, webhook_receiver
 from tracking.batches import batch_finish, batch_start, cost_per_lead
 from tracking.models import Batch, CostEntry, SpendRollup, SpendRollupDay
@@ -194,6 +194,8 @@ def test_a_worker_killed_while_sending_the_daily_report_sends_it_once_after_the_
         [message] = sink.messages
         assert message.rcpt_tos == ["finance@example.com"]
         assert "costcontrol daily report for" in message.content.decode()
+        # Every attempt has the same Message-ID: a copy sent twice (the window left) is recognisable.
+        assert f"Message-ID: {email_message_id(report.dedup_key)}" in message.content.decode()
         assert hold.held == 1  # the one held transaction never got to DATA
     assert task_log(worker, tick) == {"received": 1, "succeeded": 1}
     assert Notification.objects.filter(kind=NotificationKind.REPORT).count() == 1
