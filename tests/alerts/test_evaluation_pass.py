@@ -1,0 +1,97 @@
+"""One evaluation pass reads in bulk: what it must still do exactly as alert_fire / alert_resolve would."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from alerts.evaluation import alerts_evaluate
+from alerts.models import Alert, AlertRule, AlertState, Channel, Metric, Notification, Window
+from tests.factories import BudgetFactory
+from tracking.services import cost_entry_record
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 21, 10, 5, tzinfo=UTC)
+_keys = itertools.count()
+
+
+@pytest.fixture
+def spend(gpt4o_prices):
+    def record(amount: str, at: datetime, **fields: object):
+        return cost_entry_record(
+            provider="openai",
+            model="gpt-4o",
+            amount=amount,
+            occurred_at=at,
+            idempotency_key=f"pass-test-{next(_keys)}",
+            **fields,
+        ).entry
+
+    return record
+
+
+@pytest.fixture
+def channel():
+    return Channel.objects.create(name="ops", kind="webhook", target="http://127.0.0.1:9/hook", is_default=True)
+
+
+def test_an_open_budget_alert_shows_the_latest_spend_without_a_second_notification(spend, channel):
+    BudgetFactory(name="OpenAI monthly", scope="provider:openai", amount=Decimal("250"))
+    with time_machine.travel(T0, tick=False):
+        spend("205.10", T0 - timedelta(hours=2))
+        alerts_evaluate()
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        spend("10", T0)
+        alerts_evaluate()
+    [alert] = Alert.objects.all()
+    assert alert.value == Decimal("215.10") and "215.10 of 250.00" in alert.message
+    assert Notification.objects.count() == 1
+
+
+def test_an_unchanged_pass_writes_nothing(spend, channel):
+    for i in range(5):
+        BudgetFactory(name=f"OpenAI {i}", scope="provider:openai", amount=Decimal("250"))
+    AlertRule.objects.create(name="spend today", metric=Metric.SPEND, window=Window.DAY, threshold=Decimal(1))
+    AlertRule.objects.create(name="quiet", metric=Metric.TOKENS, window=Window.DAY, threshold=Decimal(10**9))
+    with time_machine.travel(T0, tick=False):
+        spend("205.10", T0 - timedelta(hours=2))
+        alerts_evaluate()
+        with CaptureQueriesContext(connection) as queries:
+            summary = alerts_evaluate()
+    assert summary.firing == 6 and not summary.errors
+    writes = [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith(("INSERT", "DELETE"))]
+    alert_updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "alerts_alert"')]
+    assert writes == [] and alert_updates == []
+    assert Notification.objects.count() == 6
+
+
+def test_an_alert_resolved_since_the_pass_read_it_fires_again_through_alert_fire(spend, channel, monkeypatch):
+    import alerts.evaluation
+
+    AlertRule.objects.create(
+        name="spend today", metric=Metric.SPEND, window=Window.DAY, threshold=Decimal(1), cooldown=timedelta(hours=1)
+    )
+    with time_machine.travel(T0, tick=False):
+        spend("2", T0)
+        alerts_evaluate()
+    real = alerts.evaluation.OpenAlerts.read
+
+    def read_then_resolve(cls):
+        found = real()
+        Alert.objects.update(state=AlertState.RESOLVED, resolved_at=T0)  # another evaluator, in between
+        return found
+
+    monkeypatch.setattr(alerts.evaluation.OpenAlerts, "read", classmethod(read_then_resolve))
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        spend("1", T0)
+        alerts_evaluate()
+    [alert] = Alert.objects.all()
+    assert alert.state == AlertState.FIRING and alert.value == Decimal("3")
+    assert Notification.objects.count() == 2  # the incident that opened again is announced
