@@ -31,6 +31,9 @@ MONEY_MAX = Decimal(_BIGINT_MAX).scaleb(-MONEY_PLACES).quantize(MONEY_QUANTUM, r
 
 PRICE_PLACES = 15  # unit prices go down to 1e-10 USD/token in LiteLLM's catalog
 PRICE_MAX_DIGITS = 24
+# SQLite keeps a decimal column as a double: 15 significant digits come back exactly, more do not
+# (123.456789012345678 reads back as 123.456789012346). A unit price has at most this many.
+PRICE_SIGNIFICANT_DIGITS = 15
 
 # ISO 4217 active codes. An amount in any other currency is refused.
 CURRENCIES = frozenset(
@@ -69,7 +72,8 @@ def parse_money(value: Any, *, field: str = "amount") -> Decimal:
     """An explicit amount: finite, at most 9 decimal places, within the column's range."""
     result = parse_decimal(value, field=field)
     # Range first: quantizing a huge value (1E+30) to 9 places exceeds the context's precision.
-    if abs(result) > MONEY_MAX:
+    # Compared, not abs(): abs() rounds to the context and overflows on 1E+999999999.
+    if result > MONEY_MAX or result < -MONEY_MAX:
         raise ValidationError({field: f"{value} is out of range (at most {MONEY_MAX})"})
     if result != result.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_EVEN):
         raise ValidationError({field: f"{value} has more than {MONEY_PLACES} decimal places"})
@@ -101,7 +105,8 @@ def format_money(value: Decimal, currency: str = "USD", places: int = 2) -> str:
     normalized = value.normalize()
     exponent = normalized.as_tuple().exponent
     shown = max(places, -exponent) if isinstance(exponent, int) else places
-    return f"{value.quantize(Decimal(1).scaleb(-shown)):,} {currency}"
+    # ",f": plain digits always (",": 1E-9 for a nano-dollar).
+    return f"{value.quantize(Decimal(1).scaleb(-shown)):,f} {currency}"
 
 
 class MoneyFormField(forms.DecimalField):
@@ -131,6 +136,9 @@ class MoneyField(models.BigIntegerField):
             value = Decimal(value)
         if not isinstance(value, Decimal):
             value = parse_money(value, field=self.name or "amount")
+        if not value.is_finite() or value > MONEY_MAX or value < -MONEY_MAX:
+            # Before the database says "integer out of range" (PostgreSQL) or OverflowError (SQLite).
+            raise ValidationError({self.name: f"{value} is out of range (at most {MONEY_MAX})"})
         if value != value.quantize(MONEY_QUANTUM):
             raise ValidationError({self.name: f"{value} has more than {MONEY_PLACES} decimal places"})
         return to_nanos(value)

@@ -45,7 +45,13 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from costcontrol.money import PRICE_MAX_DIGITS, PRICE_PLACES, parse_currency, parse_decimal
+from costcontrol.money import (
+    PRICE_MAX_DIGITS,
+    PRICE_PLACES,
+    PRICE_SIGNIFICANT_DIGITS,
+    parse_currency,
+    parse_decimal,
+)
 from costcontrol.validation import clean_text
 
 from .models import Price, Unit
@@ -198,12 +204,19 @@ def _by_count(counts: Mapping[str, int]) -> list[tuple[str, int]]:
 
 
 def round_price(value: Decimal) -> Decimal:
-    """The one place a catalog price is rounded: half-to-even to the column's 15 places.
+    """The one place a catalog price is rounded: half-to-even, once, to the column's 15 places or to
+    15 significant digits, whichever comes first (what SQLite's decimal column keeps exactly; a JSON
+    float carries no more meaning than that either).
 
     LiteLLM's file holds float artefacts such as 5.0000000000000004E-8; they round to the price
     that was meant (5E-8). copy_abs() turns a "-0" into 0 (negatives are refused before this).
+    Expects a finite value below PRICE_LIMIT.
     """
-    return value.quantize(PRICE_QUANTUM, rounding=ROUND_HALF_EVEN).copy_abs()
+    if not value:
+        return Decimal(0).quantize(PRICE_QUANTUM)
+    exponent = max(-PRICE_PLACES, value.adjusted() + 1 - PRICE_SIGNIFICANT_DIGITS)
+    rounded = value.quantize(Decimal(1).scaleb(exponent), rounding=ROUND_HALF_EVEN)
+    return rounded.quantize(PRICE_QUANTUM).copy_abs()
 
 
 def _shown(value: Any) -> str:
@@ -257,8 +270,10 @@ def _price_value(value: Any, *, where: str) -> Decimal:
     number = Decimal(value)
     if not number.is_finite() or number < 0:
         raise CatalogError(f"{where}: expected a non-negative number, got {_shown(value)}")
-    if number >= PRICE_LIMIT:
-        raise CatalogError(f"{where}: {_shown(value)} is too large for a unit price (at most {PRICE_LIMIT - 1})")
+    # Range before rounding (quantizing 1E+400 overflows the context), and after (999999999.99999999
+    # rounds to 15 significant digits: 1E+9).
+    if number >= PRICE_LIMIT or round_price(number) >= PRICE_LIMIT:
+        raise CatalogError(f"{where}: {_shown(value)} is too large for a unit price (below {PRICE_LIMIT})")
     return round_price(number)
 
 
@@ -443,6 +458,12 @@ def price_set(
         raise ValidationError({"unit_price": f"{unit_price} is out of range (below {PRICE_LIMIT})"})
     if price != price.quantize(PRICE_QUANTUM, rounding=ROUND_HALF_EVEN):
         raise ValidationError({"unit_price": f"{unit_price} has more than {PRICE_PLACES} decimal places"})
+    if price and len(price.normalize().as_tuple().digits) > PRICE_SIGNIFICANT_DIGITS:
+        raise ValidationError(
+            {
+                "unit_price": f"{unit_price} has more than {PRICE_SIGNIFICANT_DIGITS} significant digits (SQLite keeps no more)"
+            }
+        )
     price = price.quantize(PRICE_QUANTUM).copy_abs()
     currency = parse_currency(currency)
     if not isinstance(valid_from, datetime):

@@ -12,12 +12,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation, Overflow
 
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Q
 
-from costcontrol.money import round_money
+from costcontrol.money import MONEY_MAX, round_money
 
 from .models import UNIT_QUANTITY_FIELD, Price, PriceCatalogState, PricingStatus, Unit
 
@@ -30,6 +31,12 @@ UNIT_FALLBACK: dict[str, str] = {
     Unit.CACHED_INPUT_TOKEN: Unit.INPUT_TOKEN,
     Unit.CACHE_WRITE_TOKEN: Unit.INPUT_TOKEN,
 }
+
+
+# Quantity x price and their sum are exact: a quantity has at most 21 digits (2**63 tokens, or 1e12
+# seconds with 9 places), a price 24, so a sum of products fits in 60. The default context's 28 digits
+# would round a product before round_money rounds the total: twice. Inexact traps: never silently.
+_EXACT = Context(prec=60, rounding=ROUND_HALF_EVEN, traps=[Inexact, InvalidOperation, Overflow])
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,7 @@ class PriceBook:
         """
         in_force, resolved_operation, picks = self._plan(provider, model, operation, variant, at)
         total = Decimal(0)
+        largest = ("", Decimal(0))
         used: dict[str, object] = {}
         missing: list[str] = []
         currencies: set[str] = set()
@@ -150,12 +158,17 @@ class PriceBook:
             quantity = quantities.get(quantity_field) or 0
             if not quantity:
                 continue
+            if isinstance(quantity, float | bool) or not isinstance(quantity, int | Decimal):
+                raise ValidationError({quantity_field: f"must be an integer or Decimal, not {type(quantity).__name__}"})
             price = picks[unit]
             if price is None:
                 missing.append(unit)
                 continue
             currencies.add(price.currency)
-            total += Decimal(quantity) * price.unit_price
+            part = _EXACT.multiply(Decimal(quantity), price.unit_price)
+            total = _EXACT.add(total, part)
+            if part > largest[1]:
+                largest = (quantity_field, part)
             used[unit] = {"price_id": price.pk, "unit_price": str(price.unit_price.normalize())}
 
         if not in_force or missing or len(currencies) > 1:
@@ -164,6 +177,10 @@ class PriceBook:
                 reason = {"mixed_currencies": sorted(currencies)}
             return Quote(Decimal(0), "USD", PricingStatus.UNPRICED, resolved_operation, reason)
         currency = currencies.pop() if currencies else in_force[0].currency
+        if total > MONEY_MAX:
+            raise ValidationError(
+                {largest[0]: f"costs {total:.2f} {currency} at the price in force, beyond a ledger entry's {MONEY_MAX}"}
+            )
         return Quote(round_money(total), currency, PricingStatus.PRICED, resolved_operation, used)
 
 
