@@ -26,7 +26,7 @@ from django.utils import timezone
 from alerts.models import Alert, AlertState
 from budgets.models import Budget, Level, level_rank
 from budgets.periods import period_bounds
-from budgets.selectors import budget_status_peek
+from budgets.selectors import budget_positions, budget_status_compute, budget_status_peek
 from costcontrol.money import MONEY_QUANTUM
 from tracking.gpu import OPERATION_BUSY, OPERATION_IDLE
 from tracking.models import TOKEN_FIELDS, Batch, GpuSample, Price
@@ -238,12 +238,26 @@ class DashboardData:
 
     @cached_property
     def budgets_at_risk(self) -> Table:
-        budgets = Budget.objects.filter(is_active=True).order_by("name")
+        query = Budget.objects.filter(is_active=True).order_by("name")
         if self.scope != "global":
-            budgets = budgets.filter(scope=self.scope)
+            query = query.filter(scope=self.scope)
+        budgets = list(query)
+        # Every budget's period, spend and reservations in one statement; a period not opened yet
+        # is shown as it would open (budget_status_peek), without writing it.
+        positions = (
+            {p.budget.pk: p for p in budget_positions(scopes={b.scope for b in budgets}, at=self.now)}
+            if budgets
+            else {}
+        )
         rows = []
         for budget in budgets:
-            status = budget_status_peek(budget=budget, at=self.now)
+            position = positions.get(budget.pk)
+            if position is not None and position.period is not None:
+                status = budget_status_compute(
+                    budget=budget, period=position.period, at=self.now, spent=position.spent, reserved=position.reserved
+                )
+            else:
+                status = budget_status_peek(budget=budget, at=self.now)
             forecast_over = status.forecast is not None and status.forecast > status.limit
             if level_rank(status.level) < level_rank(Level.WARNING) and not forecast_over:
                 continue
