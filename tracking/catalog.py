@@ -221,11 +221,13 @@ def round_price(value: Decimal) -> Decimal:
 
 def _shown(value: Any) -> str:
     if isinstance(value, Decimal):
-        return str(value)
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except ValueError:
-        return repr(value)
+        shown = str(value)
+    else:
+        try:
+            shown = json.dumps(value, default=str)
+        except ValueError:
+            shown = repr(value)
+    return shown if len(shown) <= 60 else f"{shown[:40]}... ({len(shown):,} characters)"
 
 
 def _type_name(value: Any) -> str:
@@ -242,6 +244,31 @@ def _type_name(value: Any) -> str:
     return "a number"
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all different: json.loads keeps the last of two silently."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _text_problem(value: str) -> str | None:
+    """Why a name from the file cannot be stored (None: it can)."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (\\udXXX), not a character"
+    return None
+
+
 def catalog_load(data: bytes | str | Mapping[str, Any], *, source: str) -> Mapping[str, Any]:
     """The top-level object of a catalog, prices as Decimals. Raises CatalogError."""
     if isinstance(data, Mapping):
@@ -253,9 +280,20 @@ def catalog_load(data: bytes | str | Mapping[str, Any], *, source: str) -> Mappi
             raise CatalogError(f"{source}: not valid UTF-8 (byte {exc.start})") from None
     try:
         # parse_constant: NaN/Infinity become Decimals and are refused as prices, with their place.
-        loaded = json.loads(data, parse_float=Decimal, parse_constant=Decimal)
+        # parse_int too: a 5,000-digit integer is then a price too large, with its place, rather
+        # than Python's int-string limit error (and no int ever meets a float).
+        loaded = json.loads(
+            data, parse_float=Decimal, parse_int=Decimal, parse_constant=Decimal, object_pairs_hook=_unique_keys
+        )
     except json.JSONDecodeError as exc:
         raise CatalogError(f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except _DuplicateKey as exc:
+        key = json.dumps(exc.args[0], ensure_ascii=False)
+        raise CatalogError(f"{source}: the key {key} appears twice in one object (which value is meant?)") from None
+    except RecursionError:
+        raise CatalogError(f"{source}: not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # no known case left; a traceback would be worse
+        raise CatalogError(f"{source}: not valid JSON: {exc}") from None
     if not isinstance(loaded, dict):
         raise CatalogError(
             f"{source}: expected a JSON object of model name -> entry at the top level, got {_type_name(loaded)}"
@@ -346,9 +384,12 @@ def catalog_parse(data: bytes | str | Mapping[str, Any], *, source: str, provide
     seen: set[tuple[str, str, str, str, str]] = set()
     for key, entry in raw.items():
         parsed.entries_read += 1
-        where = f"{source}: {json.dumps(key, ensure_ascii=False)}"
+        where = f"{source}: {json.dumps(key)}"
         if not isinstance(entry, Mapping):
             raise CatalogError(f"{where}: expected an object, got {_type_name(entry)}")
+        problem = "is empty" if not key.strip() else _text_problem(key)
+        if problem:
+            raise CatalogError(f"{where}: the model name {problem}")
         if key == DOCUMENTATION_KEY:
             parsed.skipped[SKIP_DOCUMENTATION] += 1
             continue
@@ -358,6 +399,10 @@ def catalog_parse(data: bytes | str | Mapping[str, Any], *, source: str, provide
             raise CatalogError(f"{where}.litellm_provider: expected a string, got {_shown(raw_provider)}")
         if not isinstance(mode, str):
             raise CatalogError(f"{where}.mode: expected a string, got {_shown(mode)}")
+        for name, text in (("litellm_provider", raw_provider or ""), ("mode", mode)):
+            problem = _text_problem(text)
+            if problem:
+                raise CatalogError(f"{where}.{name}: {problem}")
         mode = mode.strip()
 
         fields = unit_fields(mode)
