@@ -167,3 +167,13 @@ def test_an_unknown_query_parameter_is_refused_not_ignored(api):
     response = api.get("/batches", {"limt": "5"})
     assert response.status_code == 422 and "limt" in response.json()["errors"]
     assert api.get("/batches", {"limit": "5"}).status_code == 200
+
+
+def test_a_cost_beyond_a_ledger_entry_is_refused_naming_the_quantity_never_a_server_error(api, gpt4o_prices):
+    from tracking.models import CostEntry
+
+    huge = {"provider": "openai", "model": "gpt-4o", "input_tokens": 2**62, "idempotency_key": "huge"}
+    for body in (huge, {"events": [huge, {**huge, "input_tokens": 1, "idempotency_key": "small"}]}):
+        response = api.post("/events", body)
+        assert response.status_code == 422 and "input_tokens" in response.json()["errors"]
+    assert not CostEntry.objects.exists()
