@@ -394,7 +394,8 @@ def catalog_parse(data: bytes | str | Mapping[str, Any], *, source: str, provide
             parsed.skipped[SKIP_DOCUMENTATION] += 1
             continue
         raw_provider = entry.get("litellm_provider")
-        mode = entry.get("mode") or ""
+        mode = entry.get("mode")
+        mode = "" if mode is None else mode  # not `or ""`: [] or {} would pass for no mode
         if raw_provider is not None and not isinstance(raw_provider, str):
             raise CatalogError(f"{where}.litellm_provider: expected a string, got {_shown(raw_provider)}")
         if not isinstance(mode, str):

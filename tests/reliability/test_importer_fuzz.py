@@ -255,6 +255,8 @@ def imported_catalog(db, tmp_path):
 @example(
     (b'{"gpt-x": {"litellm_provider": "openai", "input_cost_per_token": 1e-6}, "gpt-x": {}}', ['"gpt-x"', "twice"])
 )
+# A falsy wrong type: `entry.get("mode") or ""` once read [] as no mode and imported the entry.
+@example((b'{"gpt-x": {"litellm_provider": "openai", "mode": [], "input_cost_per_token": 1e-6}}', ['"gpt-x"', "mode"]))
 def test_a_malformed_catalog_is_refused_naming_the_place_and_changes_nothing(imported_catalog, mutation):
     content, must_name = mutation
     path = imported_catalog / "catalog.json"
