@@ -32,12 +32,11 @@ run: venv
 test: venv
 	bin/run-tests
 
-## make bench: benchmarks (not tests): medians and ratios to a reference measured in the same run.
+## make bench: every benchmark (not tests), each under its own throwaway PostgreSQL, then one table
+## (medians, ratios to a reference measured in the same run, targets) also written to bench/latest.md.
+## make bench QUICK=1: smaller ledgers and fewer samples, a smoke run (~6 min instead of ~15).
 bench: venv
-	bin/with-postgres $(PY) bench/record_path.py
-	bin/with-postgres $(PY) bench/budget_path.py
-	bin/with-postgres $(PY) bench/metrics_scrape.py
-	bin/with-postgres $(PY) bench/api_ingest.py
+	$(PY) bench/run_all.py $(if $(filter 1,$(QUICK)),--quick,)
 
 lint: venv
 	$(VENV)/bin/ruff check .
