@@ -133,7 +133,9 @@ def batch_start(*, name: str, job: str | None = None, note: str = "", at: dateti
     name runs at a time; the job id defaults to <name>-<UTC start time>."""
     at = at or timezone.now()
     name = _text(name, "name", _NAME_MAX, required=True)
-    job = _text(job, "job", _JOB_MAX, required=False) or f"{name}-{at.astimezone(UTC):%Y%m%dT%H%M%S}"
+    stamp = f"-{at.astimezone(UTC):%Y%m%dT%H%M%S}"
+    # The name is cut so that the default job fits its column (a 200-character name overflowed it).
+    job = _text(job, "job", _JOB_MAX, required=False) or f"{name[: _JOB_MAX - len(stamp)]}{stamp}"
     note = _text(note, "note", _NOTE_MAX, required=False)
     running = Batch.objects.filter(name=name, finished_at__isnull=True).first()
     if running is not None:

@@ -177,3 +177,8 @@ def test_a_cost_beyond_a_ledger_entry_is_refused_naming_the_quantity_never_a_ser
         response = api.post("/events", body)
         assert response.status_code == 422 and "input_tokens" in response.json()["errors"]
     assert not CostEntry.objects.exists()
+
+
+def test_a_batch_with_the_longest_name_gets_a_default_job_that_fits_its_column(api):
+    response = api.post("/batches", {"name": "n" * 200})
+    assert response.status_code == 201 and len(response.json()["job"]) <= 200
