@@ -467,12 +467,7 @@ def _batch(key: ApiKey, items: Any) -> Any:
             results[index] = _rejected(index, _pydantic_errors(exc))
         except DjangoValidationError as exc:
             results[index] = _rejected(index, _field_errors(exc))
-    try:
-        recorded = cost_entry_record_many([raw for _, raw in valid]) if valid else []
-    except DjangoValidationError as exc:
-        # Pricing refused an event (a cost beyond a ledger entry) before anything was written; until
-        # tracking rejects that event alone, the batch is refused whole, naming the field.
-        raise _invalid(_field_errors(exc)) from None
+    recorded = cost_entry_record_many([raw for _, raw in valid]) if valid else []
     for (index, _), item in zip(valid, recorded, strict=True):
         if item.status == "rejected":
             results[index] = _rejected(index, {k: [str(m) for m in v] for k, v in (item.errors or {}).items()})

@@ -216,6 +216,34 @@ def test_a_batch_keeps_valid_events_and_reports_the_others(gpt4o_prices):
     assert rollup("global").amount == Decimal("0.0025")
 
 
+def test_an_event_costing_more_than_an_entry_holds_is_rejected_alone_and_the_batch_goes_in(gpt4o_prices):
+    results = cost_entry_record_many(
+        [
+            {"provider": "openai", "model": "gpt-4o", "input_tokens": 2**62, "idempotency_key": "huge"},
+            {"provider": "openai", "model": "gpt-4o", "input_tokens": 1000, "idempotency_key": "fine"},
+        ]
+    )
+
+    assert [r.status for r in results] == ["rejected", "accepted"]
+    assert "input_tokens" in results[0].errors
+    assert list(CostEntry.objects.values_list("idempotency_key", flat=True)) == ["fine"]
+    assert rollup("global").amount == Decimal("0.0025")
+
+
+def test_entries_built_for_a_batch_hold_what_the_model_would_and_save_like_any_other(gpt4o_prices):
+    team = TeamFactory(name="ml")
+    [result] = cost_entry_record_many(
+        [{"provider": "openai", "model": "gpt-4o", "input_tokens": 1000, "team": "ml", "idempotency_key": "t"}]
+    )
+    entry = result.entry
+    stored = CostEntry.objects.get(pk=entry.pk)
+
+    for field in CostEntry._meta.concrete_fields:
+        assert getattr(entry, field.attname) == getattr(stored, field.attname), field.name
+    assert entry.team == team  # the relation cache: no query
+    assert entry.tags == {} and entry.tags is not CostEntry(amount=0).tags
+
+
 def test_a_batch_sent_twice_is_counted_once(gpt4o_prices):
     batch = [
         {"provider": "openai", "model": "gpt-4o", "input_tokens": i, "idempotency_key": f"k{i}"} for i in range(1, 51)
