@@ -264,8 +264,28 @@ def _json_copy(value: Any) -> Any:
     return value  # str, int, float, bool, None, Decimal: immutable
 
 
+# On PostgreSQL the timestamps of a position come as microseconds since the epoch (a bigint):
+# psycopg parses a timestamptz in ~5 us, and a row that maps to a kept template never needs them.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DATETIMES = {
+    kind: {i for i, f in enumerate(fields) if f.get_internal_type() == "DateTimeField"}
+    for kind, fields in _FIELDS.items()
+}
+
+
+def _column_sql(conn: Any, alias: str, kind: str, index: int) -> str:
+    column = f"{alias}.{conn.ops.quote_name(_FIELDS[kind][index].column)}"
+    if conn.vendor == "postgresql" and index in _DATETIMES[kind]:
+        return f"(EXTRACT(EPOCH FROM {column}) * 1000000)::bigint"
+    return column
+
+
 def _convert(values: Sequence[Any], kind: str, conn: Any) -> list[Any]:
     out = list(values)
+    if conn.vendor == "postgresql":
+        for index in _DATETIMES[kind]:
+            if out[index] is not None:
+                out[index] = _EPOCH + timedelta(microseconds=out[index])
     for index, column, converters in _conversion_plan(kind, conn.vendor, conn.alias):
         value = out[index]
         for converter in converters:
@@ -339,8 +359,8 @@ def _positions_sql(alias: str, scopes: int, *, hard_only: bool, with_sums: bool,
     """budget_positions' statement (built once per shape: its text is the prepared statement's key)."""
     conn = connections[alias]
     qn = conn.ops.quote_name
-    budget_cols = ", ".join(f"b.{qn(f.column)}" for f in _BUDGET_FIELDS)
-    period_cols = ", ".join(f"p.{qn(f.column)}" for f in _PERIOD_FIELDS)
+    budget_cols = ", ".join(_column_sql(conn, "b", "budget", i) for i in range(len(_BUDGET_FIELDS)))
+    period_cols = ", ".join(_column_sql(conn, "p", "period", i) for i in range(len(_PERIOD_FIELDS)))
     sums = ""
     if with_sums:
         spent_sql, reserved_sql = holdings_sql(conn)
@@ -394,7 +414,7 @@ def budget_positions(
         spent = reserved = None
         if row[nb] is not None:
             period = _instance("period", row[nb : nb + np_], conn)
-            period.budget = budget
+            period._state.fields_cache["budget"] = budget  # budget_id is already its id
             if with_sums:
                 spent, reserved = money(row[nb + np_], None, conn), money(row[nb + np_ + 1], None, conn)
         positions.append(Position(budget=budget, period=period, spent=spent, reserved=reserved))

@@ -8,6 +8,7 @@ import pytest
 import time_machine
 from django.core.exceptions import ValidationError
 
+from budgets.models import BudgetPeriod
 from budgets.selectors import forecast_thresholds_crossed
 from budgets.services import budget_check, budget_status
 from tests.factories import BudgetFactory
@@ -209,6 +210,13 @@ def test_each_check_gets_its_own_budget_objects_and_sees_every_saved_change(spen
     assert second.budget.thresholds == [50, 80, 95, 100]
     assert second.budget.metadata == {"owner": {"team": "ml"}}
     assert second.level == "info"
+    stored = BudgetPeriod.objects.get(pk=second.period.pk)
+    assert (
+        (second.period.start, second.period.end)
+        == (stored.start, stored.end)
+        == (NOV, datetime(2026, 12, 1, tzinfo=UTC))
+    )
+    assert second.period.budget is second.budget
 
     budget.thresholds = [10, 20, 30, 60]
     budget.save()
