@@ -20,7 +20,13 @@ from django.utils import timezone
 
 from budgets.models import Budget, level_rank
 from budgets.periods import period_bounds
-from budgets.selectors import BudgetStatus, budget_positions, budget_status_compute, utilisation_percent
+from budgets.selectors import (
+    BudgetStatus,
+    budget_forecasts_prefetch,
+    budget_positions,
+    budget_status_compute,
+    utilisation_percent,
+)
 from budgets.services import budget_status
 from costcontrol.money import format_money
 from tracking.batches import batch_last_finished, cost_per_lead_change, lead_unit, month_to_date
@@ -520,7 +526,7 @@ def _budget_statuses(now: datetime) -> list[tuple[Budget, BudgetStatus | None]]:
     except Exception:
         logger.exception("reading every budget's position failed; evaluating them one by one")
         return [(budget, None) for budget in Budget.objects.filter(is_active=True).order_by("pk")]
-    return [
+    statuses = [
         (
             p.budget,
             None
@@ -529,6 +535,10 @@ def _budget_statuses(now: datetime) -> list[tuple[Budget, BudgetStatus | None]]:
         )
         for p in positions
     ]
+    # The forecasts an evaluation reads (forecast alerts; the message of a budget at some level),
+    # their week of history in two statements rather than two per budget.
+    budget_forecasts_prefetch([s for b, s in statuses if s is not None and (b.forecast_alerts or s.level is not None)])
+    return statuses
 
 
 @dataclass

@@ -26,7 +26,7 @@ from django.utils import timezone
 from alerts.models import Alert, AlertState
 from budgets.models import Budget, Level, level_rank
 from budgets.periods import period_bounds
-from budgets.selectors import budget_positions, budget_status_compute, budget_status_peek
+from budgets.selectors import budget_forecasts_prefetch, budget_positions, budget_status_compute, budget_status_peek
 from costcontrol.money import MONEY_QUANTUM
 from tracking.gpu import OPERATION_BUSY, OPERATION_IDLE
 from tracking.models import TOKEN_FIELDS, Batch, GpuSample, Price
@@ -249,7 +249,7 @@ class DashboardData:
             if budgets
             else {}
         )
-        rows = []
+        statuses = []
         for budget in budgets:
             position = positions.get(budget.pk)
             if position is not None and position.period is not None:
@@ -258,6 +258,10 @@ class DashboardData:
                 )
             else:
                 status = budget_status_peek(budget=budget, at=self.now)
+            statuses.append(status)
+        budget_forecasts_prefetch(statuses)  # every forecast's week of history in two statements
+        rows = []
+        for budget, status in zip(budgets, statuses, strict=True):
             forecast_over = status.forecast is not None and status.forecast > status.limit
             if level_rank(status.level) < level_rank(Level.WARNING) and not forecast_over:
                 continue

@@ -27,7 +27,8 @@ schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", application)
 #   (the decimal-string pattern allows an exponent, as str(Decimal) writes one, so neither the places
 #   nor the maximum of a decimal *string* are in the schema; a JSON number's maximum is);
 # - an event without usage carries no quantities; occurred_at is not in the future and fits the ledger;
-# - a spend window's end is after its start and at most ~3 years later;
+# - a spend window's end is after its start and at most ~3 years later (31 days by hour); grouping
+#   by a dimension is answered for scope=global only;
 # - a batch name or job has no spaces inside; a provider, model or scope value is more than spaces
 #   around it: the schema's patterns say so, but the regex engines of pydantic (Rust), Python and
 #   JSON Schema validators disagree on what a space is (U+001C..U+001F, U+0085), so the services,
@@ -56,10 +57,11 @@ BUSINESS_RULES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ("POST", "/api/v1/reservations/{reservation_id}/settle"): (("actual", "decimal places|less than or equal"),),
     ("POST", "/api/v1/batches"): (("name", "must not contain spaces|is required"), ("job", "must not contain spaces")),
     ("GET", "/api/v1/spend"): (
-        ("to", "must be after|a window covers at most"),
+        ("to", "must be after|a window covers at most|group_by=hour covers at most|out of range"),
         ("scope", "surrounding spaces|is required"),
         ("currency", "unknown currency"),
         ("from", "out of range"),
+        ("group_by", "for scope=global only"),
     ),
 }
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -9,8 +9,9 @@ import time_machine
 from django.core.exceptions import ValidationError
 
 from budgets.models import BudgetPeriod
-from budgets.selectors import forecast_thresholds_crossed
+from budgets.selectors import _hour_of_day_profile, budget_forecasts_prefetch, forecast_thresholds_crossed
 from budgets.services import budget_check, budget_status
+from costcontrol.money import from_nanos, to_nanos
 from tests.factories import BudgetFactory
 
 pytestmark = pytest.mark.django_db
@@ -221,3 +222,46 @@ def test_each_check_gets_its_own_budget_objects_and_sees_every_saved_change(spen
     budget.thresholds = [10, 20, 30, 60]
     budget.save()
     assert budget_check(scope="model:gpt-4o")[0].level == "exceeded"
+
+
+def _hourly_forecast_reference(status, profile, tz):
+    """The forecast stepped hour by hour, as first written (budget_forecast skips whole days)."""
+    hour = timedelta(hours=1)
+    micro = timedelta(microseconds=1)
+    projected, limit, crossing, cursor = to_nanos(status.spent), to_nanos(status.limit), None, status.at
+    while cursor < status.period.end:
+        step_end = min(cursor.replace(minute=0, second=0, microsecond=0) + hour, status.period.end)
+        rate = profile[cursor.astimezone(tz).hour]
+        added = rate * ((step_end - cursor) // micro) // (hour // micro)
+        if crossing is None and projected < limit <= projected + added and rate > 0:
+            crossing = cursor + micro * ((hour // micro) * (limit - projected) // rate)
+        projected += added
+        cursor = step_end
+    return from_nanos(projected), crossing
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "Asia/Kolkata"])
+def test_forecasts_read_together_match_one_by_one_and_an_hourly_projection_across_a_dst_change(settings, spend, zone):
+    settings.TIME_ZONE = zone
+    tz = ZoneInfo(zone)
+    scopes = ["global", "provider:openai", "model:gpt-4o", "service:a", "service:quiet"]
+    budgets = [
+        BudgetFactory(scope=scope, amount=Decimal(amount), forecast_alerts=True)
+        for scope, amount in zip(scopes, ["50", "90", "40", "60", "5"], strict=True)
+    ]
+    now = datetime(2026, 10, 12, 7, 20, tzinfo=UTC)  # the month ahead holds the end of summer time
+    with time_machine.travel(now, tick=False):
+        for day in range(1, 12):
+            for hour in (2, 9, 13, 20):
+                spend(f"0.{day}{hour}", datetime(2026, 10, day, hour, 15, tzinfo=UTC), service="a")
+        spend("1", datetime(2026, 10, 1, 1, tzinfo=UTC), service="quiet")  # history, then a quiet week
+        together = [budget_status(budget=b) for b in budgets]
+        budget_forecasts_prefetch(together)
+        one_by_one = [budget_status(budget=b) for b in budgets]
+
+    for joint, single in zip(together, one_by_one, strict=True):
+        assert joint.forecast_method == single.forecast_method == "hour-of-day"
+        assert joint.forecast_result == single.forecast_result
+        profile = _hour_of_day_profile(budget=joint.budget, at=now, tz=tz)
+        assert (joint.forecast, joint.projected_exceed_at) == _hourly_forecast_reference(joint, profile, tz)
+    assert [s.projected_exceed_at is not None for s in together] == [True, False, True, True, False]
