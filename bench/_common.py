@@ -6,8 +6,10 @@ here imports Django, so the driver process of a benchmark stays light.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -170,3 +172,62 @@ def run_on_databases(
                 except Exception as exc:  # noqa: BLE001
                     log(f"postgresql: could not drop database {name}: {exc}")
     return results
+
+
+def postgresql_benchmark_parser(doc: str | None, *, default_rows: int, timeout: float) -> argparse.ArgumentParser:
+    """The options every PostgreSQL-only benchmark takes (add its own after)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=default_rows, help=f"ledger rows (default {default_rows})")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
+    parser.add_argument(
+        "--timeout", type=float, default=timeout, help=f"seconds for the whole run (default {timeout:.0f})"
+    )
+    parser.add_argument("--worker", choices=["postgresql"], help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)
+    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    return parser
+
+
+def postgresql_benchmark_main(
+    script: Path,
+    args: argparse.Namespace,
+    *,
+    meta: dict[str, Any],
+    worker_args: Callable[[argparse.Namespace, float], list[str]],
+    figures: Callable[[dict[str, Any]], Any],
+    table: Callable[[list[dict[str, Any]], dict[str, Any]], str],
+) -> int:
+    """The parent side of a PostgreSQL-only benchmark: its worker on a fresh database of DATABASE_URL,
+    then the table (or JSON) with `meta` and the machine."""
+    import django
+
+    started = time.monotonic()
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not is_postgresql_url(database_url):
+        log("DATABASE_URL is not PostgreSQL: run it under bin/with-postgres (or `make bench`)")
+        return 2
+    results = run_on_databases(
+        script,
+        database_url=database_url,
+        with_sqlite=False,
+        with_postgresql=True,
+        sqlite_worker_args=lambda until: [],
+        postgresql_worker_args=lambda until: worker_args(args, until),
+        timeout=args.timeout,
+        deadline=time.time() + args.timeout,
+    )
+    meta = {
+        **meta,
+        "rows": args.rows,
+        "cores": machine_cores(),
+        "python": ".".join(platform.python_version_tuple()[:2]),
+        "django": ".".join(str(p) for p in django.VERSION[:2]),
+        "seconds": time.monotonic() - started,
+    }
+    for result in results:
+        result["figures"] = figures(result)
+    if args.json:
+        print(json.dumps({"meta": meta, "results": results}, indent=2))
+    else:
+        print(table(results, meta))
+    return 1 if any("error" in r for r in results) else 0

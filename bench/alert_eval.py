@@ -31,9 +31,7 @@ reference is one budget_check (a single-scope status read), interleaved with the
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -49,12 +47,11 @@ if str(BASE_DIR) not in sys.path:
 
 from bench._common import (  # noqa: E402 - needs BASE_DIR on sys.path when run as a script
     fmt,
-    is_postgresql_url,
     latency_summary,
     log,
-    machine_cores,
+    postgresql_benchmark_main,
+    postgresql_benchmark_parser,
     result_write,
-    run_on_databases,
 )
 from bench.record_path import EventMaker, prices_load  # noqa: E402
 from bench.report_queries import database_version, load_ledger  # noqa: E402
@@ -348,53 +345,20 @@ def table(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="ledger rows (default 1000000)")
+    parser = postgresql_benchmark_parser(__doc__, default_rows=DEFAULT_ROWS, timeout=480)
     parser.add_argument("--passes", type=int, default=5, help="measured passes of each (default 5)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
-    parser.add_argument("--timeout", type=float, default=480, help="seconds for the whole run (default 480)")
-    parser.add_argument("--worker", choices=["postgresql"], help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", help=argparse.SUPPRESS)
-    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args)
         return 0
-
-    import django
-
-    started = time.monotonic()
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not is_postgresql_url(database_url):
-        log("DATABASE_URL is not PostgreSQL: run it under bin/with-postgres (or `make bench`)")
-        return 2
-    results = run_on_databases(
+    return postgresql_benchmark_main(
         Path(__file__).resolve(),
-        database_url=database_url,
-        with_sqlite=False,
-        with_postgresql=True,
-        sqlite_worker_args=lambda until: [],
-        postgresql_worker_args=lambda until: worker_args(args, until),
-        timeout=args.timeout,
-        deadline=time.time() + args.timeout,
+        args,
+        meta={"benchmark": "alert_eval", "passes": args.passes, "targets": {"full_pass_p50_s": TARGET_S}},
+        worker_args=worker_args,
+        figures=figures,
+        table=table,
     )
-    meta = {
-        "benchmark": "alert_eval",
-        "passes": args.passes,
-        "rows": args.rows,
-        "cores": machine_cores(),
-        "python": ".".join(platform.python_version_tuple()[:2]),
-        "django": ".".join(str(p) for p in django.VERSION[:2]),
-        "targets": {"full_pass_p50_s": TARGET_S},
-        "seconds": time.monotonic() - started,
-    }
-    for result in results:
-        result["figures"] = figures(result)
-    if args.json:
-        print(json.dumps({"meta": meta, "results": results}, indent=2))
-    else:
-        print(table(results, meta))
-    return 1 if any("error" in r for r in results) else 0
 
 
 if __name__ == "__main__":

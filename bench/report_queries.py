@@ -27,9 +27,7 @@ Not on SQLite: its Python loader takes minutes per million rows (budget_path.py 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -45,12 +43,11 @@ if str(BASE_DIR) not in sys.path:
 
 from bench._common import (  # noqa: E402 - needs BASE_DIR on sys.path when run as a script
     fmt,
-    is_postgresql_url,
     latency_summary,
     log,
-    machine_cores,
+    postgresql_benchmark_main,
+    postgresql_benchmark_parser,
     result_write,
-    run_on_databases,
 )
 
 TARGET_MS = 300.0
@@ -373,54 +370,25 @@ def table(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="ledger rows (default 1000000)")
+    parser = postgresql_benchmark_parser(__doc__, default_rows=DEFAULT_ROWS, timeout=420)
     parser.add_argument("--samples", type=int, default=15, help="measured runs of each (default 15)")
     parser.add_argument("--profile", action="store_true", help="also time each part of the report and dashboard")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
-    parser.add_argument("--timeout", type=float, default=420, help="seconds for the whole run (default 420)")
-    parser.add_argument("--worker", choices=["postgresql"], help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", help=argparse.SUPPRESS)
-    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args)
         return 0
-
-    import django
-
-    started = time.monotonic()
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not is_postgresql_url(database_url):
-        log("DATABASE_URL is not PostgreSQL: run it under bin/with-postgres (or `make bench`)")
-        return 2
-    results = run_on_databases(
+    return postgresql_benchmark_main(
         Path(__file__).resolve(),
-        database_url=database_url,
-        with_sqlite=False,
-        with_postgresql=True,
-        sqlite_worker_args=lambda until: [],
-        postgresql_worker_args=lambda until: worker_args(args, until),
-        timeout=args.timeout,
-        deadline=time.time() + args.timeout,
+        args,
+        meta={
+            "benchmark": "report_queries",
+            "samples": args.samples,
+            "targets": {"report_p50_ms": TARGET_MS, "dashboard_p50_ms": TARGET_MS},
+        },
+        worker_args=worker_args,
+        figures=figures,
+        table=table,
     )
-    meta = {
-        "benchmark": "report_queries",
-        "samples": args.samples,
-        "rows": args.rows,
-        "cores": machine_cores(),
-        "python": ".".join(platform.python_version_tuple()[:2]),
-        "django": ".".join(str(p) for p in django.VERSION[:2]),
-        "targets": {"report_p50_ms": TARGET_MS, "dashboard_p50_ms": TARGET_MS},
-        "seconds": time.monotonic() - started,
-    }
-    for result in results:
-        result["figures"] = figures(result)
-    if args.json:
-        print(json.dumps({"meta": meta, "results": results}, indent=2))
-    else:
-        print(table(results, meta))
-    return 1 if any("error" in r for r in results) else 0
 
 
 if __name__ == "__main__":
