@@ -34,9 +34,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
+from django.db import connection
 from django.db.models import Min, Q
 
+from costcontrol.db import fetch_all_prepared
 from costcontrol.money import MONEY_QUANTUM, round_money
 from tracking.models import Price, SpendRollup, SpendRollupDay
 
@@ -172,6 +175,62 @@ def _prefix_filter(dimensions: Iterable[str]) -> Q:
     return condition
 
 
+def _window_rows(
+    dimensions: set[str], currency: str, start: datetime, end: datetime
+) -> Iterable[tuple[str, datetime, Decimal]]:
+    """(scope, UTC hour, amount) of the hourly rollups of `dimensions` in [start, end)."""
+    if connection.vendor != "postgresql":
+        rows = SpendRollup.objects.filter(
+            _prefix_filter(dimensions), currency=currency, bucket__gte=start, bucket__lt=end
+        ).order_by()
+        for scope, bucket, amount in rows.values_list("scope", "bucket", "amount").iterator(chunk_size=5000):
+            yield scope, bucket.astimezone(UTC), amount
+        return
+    patterns = [f"{dimension}:%" for dimension in sorted(dimensions) if dimension != "global"]
+    yield from _raw_rollup_rows(
+        "(r.scope = 'global' AND %s) OR r.scope LIKE ANY(%s::text[])",
+        ["global" in dimensions, patterns],
+        "r.bucket >= %s AND r.bucket < %s",
+        [start, end],
+        currency,
+    )
+
+
+def _history_rows(scopes: list[str], currency: str, buckets: list[datetime]) -> Iterable[tuple[str, datetime, Decimal]]:
+    """(scope, UTC hour, amount) of the hourly rollups of `scopes` at `buckets`."""
+    if connection.vendor != "postgresql":
+        rows = SpendRollup.objects.filter(scope__in=scopes, currency=currency, bucket__in=buckets).order_by()
+        for scope, bucket, amount in rows.values_list("scope", "bucket", "amount").iterator(chunk_size=5000):
+            yield scope, bucket.astimezone(UTC), amount
+        return
+    # Thousands of buckets: one array parameter, not a bound parameter each.
+    yield from _raw_rollup_rows(
+        "r.scope = ANY(%s::text[])", [scopes], "r.bucket = ANY(%s::timestamptz[])", [buckets], currency
+    )
+
+
+def _raw_rollup_rows(
+    scopes_sql: str, scopes_params: list[Any], buckets_sql: str, buckets_params: list[Any], currency: str
+) -> Iterable[tuple[str, datetime, Decimal]]:
+    """PostgreSQL: the rows as (scope, hours since the epoch, nano-units), turned into datetimes and
+    Decimals here (Django's converters and psycopg's timestamp parsing cost more than the query)."""
+    money = SpendRollup._meta.get_field("amount").from_db_value
+    sql = (
+        f"SELECT r.scope, (EXTRACT(EPOCH FROM r.bucket) / 3600)::bigint, r.amount"
+        f" FROM {SpendRollup._meta.db_table} r"
+        f" WHERE ({scopes_sql}) AND r.currency = %s AND {buckets_sql}"
+    )
+    hours: dict[int, datetime] = {}
+    for scope, epoch_hour, amount in fetch_all_prepared(sql, [*scopes_params, currency, *buckets_params]):
+        bucket = hours.get(epoch_hour)
+        if bucket is None:
+            bucket = hours[epoch_hour] = _EPOCH + HOUR * epoch_hour
+        yield scope, bucket, money(amount, None, connection)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class _Data:
     """Window and history rollups of the scopes that spent in the window."""
 
@@ -181,14 +240,11 @@ class _Data:
         self.hours = hours
         self.weeks = weeks
         self.actual: dict[str, dict[datetime, Decimal]] = {}
-        rows = SpendRollup.objects.filter(
-            _prefix_filter(dimensions), currency=currency, bucket__gte=hours[0], bucket__lt=hours[-1] + HOUR
-        ).order_by()
         totals: dict[str, Decimal] = {}
-        for scope, bucket, amount in rows.values_list("scope", "bucket", "amount").iterator(chunk_size=5000):
+        for scope, bucket, amount in _window_rows(dimensions, currency, hours[0], hours[-1] + HOUR):
             if amount <= 0:
                 continue
-            self.actual.setdefault(scope, {})[bucket.astimezone(UTC)] = amount
+            self.actual.setdefault(scope, {})[bucket] = amount
             totals[scope] = totals.get(scope, Decimal(0)) + amount
         # Bounded work: the biggest spenders of each dimension (and every scope asked for).
         keep: set[str] = set(only or ()) & set(totals)
@@ -205,11 +261,8 @@ class _Data:
         self.first_seen: dict[str, datetime] = {}
         scopes = sorted(keep)
         for chunk in (scopes[i : i + 500] for i in range(0, len(scopes), 500)):
-            history = SpendRollup.objects.filter(
-                scope__in=chunk, currency=currency, bucket__in=history_buckets
-            ).order_by()
-            for scope, bucket, amount in history.values_list("scope", "bucket", "amount").iterator(chunk_size=5000):
-                self.history.setdefault(scope, {})[bucket.astimezone(UTC)] = amount
+            for scope, bucket, amount in _history_rows(chunk, currency, history_buckets):
+                self.history.setdefault(scope, {})[bucket] = amount
             first = (
                 SpendRollupDay.objects.filter(scope__in=chunk, currency=currency)
                 .values("scope")
