@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,32 +14,10 @@ from alerts.evaluation import alerts_evaluate
 from alerts.models import Alert, AlertRule, AlertState, Channel, Metric, Notification, NotificationKind, Window
 from alerts.services import alert_acknowledge, alert_fire, alert_mute
 from tests.factories import BudgetFactory
-from tracking.services import cost_entry_record
 
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 11, 21, 10, 5, tzinfo=UTC)
-_keys = itertools.count()
-
-
-@pytest.fixture
-def spend(gpt4o_prices):
-    def record(amount: str, at: datetime, **fields: object):
-        return cost_entry_record(
-            provider="openai",
-            model="gpt-4o",
-            amount=amount,
-            occurred_at=at,
-            idempotency_key=f"alert-test-{next(_keys)}",
-            **fields,
-        ).entry
-
-    return record
-
-
-@pytest.fixture
-def channel():
-    return Channel.objects.create(name="ops", kind="webhook", target="http://127.0.0.1:9/hook", is_default=True)
 
 
 def notifications(kind: str | None = None) -> list[Notification]:
