@@ -26,7 +26,11 @@ _ATTRS = tuple(f.attname for f in CostEntry._meta.concrete_fields if not f.prima
 _JSON = {"tags", "prices_used"}
 
 
-def _row(entry: CostEntry) -> tuple:
+def entry_row(entry: CostEntry) -> tuple:
+    """The entry's column values as PostgreSQL takes them (CostEntry's concrete fields but the
+    primary key, in order): what Field.get_db_prep_save gives for the values a CostEntry holds,
+    without its per-field calls (the record path's largest Python cost after pricing). The money
+    as integer nano-units, JSON wrapped. Set recorded_at first (auto_now_add is not applied)."""
     values = []
     for attname in _ATTRS:
         value = getattr(entry, attname)
@@ -58,7 +62,7 @@ def entries_copy_insert(entries: Sequence[CostEntry]) -> list[CostEntry]:
         raw = cursor.cursor  # the psycopg cursor under Django's wrapper
         with raw.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
             for entry in entries:
-                copy.write_row(_row(entry))
+                copy.write_row(entry_row(entry))
         # Key order: concurrent writers take the unique index's locks in the same order.
         cursor.execute(
             f"INSERT INTO {CostEntry._meta.db_table} ({columns}) SELECT {columns} FROM {_STAGE}"

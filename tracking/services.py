@@ -28,7 +28,7 @@ from costcontrol.db import fetch_all_prepared
 from costcontrol.money import parse_currency, parse_decimal, parse_money, to_nanos
 from costcontrol.validation import clean_text
 
-from .ingest import entries_copy_insert
+from .ingest import entries_copy_insert, entry_row
 from .models import (
     DECIMAL_QUANTITY_FIELDS,
     DURATION_BUCKETS_MS,
@@ -96,6 +96,8 @@ class BulkItemResult:
 
 
 # --- validation ----------------------------------------------------------------
+
+_OUTCOMES = frozenset(Outcome.values)  # Outcome.values builds its list on every access
 
 
 def _text(raw: Mapping[str, Any], name: str, *, required: bool = False) -> str:
@@ -219,7 +221,7 @@ def usage_event_clean(
             raise ValidationError({"amount": "must not be negative (corrections are made with cost_entry_correct)"})
     event.currency = parse_currency(raw.get("currency") or "USD")
     outcome = raw.get("outcome") or Outcome.SUCCESS
-    if outcome not in Outcome.values:
+    if outcome not in _OUTCOMES:
         raise ValidationError({"outcome": f"{outcome!r} is not one of {', '.join(Outcome.values)}"})
     event.outcome = outcome
     duration = raw.get("duration_ms")
@@ -571,8 +573,9 @@ def _entry_insert_postgresql(entry: CostEntry, *, catalog_token: str) -> str:
     This is the same write as the portable path (ORM insert + _rollups_add); the whole suite
     runs on both databases and verify_ledger compares ledger and rollups.
     """
-    fields = _ENTRY_FIELDS
-    values = [f.get_db_prep_save(f.pre_save(entry, True), connection) for f in fields]
+    if entry.recorded_at is None:
+        entry.recorded_at = timezone.now()  # auto_now_add, as Model.save would
+    values = entry_row(entry)
     amount, *counts = entry_counters(entry)
     scopes = sorted(entry_scopes(entry))
     series_counters = entry_series_counters(entry)[len(ROLLUP_COUNTERS) :]

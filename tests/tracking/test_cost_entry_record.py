@@ -338,3 +338,61 @@ def test_a_call_without_usage_is_recorded_as_unpriced_never_as_a_silent_zero(gpt
     with pytest.raises(ValidationError) as excinfo:
         cost_entry_record(provider="openai", model="gpt-4o", usage_unavailable="yes")
     assert "usage_unavailable" in excinfo.value.message_dict
+
+
+def test_the_row_the_record_statement_sends_is_what_the_orm_would_send(gpt4o_prices):
+    """tracking.ingest.entry_row stands in for Field.get_db_prep_save on PostgreSQL's write paths
+    (the record statement and COPY): for an entry with every field set, each value is the same."""
+    from django.db import connection
+    from psycopg.types.json import Jsonb
+
+    from tracking.ingest import entry_row
+
+    if connection.vendor != "postgresql":
+        pytest.skip("entry_row is PostgreSQL's (SQLite writes through the ORM)")
+    team = TeamFactory(name="ml")
+    corrected = cost_entry_record(provider="openai", model="gpt-4o", input_tokens=10, idempotency_key="first").entry
+    entry = CostEntry(
+        occurred_at=EPOCH,
+        recorded_at=EPOCH + timedelta(seconds=1),
+        provider="openai",
+        model="gpt-4o",
+        operation="chat",
+        variant="batch",
+        service="crm",
+        subject="user-1",
+        job="job-7",
+        team=team,
+        tags={"env": "prod", "n": [1, {"a": None}]},
+        input_tokens=1,
+        output_tokens=2,
+        cached_input_tokens=3,
+        cache_write_tokens=4,
+        reasoning_tokens=5,
+        embedding_tokens=6,
+        images=7,
+        requests=8,
+        seconds=Decimal("1.5"),
+        gpu_hours=Decimal("0.25"),
+        amount=Decimal("12.345678901"),
+        currency="EUR",
+        pricing_status=PricingStatus.PRICED,
+        prices_used={"input_token": "0.0000025"},
+        is_estimate=False,
+        outcome="error",
+        duration_ms=1234,
+        idempotency_key="k",
+        corrects=corrected,
+        note="why",
+    )
+    fields = [f for f in CostEntry._meta.concrete_fields if not f.primary_key]
+    row = entry_row(entry)
+
+    assert len(row) == len(fields)
+    for field, value in zip(fields, row, strict=True):
+        expected = field.get_db_prep_save(getattr(entry, field.attname), connection)
+        if isinstance(expected, Jsonb):
+            assert isinstance(value, Jsonb) and value.obj == expected.obj, field.name
+        else:
+            # psycopg's Int8 wrapper picks a parameter type; the statement and COPY cast each column.
+            assert value == expected and isinstance(expected, type(value)), field.name
