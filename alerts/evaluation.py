@@ -8,6 +8,7 @@ bounded range, never a scan of the ledger.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,8 +31,10 @@ from budgets.selectors import (
 from budgets.services import budget_status
 from costcontrol.money import format_money
 from tracking.batches import batch_last_finished, cost_per_lead_change, lead_unit, month_to_date
-from tracking.models import TOKEN_FIELDS, Batch, CostEntry, Outcome, SpendRollup
+from tracking.models import TOKEN_FIELDS, Batch, CostEntry, Outcome, SpendRollup, SpendRollupDay
+from tracking.selectors import rollup_window
 
+from .bulk import FIGURES, alert_rules_measured, alerts_refresh
 from .models import Alert, AlertRule, AlertSource, AlertState, Metric, Window
 from .services import alert_fire, alert_resolve
 
@@ -44,6 +47,23 @@ class NoData(Exception):
 
 class Undefined(Exception):
     """The metric is undefined where it should not be (a batch without leads): that fires itself."""
+
+
+class PassReads:
+    """Reads that several budgets or rules of one pass share (the last batch, month-to-date cost per
+    lead, a period's top model), made once per pass: nothing a pass writes changes them."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[Any, ...], Any] = {}
+
+    def get(self, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
+        if key not in self._found:
+            self._found[key] = read()
+        return self._found[key]
+
+
+def _once(reads: PassReads | None, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
+    return read() if reads is None else reads.get(key, read)
 
 
 # --- metric values ---------------------------------------------------------------------------------
@@ -76,10 +96,15 @@ def _rollups(scope: str, start: datetime, end: datetime) -> Any:
     return SpendRollup.objects.filter(scope=scope, currency="USD", bucket__gte=first, bucket__lt=end)
 
 
-def _cost_per_lead(rule: AlertRule, now: datetime) -> Decimal:
+def _cost_per_lead(rule: AlertRule, now: datetime, reads: PassReads | None = None) -> Decimal:
     if rule.window == Window.MONTH:
-        mtd = month_to_date(at=now)
-        if not Batch.objects.filter(finished_at__gte=mtd.start, finished_at__lte=now).exists():
+        mtd = _once(reads, ("month_to_date", now), lambda: month_to_date(at=now))
+        finished = _once(
+            reads,
+            ("finished_since", mtd.start, now),
+            lambda: Batch.objects.filter(finished_at__gte=mtd.start, finished_at__lte=now).exists(),
+        )
+        if not finished:
             raise NoData("no batch finished this month")
         if mtd.cost_per_lead is None:
             raise Undefined(
@@ -87,7 +112,7 @@ def _cost_per_lead(rule: AlertRule, now: datetime) -> Decimal:
                 f"the batches finished this month produced no {lead_unit()}s"
             )
         return mtd.cost_per_lead
-    batch = batch_last_finished(at=now)
+    batch = _once(reads, ("batch_last_finished", now), lambda: batch_last_finished(at=now))
     if batch is None:
         raise NoData("no batch has finished yet")
     if batch.cost_per_lead is None:
@@ -96,7 +121,7 @@ def _cost_per_lead(rule: AlertRule, now: datetime) -> Decimal:
             f"undefined ({format_money(batch.cost or Decimal(0), 'USD')} spent)"
         )
     if rule.metric == Metric.COST_PER_LEAD_CHANGE:
-        change = cost_per_lead_change(batch=batch)
+        change = _once(reads, ("cost_per_lead_change", batch.pk), lambda: cost_per_lead_change(batch=batch))
         if change is None:
             raise NoData("no batch with a cost per lead in the 7 days before the last one")
         return change[0]
@@ -174,9 +199,11 @@ class RollupSums:
         return found.get(scope) or dict.fromkeys(_SUMS)
 
 
-def metric_value(rule: AlertRule, now: datetime, *, sums: RollupSums | None = None) -> Decimal:
+def metric_value(
+    rule: AlertRule, now: datetime, *, sums: RollupSums | None = None, reads: PassReads | None = None
+) -> Decimal:
     if rule.metric in (Metric.COST_PER_LEAD, Metric.COST_PER_LEAD_CHANGE):
-        return _cost_per_lead(rule, now)
+        return _cost_per_lead(rule, now, reads)
     if rule.metric == Metric.ANOMALY:
         return _anomalies(rule, now).score
     start, end = window_bounds(rule.window, now)
@@ -235,32 +262,42 @@ def rule_key(rule: AlertRule) -> str:
     return f"rule:{rule.pk}:{rule.scope}"
 
 
-def rule_evaluate(
+@dataclass
+class Measure:
+    """What one rule measured: its value (None: no data, or undefined), and what its alert says."""
+
+    value: Decimal | None
+    no_data: bool = False
+    undefined: Undefined | None = None
+    anomalies: Any = None
+
+
+def rule_measure(
     rule: AlertRule,
     *,
     now: datetime,
-    open_alerts: OpenAlerts | None = None,
     sums: RollupSums | None = None,
     anomalies_memo: dict[tuple[str, datetime, datetime], Any] | None = None,
-) -> str:
-    """Fire or resolve one rule's alert. Returns "firing", "ok" or "no data".
-
-    `open_alerts` (alerts_evaluate's one read of every firing alert) spares the statements of an
-    alert that stays as it is: one not firing is not resolved again, one firing and not due for a
-    notification gets its figures updated in one statement (see _fire); `sums` and `anomalies_memo`
-    are the pass's shared reads."""
-    anomalies = None
+    reads: PassReads | None = None,
+) -> Measure:
+    """The rule's value at `now` (reads only)."""
     try:
         if rule.metric == Metric.ANOMALY:
             anomalies = _anomalies(rule, now, anomalies_memo)  # its score is the value, its worst the detail
-            value = anomalies.score
-        else:
-            value = metric_value(rule, now, sums=sums)
+            return Measure(value=anomalies.score, anomalies=anomalies)
+        return Measure(value=metric_value(rule, now, sums=sums, reads=reads))
     except NoData:
-        AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=None, last_error="")
-        return "no data"
+        return Measure(value=None, no_data=True)
     except Undefined as exc:
-        AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=None, last_error="")
+        return Measure(value=None, undefined=exc)
+
+
+def rule_conclude(rule: AlertRule, measure: Measure, *, now: datetime, open_alerts: OpenAlerts | None = None) -> str:
+    """Fire or resolve the rule's alert on what it measured (its last_value already written).
+    Returns "firing", "ok" or "no data"."""
+    if measure.no_data:
+        return "no data"
+    if measure.undefined is not None:
         _fire(
             open_alerts,
             key=rule_key(rule),
@@ -268,7 +305,7 @@ def rule_evaluate(
             level=rule.level,
             scope=rule.scope,
             title=f"{rule.name}: undefined",
-            message=f"Rule '{rule.name}': {exc}.",
+            message=f"Rule '{rule.name}': {measure.undefined}.",
             value=None,
             threshold=rule.threshold,
             currency="",
@@ -277,7 +314,8 @@ def rule_evaluate(
             now=now,
         )
         return "firing"
-    AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=value, last_error="")
+    value = measure.value
+    assert value is not None
     if value > rule.threshold:
         money = rule.metric in (Metric.SPEND, Metric.GPU_COST, Metric.COST_PER_LEAD)
         places = 4 if rule.metric == Metric.COST_PER_LEAD else 2
@@ -286,8 +324,8 @@ def rule_evaluate(
         if rule.metric == Metric.COST_PER_LEAD_CHANGE:
             shown, limit = f"{shown} %", f"{limit} %"
         detail = ""
-        if anomalies is not None:
-            worst = anomalies.worst
+        if measure.anomalies is not None:
+            worst = measure.anomalies.worst
             detail = f" Worst: {worst.describe()}." if worst is not None else ""
         _fire(
             open_alerts,
@@ -310,19 +348,55 @@ def rule_evaluate(
     return "ok"
 
 
+def rule_evaluate(
+    rule: AlertRule,
+    *,
+    now: datetime,
+    open_alerts: OpenAlerts | None = None,
+    sums: RollupSums | None = None,
+    anomalies_memo: dict[tuple[str, datetime, datetime], Any] | None = None,
+    reads: PassReads | None = None,
+) -> str:
+    """Fire or resolve one rule's alert. Returns "firing", "ok" or "no data".
+
+    `open_alerts` (alerts_evaluate's one read of every firing alert) spares the statements of an
+    alert that stays as it is: one not firing is not resolved again, one firing and not due for a
+    notification gets its figures updated in one statement (see _fire); `sums`, `anomalies_memo`
+    and `reads` are the pass's shared reads. alerts_evaluate runs the same three steps for all its
+    rules at once (every rule measured, their last values written in one statement, then fired or
+    resolved)."""
+    measure = rule_measure(rule, now=now, sums=sums, anomalies_memo=anomalies_memo, reads=reads)
+    AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=measure.value, last_error="")
+    return rule_conclude(rule, measure, now=now, open_alerts=open_alerts)
+
+
 # --- firing and resolving, sparing what does not change ------------------------------------------------
 
 
-class OpenAlerts:
-    """The firing alerts of one evaluation pass, by dedup key, read in one statement."""
+@dataclass
+class Refresh:
+    """A firing alert's new figures, written with the others of its pass (see _fire)."""
 
-    def __init__(self, alerts: Any) -> None:
+    alert: Alert
+    figures: dict[str, Any]
+    fire: dict[str, Any]  # alert_fire's arguments, for an alert no longer as the pass read it
+
+
+class OpenAlerts:
+    """The firing alerts of one evaluation pass, by dedup key, read in one statement.
+
+    `defer`: _fire queues the figures of alerts that stay as they are in `refreshes` (alerts_evaluate
+    writes them in one statement, refreshes_write) instead of one UPDATE each."""
+
+    def __init__(self, alerts: Any, *, defer: bool = False) -> None:
         self.by_key: dict[str, Alert] = {a.key: a for a in alerts}
         self.by_budget: dict[int, list[Alert]] = {}
         sources = (AlertSource.BUDGET, AlertSource.FORECAST)
         for alert in self.by_key.values():
             if alert.budget_id is not None and alert.source in sources:
                 self.by_budget.setdefault(alert.budget_id, []).append(alert)
+        self.defer = defer
+        self.refreshes: list[Refresh] = []
 
     @classmethod
     def read(cls) -> OpenAlerts:
@@ -333,28 +407,69 @@ class OpenAlerts:
         return list(self.by_budget.get(budget.pk, ()))
 
 
-_FIGURES = ("title", "message", "value", "threshold", "level", "team_id")
+def _quiet(alert: Alert, now: datetime) -> bool:
+    """Not due for a notification: inside its cooldown, or a budget level already announced."""
+    return alert.next_notify_at is None or alert.next_notify_at > now
 
 
 def _fire(open_alerts: OpenAlerts | None, **kwargs: Any) -> None:
     """alert_fire, or, for an alert already firing that is not due for a notification (inside its
     cooldown, or a budget level already announced), what alert_fire would change: its latest figures,
-    in one conditional UPDATE (nothing at all when they are the same). Anything else (a new or
-    resolved alert, one due, muted or acknowledged, or one that changed since it was read) takes
-    alert_fire's path."""
+    in one conditional UPDATE (nothing at all when they are the same; queued for refreshes_write when
+    the pass defers them). Anything else (a new or resolved alert, one due, muted or acknowledged, or
+    one that changed since it was read) takes alert_fire's path."""
     now = kwargs["now"]
     alert = open_alerts.by_key.get(kwargs["key"]) if open_alerts is not None else None
-    if alert is not None and (alert.next_notify_at is None or alert.next_notify_at > now):
+    if alert is not None and _quiet(alert, now):
         team_id = getattr(kwargs.get("rule"), "team_id", None) or getattr(kwargs.get("budget"), "team_id", None)
-        figures = {name: kwargs[name] for name in _FIGURES if name != "team_id"} | {"team_id": team_id}
+        figures = {name: kwargs[name] for name in FIGURES if name != "team_id"} | {"team_id": team_id}
         if all(getattr(alert, name) == value for name, value in figures.items()):
             return
-        still = Q(next_notify_at__isnull=True) | Q(next_notify_at__gt=now)
-        if Alert.objects.filter(still, pk=alert.pk, state=AlertState.FIRING).update(**figures):
-            for name, value in figures.items():
-                setattr(alert, name, value)
+        assert open_alerts is not None
+        if open_alerts.defer:
+            open_alerts.refreshes.append(Refresh(alert=alert, figures=figures, fire=kwargs))
+            return
+        if _refresh_one(alert, figures, now):
             return
     alert_fire(**kwargs)
+
+
+def _refresh_one(alert: Alert, figures: dict[str, Any], now: datetime) -> bool:
+    still = Q(next_notify_at__isnull=True) | Q(next_notify_at__gt=now)
+    if Alert.objects.filter(still, pk=alert.pk, state=AlertState.FIRING).update(**figures):
+        for name, value in figures.items():
+            setattr(alert, name, value)
+        return True
+    return False
+
+
+def refreshes_write(open_alerts: OpenAlerts) -> list[tuple[Refresh, Exception]]:
+    """Write the queued figures: in one statement the alerts still quiet, through alert_fire the
+    others (what _fire does one by one). Returns the refreshes whose alert_fire raised."""
+    queued, open_alerts.refreshes = open_alerts.refreshes, []
+    by_now: dict[datetime, list[Refresh]] = {}
+    for refresh in queued:
+        by_now.setdefault(refresh.fire["now"], []).append(refresh)
+    failed: list[tuple[Refresh, Exception]] = []
+    for now, refreshes in by_now.items():
+        try:
+            written = alerts_refresh([(r.alert.pk, r.figures) for r in refreshes], now=now)
+        except Exception:
+            logger.exception("refreshing %s firing alerts at once failed; one by one", len(refreshes))
+            written = None
+        for refresh in refreshes:
+            try:
+                if written is None:
+                    if _refresh_one(refresh.alert, refresh.figures, now):
+                        continue
+                elif refresh.alert.pk in written:
+                    for name, value in refresh.figures.items():
+                        setattr(refresh.alert, name, value)
+                    continue
+                alert_fire(**refresh.fire)
+            except Exception as exc:  # noqa: BLE001 - the caller logs it as its budget's or rule's failure
+                failed.append((refresh, exc))
+    return failed
 
 
 def _resolve(open_alerts: OpenAlerts | None, *, key: str, notify: bool = True, now: datetime) -> None:
@@ -375,7 +490,7 @@ def budget_alert_key(budget: Budget, period_start: datetime, level: str, *, fore
     return f"{kind}:{budget.pk}:{period_start.astimezone(UTC):%Y%m%dT%H%M}:{level}"
 
 
-def budget_message(status: BudgetStatus) -> str:
+def budget_message(status: BudgetStatus, reads: PassReads | None = None) -> str:
     """ "Budget 'OpenAI monthly' is at 82 % (205.10 of 250.00 USD) with 9 days left; projected 312.40 USD
     by 30 Nov. Top driver: model gpt-4o (61 %)." """
     budget, currency = status.budget, status.currency
@@ -391,32 +506,53 @@ def budget_message(status: BudgetStatus) -> str:
         last_day = (status.period.end - timedelta(microseconds=1)).astimezone(ZoneInfo(settings.TIME_ZONE))
         text += f"; projected {status.forecast.quantize(cents):,} {currency} by {last_day:%-d %b}"
     text += "."
-    driver = top_driver(status)
+    driver = top_driver(status, reads)
     if driver:
         text += f" Top driver: {driver}."
     return text
 
 
-def top_driver(status: BudgetStatus) -> str:
+def top_driver(status: BudgetStatus, reads: PassReads | None = None) -> str:
     """The model with the largest share of a global budget's spend this period ("" for other scopes:
     model rollups are not split by provider, service or subject)."""
     budget = status.budget
     if status.spent <= 0 or budget.scope != "global":
         return ""
     end = status.at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    row = (
-        SpendRollup.objects.filter(
-            scope__startswith="model:", currency=budget.currency, bucket__gte=status.period.start, bucket__lt=end
-        )
-        .values("scope")
-        .annotate(total=Sum("amount"))
-        .order_by("-total")
-        .first()
+    start = status.period.start
+    totals = _once(
+        reads, ("model_totals", budget.currency, start, end), lambda: _model_totals(budget.currency, start, end)
     )
-    if row is None:
+    if not totals:
         return ""
-    share = (row["total"] * 100 / status.spent).quantize(Decimal(1))
-    return f"model {row['scope'].partition(':')[2]} ({share} %)"
+    scope, total = max(totals.items(), key=lambda item: (item[1], item[0]))
+    share = (total * 100 / status.spent).quantize(Decimal(1))
+    return f"model {scope.partition(':')[2]} ({share} %)"
+
+
+def _model_totals(currency: str, start: datetime, end: datetime) -> dict[str, Decimal]:
+    """Spend of every model scope over the hourly buckets in [start, end): whole UTC days from the
+    daily rollups, the ragged ends from the hourly ones (a quarter is ~90 rows a model, not ~2,000)."""
+    window = rollup_window(start, end)
+    totals: dict[str, Decimal] = {}
+    hours = Q()
+    for lo, hi in ((window.start, window.head_end), (window.tail_start, window.end)):
+        if lo < hi:
+            hours |= Q(bucket__gte=lo, bucket__lt=hi)
+    reads = []
+    if hours:
+        reads.append(SpendRollup.objects.filter(hours))
+    if window.days_start < window.days_end:
+        reads.append(SpendRollupDay.objects.filter(bucket__gte=window.days_start, bucket__lt=window.days_end))
+    for rows in reads:
+        for row in (
+            rows.filter(scope__startswith="model:", currency=currency)
+            .values("scope")
+            .annotate(total=Sum("amount"))
+            .order_by()
+        ):
+            totals[row["scope"]] = totals.get(row["scope"], Decimal(0)) + row["total"]
+    return totals
 
 
 def _budget_alert_fire(
@@ -449,13 +585,18 @@ def _budget_alert_fire(
 
 
 def budget_evaluate(
-    budget: Budget, *, now: datetime, status: BudgetStatus | None = None, open_alerts: OpenAlerts | None = None
+    budget: Budget,
+    *,
+    now: datetime,
+    status: BudgetStatus | None = None,
+    open_alerts: OpenAlerts | None = None,
+    reads: PassReads | None = None,
 ) -> str | None:
     """Fire the budget's current level once per period, resolve levels it fell below, and forecast
     alerts when enabled. Returns the level.
 
     alerts_evaluate passes the status (read for every budget in one statement) and the pass's
-    firing alerts; alone, it reads both itself."""
+    firing alerts (and the reads it shares between budgets); alone, it reads them itself."""
     if status is None:
         status = budget_status(budget=budget, at=now)
     if open_alerts is None:
@@ -479,7 +620,7 @@ def budget_evaluate(
             level=level,
             forecast=False,
             title=f"Budget '{budget.name}' {level}: {used}",
-            message=budget_message(status),
+            message=budget_message(status, reads),
             open_alerts=open_alerts,
         )
     if budget.forecast_alerts and status.forecast is not None:
@@ -502,7 +643,7 @@ def budget_evaluate(
                 level=forecast_level,
                 forecast=True,
                 title=f"Budget '{budget.name}' forecast {forecast_level}: {forecast} by period end",
-                message=budget_message(status) + when,
+                message=budget_message(status, reads) + when,
                 open_alerts=open_alerts,
             )
     return level
@@ -554,18 +695,33 @@ def alerts_evaluate(*, now: datetime | None = None, budgets_only: bool = False) 
 
     One budget or rule that raises is logged and skipped (a rule's next evaluation is pushed back
     by ALERT_RULE_ERROR_BACKOFF_SECONDS); the others still run.
+
+    In bulk: the firing alerts are read once; the new figures of those that stay quiet are written
+    in one statement after the budgets and one after the rules (refreshes_write); every due rule is
+    measured first, their last values written in one statement, then fired or resolved.
     """
     now = now or timezone.now()
     summary = EvaluationSummary()
     open_alerts = OpenAlerts.read()
+    open_alerts.defer = True
+    reads = PassReads()
+    budget_firing: dict[int, bool] = {}
     for budget, status in _budget_statuses(now):
         try:
-            level = budget_evaluate(budget, now=now, status=status, open_alerts=open_alerts)
+            level = budget_evaluate(budget, now=now, status=status, open_alerts=open_alerts, reads=reads)
             summary.budgets += 1
             summary.firing += level is not None
+            budget_firing[budget.pk] = level is not None
         except Exception as exc:
             logger.exception("evaluating budget %s failed; going on with the others", budget.pk)
             summary.errors.append(f"budget {budget.pk}: {exc}")
+    for refresh, exc in refreshes_write(open_alerts):
+        budget = refresh.fire["budget"]
+        logger.error("evaluating budget %s failed; going on with the others", budget.pk, exc_info=exc)
+        if budget.pk in budget_firing:  # counted as evaluated: it was not
+            summary.budgets -= 1
+            summary.firing -= budget_firing.pop(budget.pk)
+        summary.errors.append(f"budget {budget.pk}: {exc}")
     if budgets_only:
         return summary
     due = AlertRule.objects.filter(is_enabled=True).filter(
@@ -573,21 +729,60 @@ def alerts_evaluate(*, now: datetime | None = None, budgets_only: bool = False) 
     )
     backoff = timedelta(seconds=settings.ALERT_RULE_ERROR_BACKOFF_SECONDS)
     rules = list(due.order_by("pk"))
+    errors: dict[int, str] = {}
+
+    def failed(rule: AlertRule, exc: Exception, *, logged: bool = False) -> None:
+        if not logged:
+            logger.exception("evaluating alert rule %s (%s) failed; retrying in %s", rule.pk, rule.name, backoff)
+        AlertRule.objects.filter(pk=rule.pk).update(
+            next_evaluation_at=now + backoff, last_error=f"{exc.__class__.__name__}: {exc}"
+        )
+        errors[rule.pk] = f"rule {rule.pk}: {exc}"
+
     try:
         sums: RollupSums | None = RollupSums(rules, now)
     except Exception:
         logger.exception("reading the rules' rollup sums failed; reading them rule by rule")
         sums = None
     anomalies_memo: dict[tuple[str, datetime, datetime], Any] = {}
+    measured: list[tuple[AlertRule, Measure]] = []
     for rule in rules:
         try:
-            result = rule_evaluate(rule, now=now, open_alerts=open_alerts, sums=sums, anomalies_memo=anomalies_memo)
+            measure = rule_measure(rule, now=now, sums=sums, anomalies_memo=anomalies_memo, reads=reads)
+        except Exception as exc:  # noqa: BLE001 - failed() logs it; the other rules still run
+            failed(rule, exc)
+            continue
+        measured.append((rule, measure))
+    try:
+        alert_rules_measured([(rule.pk, measure.value) for rule, measure in measured], now=now)
+    except Exception:
+        logger.exception("writing the rules' last values at once failed; one by one")
+        written = []
+        for rule, measure in measured:
+            try:
+                AlertRule.objects.filter(pk=rule.pk).update(
+                    last_evaluated_at=now, last_value=measure.value, last_error=""
+                )
+            except Exception as exc:  # noqa: BLE001 - failed() logs it; the other rules still run
+                failed(rule, exc)
+                continue
+            written.append((rule, measure))
+        measured = written
+    rule_firing: dict[int, bool] = {}
+    for rule, measure in measured:
+        try:
+            result = rule_conclude(rule, measure, now=now, open_alerts=open_alerts)
             summary.rules += 1
             summary.firing += result == "firing"
-        except Exception as exc:
-            logger.exception("evaluating alert rule %s (%s) failed; retrying in %s", rule.pk, rule.name, backoff)
-            AlertRule.objects.filter(pk=rule.pk).update(
-                next_evaluation_at=now + backoff, last_error=f"{exc.__class__.__name__}: {exc}"
-            )
-            summary.errors.append(f"rule {rule.pk}: {exc}")
+            rule_firing[rule.pk] = result == "firing"
+        except Exception as exc:  # noqa: BLE001 - failed() logs it; the other rules still run
+            failed(rule, exc)
+    for refresh, exc in refreshes_write(open_alerts):
+        rule = refresh.fire["rule"]
+        logger.error("evaluating alert rule %s (%s) failed; retrying in %s", rule.pk, rule.name, backoff, exc_info=exc)
+        failed(rule, exc, logged=True)
+        if rule.pk in rule_firing:  # counted as evaluated: it was not
+            summary.rules -= 1
+            summary.firing -= rule_firing.pop(rule.pk)
+    summary.errors += [errors[rule.pk] for rule in rules if rule.pk in errors]
     return summary
