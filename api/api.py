@@ -223,7 +223,13 @@ def _json_int(**constraints: Any) -> Any:
 
 # The scope grammar of budgets.models.scope_errors: global, KIND:VALUE (no surrounding spaces), tag:KEY=VALUE.
 _VALUE_KINDS = "|".join(kind for kind in SCOPE_KINDS if kind not in ("global", "tag"))
-SCOPE_PATTERN = rf"^(global|({_VALUE_KINDS}):\S([\s\S]*\S)?|tag:[^=\s][^=]*=[\s\S]*\S)$"
+# Whitespace spelled out: what Python's str.strip() strips (scope_errors). \s differs between
+# engines (ECMAScript's, which schema-driven clients and schemathesis use, leaves out U+0085 and
+# U+001C-U+001F; pydantic's Rust regex and Python's include them), so a scope could match the
+# published pattern and still be refused.
+_WS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_NOT_WS = rf"[^{_WS}]"
+SCOPE_PATTERN = rf"^(global|({_VALUE_KINDS}):{_NOT_WS}([\s\S]*{_NOT_WS})?|tag:[^={_WS}][^=]*=[\s\S]*{_NOT_WS})$"
 
 
 class CostcontrolAPI(NinjaAPI):
