@@ -311,6 +311,10 @@ _ENTRY_DEFAULTS = tuple(
 )
 
 
+_ENTRY_CONSTANT_DEFAULTS = {attname: default for attname, default, call in _ENTRY_DEFAULTS if not call}
+_ENTRY_CALLED_DEFAULTS = tuple((attname, default) for attname, default, call in _ENTRY_DEFAULTS if call)
+
+
 def _entry_new(*, team: Team | None = None, **values: Any) -> CostEntry:
     """CostEntry(**values) without Model.__init__'s per-field work (a sixth of a batch's Python
     time): defaults filled in, then the values; the team through its id and the relation cache.
@@ -318,8 +322,10 @@ def _entry_new(*, team: Team | None = None, **values: Any) -> CostEntry:
     entry = CostEntry.__new__(CostEntry)
     state = entry._state = ModelState()
     data = entry.__dict__
-    for attname, default, call in _ENTRY_DEFAULTS:
-        data[attname] = default() if call else default
+    data.update(_ENTRY_CONSTANT_DEFAULTS)
+    for attname, default in _ENTRY_CALLED_DEFAULTS:
+        if attname not in values:
+            data[attname] = default()
     data.update(values)
     if team is not None:
         data["team_id"] = team.pk
@@ -366,19 +372,24 @@ def entry_counters(entry: CostEntry) -> tuple[Any, ...]:
 
 
 def rollup_deltas(entries: Iterable[CostEntry]) -> dict[tuple[str, datetime, str], list[Any]]:
-    deltas: dict[tuple[str, datetime, str], list[Any]] = {}
+    # Each key's counter tuples are collected, then summed column by column (sum() and zip() loop
+    # in C): a batch of 500 entries touches ~4,000 (scope, hour) keys.
+    collected: dict[tuple[str, datetime, str], list[tuple[Any, ...]]] = {}
     for entry in entries:
         counters = entry_counters(entry)
         bucket = hour_bucket(entry.occurred_at)
+        currency = entry.currency
         for scope in entry_scopes(entry):
-            key = (scope, bucket, entry.currency)
-            current = deltas.get(key)
-            if current is None:
-                deltas[key] = list(counters)
+            key = (scope, bucket, currency)
+            rows = collected.get(key)
+            if rows is None:
+                collected[key] = [counters]
             else:
-                for i, value in enumerate(counters):
-                    current[i] += value
-    return deltas
+                rows.append(counters)
+    return {
+        key: list(rows[0]) if len(rows) == 1 else [sum(column) for column in zip(*rows, strict=True)]
+        for key, rows in collected.items()
+    }
 
 
 _UPSERT_CHUNK = 500
