@@ -257,3 +257,37 @@ def test_a_rule_whose_deferred_alert_fire_raises_is_pushed_back_and_the_others_s
     assert broken.next_evaluation_at == T0 + timedelta(minutes=6) and "boom" in broken.last_error
     assert Alert.objects.get(rule=works).value == Decimal("3")
     assert Alert.objects.get(rule=broken).state == AlertState.RESOLVED
+
+
+def test_the_sub_hour_counters_of_many_scopes_read_in_one_statement_equal_each_read_alone(spend, gpt4o_prices):
+    from alerts.evaluation import RollupSums, metric_value
+
+    TeamFactory(name="ml")
+    now = T0
+    events = [
+        ("1", dict(service="chat", subject="u1", job="j1", team="ml", tags={"env": "prod"}, outcome="error")),
+        ("2", dict(service="chat", subject="u2", outcome="rate_limited", input_tokens=500)),
+        ("3", dict(service="batch", job="j1", tags={"env": "dev"}, output_tokens=70)),
+        ("4", dict(subject="u1", team="ml", outcome="error", input_tokens=10)),
+    ]
+    for i, (amount, fields) in enumerate(events):
+        spend(amount, now - timedelta(minutes=4, seconds=i), **fields)
+    spend("5", now - timedelta(minutes=6), service="chat", outcome="error")  # before the window
+    scopes = ["global", "provider:openai", "provider:other", "model:gpt-4o", "service:chat", "subject:u1"]
+    scopes += ["job:j1", "team:ml", "tag:env=prod"]
+    rules = [
+        AlertRule(pk=i, name=f"r{i}", metric=metric, window=Window.LAST_5_MINUTES, scope=scope, threshold=Decimal(0))
+        for i, (metric, scope) in enumerate(
+            (metric, scope)
+            for metric in (Metric.ERROR_RATE, Metric.RATE_LIMITED, Metric.UNPRICED, Metric.TOKENS)
+            for scope in scopes
+        )
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        sums = RollupSums(rules, now)
+    assert len([q for q in queries.captured_queries if "tracking_costentry" in q["sql"]]) == 1
+    alone = {rule.pk: metric_value(rule, now) for rule in rules}
+    together = {rule.pk: metric_value(rule, now, sums=sums) for rule in rules}
+    assert together == alone
+    assert alone[0] == Decimal("50.00") and alone[5] == Decimal("100.00")  # errors: 2 of 4; u1: 2 of 2
+    assert alone[len(scopes) * 3] == Decimal(580)  # every token of the window
