@@ -128,16 +128,39 @@ def _cost_per_lead(rule: AlertRule, now: datetime, reads: PassReads | None = Non
     return batch.cost_per_lead
 
 
+def _anomaly_question(rule: AlertRule, now: datetime) -> tuple[str, datetime, datetime]:
+    start, end = window_bounds(rule.window, now)
+    return rule.scope, start, min(end, now)
+
+
+def anomalies_prefetch(rules: list[AlertRule], now: datetime) -> dict[tuple[str, datetime, datetime], Any]:
+    """The anomalies of every anomaly rule of a pass, computed together (analytics'
+    anomaly_summaries: each window's rollups read once, each scope's history once), keyed as
+    _anomalies' memo. A rule whose window is not a time window is left to _anomalies (NoData)."""
+    from analytics.selectors import anomaly_summaries  # analytics reads alerts' models: import late
+
+    questions = []
+    for rule in rules:
+        if rule.metric != Metric.ANOMALY:
+            continue
+        try:
+            questions.append(_anomaly_question(rule, now))
+        except NoData:
+            continue
+    return anomaly_summaries(questions) if questions else {}
+
+
 def _anomalies(rule: AlertRule, now: datetime, memo: dict[tuple[str, datetime, datetime], Any] | None = None) -> Any:
     """The anomalies of the rule's scope in its window (global: every dimension), worst first.
-    Rules of one pass with the same scope and window share one computation (`memo`)."""
+    Rules of one pass with the same scope and window share one computation (`memo`, filled for all
+    of them at once by anomalies_prefetch)."""
     from analytics.selectors import anomaly_summary  # analytics reads alerts' models: import late
 
-    start, end = window_bounds(rule.window, now)
-    key = (rule.scope, start, min(end, now))
+    key = _anomaly_question(rule, now)
+    _, start, end = key
     if memo is not None and key in memo:
         return memo[key]
-    found = anomaly_summary(scope=rule.scope, start=start, end=min(end, now))
+    found = anomaly_summary(scope=rule.scope, start=start, end=end)
     if memo is not None:
         memo[key] = found
     return found
@@ -802,7 +825,11 @@ def alerts_evaluate(*, now: datetime | None = None, budgets_only: bool = False) 
     except Exception:
         logger.exception("reading the rules' rollup sums failed; reading them rule by rule")
         sums = None
-    anomalies_memo: dict[tuple[str, datetime, datetime], Any] = {}
+    try:
+        anomalies_memo: dict[tuple[str, datetime, datetime], Any] = anomalies_prefetch(rules, now)
+    except Exception:
+        logger.exception("computing the anomaly rules' anomalies at once failed; computing them rule by rule")
+        anomalies_memo = {}
     measured: list[tuple[AlertRule, Measure]] = []
     for rule in rules:
         try:

@@ -25,6 +25,17 @@ from tracking.batches import batch_cost_compute, batch_finish, batch_start
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture
+def catalog_prices(db):
+    """The analytics tests' price catalog (the anomaly attribution limits a provider's models to it)."""
+    from tests.analytics.conftest import STREAMS
+    from tests.factories import PriceFactory
+
+    for stream in STREAMS:
+        PriceFactory(provider=stream.provider, model=stream.model, operation=stream.operation)
+
+
 T0 = datetime(2026, 11, 21, 10, 5, tzinfo=UTC)
 
 
@@ -291,3 +302,27 @@ def test_the_sub_hour_counters_of_many_scopes_read_in_one_statement_equal_each_r
     assert together == alone
     assert alone[0] == Decimal("50.00") and alone[5] == Decimal("100.00")  # errors: 2 of 4; u1: 2 of 2
     assert alone[len(scopes) * 3] == Decimal(580)  # every token of the window
+
+
+def test_the_anomaly_rules_of_a_pass_computed_together_fire_as_each_alone(channel, catalog_prices):
+    from tests.analytics.conftest import T0 as ANOMALY_T0
+    from tests.analytics.conftest import seasonal_entries, write
+    from tests.analytics.test_anomalies import INJECTED
+
+    write(seasonal_entries(last_hours=24) + [e for spike in INJECTED for e in spike])
+    scopes = ["global", "provider:openai", "provider:anthropic", "model:gpt-4o", "service:support", "subject:cust-c"]
+    windows = [Window.LAST_DAY, Window.DAY, Window.LAST_HOUR, Window.HOUR]
+    for i, scope in enumerate(scopes):
+        for window in windows[i % 2 :: 1 + i % 2]:
+            AlertRule.objects.create(
+                name=f"anomaly {scope} {window}",
+                metric=Metric.ANOMALY,
+                scope=scope,
+                window=window,
+                threshold=Decimal(5),
+                cooldown=timedelta(hours=1),
+            )
+    summary = bulk_pass_equals_one_by_one(ANOMALY_T0)
+    assert summary.firing >= 3  # the spikes are found, through the pass as one by one
+    assert Alert.objects.filter(message__contains="Worst: subject:cust-c").exists()
+    bulk_pass_equals_one_by_one(ANOMALY_T0 + timedelta(hours=2))
