@@ -44,7 +44,7 @@ from tracking.models import TOKEN_FIELDS, GpuSample, Price, PricingStatus, Spend
 from tracking.pricing import PriceBook
 from tracking.selectors import spend_total
 
-from .series import HOUR, hour_floor, scope_totals, scope_value
+from .series import HOUR, hour_floor, scope_totals, scope_value, spend_totals
 
 MONTH_DAYS = 30
 MIN_MONTHLY_SAVING = Decimal("1.00")
@@ -98,12 +98,10 @@ def savings_recommendations(
     end = hour_floor(at)
     start = end - timedelta(days=days)
     scale = Decimal(MONTH_DAYS) / Decimal(days)
-    usage = scope_totals(start=start, end=end, prefixes=["model:"], counters=_COUNTERS, currency=currency)
-    providers_spending = {
-        scope_value(s)
-        for s, v in scope_totals(start=start, end=end, prefixes=["provider:"], currency=currency).items()
-        if v["amount"] > 0
-    }
+    # Models' and providers' usage in one read (the providers' amounts only are used).
+    totals = scope_totals(start=start, end=end, prefixes=["model:", "provider:"], counters=_COUNTERS, currency=currency)
+    usage = {s: v for s, v in totals.items() if s.startswith("model:")}
+    providers_spending = {scope_value(s) for s, v in totals.items() if s.startswith("provider:") and v["amount"] > 0}
     found: list[Recommendation] = []
     found += model_recommendations(
         usage=usage, at=at, scale=scale, providers_spending=providers_spending, days=days, only_provider=provider
@@ -352,7 +350,7 @@ def budget_recommendations(*, at: datetime, scope: str | None = None) -> list[Re
     budgets = Budget.objects.filter(is_active=True, period__in=list(BUDGET_HISTORY)).order_by("pk")
     if scope is not None:
         budgets = budgets.filter(scope=scope)
-    found: list[Recommendation] = []
+    plans: list[tuple[Budget, list[tuple[datetime, datetime]]]] = []
     for budget in budgets:
         periods: list[tuple[datetime, datetime]] = []
         cursor = at
@@ -362,15 +360,30 @@ def budget_recommendations(*, at: datetime, scope: str | None = None) -> list[Re
             assert previous_end is not None
             periods.append((previous_start, previous_end))
             cursor = previous_start
-        first = SpendRollupDay.objects.filter(scope=budget.scope, currency=budget.currency).aggregate(
-            first=Min("bucket")
-        )["first"]
-        if first is None or first > periods[-1][0] or budget.amount <= 0:
-            continue  # history does not cover every period
-        spent = [
-            spend_total(scope=budget.scope, start=s, end=e, currency=budget.currency).quantize(MONEY_QUANTUM)
-            for s, e in periods
-        ]
+        plans.append((budget, periods))
+    if not plans:
+        return []
+    # Every budget's first day and every period's spend in three statements, not up to 43 each.
+    firsts = {
+        (row["scope"], row["currency"]): row["first"]
+        for row in SpendRollupDay.objects.filter(
+            scope__in={b.scope for b, _ in plans}, currency__in={b.currency for b, _ in plans}
+        )
+        .values("scope", "currency")
+        .annotate(first=Min("bucket"))
+        .order_by()
+    }
+    wanted = [
+        (budget, periods)
+        for budget, periods in plans
+        if (first := firsts.get((budget.scope, budget.currency))) is not None
+        and first <= periods[-1][0]
+        and budget.amount > 0
+    ]  # the others: history does not cover every period
+    totals = iter(spend_totals([(b.scope, b.currency, s, e) for b, periods in wanted for s, e in periods]))
+    found: list[Recommendation] = []
+    for budget, periods in wanted:
+        spent = [next(totals).quantize(MONEY_QUANTUM) for _ in periods]
         highest = max(spent)
         if all(s < budget.amount * UNDER_USE for s in spent):
             suggested, way = _nice_ceiling(highest * Decimal("1.25")), "under"
