@@ -24,9 +24,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from alerts.models import Alert, AlertState
-from budgets.models import Budget, Level, level_rank
+from budgets.models import Budget, BudgetPeriod, Level, level_rank
 from budgets.periods import period_bounds
-from budgets.selectors import budget_forecasts_prefetch, budget_positions, budget_status_compute, budget_status_peek
+from budgets.selectors import (
+    budget_forecasts_prefetch,
+    budget_positions,
+    budget_status_compute,
+    budget_status_peek,
+    carry_into,
+    spend_window_end,
+)
 from costcontrol.money import MONEY_QUANTUM
 from tracking.gpu import OPERATION_BUSY, OPERATION_IDLE
 from tracking.models import TOKEN_FIELDS, Batch, GpuSample, Price
@@ -269,12 +276,40 @@ class DashboardData:
             if budgets
             else {}
         )
+        # A period budget_positions found not opened yet is built as budget_status_peek builds it
+        # (without writing), and the spend of all of them read in two statements (spend_totals)
+        # instead of a period lookup and up to three statements each.
+        unopened: dict[int, BudgetPeriod] = {}
+        for budget in budgets:
+            position = positions.get(budget.pk)
+            if position is not None and position.period is None:
+                start, end = period_bounds(budget.period, self.now)
+                carried = carry_into(budget=budget, start=start)
+                unopened[budget.pk] = BudgetPeriod(
+                    budget=budget, start=start, end=end, carried_over=carried, limit=budget.amount + carried
+                )
+        unopened_spent = dict(
+            zip(
+                unopened,
+                spend_totals(
+                    [
+                        (b.scope, b.currency, p.start, spend_window_end(period=p, at=self.now))
+                        for b, p in ((p.budget, p) for p in unopened.values())
+                    ]
+                ),
+                strict=True,
+            )
+        )
         statuses = []
         for budget in budgets:
             position = positions.get(budget.pk)
             if position is not None and position.period is not None:
                 status = budget_status_compute(
                     budget=budget, period=position.period, at=self.now, spent=position.spent, reserved=position.reserved
+                )
+            elif budget.pk in unopened:
+                status = budget_status_compute(
+                    budget=budget, period=unopened[budget.pk], at=self.now, spent=unopened_spent[budget.pk]
                 )
             else:
                 status = budget_status_peek(budget=budget, at=self.now)
