@@ -291,6 +291,11 @@ class SpendRollupDay(RollupCounters):
         constraints = [
             models.UniqueConstraint(fields=["scope", "bucket", "currency"], name="spendrollupday_scope_bucket_unique"),
         ]
+        indexes = [
+            # "Every scope in these days" (dashboard, recommendations): a prefix LIKE on scope cannot
+            # use the unique index under the C.UTF-8 collation, so without this it is a full scan.
+            models.Index(fields=["bucket"], name="spendrollupday_bucket_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.scope} @ {self.bucket:%Y-%m-%d}: {format_money(self.amount, self.currency)}"
