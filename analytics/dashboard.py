@@ -31,7 +31,7 @@ from budgets.selectors import (
     budget_positions,
     budget_status_compute,
     budget_status_peek,
-    carry_into,
+    period_unopened,
     spend_window_end,
 )
 from costcontrol.money import MONEY_QUANTUM
@@ -283,11 +283,7 @@ class DashboardData:
         for budget in budgets:
             position = positions.get(budget.pk)
             if position is not None and position.period is None:
-                start, end = period_bounds(budget.period, self.now)
-                carried = carry_into(budget=budget, start=start)
-                unopened[budget.pk] = BudgetPeriod(
-                    budget=budget, start=start, end=end, carried_over=carried, limit=budget.amount + carried
-                )
+                unopened[budget.pk] = period_unopened(budget=budget, at=self.now)
         unopened_spent = dict(
             zip(
                 unopened,

@@ -167,12 +167,16 @@ def budget_status_compute(
 def budget_status_peek(*, budget: Budget, at: datetime) -> BudgetStatus:
     """Like services.budget_status, but writes nothing: a period not opened yet is shown as it would
     open (for the admin and reports, which must not write on a read)."""
-    start, end = period_bounds(budget.period, at)
-    period = BudgetPeriod.objects.filter(budget=budget, start=start).first()
-    if period is None:
-        carried = carry_into(budget=budget, start=start)
-        period = BudgetPeriod(budget=budget, start=start, end=end, carried_over=carried, limit=budget.amount + carried)
+    start, _ = period_bounds(budget.period, at)
+    period = BudgetPeriod.objects.filter(budget=budget, start=start).first() or period_unopened(budget=budget, at=at)
     return budget_status_compute(budget=budget, period=period, at=at)
+
+
+def period_unopened(*, budget: Budget, at: datetime) -> BudgetPeriod:
+    """The period holding `at` as it would open (not saved): its bounds, carry and limit."""
+    start, end = period_bounds(budget.period, at)
+    carried = carry_into(budget=budget, start=start)
+    return BudgetPeriod(budget=budget, start=start, end=end, carried_over=carried, limit=budget.amount + carried)
 
 
 def carry_into(*, budget: Budget, start: datetime) -> Decimal:
