@@ -251,10 +251,15 @@ def _instance(kind: str, raw: tuple[Any, ...], conn: Any) -> Any:
         if len(_TEMPLATES) >= _TEMPLATES_MAX:
             _TEMPLATES.clear()
         _TEMPLATES[key] = template
+    return _copy(kind, template, conn.alias)
+
+
+def _copy(kind: str, template: Any, alias: str) -> Any:
+    """A caller's own copy of a kept Budget or BudgetPeriod (JSON values included)."""
     instance = template.__class__.__new__(template.__class__)
     instance.__dict__.update(template.__dict__)
     instance._state = state = ModelState()
-    state.db, state.adding = conn.alias, False
+    state.db, state.adding = alias, False
     for attname in _MUTABLE[kind]:
         instance.__dict__[attname] = _json_copy(template.__dict__[attname])
     return instance
@@ -305,20 +310,29 @@ def _convert(values: Sequence[Any], kind: str, conn: Any) -> list[Any]:
 WINDOW_COLUMNS = "start, head_end, days_start, days_end, tail_start, window_end"
 _SPENT_SQL = """(
     (SELECT COALESCE(SUM(r.amount), 0) FROM {hourly} r
-      WHERE r.scope = b.scope AND r.currency = b.currency AND r.bucket >= k.start AND r.bucket < k.head_end)
+      WHERE r.scope = {scope} AND r.currency = {currency} AND r.bucket >= k.start AND r.bucket < k.head_end)
   + (SELECT COALESCE(SUM(r.amount), 0) FROM {hourly} r
-      WHERE r.scope = b.scope AND r.currency = b.currency AND r.bucket >= k.tail_start AND r.bucket < k.window_end)
+      WHERE r.scope = {scope} AND r.currency = {currency} AND r.bucket >= k.tail_start AND r.bucket < k.window_end)
   + (SELECT COALESCE(SUM(d.amount), 0) FROM {daily} d
-      WHERE d.scope = b.scope AND d.currency = b.currency AND d.bucket >= k.days_start AND d.bucket < k.days_end))"""
+      WHERE d.scope = {scope} AND d.currency = {currency} AND d.bucket >= k.days_start AND d.bucket < k.days_end))"""
 _RESERVED_SQL = """(SELECT COALESCE(SUM(x.amount), 0) FROM {reservations} x
-      WHERE x.period_id = p.id AND x.settled_at IS NULL AND x.released_at IS NULL AND x.expires_at > %s)"""
+      WHERE x.period_id = {period} AND x.settled_at IS NULL AND x.released_at IS NULL AND x.expires_at > %s)"""
 
 
-def holdings_sql(conn: Any) -> tuple[str, str]:
+def holdings_sql(
+    conn: Any, *, scope: str = "b.scope", currency: str = "b.currency", period: str = "p.id"
+) -> tuple[str, str]:
+    """(spent, reserved) SQL expressions over the window columns of `k`, for the budget whose
+    scope and currency and the period whose id are the given column expressions."""
     qn = conn.ops.quote_name
     return (
-        _SPENT_SQL.format(hourly=qn(SpendRollup._meta.db_table), daily=qn(SpendRollupDay._meta.db_table)),
-        _RESERVED_SQL.format(reservations=qn(Reservation._meta.db_table)),
+        _SPENT_SQL.format(
+            hourly=qn(SpendRollup._meta.db_table),
+            daily=qn(SpendRollupDay._meta.db_table),
+            scope=scope,
+            currency=currency,
+        ),
+        _RESERVED_SQL.format(reservations=qn(Reservation._meta.db_table), period=period),
     )
 
 
@@ -358,8 +372,101 @@ def values_rows_sql(columns: int, rows: int) -> str:
     return ", ".join([row] * rows)
 
 
+# Budgets and their current periods are read by budget_check on every call and change rarely.
+# What one read found is kept, per process, with the generation token read in the same statement
+# (a table kept by triggers: budgets/migrations/0003_definitions_generation.py). A later check
+# whose moment its periods still hold asks only for the sums and the token, in one statement, and
+# uses what it kept when the token is unchanged. A changed token (any committed change to a budget,
+# to a period or its closing; or one made earlier in the caller's own transaction) means reading
+# everything again. The statement's snapshot holds the token and the sums together, so a kept
+# position is never older than the sums it is returned with.
+_GENERATION_SQL = "(SELECT g.token FROM budgets_generation g WHERE g.id = 1)"
+
+
+@dataclass
+class _Known:
+    token: int
+    budgets: tuple[Budget, ...]  # templates: each call gets copies (_copy)
+    periods: tuple[BudgetPeriod, ...]
+    since: datetime  # the moments every kept period holds: since <= at < until
+    until: datetime | None  # None: lifetime periods only
+    # (minute, the VALUES parameters of _known_sql for that minute): one attribute, so a thread
+    # never sees the minute of one and the parameters of another.
+    minute_params: tuple[datetime, list[Any]] | None = None
+
+    def holds(self, at: datetime) -> bool:
+        return self.since <= at and (self.until is None or at < self.until)
+
+
+_KNOWN: dict[tuple[Any, ...], _Known] = {}
+_KNOWN_MAX = 256  # sets of scopes kept; emptied when full
+_KNOWN_POSITIONS_MAX = 64  # larger reads (metrics, alert passes, the dashboard) run a minute apart: not kept
+
+
+def _known_keep(key: tuple[Any, ...], token: Any, positions: Sequence[Position], alias: str) -> None:
+    if token is None or not positions or len(positions) > _KNOWN_POSITIONS_MAX:
+        return  # no token (the table was emptied by hand), nothing to keep, or too much
+    if any(p.period is None for p in positions):
+        return  # a period still to open: read again once it is
+    periods = [p.period for p in positions]
+    ends = [period.end for period in periods if period.end is not None]
+    if len(_KNOWN) >= _KNOWN_MAX:
+        _KNOWN.clear()
+    _KNOWN[key] = _Known(
+        token=token,
+        budgets=tuple(_copy("budget", p.budget, alias) for p in positions),
+        periods=tuple(_copy("period", period, alias) for period in periods),
+        since=max(period.start for period in periods),
+        until=min(ends) if ends else None,
+    )
+
+
 @cache
-def _positions_sql(alias: str, scopes: int, *, hard_only: bool, with_sums: bool, lock: bool) -> str:
+def _known_sql(alias: str, rows: int) -> str:
+    """The sums of kept positions and the token: (period id, spent, reserved, token) per row."""
+    conn = connections[alias]
+    spent_sql, reserved_sql = holdings_sql(conn, scope="k.scope", currency="k.currency", period="k.id")
+    return (
+        f"WITH k(id, scope, currency, {WINDOW_COLUMNS}) AS (VALUES {values_rows_sql(9, rows)})"
+        f" SELECT k.id, {spent_sql}, {reserved_sql}, {_GENERATION_SQL} FROM k"
+    )
+
+
+def _known_positions(known: _Known, conn: Any, at: datetime) -> list[Position] | None:
+    """The kept positions with their sums at `at`, or None when the token has changed."""
+    minute = at.replace(second=0, microsecond=0)
+    cached = known.minute_params
+    if cached is not None and cached[0] == minute:
+        params = cached[1]
+    else:
+        # Windows change only on a whole hour, so they are kept for the minute.
+        params = []
+        for budget, period in zip(known.budgets, known.periods, strict=True):
+            params += [period.pk, budget.scope, budget.currency, *window_params(conn, start=period.start, at=at)]
+        known.minute_params = (minute, params)
+    rows = fetch_all_prepared(
+        _known_sql(conn.alias, len(known.periods)), [*params, conn.ops.adapt_datetimefield_value(at)]
+    )
+    if len(rows) != len(known.periods) or rows[0][3] != known.token:
+        return None
+    money = _MONEY_OUTPUT.from_db_value
+    sums = {row[0]: row for row in rows}
+    positions = []
+    for template_budget, template_period in zip(known.budgets, known.periods, strict=True):
+        budget = _copy("budget", template_budget, conn.alias)
+        period = _copy("period", template_period, conn.alias)
+        period._state.fields_cache["budget"] = budget
+        row = sums[period.pk]
+        positions.append(
+            Position(budget=budget, period=period, spent=money(row[1], None, conn), reserved=money(row[2], None, conn))
+        )
+    return positions
+
+
+@cache
+def _positions_sql(
+    alias: str, scopes: int, *, hard_only: bool, with_sums: bool, lock: bool, token: bool = False
+) -> str:
     """budget_positions' statement (built once per shape: its text is the prepared statement's key)."""
     conn = connections[alias]
     qn = conn.ops.quote_name
@@ -369,6 +476,8 @@ def _positions_sql(alias: str, scopes: int, *, hard_only: bool, with_sums: bool,
     if with_sums:
         spent_sql, reserved_sql = holdings_sql(conn)
         sums = f", {spent_sql}, {reserved_sql}"
+    if token:
+        sums += f", {_GENERATION_SQL}"
     sql = (
         f"WITH k(period, {WINDOW_COLUMNS}) AS (VALUES {values_rows_sql(7, len(Period.values))})"
         f" SELECT {budget_cols}, {period_cols}{sums}"
@@ -398,14 +507,25 @@ def budget_positions(
 
     lock=True (inside a transaction) locks the budget rows, in primary-key order, on PostgreSQL
     (SQLite's write lock, taken at BEGIN IMMEDIATE, already serialises writers).
+
+    With sums and no lock (budget_check), the budgets and periods read are kept and later calls
+    read only the sums while the definitions' generation token is unchanged (_Known).
     """
     conn = connections[DEFAULT_DB_ALIAS]
     scopes = sorted(set(scopes))
+    keep = with_sums and not lock
+    if keep:
+        key = (conn.alias, settings.TIME_ZONE, tuple(scopes), hard_only)
+        known = _KNOWN.get(key)
+        if known is not None and known.holds(at):
+            kept = _known_positions(known, conn, at)
+            if kept is not None:
+                return kept
     params = list(_kinds_params(conn, at))
     if with_sums:
         params.append(conn.ops.adapt_datetimefield_value(at))
     params += scopes
-    sql = _positions_sql(conn.alias, len(scopes), hard_only=hard_only, with_sums=with_sums, lock=lock)
+    sql = _positions_sql(conn.alias, len(scopes), hard_only=hard_only, with_sums=with_sums, lock=lock, token=keep)
     rows = fetch_all_prepared(sql, params)
     if not rows:
         return []
@@ -422,6 +542,8 @@ def budget_positions(
             if with_sums:
                 spent, reserved = money(row[nb + np_], None, conn), money(row[nb + np_ + 1], None, conn)
         positions.append(Position(budget=budget, period=period, spent=spent, reserved=reserved))
+    if keep:
+        _known_keep(key, rows[0][-1], positions, conn.alias)
     return positions
 
 
