@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from budgets.models import Budget, Level
 from budgets.periods import DAILY, period_bounds
-from budgets.selectors import budget_status_peek
+from budgets.selectors import budget_statuses_peek
 from costcontrol.money import MONEY_QUANTUM, format_money
 from tracking import services as tracking_services
 from tracking.batches import cost_per_lead, lead_unit, month_to_date
@@ -271,8 +271,8 @@ def _budgets(window: DayWindow, now: datetime) -> dict[str, Any]:
     """Every active budget as it stood at the end of the day (or now, for today)."""
     at = min(window.end - timedelta(microseconds=1), now)
     rows = []
-    for budget in Budget.objects.filter(is_active=True).order_by("name", "pk"):
-        status = budget_status_peek(budget=budget, at=at)
+    budgets = list(Budget.objects.filter(is_active=True).order_by("name", "pk"))
+    for budget, status in zip(budgets, budget_statuses_peek(budgets=budgets, at=at), strict=True):
         rows.append(
             {
                 "id": budget.pk,

@@ -24,19 +24,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from alerts.models import Alert, AlertState
-from budgets.models import Budget, BudgetPeriod, Level, level_rank
+from budgets.models import Budget, Level, level_rank
 from budgets.periods import period_bounds
-from budgets.selectors import (
-    budget_forecasts_prefetch,
-    budget_positions,
-    budget_status_compute,
-    budget_status_peek,
-    period_unopened,
-    spend_window_end,
-)
+from budgets.selectors import budget_statuses_peek
 from costcontrol.money import MONEY_QUANTUM
 from tracking.gpu import OPERATION_BUSY, OPERATION_IDLE
 from tracking.models import TOKEN_FIELDS, Batch, GpuSample, Price
+from tracking.selectors import spend_totals
 
 from .anomalies import Anomaly, spend_anomalies
 from .recommendations import Recommendation, savings_recommendations
@@ -49,7 +43,6 @@ from .series import (
     scope_totals,
     scope_value,
     spend_series_many,
-    spend_totals,
 )
 from .trends import Trend, spend_trend
 
@@ -206,7 +199,7 @@ class DashboardData:
     @cached_property
     def _spend_windows(self) -> list[Decimal]:
         """Spend today, the same hours yesterday, this month, last month, last month to the same
-        point, and the range: six windows in two statements (spend_total would take up to 18)."""
+        point, and the range: six windows in one statement (spend_total would take up to 18)."""
         scope, now = self.scope, self.now
         until = hour_floor(now) + HOUR
         day_start, _ = period_bounds("daily", now)
@@ -269,48 +262,7 @@ class DashboardData:
         if self.scope != "global":
             query = query.filter(scope=self.scope)
         budgets = list(query)
-        # Every budget's period, spend and reservations in one statement; a period not opened yet
-        # is shown as it would open (budget_status_peek), without writing it.
-        positions = (
-            {p.budget.pk: p for p in budget_positions(scopes={b.scope for b in budgets}, at=self.now)}
-            if budgets
-            else {}
-        )
-        # A period budget_positions found not opened yet is built as budget_status_peek builds it
-        # (without writing), and the spend of all of them read in two statements (spend_totals)
-        # instead of a period lookup and up to three statements each.
-        unopened: dict[int, BudgetPeriod] = {}
-        for budget in budgets:
-            position = positions.get(budget.pk)
-            if position is not None and position.period is None:
-                unopened[budget.pk] = period_unopened(budget=budget, at=self.now)
-        unopened_spent = dict(
-            zip(
-                unopened,
-                spend_totals(
-                    [
-                        (b.scope, b.currency, p.start, spend_window_end(period=p, at=self.now))
-                        for b, p in ((p.budget, p) for p in unopened.values())
-                    ]
-                ),
-                strict=True,
-            )
-        )
-        statuses = []
-        for budget in budgets:
-            position = positions.get(budget.pk)
-            if position is not None and position.period is not None:
-                status = budget_status_compute(
-                    budget=budget, period=position.period, at=self.now, spent=position.spent, reserved=position.reserved
-                )
-            elif budget.pk in unopened:
-                status = budget_status_compute(
-                    budget=budget, period=unopened[budget.pk], at=self.now, spent=unopened_spent[budget.pk]
-                )
-            else:
-                status = budget_status_peek(budget=budget, at=self.now)
-            statuses.append(status)
-        budget_forecasts_prefetch(statuses)  # every forecast's week of history in two statements
+        statuses = budget_statuses_peek(budgets=budgets, at=self.now)
         rows = []
         for budget, status in zip(budgets, statuses, strict=True):
             forecast_over = status.forecast is not None and status.forecast > status.limit

@@ -9,7 +9,7 @@ nothing and are filled with zero.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db.models import Q, QuerySet, Sum
 
-from costcontrol.money import MONEY_PLACES, MONEY_QUANTUM, from_nanos
+from costcontrol.money import MONEY_QUANTUM
 from tracking.models import SpendRollup, SpendRollupDay
 from tracking.selectors import rollup_window
 
@@ -219,48 +219,3 @@ def scope_value(scope: str) -> str:
 
 def scope_kind(scope: str) -> str:
     return scope.partition(":")[0]
-
-
-def spend_totals(windows: Sequence[tuple[str, str, datetime, datetime]]) -> list[Decimal]:
-    """tracking.selectors.spend_total of each (scope, currency, start, end), in two statements for
-    them all instead of up to three each: whole UTC days from the daily rollups, the ragged ends
-    from the hourly ones, summed per window in exact nano-units."""
-    parts: dict[str, list[tuple[int, str, str, datetime, datetime]]] = {"day": [], "hour": []}
-    for index, (scope, currency, start, end) in enumerate(windows):
-        window = rollup_window(start, end)
-        for lo, hi in ((window.start, window.head_end), (window.tail_start, window.end)):
-            if lo < hi:
-                parts["hour"].append((index, scope, currency, lo, hi))
-        if window.days_start < window.days_end:
-            parts["day"].append((index, scope, currency, window.days_start, window.days_end))
-    nanos = [0] * len(windows)
-    for kind, model in (("day", SpendRollupDay), ("hour", SpendRollup)):
-        if not parts[kind]:
-            continue
-        # Per (scope, currency): one range from the earliest start to the latest end for daily rows
-        # (a few hundred at most), each range on its own for hourly rows (the ragged ends only).
-        ranges: dict[tuple[str, str], list[tuple[datetime, datetime]]] = defaultdict(list)
-        for _, scope, currency, lo, hi in parts[kind]:
-            ranges[(scope, currency)].append((lo, hi))
-        condition = Q()
-        for (scope, currency), spans in ranges.items():
-            if kind == "day":
-                spans = [(min(lo for lo, _ in spans), max(hi for _, hi in spans))]
-            for lo, hi in sorted(set(spans)):
-                condition |= Q(scope=scope, currency=currency, bucket__gte=lo, bucket__lt=hi)
-        rows: dict[tuple[str, str], list[tuple[datetime, int]]] = defaultdict(list)
-        for scope, currency, bucket, amount in (
-            model.objects.filter(condition).order_by().values_list("scope", "currency", "bucket", "amount")
-        ):
-            rows[(scope, currency)].append((bucket.astimezone(UTC), int(amount.scaleb(MONEY_PLACES))))
-        prefix: dict[tuple[str, str], tuple[list[datetime], list[int]]] = {}
-        for key, found in rows.items():
-            found.sort()
-            sums = [0]
-            for _, amount in found:
-                sums.append(sums[-1] + amount)
-            prefix[key] = ([bucket for bucket, _ in found], sums)
-        for index, scope, currency, lo, hi in parts[kind]:
-            buckets, sums = prefix.get((scope, currency), ([], [0]))
-            nanos[index] += sums[bisect_left(buckets, hi)] - sums[bisect_left(buckets, lo)]
-    return [from_nanos(total) for total in nanos]

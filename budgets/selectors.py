@@ -22,8 +22,16 @@ from django.db.models.base import ModelState
 
 from costcontrol.db import fetch_all_prepared
 from costcontrol.money import MONEY_QUANTUM, MoneyField, from_nanos, round_money, to_nanos
-from tracking.models import SpendRollup, SpendRollupDay
-from tracking.selectors import rollup_window, spend_total
+from tracking.models import SpendRollup
+from tracking.selectors import (
+    WINDOW_COLUMNS,
+    rollup_window,
+    spend_total,
+    spend_totals,
+    spent_sql,
+    values_rows_sql,
+    window_values,
+)
 
 from .models import Budget, BudgetPeriod, Period, Reservation
 from .periods import period_bounds
@@ -179,6 +187,43 @@ def period_unopened(*, budget: Budget, at: datetime) -> BudgetPeriod:
     return BudgetPeriod(budget=budget, start=start, end=end, carried_over=carried, limit=budget.amount + carried)
 
 
+def budget_statuses_peek(*, budgets: Sequence[Budget], at: datetime) -> list[BudgetStatus]:
+    """budget_status_peek of each budget, with its forecast, in a few statements whatever their
+    number (the dashboard's budgets at risk, the daily report): every period, spend and reservation
+    in one (budget_positions); the periods not opened yet built as they would open, their spend in
+    one more (spend_totals); the forecasts' week of history in two (budget_forecasts_prefetch).
+    Writes nothing."""
+    budgets = list(budgets)
+    if not budgets:
+        return []
+    positions = {p.budget.pk: p for p in budget_positions(scopes={b.scope for b in budgets}, at=at)}
+    unopened: dict[int, BudgetPeriod] = {}
+    for budget in budgets:
+        position = positions.get(budget.pk)
+        if position is not None and position.period is None:
+            unopened[budget.pk] = period_unopened(budget=budget, at=at)
+    windows = [
+        (p.budget.scope, p.budget.currency, p.start, spend_window_end(period=p, at=at)) for p in unopened.values()
+    ]
+    unopened_spent = dict(zip(unopened, spend_totals(windows), strict=True))
+    statuses = []
+    for budget in budgets:
+        position = positions.get(budget.pk)
+        if position is not None and position.period is not None:
+            status = budget_status_compute(
+                budget=budget, period=position.period, at=at, spent=position.spent, reserved=position.reserved
+            )
+        elif budget.pk in unopened:
+            status = budget_status_compute(
+                budget=budget, period=unopened[budget.pk], at=at, spent=unopened_spent[budget.pk]
+            )
+        else:  # not among the active budgets budget_positions reads (an inactive one passed in)
+            status = budget_status_peek(budget=budget, at=at)
+        statuses.append(status)
+    budget_forecasts_prefetch(statuses)
+    return statuses
+
+
 def carry_into(*, budget: Budget, start: datetime) -> Decimal:
     """What the period ending at `start` carries into the one starting there (0 without rollover)."""
     if not budget.rollover:
@@ -303,18 +348,9 @@ def _convert(values: Sequence[Any], kind: str, conn: Any) -> list[Any]:
     return out
 
 
-# Spent so far in a budget's period, from the rollups: whole UTC days from the daily rows, the
-# ragged ends from the hourly ones (tracking.selectors.rollup_window), bounds read from the row of
-# `k` joined to the budget. Rollup buckets are whole UTC hours and `at` lies inside the period, so
-# "buckets before the end of at's hour" never reaches past the period's end.
-WINDOW_COLUMNS = "start, head_end, days_start, days_end, tail_start, window_end"
-_SPENT_SQL = """(
-    (SELECT COALESCE(SUM(r.amount), 0) FROM {hourly} r
-      WHERE r.scope = {scope} AND r.currency = {currency} AND r.bucket >= k.start AND r.bucket < k.head_end)
-  + (SELECT COALESCE(SUM(r.amount), 0) FROM {hourly} r
-      WHERE r.scope = {scope} AND r.currency = {currency} AND r.bucket >= k.tail_start AND r.bucket < k.window_end)
-  + (SELECT COALESCE(SUM(d.amount), 0) FROM {daily} d
-      WHERE d.scope = {scope} AND d.currency = {currency} AND d.bucket >= k.days_start AND d.bucket < k.days_end))"""
+# Spent so far in a budget's period: tracking.selectors' window SQL over the row of `k` joined to
+# the budget. Rollup buckets are whole UTC hours and `at` lies inside the period, so "buckets before
+# the end of at's hour" never reaches past the period's end.
 _RESERVED_SQL = """(SELECT COALESCE(SUM(x.amount), 0) FROM {reservations} x
       WHERE x.period_id = {period} AND x.settled_at IS NULL AND x.released_at IS NULL AND x.expires_at > %s)"""
 
@@ -324,30 +360,15 @@ def holdings_sql(
 ) -> tuple[str, str]:
     """(spent, reserved) SQL expressions over the window columns of `k`, for the budget whose
     scope and currency and the period whose id are the given column expressions."""
-    qn = conn.ops.quote_name
     return (
-        _SPENT_SQL.format(
-            hourly=qn(SpendRollup._meta.db_table),
-            daily=qn(SpendRollupDay._meta.db_table),
-            scope=scope,
-            currency=currency,
-        ),
-        _RESERVED_SQL.format(reservations=qn(Reservation._meta.db_table), period=period),
+        spent_sql(conn, scope=scope, currency=currency),
+        _RESERVED_SQL.format(reservations=conn.ops.quote_name(Reservation._meta.db_table), period=period),
     )
 
 
 def window_params(conn: Any, *, start: datetime, at: datetime) -> list[Any]:
     """The `k` columns (WINDOW_COLUMNS) for a period starting at `start`, read at `at`."""
-    window = rollup_window(start, hour_floor(at) + timedelta(hours=1))
-    adapt = conn.ops.adapt_datetimefield_value
-    return [
-        adapt(window.start),
-        adapt(window.head_end),
-        adapt(window.days_start),
-        adapt(window.days_end),
-        adapt(window.tail_start),
-        adapt(window.end),
-    ]
+    return window_values(conn, rollup_window(start, hour_floor(at) + timedelta(hours=1)))
 
 
 _kinds_params_cache: dict[tuple[str, str, datetime], list[Any]] = {}
@@ -365,11 +386,6 @@ def _kinds_params(conn: Any, at: datetime) -> list[Any]:
         _kinds_params_cache.clear()
         _kinds_params_cache[key] = params
     return params
-
-
-def values_rows_sql(columns: int, rows: int) -> str:
-    row = "(" + ", ".join(["%s"] * columns) + ")"
-    return ", ".join([row] * rows)
 
 
 # Budgets and their current periods are read by budget_check on every call and change rarely.

@@ -6,14 +6,17 @@ The only ledger scans are the audit ones (verify_ledger, rebuild_rollups).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Sum
 
+from costcontrol.db import fetch_all_prepared
 from costcontrol.money import from_nanos
 
 from .models import (
@@ -55,6 +58,77 @@ def rollup_window(start: datetime, end: datetime) -> RollupWindow:
         tail_start=max(days_end, days_start),
         end=end,
     )
+
+
+# Spend over a window, in SQL, from the rollups: whole UTC days from the daily rows, the ragged
+# ends from the hourly ones (rollup_window), bounds read from the row of a `k` relation with
+# WINDOW_COLUMNS (window_values). Each part is an index range on (scope, currency, bucket), so the
+# cost follows the window's days, never the ledger. Amounts are integer nano-units on both
+# databases: the sums are exact.
+WINDOW_COLUMNS = "start, head_end, days_start, days_end, tail_start, window_end"
+_SPENT_SQL = """(
+    (SELECT COALESCE(SUM(r.amount), 0) FROM {hourly} r
+      WHERE r.scope = {scope} AND r.currency = {currency} AND r.bucket >= k.start AND r.bucket < k.head_end)
+  + (SELECT COALESCE(SUM(r.amount), 0) FROM {hourly} r
+      WHERE r.scope = {scope} AND r.currency = {currency} AND r.bucket >= k.tail_start AND r.bucket < k.window_end)
+  + (SELECT COALESCE(SUM(d.amount), 0) FROM {daily} d
+      WHERE d.scope = {scope} AND d.currency = {currency} AND d.bucket >= k.days_start AND d.bucket < k.days_end))"""
+
+
+def spent_sql(conn: Any, *, scope: str, currency: str) -> str:
+    """The SQL expression of what `scope` spent in `currency` (column expressions) over the window of `k`."""
+    qn = conn.ops.quote_name
+    return _SPENT_SQL.format(
+        hourly=qn(SpendRollup._meta.db_table), daily=qn(SpendRollupDay._meta.db_table), scope=scope, currency=currency
+    )
+
+
+def window_values(conn: Any, window: RollupWindow) -> list[Any]:
+    """The WINDOW_COLUMNS parameters of a window, adapted for `conn`."""
+    adapt = conn.ops.adapt_datetimefield_value
+    return [
+        adapt(window.start),
+        adapt(window.head_end),
+        adapt(window.days_start),
+        adapt(window.days_end),
+        adapt(window.tail_start),
+        adapt(window.end),
+    ]
+
+
+def values_rows_sql(columns: int, rows: int) -> str:
+    """`rows` placeholder rows of `columns` parameters, for a VALUES list."""
+    row = "(" + ", ".join(["%s"] * columns) + ")"
+    return ", ".join([row] * rows)
+
+
+_TOTALS_CHUNK = 256  # windows per statement: 9 parameters each, far under either database's limit
+
+
+@cache
+def _spend_totals_sql(alias: str, rows: int) -> str:
+    spent = spent_sql(connections[alias], scope="k.scope", currency="k.currency")
+    return (
+        f"WITH k(i, scope, currency, {WINDOW_COLUMNS}) AS (VALUES {values_rows_sql(9, rows)})"
+        f" SELECT k.i, {spent} FROM k"
+    )
+
+
+def spend_totals(
+    windows: Sequence[tuple[str, str, datetime, datetime]], *, using: str = DEFAULT_DB_ALIAS
+) -> list[Decimal]:
+    """spend_total of each (scope, currency, start, end), summed by the database: one statement per
+    256 windows (prepared on PostgreSQL), whatever their lengths, instead of up to three each."""
+    conn = connections[using]
+    totals = [from_nanos(0)] * len(windows)
+    for first in range(0, len(windows), _TOTALS_CHUNK):
+        chunk = windows[first : first + _TOTALS_CHUNK]
+        params: list[Any] = []
+        for index, (scope, currency, start, end) in enumerate(chunk, start=first):
+            params += [index, scope, currency, *window_values(conn, rollup_window(start, end))]
+        for index, nanos in fetch_all_prepared(_spend_totals_sql(conn.alias, len(chunk)), params, using=using):
+            totals[index] = from_nanos(int(nanos))
+    return totals
 
 
 def spend_total(*, scope: str, start: datetime, end: datetime, currency: str = "USD") -> Decimal:
