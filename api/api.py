@@ -652,16 +652,12 @@ def reservations_release(request: HttpRequest, reservation_id: int) -> Any:
 @api.get("/budgets", response={200: dict, **COMMON}, summary="Every active budget the key may see, with its status")
 def budgets_list(request: HttpRequest) -> Any:
     from budgets.models import Budget
-    from budgets.selectors import budget_status_peek
+    from budgets.selectors import budget_statuses_peek
 
     _only_query_params(request)
     key: ApiKey = request.auth  # type: ignore[attr-defined]
-    now = datetime.now(UTC)
-    statuses = [
-        budget_status_peek(budget=b, at=now)
-        for b in Budget.objects.filter(is_active=True).order_by("name")
-        if key.allows_scope(b.scope)
-    ]
+    budgets = [b for b in Budget.objects.filter(is_active=True).order_by("name") if key.allows_scope(b.scope)]
+    statuses = budget_statuses_peek(budgets=budgets, at=datetime.now(UTC), forecasts=False)
     return Status(200, {"budgets": [_status_json(s) for s in statuses]})
 
 

@@ -38,7 +38,7 @@ from tracking.models import SpendRollup
 
 from .models import LEVEL_ORDER, SCOPE_KINDS, Budget, BudgetPeriod, Level, Period, Reservation
 from .periods import period_bounds
-from .selectors import BudgetStatus, budget_burn_down, budget_status_peek, hour_floor
+from .selectors import BudgetStatus, budget_burn_down, budget_status_peek, budget_statuses_peek, hour_floor
 
 EMPTY = "-"
 CENTS = Decimal("0.01")
@@ -149,12 +149,12 @@ class LevelFilter(admin.SimpleListFilter):
         wanted = self.value()
         if not wanted:
             return queryset
-        now = timezone.now()
         level = None if wanted == "ok" else wanted
-        # A level depends on each budget's own thresholds: computed per active budget (there are tens
-        # or hundreds of budgets, each status reads a few rows).
-        pks = [b.pk for b in queryset.filter(is_active=True) if budget_status_peek(budget=b, at=now).level == level]
-        return queryset.filter(pk__in=pks)
+        # A level depends on each budget's own thresholds: every active budget's status, read in a
+        # few statements whatever their number.
+        active = list(queryset.filter(is_active=True))
+        statuses = budget_statuses_peek(budgets=active, at=timezone.now(), forecasts=False)
+        return queryset.filter(pk__in=[s.budget.pk for s in statuses if s.level == level])
 
 
 class ScopeKindFilter(admin.SimpleListFilter):
@@ -315,6 +315,16 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
         self._now = timezone.now()
         return _with_utilisation(super().get_queryset(request), self._now)
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        """The change list, with the status and forecast of every active budget on the page read
+        together (a few statements) rather than a few per row as each column asks for it."""
+        changelist = super().get_changelist_instance(request)
+        active = [b for b in changelist.result_list if b.is_active]
+        now = getattr(self, "_now", None) or timezone.now()
+        for budget, status in zip(active, budget_statuses_peek(budgets=active, at=now), strict=True):
+            budget._status_cache = status  # type: ignore[attr-defined]
+        return changelist
 
     def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         context["scope_suggestions"] = _scope_suggestions()

@@ -187,25 +187,18 @@ def period_unopened(*, budget: Budget, at: datetime) -> BudgetPeriod:
     return BudgetPeriod(budget=budget, start=start, end=end, carried_over=carried, limit=budget.amount + carried)
 
 
-def budget_statuses_peek(*, budgets: Sequence[Budget], at: datetime) -> list[BudgetStatus]:
-    """budget_status_peek of each budget, with its forecast, in a few statements whatever their
-    number (the dashboard's budgets at risk, the daily report): every period, spend and reservation
-    in one (budget_positions); the periods not opened yet built as they would open, their spend in
-    one more (spend_totals); the forecasts' week of history in two (budget_forecasts_prefetch).
-    Writes nothing."""
+def budget_statuses_peek(*, budgets: Sequence[Budget], at: datetime, forecasts: bool = True) -> list[BudgetStatus]:
+    """budget_status_peek of each budget, in a few statements whatever their number (the
+    dashboard's budgets at risk, the daily report, the admin's change list, the API): every period,
+    spend and reservation in one (budget_positions); the periods not opened yet as
+    budget_statuses_unopened reads them; with `forecasts`, the forecasts' week of history in two
+    (budget_forecasts_prefetch; without, status.forecast reads its own when asked). Writes nothing."""
     budgets = list(budgets)
     if not budgets:
         return []
     positions = {p.budget.pk: p for p in budget_positions(scopes={b.scope for b in budgets}, at=at)}
-    unopened: dict[int, BudgetPeriod] = {}
-    for budget in budgets:
-        position = positions.get(budget.pk)
-        if position is not None and position.period is None:
-            unopened[budget.pk] = period_unopened(budget=budget, at=at)
-    windows = [
-        (p.budget.scope, p.budget.currency, p.start, spend_window_end(period=p, at=at)) for p in unopened.values()
-    ]
-    unopened_spent = dict(zip(unopened, spend_totals(windows), strict=True))
+    unopened = [b for b in budgets if (p := positions.get(b.pk)) is not None and p.period is None]
+    found = {status.budget.pk: status for status in budget_statuses_unopened(budgets=unopened, at=at)}
     statuses = []
     for budget in budgets:
         position = positions.get(budget.pk)
@@ -213,15 +206,27 @@ def budget_statuses_peek(*, budgets: Sequence[Budget], at: datetime) -> list[Bud
             status = budget_status_compute(
                 budget=budget, period=position.period, at=at, spent=position.spent, reserved=position.reserved
             )
-        elif budget.pk in unopened:
-            status = budget_status_compute(
-                budget=budget, period=unopened[budget.pk], at=at, spent=unopened_spent[budget.pk]
-            )
+        elif budget.pk in found:
+            status = found[budget.pk]
         else:  # not among the active budgets budget_positions reads (an inactive one passed in)
             status = budget_status_peek(budget=budget, at=at)
         statuses.append(status)
-    budget_forecasts_prefetch(statuses)
+    if forecasts:
+        budget_forecasts_prefetch(statuses)
     return statuses
+
+
+def budget_statuses_unopened(*, budgets: Sequence[Budget], at: datetime) -> list[BudgetStatus]:
+    """The status at `at` of budgets whose period holding `at` is not opened yet, each period built
+    as it would open (period_unopened) and their spend read in one statement (spend_totals), not a
+    period lookup and up to three statements each. Writes nothing; nothing is reserved on a period
+    that does not exist."""
+    periods = [period_unopened(budget=budget, at=at) for budget in budgets]
+    windows = [(p.budget.scope, p.budget.currency, p.start, spend_window_end(period=p, at=at)) for p in periods]
+    return [
+        budget_status_compute(budget=budget, period=period, at=at, spent=spent)
+        for budget, period, spent in zip(budgets, periods, spend_totals(windows), strict=True)
+    ]
 
 
 def carry_into(*, budget: Budget, start: datetime) -> Decimal:

@@ -11,7 +11,8 @@ What is read, and what it costs, whatever the size of the ledger:
   duration histogram: the rows of tracking.MetricSeries, lifetime totals per (provider, service,
   operation, model, currency) kept by the record path in the same statement as the ledger row;
 - budgets: every active budget's current period and spend in one statement (budget_positions),
-  then budget_status_compute, as budget_status_peek does (nothing is written). The forecast reads a
+  then budget_status_compute, as budget_status_peek does (nothing is written); periods not opened
+  yet are read together (budget_statuses_unopened). The forecast reads a
   week of hourly rollups and walks the rest of the period (2-5 ms a budget), so each budget's is
   recomputed at most every METRICS_FORECAST_SECONDS (default 900), a few per scrape (Forecasts);
   in between, the spend added since it was computed is added to it;
@@ -194,31 +195,30 @@ def _le(bound_ms: int) -> str:
 
 
 def budget_statuses(*, at: datetime) -> list[Any]:
-    """The status of every active USD budget at `at`, equal to budget_status_peek's (nothing is written).
-
-    One statement reads every budget's current period, spend and reservations (budget_positions);
-    a budget whose current period is not opened yet is peeked at on its own.
-    """
+    """The status of every active USD budget at `at`, equal to budget_status_peek's (nothing is
+    written). One statement reads every budget's current period, spend and reservations
+    (budget_positions); budgets whose current period is not opened yet (until the beat or a write
+    opens it) are read together (budget_statuses_unopened). Forecasts are left to Forecasts."""
     from budgets.models import Budget
-    from budgets.selectors import budget_positions, budget_status_compute, budget_status_peek
+    from budgets.selectors import budget_positions, budget_status_compute, budget_statuses_unopened
 
     scopes = set(Budget.objects.filter(is_active=True, currency=USD).values_list("scope", flat=True))
     if not scopes:
         return []
-    statuses = []
+    statuses, unopened = [], []
     for position in budget_positions(scopes=scopes, at=at):
         budget = position.budget
         if budget.currency != USD:
             continue
         if position.period is None:
-            statuses.append(budget_status_peek(budget=budget, at=at))
+            unopened.append(budget)
         else:
             statuses.append(
                 budget_status_compute(
                     budget=budget, period=position.period, at=at, spent=position.spent, reserved=position.reserved
                 )
             )
-    return statuses
+    return statuses + budget_statuses_unopened(budgets=unopened, at=at)
 
 
 @dataclass

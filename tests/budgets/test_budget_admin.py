@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from budgets.models import Budget, BudgetPeriod
@@ -141,3 +143,18 @@ def test_the_admin_creates_a_budget_for_a_tag_scope_with_custom_thresholds(admin
         True,
     )
     assert budget.metadata == {"cost_centre": "R&D"}
+
+
+@time_machine.travel(NOW, tick=False)
+def test_the_change_list_reads_as_many_statements_for_twelve_budgets_as_for_three(admin_client, three_budgets):
+    def statements(params: dict[str, str] | None = None) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert admin_client.get(CHANGELIST, params or {}).status_code == 200
+        return len(queries.captured_queries)
+
+    few, few_filtered = statements(), statements({"level": "critical"})
+    for i in range(9):  # the same scopes: SQLite reads each scope's forecast history on its own
+        BudgetFactory(name=f"more {i}", scope=["provider:openai", "service:image-api", "job:batch-123"][i % 3])
+    assert statements() == few
+    assert statements({"level": "critical"}) == few_filtered
+    assert "more 8" in admin_client.get(CHANGELIST).content.decode()
