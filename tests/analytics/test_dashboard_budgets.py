@@ -23,18 +23,21 @@ from tests.factories import BudgetFactory
 
 pytestmark = pytest.mark.django_db
 
+# One budget of every period kind (amount, scope).
+EVERY_PERIOD = (
+    ("daily", "3", "global"),
+    ("weekly", "5", "provider:openai"),
+    ("monthly", "40", "global"),
+    ("monthly", "1", "model:gpt-4o"),
+    ("quarterly", "2", "service:support"),
+    ("yearly", "1000", "global"),
+    ("none", "4", "subject:cust-a"),
+)
+
 
 def test_unopened_periods_show_what_budget_status_peek_shows(catalog):
     write(seasonal_entries(days=10, seed=5))
-    for period, amount, scope in (
-        ("daily", "3", "global"),
-        ("weekly", "5", "provider:openai"),
-        ("monthly", "40", "global"),
-        ("monthly", "1", "model:gpt-4o"),
-        ("quarterly", "2", "service:support"),
-        ("yearly", "1000", "global"),
-        ("none", "4", "subject:cust-a"),
-    ):
+    for period, amount, scope in EVERY_PERIOD:
         BudgetFactory(period=period, amount=Decimal(amount), scope=scope)
     opened = BudgetFactory(period="monthly", amount=Decimal("2"), scope="provider:anthropic")
     filters = DashboardFilters(start=(T0 - timedelta(days=29)).date(), end=T0.date())
@@ -66,38 +69,27 @@ def _figures(status):
     )
 
 
-def _budgets_of_every_kind(n: int, at):
-    made = []
-    for i in range(n):
-        for period, amount, scope in (
-            ("daily", "3", "global"),
-            ("weekly", "5", "provider:openai"),
-            ("monthly", "40", "global"),
-            ("monthly", "1", "model:gpt-4o"),
-            ("quarterly", "2", "service:support"),
-            ("yearly", "1000", "subject:cust-b"),
-            ("none", "4", "subject:cust-a"),
-        ):
-            made.append(BudgetFactory(period=period, amount=Decimal(amount), scope=scope, name=f"{scope} {period} {i}"))
-        # Rollover from a closed previous month: the unopened period carries its unspent amount.
-        rolled = BudgetFactory(period="monthly", amount=Decimal("30"), scope="service:lead-gen", rollover=True)
-        start, _ = period_bounds("monthly", at)
-        previous, _ = period_bounds("monthly", start - timedelta(hours=1))
-        BudgetPeriod.objects.create(
-            budget=rolled,
-            start=previous,
-            end=start,
-            limit=Decimal("30"),
-            spent_at_close=Decimal("12.5"),
-            closed_at=start,
-        )
-        made.append(rolled)
+def _budgets_of_every_kind(at):
+    made = [BudgetFactory(period=period, amount=Decimal(amount), scope=scope) for period, amount, scope in EVERY_PERIOD]
+    # Rollover from a closed previous month: the unopened period carries its unspent amount.
+    rolled = BudgetFactory(period="monthly", amount=Decimal("30"), scope="service:lead-gen", rollover=True)
+    start, _ = period_bounds("monthly", at)
+    previous, _ = period_bounds("monthly", start - timedelta(hours=1))
+    BudgetPeriod.objects.create(
+        budget=rolled,
+        start=previous,
+        end=start,
+        limit=Decimal("30"),
+        spent_at_close=Decimal("12.5"),
+        closed_at=start,
+    )
+    made.append(rolled)
     return made
 
 
 def test_budget_statuses_peek_gives_budget_status_peeks_figures_at_any_moment(catalog):
     write(seasonal_entries(days=12, seed=9))
-    budgets = _budgets_of_every_kind(1, T0)
+    budgets = _budgets_of_every_kind(T0)
     hard = BudgetFactory(period="monthly", amount=Decimal("500"), scope="provider:anthropic", hard_limit=True)
     with time_machine.travel(T0 - timedelta(minutes=5), tick=False):
         # Opens its period and holds 7.25 until T0 + 55 min.
