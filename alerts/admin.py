@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from budgets.admin import _level_badge
-from costcontrol.admin_teams import TeamScopedAdminMixin, team_list_filter
+from core.teams import TeamScopedAdminMixin, team_list_filter
 
 from .models import Alert, AlertRule, AlertState, Channel, DeliveryAttempt, Notification, NotificationStatus
 from .services import (

@@ -21,7 +21,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Q
 
-from costcontrol.db import fetch_all_prepared
+from core.db import fetch_all_prepared
 
 from .models import Alert, AlertRule, AlertState
 

@@ -20,7 +20,6 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from budgets.models import Budget, level_rank
-from budgets.periods import period_bounds
 from budgets.selectors import (
     BudgetStatus,
     budget_forecasts_prefetch,
@@ -29,7 +28,8 @@ from budgets.selectors import (
     utilisation_percent,
 )
 from budgets.services import budget_status
-from costcontrol.money import format_money
+from core.money import format_money
+from core.periods import period_bounds
 from tracking.batches import batch_last_finished, cost_per_lead_change, lead_unit, month_to_date
 from tracking.models import TOKEN_FIELDS, Batch, CostEntry, Outcome, SpendRollup, SpendRollupDay
 from tracking.selectors import rollup_window
@@ -128,6 +128,24 @@ def _cost_per_lead(rule: AlertRule, now: datetime, reads: PassReads | None = Non
     return batch.cost_per_lead
 
 
+# Anomaly scores are computed by analytics, which sits above alerts and reads alerts' models: it
+# hands its reader over at start-up (analytics.apps.AnalyticsConfig.ready), so alerts imports nothing
+# of it. A reader answers {(scope, start, end): summary with .score, .worst} for the questions given.
+AnomalyReader = Callable[[list[tuple[str, datetime, datetime]]], dict[tuple[str, datetime, datetime], Any]]
+_anomaly_reader: AnomalyReader | None = None
+
+
+def anomaly_reader_set(reader: AnomalyReader) -> None:
+    global _anomaly_reader
+    _anomaly_reader = reader
+
+
+def anomaly_reader() -> AnomalyReader:
+    if _anomaly_reader is None:
+        raise NoData("anomaly rules need the analytics app (INSTALLED_APPS)")
+    return _anomaly_reader
+
+
 def _anomaly_question(rule: AlertRule, now: datetime) -> tuple[str, datetime, datetime]:
     start, end = window_bounds(rule.window, now)
     return rule.scope, start, min(end, now)
@@ -137,8 +155,6 @@ def anomalies_prefetch(rules: list[AlertRule], now: datetime) -> dict[tuple[str,
     """The anomalies of every anomaly rule of a pass, computed together (analytics'
     anomaly_summaries: each window's rollups read once, each scope's history once), keyed as
     _anomalies' memo. A rule whose window is not a time window is left to _anomalies (NoData)."""
-    from analytics.selectors import anomaly_summaries  # analytics reads alerts' models: import late
-
     questions = []
     for rule in rules:
         if rule.metric != Metric.ANOMALY:
@@ -147,20 +163,17 @@ def anomalies_prefetch(rules: list[AlertRule], now: datetime) -> dict[tuple[str,
             questions.append(_anomaly_question(rule, now))
         except NoData:
             continue
-    return anomaly_summaries(questions) if questions else {}
+    return anomaly_reader()(questions) if questions else {}
 
 
 def _anomalies(rule: AlertRule, now: datetime, memo: dict[tuple[str, datetime, datetime], Any] | None = None) -> Any:
     """The anomalies of the rule's scope in its window (global: every dimension), worst first.
     Rules of one pass with the same scope and window share one computation (`memo`, filled for all
     of them at once by anomalies_prefetch)."""
-    from analytics.selectors import anomaly_summary  # analytics reads alerts' models: import late
-
     key = _anomaly_question(rule, now)
-    _, start, end = key
     if memo is not None and key in memo:
         return memo[key]
-    found = anomaly_summary(scope=rule.scope, start=start, end=end)
+    found = anomaly_reader()([key])[key]
     if memo is not None:
         memo[key] = found
     return found

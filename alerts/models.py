@@ -143,7 +143,7 @@ class AlertRule(models.Model):
         "alerts.Channel", blank=True, related_name="rules", help_text="Empty: the default channels."
     )
     team = models.ForeignKey(
-        "tracking.Team",
+        "core.Team",
         null=True,
         blank=True,
         on_delete=models.PROTECT,
@@ -222,7 +222,7 @@ class Alert(models.Model):
         "budgets.BudgetPeriod", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
     )
     team = models.ForeignKey(
-        "tracking.Team",
+        "core.Team",
         null=True,
         blank=True,
         on_delete=models.PROTECT,

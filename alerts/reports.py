@@ -9,7 +9,7 @@
   idempotently (the dedup key names the day and the channel: two beat ticks send once).
 
 The day is [local midnight, next local midnight) in settings.TIME_ZONE, found on the calendar
-and then converted to UTC (budgets.periods), so a DST change makes it 23 or 25 hours long.
+and then converted to UTC (core.periods), so a DST change makes it 23 or 25 hours long.
 Rollups are whole UTC hours: in a zone whose midnight is not on a UTC hour (e.g. Asia/Kolkata)
 the day is read from the hour that holds its local midnight; the report says so ("window").
 """
@@ -30,9 +30,9 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from budgets.models import Budget, Level
-from budgets.periods import DAILY, period_bounds
 from budgets.selectors import budget_statuses_peek
-from costcontrol.money import MONEY_QUANTUM, format_money
+from core.money import MONEY_QUANTUM, format_money
+from core.periods import DAILY, period_bounds
 from tracking import services as tracking_services
 from tracking.batches import cost_per_lead, lead_unit, month_to_date
 from tracking.models import ROLLUP_COUNTERS, Batch, CostEntry, GpuSample, SpendRollup

@@ -16,8 +16,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from core.csv import csv_response
+
 from .dashboard import DashboardData, DashboardFilterForm, chart_series
-from .exports import csv_response
 from .models import Dashboard
 
 

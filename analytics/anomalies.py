@@ -40,8 +40,8 @@ from typing import Any
 from django.db import connection
 from django.db.models import Min, Q
 
-from costcontrol.db import fetch_all_prepared
-from costcontrol.money import MONEY_PLACES, MONEY_QUANTUM, from_nanos, round_money
+from core.db import fetch_all_prepared
+from core.money import MONEY_PLACES, MONEY_QUANTUM, from_nanos, round_money
 from tracking.models import Price, SpendRollup, SpendRollupDay
 
 from .series import HOUR, ZERO, hour_buckets, scope_kind, scope_value

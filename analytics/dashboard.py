@@ -25,9 +25,9 @@ from django.utils import timezone
 
 from alerts.models import Alert, AlertState
 from budgets.models import Budget, Level, level_rank
-from budgets.periods import period_bounds
 from budgets.selectors import budget_statuses_peek
-from costcontrol.money import MONEY_QUANTUM
+from core.money import MONEY_QUANTUM
+from core.periods import period_bounds
 from tracking.gpu import OPERATION_BUSY, OPERATION_IDLE
 from tracking.models import TOKEN_FIELDS, Batch, GpuSample, Price
 from tracking.selectors import spend_totals

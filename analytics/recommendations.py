@@ -37,8 +37,8 @@ from typing import Any
 from django.db.models import Min, Q, Sum
 
 from budgets.models import Budget
-from budgets.periods import period_bounds
-from costcontrol.money import MONEY_QUANTUM, round_money
+from core.money import MONEY_QUANTUM, round_money
+from core.periods import period_bounds
 from tracking.gpu import OPERATION_IDLE, gpu_burst_enabled
 from tracking.models import TOKEN_FIELDS, GpuSample, Price, PricingStatus, SpendRollupDay
 from tracking.pricing import PriceBook

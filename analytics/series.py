@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db.models import Q, QuerySet, Sum
 
-from costcontrol.money import MONEY_QUANTUM
+from core.money import MONEY_QUANTUM
 from tracking.models import SpendRollup, SpendRollupDay
 from tracking.selectors import rollup_window
 

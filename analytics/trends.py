@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from budgets.periods import period_bounds
-from costcontrol.money import MONEY_QUANTUM, round_money
+from core.money import MONEY_QUANTUM, round_money
+from core.periods import period_bounds
 from tracking.selectors import spend_total
 
 from .series import (

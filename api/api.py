@@ -44,7 +44,7 @@ from pydantic import ValidationError as PydanticValidationError
 from budgets.models import SCOPE_KINDS, Reservation
 from budgets.selectors import BudgetStatus
 from budgets.services import BudgetExceeded, budget_check, budget_reserve, reservation_release, reservation_settle
-from costcontrol.money import MONEY_MAX
+from core.money import MONEY_MAX
 from tracking.models import Outcome
 from tracking.services import cost_entry_record, cost_entry_record_many
 

@@ -97,7 +97,7 @@ def setup_world(rnd: random.Random) -> dict[str, Any]:
 
     from alerts.models import AlertRule, Channel
     from budgets.models import Budget
-    from budgets.periods import period_bounds
+    from core.periods import period_bounds
     from tracking.batches import batch_cost_compute
     from tracking.models import Batch
     from tracking.selectors import spend_total

@@ -586,7 +586,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from budgets.models import Budget
     from budgets.services import budget_check, budget_reserve, reservation_settle
-    from tracking.models import Team
+    from core.models import Team
 
     started = time.monotonic()
     deadline = args.deadline
@@ -663,7 +663,7 @@ def worker(args: argparse.Namespace) -> None:
             f"{label}: {consistency['entries']:,} ledger rows, {consistency['rollup_rows']:,} rollup rows in "
             f"{load_seconds:.1f} s; ledger = rollups: {'yes' if consistency['ledger_equals_rollups'] else 'NO'}"
         )
-        from budgets.periods import period_bounds
+        from core.periods import period_bounds
 
         period_start = period_bounds("monthly", datetime.now(UTC))[0]
         phase: dict[str, Any] = {

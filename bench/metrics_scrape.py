@@ -210,9 +210,10 @@ def worker(args: argparse.Namespace) -> None:
     from django.db import connection, transaction
     from django.test import RequestFactory
 
+    from core.models import Team
     from monitoring import metrics
     from monitoring.views import metrics as metrics_view
-    from tracking.models import MetricSeries, Team
+    from tracking.models import MetricSeries
 
     budget_path.LOAD_MODELS = bench_models()  # LedgerLoader draws its rows' models from this
     label, deadline = args.worker, args.deadline

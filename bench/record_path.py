@@ -178,7 +178,8 @@ def worker(args: argparse.Namespace) -> None:
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
-    from tracking.models import CostEntry, PricingStatus, SpendRollup, Team
+    from core.models import Team
+    from tracking.models import CostEntry, PricingStatus, SpendRollup
     from tracking.services import cost_entry_record, cost_entry_record_many
 
     deadline = args.deadline

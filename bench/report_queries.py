@@ -72,7 +72,7 @@ def load_ledger(rows: int, *, deadline: float, label: str) -> dict[str, Any]:
     from django.core.management import call_command
 
     from bench.budget_path import TEAMS, LedgerLoader, ledger_consistency
-    from tracking.models import Team
+    from core.models import Team
 
     log(f"{label}: migrating a fresh database")
     call_command("migrate", verbosity=0, interactive=False)

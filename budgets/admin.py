@@ -32,12 +32,12 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from costcontrol.admin_teams import TeamScopedAdminMixin, team_list_filter
-from costcontrol.money import format_money
+from core.money import format_money
+from core.periods import period_bounds
+from core.teams import TeamScopedAdminMixin, team_list_filter
 from tracking.models import SpendRollup
 
 from .models import LEVEL_ORDER, SCOPE_KINDS, Budget, BudgetPeriod, Level, Period, Reservation
-from .periods import period_bounds
 from .selectors import BudgetStatus, budget_burn_down, budget_status_peek, budget_statuses_peek, hour_floor
 
 EMPTY = "-"

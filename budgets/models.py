@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_prometheus.models import ExportModelOperationsMixin
 
-from costcontrol.money import CURRENCIES, MoneyField, format_money
+from core.money import CURRENCIES, MoneyField, format_money
 
 SCOPE_KINDS = ("global", "provider", "service", "model", "subject", "job", "tag", "team")
 DEFAULT_THRESHOLDS = (50, 80, 95, 100)
@@ -142,7 +142,7 @@ class Budget(ExportModelOperationsMixin("budget"), models.Model):
         help_text="Who answers for this budget.",
     )
     team = models.ForeignKey(
-        "tracking.Team",
+        "core.Team",
         null=True,
         blank=True,
         on_delete=models.PROTECT,

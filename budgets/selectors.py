@@ -20,8 +20,9 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Model, Q, Sum
 from django.db.models.base import ModelState
 
-from costcontrol.db import fetch_all_prepared
-from costcontrol.money import MONEY_QUANTUM, MoneyField, from_nanos, round_money, to_nanos
+from core.db import fetch_all_prepared
+from core.money import MONEY_QUANTUM, MoneyField, from_nanos, round_money, to_nanos
+from core.periods import period_bounds
 from tracking.models import SpendRollup
 from tracking.selectors import (
     WINDOW_COLUMNS,
@@ -34,7 +35,6 @@ from tracking.selectors import (
 )
 
 from .models import Budget, BudgetPeriod, Period, Reservation
-from .periods import period_bounds
 
 ZERO = Decimal(0).quantize(MONEY_QUANTUM)
 _PERCENT = Decimal("0.01")
@@ -524,7 +524,7 @@ def budget_positions(
 ) -> list[Position]:
     """Every active budget of `scopes` with its period holding `at` (if opened), what was spent in it
     so far (rollups) and what is reserved on it: one SQL statement, whatever the ledger's size,
-    prepared once per connection on PostgreSQL (costcontrol.db.fetch_all_prepared).
+    prepared once per connection on PostgreSQL (core.db.fetch_all_prepared).
 
     lock=True (inside a transaction) locks the budget rows, in primary-key order, on PostgreSQL
     (SQLite's write lock, taken at BEGIN IMMEDIATE, already serialises writers).

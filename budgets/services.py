@@ -20,11 +20,11 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from costcontrol.db import fetch_all_prepared
-from costcontrol.money import format_money, parse_money, to_nanos
+from core.db import fetch_all_prepared
+from core.money import format_money, parse_money, to_nanos
+from core.periods import period_bounds
 
 from .models import LEVEL_ORDER, Budget, BudgetPeriod, Period, Reservation, level_rank, scope_errors
-from .periods import period_bounds
 from .selectors import (
     WINDOW_COLUMNS,
     BudgetStatus,

@@ -6,7 +6,8 @@ from decimal import Decimal
 import factory
 from factory.django import DjangoModelFactory
 
-from tracking.models import Price, Team, Unit
+from core.models import Team
+from tracking.models import Price, Unit
 
 
 class TeamFactory(DjangoModelFactory):

@@ -25,7 +25,7 @@ from django.contrib.auth import get_permission_codename
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -34,12 +34,12 @@ from django.utils.html import escape, format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
-from costcontrol.admin_teams import TeamScopedAdminMixin, exists_for_teams, sees_every_team, team_list_filter
-from costcontrol.money import format_money
+from core.money import format_money
+from core.teams import TeamScopedAdminMixin, exists_for_teams, sees_every_team, team_list_filter
 
 from .batches import lead_unit
 from .gpu import gpu_burst_source, gpu_settings_ensure, gpu_settings_update
-from .models import TOKEN_FIELDS, Batch, CostEntry, GpuDevice, GpuSample, GpuSettings, Price, SpendRollup, Team
+from .models import TOKEN_FIELDS, Batch, CostEntry, GpuDevice, GpuSample, GpuSettings, Price, SpendRollup
 from .selectors import price_history
 from .services import QUANTITY_FIELDS, cost_entry_correct
 
@@ -96,25 +96,6 @@ class EstimatedCountPaginator(Paginator):
                 if row is not None and row[0] >= self.exact_below:
                     return int(row[0])
         return super().count
-
-
-# --- teams ---------------------------------------------------------------------------------
-
-
-@admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
-    list_display = ("name", "member_count", "created_at")
-    search_fields = ("name",)
-    filter_horizontal = ("members",)
-    readonly_fields = ("created_at",)
-    list_per_page = LIST_PER_PAGE
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
-        return super().get_queryset(request).annotate(member_count=Count("members", distinct=True))
-
-    @admin.display(description="members", ordering="member_count")
-    def member_count(self, obj: Team) -> int:
-        return obj.member_count  # type: ignore[attr-defined]
 
 
 # --- prices --------------------------------------------------------------------------------
@@ -513,7 +494,7 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     @admin.action(description="Export selected cost entries as CSV", permissions=["export"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[CostEntry]) -> HttpResponse:
         """Streamed row by row ("select all" exports every entry the filters match, in chunks)."""
-        from analytics.exports import csv_response
+        from core.csv import csv_response
 
         columns = [
             "id", "occurred_at", "recorded_at", "provider", "model", "operation", "variant", "service", "subject",

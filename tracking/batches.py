@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from costcontrol.money import MONEY_QUANTUM
+from core.money import MONEY_QUANTUM
 
 from .models import Batch, SpendRollupDay
 from .selectors import spend_total
@@ -63,7 +63,7 @@ class MonthToDate:
 def month_to_date(*, at: datetime) -> MonthToDate:
     """Month-to-date cost per lead as the seeds define it: this month's total cost / leads produced
     this month (batches finished since the 1st, local midnight in TIME_ZONE)."""
-    from budgets.periods import period_bounds  # the calendar the budgets use
+    from core.periods import period_bounds  # the calendar the budgets use
 
     start, end = period_bounds("monthly", at)
     assert end is not None

@@ -45,14 +45,14 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from costcontrol.money import (
+from core.money import (
     PRICE_MAX_DIGITS,
     PRICE_PLACES,
     PRICE_SIGNIFICANT_DIGITS,
     parse_currency,
     parse_decimal,
 )
-from costcontrol.validation import clean_text
+from core.validation import clean_text
 
 from .models import Price, Unit
 

@@ -35,7 +35,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from costcontrol.money import format_money, round_money
+from core.money import format_money, round_money
 
 from .models import GpuDevice, GpuSample, GpuSettings, PricingStatus
 from .pricing import PriceBook

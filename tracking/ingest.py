@@ -16,7 +16,7 @@ from django.db import connection
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from costcontrol.money import to_nanos
+from core.money import to_nanos
 
 from .models import CostEntry
 

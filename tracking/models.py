@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django_prometheus.models import ExportModelOperationsMixin
 
-from costcontrol.money import PRICE_MAX_DIGITS, PRICE_PLACES, MoneyField, format_money
-
-
-class Team(models.Model):
-    """A group of people. Entries (and later budgets and channels) may belong to one; none = organisation-wide."""
-
-    name = models.CharField(
-        "name", max_length=100, unique=True, help_text="Shown in reports; also the team:NAME scope."
-    )
-    members = models.ManyToManyField(
-        settings.AUTH_USER_MODEL, blank=True, related_name="costcontrol_teams", verbose_name="members"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
+from core.money import PRICE_MAX_DIGITS, PRICE_PLACES, MoneyField, format_money
 
 
 class Unit(models.TextChoices):
@@ -181,7 +162,7 @@ class CostEntry(models.Model):
     service = models.CharField("service", max_length=100, blank=True, help_text="The calling application.")
     subject = models.CharField("subject", max_length=200, blank=True, help_text="End user id (a plain string).")
     job = models.CharField("job", max_length=200, blank=True, help_text="Batch/job id.")
-    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.PROTECT, related_name="cost_entries")
+    team = models.ForeignKey("core.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="cost_entries")
     tags = models.JSONField("tags", default=dict, blank=True)
 
     input_tokens = models.PositiveBigIntegerField(default=0)

@@ -18,7 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Q
 
-from costcontrol.money import MONEY_MAX, round_money
+from core.money import MONEY_MAX, round_money
 
 from .models import UNIT_QUANTITY_FIELD, Price, PriceCatalogState, PricingStatus, Unit
 

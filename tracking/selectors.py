@@ -16,8 +16,8 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Sum
 
-from costcontrol.db import fetch_all_prepared
-from costcontrol.money import from_nanos
+from core.db import fetch_all_prepared
+from core.money import from_nanos
 
 from .models import (
     ROLLUP_COUNTERS,

@@ -24,9 +24,10 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
 
-from costcontrol.db import fetch_all_prepared
-from costcontrol.money import parse_currency, parse_decimal, parse_money, to_nanos
-from costcontrol.validation import clean_text
+from core.db import fetch_all_prepared
+from core.models import Team
+from core.money import parse_currency, parse_decimal, parse_money, to_nanos
+from core.validation import clean_text
 
 from .ingest import entries_copy_insert, entry_row
 from .models import (
@@ -45,7 +46,6 @@ from .models import (
     PricingStatus,
     SpendRollup,
     SpendRollupDay,
-    Team,
 )
 from .pricing import PriceBook, price_books
 from .signals import usage_recorded
@@ -528,7 +528,7 @@ _ENTRY_FIELDS = tuple(f for f in CostEntry._meta.concrete_fields if not f.primar
 @cache
 def _record_statement() -> str:
     """The record statement's text, built once. Every parameter carries its type (a cast), so it is
-    prepared on the server once per connection (costcontrol.db.fetch_all_prepared) and then only
+    prepared on the server once per connection (core.db.fetch_all_prepared) and then only
     executed: parsing and planning it cost more than running it."""
     fields = _ENTRY_FIELDS
     entry_table, rollup_table = CostEntry._meta.db_table, SpendRollup._meta.db_table

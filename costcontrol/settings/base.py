@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_prometheus",
     "costcontrol",
+    "core",
     "tracking",
     "budgets",
     "alerts",

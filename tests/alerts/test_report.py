@@ -25,7 +25,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from alerts.models import Alert, Channel, ChannelKind, Notification, NotificationKind
 from alerts.reports import daily_report_build, daily_report_send, daily_report_subject, day_window
 from budgets.models import Budget
-from costcontrol.money import format_money
+from core.money import format_money
 from tests.factories import BudgetFactory, PriceFactory
 from tracking.batches import batch_cost_compute, batch_finish, batch_start
 from tracking.models import TOKEN_FIELDS, CostEntry, GpuDevice, GpuSample, Unit

@@ -44,8 +44,8 @@ from django.db import connection
 from django.db.models import Min, Q
 
 from analytics.series import HOUR, ZERO, hour_buckets, scope_kind, scope_value
-from costcontrol.db import fetch_all_prepared
-from costcontrol.money import MONEY_QUANTUM, round_money
+from core.db import fetch_all_prepared
+from core.money import MONEY_QUANTUM, round_money
 from tracking.models import Price, SpendRollup, SpendRollupDay
 
 DIMENSIONS = ("global", "provider", "model", "service", "subject")

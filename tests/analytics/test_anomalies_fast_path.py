@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from analytics.anomalies import AnomalyReads, _int_baseline, _spread_factors, baseline, spend_anomalies
 from analytics.selectors import anomaly_summaries, anomaly_summary
-from costcontrol.money import from_nanos
+from core.money import from_nanos
 from tests.analytics import reference_anomalies as reference
 from tests.analytics.conftest import HOUR, T0, entry, seasonal_entries, write
 from tests.analytics.test_anomalies import INJECTED

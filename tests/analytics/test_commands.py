@@ -10,7 +10,7 @@ import time_machine
 from django.core.management import CommandError, call_command
 from django.db.models import Sum
 
-from costcontrol.progress import progress_bar
+from core.progress import progress_bar
 from tests.analytics.conftest import T0, seasonal_entries, write
 from tests.analytics.test_anomalies import INJECTED
 from tracking.models import Batch, CostEntry, GpuSample, SpendRollup

@@ -15,9 +15,9 @@ from django.test.utils import CaptureQueriesContext
 
 from analytics.dashboard import DashboardData, DashboardFilters
 from budgets.models import BudgetPeriod
-from budgets.periods import period_bounds
 from budgets.selectors import budget_status_peek, budget_statuses_peek
 from budgets.services import budget_reserve, budget_status
+from core.periods import period_bounds
 from tests.analytics.conftest import T0, seasonal_entries, write
 from tests.factories import BudgetFactory
 

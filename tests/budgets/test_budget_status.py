@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from budgets.models import BudgetPeriod
 from budgets.selectors import _hour_of_day_profile, budget_forecasts_prefetch, forecast_thresholds_crossed
 from budgets.services import budget_check, budget_status
-from costcontrol.money import from_nanos, to_nanos
+from core.money import from_nanos, to_nanos
 from tests.factories import BudgetFactory
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from budgets.periods import LIFETIME_START, period_bounds
+from core.periods import LIFETIME_START, period_bounds
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

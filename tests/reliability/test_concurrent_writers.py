@@ -236,9 +236,10 @@ def test_concurrent_writers_agree_to_the_cent_everywhere_and_alerts_go_out_once(
     from api.keys import api_key_issue
     from budgets.models import Budget
     from budgets.selectors import budget_status_peek
+    from core.models import Team
     from tests.alerts.servers import webhook_receiver
     from tracking.catalog import price_catalog_load_default
-    from tracking.models import CostEntry, MetricSeries, SpendRollup, SpendRollupDay, Team
+    from tracking.models import CostEntry, MetricSeries, SpendRollup, SpendRollupDay
 
     price_catalog_load_default()
     keys = {s: api_key_issue(name=f"writers-{s}", service=s, rate_limit_per_minute=10**9).plaintext for s in SERVICES}

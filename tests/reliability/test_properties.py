@@ -19,7 +19,7 @@ from django.core.exceptions import ValidationError
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from costcontrol.money import (
+from core.money import (
     MONEY_MAX,
     MONEY_PLACES,
     MoneyField,

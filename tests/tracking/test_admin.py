@@ -84,9 +84,9 @@ def test_every_tracking_list_and_page_renders_with_data(admin_client, entry, tea
     price = Price.objects.get(model="gpt-4o", unit="input_token")
     rollup = SpendRollup.objects.get(scope="global")
     urls = [
-        reverse("admin:tracking_team_changelist"),
-        reverse("admin:tracking_team_change", args=[team.pk]),
-        reverse("admin:tracking_team_add"),
+        reverse("admin:core_team_changelist"),
+        reverse("admin:core_team_change", args=[team.pk]),
+        reverse("admin:core_team_add"),
         reverse("admin:tracking_price_changelist"),
         reverse("admin:tracking_price_changelist") + "?in_force=yes&provider=openai&unit=input_token",
         reverse("admin:tracking_price_changelist") + "?in_force=no",
@@ -106,7 +106,7 @@ def test_every_tracking_list_and_page_renders_with_data(admin_client, entry, tea
 
 
 def test_the_team_list_shows_member_counts(admin_client, team):
-    response = admin_client.get(reverse("admin:tracking_team_changelist"))
+    response = admin_client.get(reverse("admin:core_team_changelist"))
 
     assert response.status_code == 200
     assert re.search(r'<td class="field-member_count">1</td>', response.content.decode())

@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from costcontrol.db import fetch_all_prepared
+from core.db import fetch_all_prepared
 from tests.factories import PriceFactory
 from tracking.models import CostEntry, SpendRollup, SpendRollupDay
 from tracking.selectors import ledger_differences, rollup_window, spend_total

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from budgets.models import Budget
 from budgets.selectors import BudgetStatus
 from budgets.services import budget_status
-from costcontrol.money import format_money
+from core.money import format_money
 
 
 def _status_dict(status: BudgetStatus) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from costcontrol.money import format_money
+from core.money import format_money
 from tracking.batches import (
     BATCH_CURRENCY,
     batch_cost_compute,

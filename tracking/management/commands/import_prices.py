@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from costcontrol.progress import progress_bar
+from core.progress import progress_bar
 from tracking.catalog import CatalogError, price_catalog_import
 
 

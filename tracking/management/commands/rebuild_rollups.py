@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from costcontrol.progress import progress_bar
+from core.progress import progress_bar
 from tracking.models import CostEntry
 from tracking.services import rollups_rebuild
 

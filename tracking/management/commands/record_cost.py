@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from costcontrol.money import format_money
+from core.money import format_money
 from tracking.models import CostEntry
 from tracking.services import QUANTITY_FIELDS, cost_entry_record
 

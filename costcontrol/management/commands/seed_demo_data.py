@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from alerts.models import AlertRule, Metric, Window
 from budgets.models import Budget
-from costcontrol.progress import progress_bar
+from core.progress import progress_bar
 from tracking.batches import batch_cost_compute
 from tracking.catalog import price_catalog_load_default
 from tracking.gpu import GpuReading, gpu_sample_record

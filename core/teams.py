@@ -21,7 +21,7 @@ from django.contrib import admin
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 
-from tracking.models import Team
+from core.models import Team
 
 
 def sees_every_team(request: HttpRequest) -> bool:
