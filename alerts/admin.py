@@ -12,10 +12,19 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from budgets.admin import _level_badge
+from budgets.admin import forecast_badge, level_badge
 from core.teams import TeamScopedAdminMixin, team_list_filter
 
-from .models import Alert, AlertRule, AlertState, Channel, DeliveryAttempt, Notification, NotificationStatus
+from .models import (
+    Alert,
+    AlertRule,
+    AlertSource,
+    AlertState,
+    Channel,
+    DeliveryAttempt,
+    Notification,
+    NotificationStatus,
+)
 from .services import (
     alert_acknowledge,
     alert_mute,
@@ -68,7 +77,7 @@ class AlertRuleAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="level", ordering="level")
     def level_shown(self, obj: AlertRule) -> str:
-        return _level_badge(obj.level)
+        return level_badge(obj.level)
 
     @admin.display(description="last error")
     def last_error_short(self, obj: AlertRule) -> str:
@@ -117,7 +126,7 @@ class AlertAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="level", ordering="level")
     def level_shown(self, obj: Alert) -> str:
-        return _level_badge(obj.level)
+        return forecast_badge(obj.label) if obj.source == AlertSource.FORECAST else level_badge(obj.level)
 
     @admin.action(description="Acknowledge (no more repeats; the resolve is still sent)")
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:

@@ -18,7 +18,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from budgets.models import Level, level_rank, scope_errors
+from budgets.levels import FORECAST, Level, level_label, level_rank
+from budgets.models import scope_errors
 
 LEVEL_CHOICES = Level.choices
 
@@ -263,6 +264,12 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    @property
+    def label(self) -> str:
+        """The word for this alert's level on every screen and message: a budget's forecast alert is
+        "forecast to exceed" (its title says when), never a level such as exceeded."""
+        return FORECAST if self.source == AlertSource.FORECAST else level_label(self.level)
 
     @property
     def is_muted(self) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,15 +29,16 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from budgets.models import Budget, Level
-from budgets.selectors import budget_statuses_peek
+from budgets.levels import FORECAST_COLOUR, LEVEL_COLOURS, OK
+from budgets.models import Budget
+from budgets.selectors import budget_statuses
 from core.money import MONEY_QUANTUM, format_money
-from core.periods import DAILY, period_bounds
+from core.periods import DAILY, hour_floor, period_bounds
 from tracking import services as tracking_services
 from tracking.batches import cost_per_lead, lead_unit, month_to_date
 from tracking.models import ROLLUP_COUNTERS, Batch, CostEntry, GpuSample, SpendRollup
 
-from .models import Alert, Channel, Notification, NotificationKind
+from .models import Alert, AlertSource, Channel, Notification, NotificationKind
 from .services import channel_default_email_ensure, notification_enqueue
 
 logger = logging.getLogger(__name__)
@@ -79,15 +80,11 @@ class DayWindow:
 
     @property
     def bucket_start(self) -> datetime:
-        return _hour_floor(self.start)
+        return hour_floor(self.start)
 
     @property
     def bucket_end(self) -> datetime:
-        return _hour_floor(self.end)
-
-
-def _hour_floor(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        return hour_floor(self.end)
 
 
 def day_window(day: date, tz: ZoneInfo | None = None) -> DayWindow:
@@ -272,7 +269,7 @@ def _budgets(window: DayWindow, now: datetime) -> dict[str, Any]:
     at = min(window.end - timedelta(microseconds=1), now)
     rows = []
     budgets = list(Budget.objects.filter(is_active=True).order_by("name", "pk"))
-    for budget, status in zip(budgets, budget_statuses_peek(budgets=budgets, at=at), strict=True):
+    for budget, status in zip(budgets, budget_statuses(budgets, at=at, forecasts=True), strict=True):
         rows.append(
             {
                 "id": budget.pk,
@@ -286,8 +283,10 @@ def _budgets(window: DayWindow, now: datetime) -> dict[str, Any]:
                 "limit": status.limit,
                 "remaining": status.remaining,
                 "utilisation_percent": status.utilisation,
-                "level": status.level,
-                "forecast": status.forecast,
+                "level": status.level_label,
+                "forecast": None if status.forecast is None else status.forecast.amount,
+                "forecast_text": "-" if status.forecast is None else status.forecast.describe(budget.currency),
+                "forecast_label": status.forecast_label,
             }
         )
     return {"at": at, "rows": rows}
@@ -364,6 +363,7 @@ def _alerts(window: DayWindow) -> dict[str, Any]:
             "id": alert.pk,
             "title": alert.title,
             "level": alert.level,
+            "label": alert.label,
             "state": alert.state,
             "source": alert.source,
             "scope": alert.scope,
@@ -462,14 +462,6 @@ def _day_label(day: date, *, year: bool = True) -> str:
 
 def _count(value: int) -> str:
     return f"{value:,}"
-
-
-_LEVEL_COLOURS = {
-    Level.INFO: "#2563eb",
-    Level.WARNING: "#d97706",
-    Level.CRITICAL: "#dc2626",
-    Level.EXCEEDED: "#7f1d1d",
-}
 
 
 def _breakdown_view(
@@ -614,9 +606,9 @@ def _view(report: Mapping[str, Any]) -> dict[str, Any]:
                 "remaining": _money(b["remaining"], currency),
                 "utilisation": "-" if utilisation is None else f"{utilisation} %",
                 "bar": 0 if utilisation is None else int(min(max(utilisation, Decimal(0)), Decimal(100))),
-                "level": b["level"] or "ok",
-                "colour": _LEVEL_COLOURS.get(b["level"], "#16a34a"),
-                "forecast": "-" if b["forecast"] is None else _money(b["forecast"], currency),
+                "level": "; ".join(filter(None, [b["level"], b["forecast_label"]])),
+                "colour": LEVEL_COLOURS.get(b["level"] if b["level"] != OK else None, LEVEL_COLOURS[None]),
+                "forecast": b["forecast_text"],
             }
         )
 
@@ -664,8 +656,8 @@ def _view(report: Mapping[str, Any]) -> dict[str, Any]:
         alerts.append(
             {
                 "time": f"{fired:%H:%M}",
-                "level": a["level"],
-                "colour": _LEVEL_COLOURS.get(a["level"], "#6b7280"),
+                "level": a["label"],
+                "colour": FORECAST_COLOUR if a["source"] == AlertSource.FORECAST else LEVEL_COLOURS.get(a["level"]),
                 "state": a["state"],
                 "title": a["title"],
             }

@@ -33,7 +33,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from budgets.models import Level
+from budgets.levels import Level
 
 from .models import (
     Alert,
@@ -161,7 +161,7 @@ def _notify(alert: Alert, *, kind: str, sequence: int, now: datetime) -> int:
     if admin_url:
         text = f"{text}\n\n{admin_url}"
     prefix = {NotificationKind.RESOLVED: "[resolved]", NotificationKind.REPEAT: "[still firing]"}.get(kind, "")
-    subject = f"{prefix} [{alert.level}] {alert.title}".strip() if prefix else f"[{alert.level}] {alert.title}"
+    subject = f"{prefix} [{alert.label}] {alert.title}".strip() if prefix else f"[{alert.label}] {alert.title}"
     for channel in _alert_channels(alert):
         if not channel.accepts(alert.level):
             continue
@@ -178,6 +178,7 @@ def _notify(alert: Alert, *, kind: str, sequence: int, now: datetime) -> int:
                     "source": alert.source,
                     "scope": alert.scope,
                     "level": alert.level,
+                    "label": alert.label,
                     "state": AlertState.RESOLVED if kind == NotificationKind.RESOLVED else AlertState.FIRING,
                     "value": None if alert.value is None else f"{alert.value.normalize():f}",
                     "threshold": None if alert.threshold is None else f"{alert.threshold.normalize():f}",

@@ -24,23 +24,22 @@ from django.urls import reverse
 from django.utils import timezone
 
 from alerts.models import Alert, AlertState
-from budgets.models import Budget, Level, level_rank
-from budgets.selectors import budget_statuses_peek
-from core.money import MONEY_QUANTUM
+from budgets.levels import Level, level_rank
+from budgets.models import Budget
+from budgets.selectors import budget_statuses
+from core.money import MONEY_QUANTUM, ZERO
 from core.periods import period_bounds
 from tracking.gpu import OPERATION_BUSY, OPERATION_IDLE
 from tracking.models import TOKEN_FIELDS, Batch, GpuSample, Price
-from tracking.selectors import spend_totals
+from tracking.selectors import scope_totals, spend_totals
 
 from .anomalies import Anomaly, spend_anomalies
 from .recommendations import Recommendation, savings_recommendations
 from .series import (
     DAY,
     HOUR,
-    ZERO,
     hour_floor,
     local_midnight,
-    scope_totals,
     scope_value,
     spend_series_many,
 )
@@ -245,9 +244,9 @@ class DashboardData:
         slope = "" if trend.direction == "unknown" else f" ({trend.slope_per_day.quantize(CENT):+} USD/day)"
         return Card(
             "Forecast this month",
-            forecast.total,
-            text=f"90 % interval {money(forecast.low)} - {money(forecast.high)} USD ({forecast.method}); "
-            f"28-day trend {trend.direction}{slope}",
+            forecast.amount,
+            text=f"{forecast.method}, {forecast.interval * 100:.0f} % interval {money(forecast.low)} - "
+            f"{money(forecast.high)} USD; 28-day trend {trend.direction}{slope}",
         )
 
     @cached_property
@@ -262,11 +261,10 @@ class DashboardData:
         if self.scope != "global":
             query = query.filter(scope=self.scope)
         budgets = list(query)
-        statuses = budget_statuses_peek(budgets=budgets, at=self.now)
         rows = []
-        for budget, status in zip(budgets, statuses, strict=True):
-            forecast_over = status.forecast is not None and status.forecast > status.limit
-            if level_rank(status.level) < level_rank(Level.WARNING) and not forecast_over:
+        for status in budget_statuses(budgets, at=self.now, forecasts=True):
+            budget = status.budget
+            if level_rank(status.level) < level_rank(Level.WARNING) and not status.forecast_label:
                 continue
             rows.append(
                 [
@@ -275,8 +273,8 @@ class DashboardData:
                     money(status.spent),
                     money(status.limit),
                     "" if status.utilisation is None else f"{status.utilisation}",
-                    money(status.forecast),
-                    status.level or ("forecast over" if forecast_over else ""),
+                    "" if status.forecast is None else status.forecast.describe(budget.currency),
+                    "; ".join(filter(None, [status.level_label, status.forecast_label])),
                     reverse("admin:budgets_budget_change", args=[budget.pk]),
                 ]
             )
@@ -285,7 +283,7 @@ class DashboardData:
             "Budgets at risk",
             ["budget", "scope", "spent", "limit", "used %", "forecast at period end", "level", "link"],
             rows,
-            note="Level warning or above, or a forecast over the limit.",
+            note="Level warning or above, or forecast to exceed the limit before the period ends.",
         )
 
     @cached_property

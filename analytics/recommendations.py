@@ -42,9 +42,9 @@ from core.periods import period_bounds
 from tracking.gpu import OPERATION_IDLE, gpu_burst_enabled
 from tracking.models import TOKEN_FIELDS, GpuSample, Price, PricingStatus, SpendRollupDay
 from tracking.pricing import PriceBook
-from tracking.selectors import spend_total, spend_totals
+from tracking.selectors import scope_totals, spend_total, spend_totals
 
-from .series import HOUR, hour_floor, scope_totals, scope_value
+from .series import HOUR, hour_floor, scope_value
 
 MONTH_DAYS = 30
 MIN_MONTHLY_SAVING = Decimal("1.00")

@@ -15,8 +15,8 @@ from decimal import Decimal
 
 from .anomalies import DIMENSIONS, Anomaly, AnomalyReads, Contributor, spend_anomalies
 from .recommendations import Recommendation, savings_recommendations
-from .series import Point, scope_kind, scope_totals, spend_series, spend_series_many
-from .trends import Forecast, Trend, spend_forecast, spend_trend
+from .series import Point, scope_kind, spend_series, spend_series_many
+from .trends import Trend, scope_forecast, spend_trend
 
 __all__ = [
     "DIMENSIONS",
@@ -24,16 +24,14 @@ __all__ = [
     "AnomalyReads",
     "AnomalySummary",
     "Contributor",
-    "Forecast",
     "Point",
     "Recommendation",
     "Trend",
     "anomaly_summaries",
     "anomaly_summary",
     "savings_recommendations",
-    "scope_totals",
+    "scope_forecast",
     "spend_anomalies",
-    "spend_forecast",
     "spend_series",
     "spend_series_many",
     "spend_trend",

@@ -19,15 +19,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import QuerySet
 
-from core.money import MONEY_QUANTUM
+from core.money import ZERO
+from core.periods import hour_floor
 from tracking.models import SpendRollup, SpendRollupDay
-from tracking.selectors import rollup_window
+from tracking.selectors import scope_filter
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-ZERO = Decimal(0).quantize(MONEY_QUANTUM)
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,6 @@ class Point:
 
 def local_tz() -> ZoneInfo:
     return ZoneInfo(settings.TIME_ZONE)
-
-
-def hour_floor(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def hour_buckets(start: datetime, end: datetime) -> list[datetime]:
@@ -65,15 +61,6 @@ def local_days(start: datetime, end: datetime, tz: ZoneInfo | None = None) -> li
     return [first + timedelta(days=i) for i in range((last - first).days + 1)] if end > start else []
 
 
-def _scope_filter(scopes: Iterable[str] | None, prefixes: Sequence[str] | None) -> Q:
-    condition = Q()
-    if scopes is not None:
-        condition |= Q(scope__in=sorted(set(scopes)))
-    for prefix in prefixes or ():
-        condition |= Q(scope="global") if prefix == "global" else Q(scope__startswith=prefix)
-    return condition
-
-
 def _rows(
     model: type[SpendRollup] | type[SpendRollupDay],
     *,
@@ -84,7 +71,7 @@ def _rows(
     currency: str,
 ) -> QuerySet[Any]:
     return model.objects.filter(
-        _scope_filter(scopes, prefixes), currency=currency, bucket__gte=start, bucket__lt=end
+        scope_filter(scopes, prefixes), currency=currency, bucket__gte=start, bucket__lt=end
     ).order_by()
 
 
@@ -169,47 +156,6 @@ def spend_series_many(
     for scope in wanted:
         series.setdefault(scope, [Point(b, ZERO) for b in starts])
     return series
-
-
-def scope_totals(
-    *,
-    start: datetime,
-    end: datetime,
-    scopes: Iterable[str] | None = None,
-    prefixes: Sequence[str] | None = None,
-    counters: Sequence[str] = ("amount",),
-    currency: str = "USD",
-) -> dict[str, dict[str, Any]]:
-    """{scope: {counter: total}} over the hour buckets in [start, end): whole UTC days from the daily
-    rollups, the ragged ends from the hourly ones (as tracking.selectors.spend_total does)."""
-    window = rollup_window(hour_floor(start), end)
-    sums = {name: Sum(name) for name in counters}
-    totals: dict[str, dict[str, Any]] = {}
-
-    def add(rows: QuerySet[Any]) -> None:
-        for row in rows.values("scope").annotate(**sums).order_by():
-            current = totals.setdefault(row["scope"], {name: 0 for name in counters})
-            for name in counters:
-                current[name] += row[name] or 0
-
-    for lo, hi in ((window.start, window.head_end), (window.tail_start, window.end)):
-        if lo < hi:
-            add(_rows(SpendRollup, scopes=scopes, prefixes=prefixes, start=lo, end=hi, currency=currency))
-    if window.days_start < window.days_end:
-        add(
-            _rows(
-                SpendRollupDay,
-                scopes=scopes,
-                prefixes=prefixes,
-                start=window.days_start,
-                end=window.days_end,
-                currency=currency,
-            )
-        )
-    if "amount" in counters:
-        for values in totals.values():
-            values["amount"] = Decimal(values["amount"]).quantize(MONEY_QUANTUM)
-    return totals
 
 
 def scope_value(scope: str) -> str:

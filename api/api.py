@@ -42,8 +42,8 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from budgets.models import SCOPE_KINDS, Reservation
-from budgets.selectors import BudgetStatus
-from budgets.services import BudgetExceeded, budget_check, budget_reserve, reservation_release, reservation_settle
+from budgets.selectors import BudgetStatus, budget_check
+from budgets.services import BudgetExceeded, budget_reserve, reservation_release, reservation_settle
 from core.money import MONEY_MAX
 from tracking.models import Outcome
 from tracking.services import cost_entry_record, cost_entry_record_many
@@ -548,11 +548,26 @@ def _status_json(status: BudgetStatus) -> dict[str, Any]:
         "remaining": _money(status.remaining),
         "available": _money(status.available),
         "utilisation": None if status.utilisation is None else _money(status.utilisation),
-        "level": status.level,
+        "level": status.level_label,
         "hard_limit": budget.hard_limit,
         "allowed": status.allowed,
         "period_start": period.start.isoformat(),
         "period_end": period.end.isoformat() if period.end else None,
+    }
+
+
+def _forecast_json(status: BudgetStatus) -> dict[str, Any] | None:
+    forecast = status.forecast
+    if forecast is None:
+        return None
+    return {
+        "amount": _money(forecast.amount),
+        "low": _money(forecast.low),
+        "high": _money(forecast.high),
+        "interval": _money(forecast.interval),
+        "method": forecast.method,
+        "exceed_at": forecast.exceed_at.isoformat() if forecast.exceed_at else None,
+        "label": status.forecast_label,
     }
 
 
@@ -652,13 +667,13 @@ def reservations_release(request: HttpRequest, reservation_id: int) -> Any:
 @api.get("/budgets", response={200: dict, **COMMON}, summary="Every active budget the key may see, with its status")
 def budgets_list(request: HttpRequest) -> Any:
     from budgets.models import Budget
-    from budgets.selectors import budget_statuses_peek
+    from budgets.selectors import budget_statuses
 
     _only_query_params(request)
     key: ApiKey = request.auth  # type: ignore[attr-defined]
     budgets = [b for b in Budget.objects.filter(is_active=True).order_by("name") if key.allows_scope(b.scope)]
-    statuses = budget_statuses_peek(budgets=budgets, at=datetime.now(UTC), forecasts=False)
-    return Status(200, {"budgets": [_status_json(s) for s in statuses]})
+    statuses = budget_statuses(budgets, at=datetime.now(UTC), forecasts=True)
+    return Status(200, {"budgets": [{**_status_json(s), "forecast": _forecast_json(s)} for s in statuses]})
 
 
 # --- spend -------------------------------------------------------------------------------------

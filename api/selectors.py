@@ -9,11 +9,10 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import Sum
 
 from budgets.models import scope_errors
-from tracking.models import SpendRollup, SpendRollupDay
-from tracking.selectors import rollup_window, spend_total
+from tracking.models import SpendRollup
+from tracking.selectors import scope_totals, spend_total
 
 GROUP_BY = ("provider", "model", "service", "subject", "day", "hour")
 MAX_HOURS = 31 * 24
@@ -82,33 +81,8 @@ def _series(scope: str, start: datetime, end: datetime, step: str, currency: str
 
 
 def _by_dimension(kind: str, start: datetime, end: datetime, currency: str) -> list[Group]:
-    window = rollup_window(start, end)
     prefix = f"{kind}:"
-    totals: dict[str, list] = {}
-
-    def add(rows) -> None:
-        for scope, amount, events in rows:
-            current = totals.setdefault(scope[len(prefix) :], [Decimal(0), 0])
-            current[0] += amount or 0
-            current[1] += events or 0
-
-    hourly = SpendRollup.objects.filter(scope__startswith=prefix, currency=currency)
-    for lo, hi in ((window.start, window.head_end), (window.tail_start, window.end)):
-        if lo < hi:
-            add(
-                hourly.filter(bucket__gte=lo, bucket__lt=hi)
-                .values("scope")
-                .annotate(a=Sum("amount"), e=Sum("events"))
-                .values_list("scope", "a", "e")
-            )
-    if window.days_start < window.days_end:
-        add(
-            SpendRollupDay.objects.filter(
-                scope__startswith=prefix, currency=currency, bucket__gte=window.days_start, bucket__lt=window.days_end
-            )
-            .values("scope")
-            .annotate(a=Sum("amount"), e=Sum("events"))
-            .values_list("scope", "a", "e")
-        )
+    found = scope_totals(start=start, end=end, prefixes=[prefix], counters=("amount", "events"), currency=currency)
+    totals = {scope[len(prefix) :]: (values["amount"], values["events"]) for scope, values in found.items()}
     groups = [Group(key=k, amount=a, events=e) for k, (a, e) in totals.items()]
     return sorted(groups, key=lambda g: (-g.amount, g.key))

@@ -14,18 +14,7 @@ from zoneinfo import ZoneInfo
 from django import forms
 from django.conf import settings
 from django.contrib import admin
-from django.db.models import (
-    BigIntegerField,
-    Case,
-    DateTimeField,
-    ExpressionWrapper,
-    OuterRef,
-    QuerySet,
-    Subquery,
-    Sum,
-    Value,
-    When,
-)
+from django.db.models import BigIntegerField, ExpressionWrapper, F, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Cast, Coalesce, NullIf
 from django.http import HttpRequest
 from django.utils import timezone
@@ -33,22 +22,15 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from core.money import format_money
-from core.periods import period_bounds
 from core.teams import TeamScopedAdminMixin, team_list_filter
 from tracking.models import SpendRollup
 
-from .models import LEVEL_ORDER, SCOPE_KINDS, Budget, BudgetPeriod, Level, Period, Reservation
-from .selectors import BudgetStatus, budget_burn_down, budget_status_peek, budget_statuses_peek, hour_floor
+from .levels import FORECAST_COLOUR, LEVEL_COLOURS, LEVEL_ORDER, OK, level_label
+from .models import SCOPE_KINDS, Budget, BudgetPeriod, Reservation
+from .selectors import BudgetStatus, budget_burn_down, budget_statuses, with_spend
 
 EMPTY = "-"
 CENTS = Decimal("0.01")
-LEVEL_COLOURS = {
-    None: "#417690",  # below every threshold: the admin's own blue-grey
-    Level.INFO: "#2f80ed",
-    Level.WARNING: "#e2a300",
-    Level.CRITICAL: "#e8590c",
-    Level.EXCEEDED: "#c92a2a",
-}
 
 
 def _money(value: Decimal | None, currency: str) -> str:
@@ -60,13 +42,21 @@ def _right(text: str) -> SafeString:
     return format_html('<span style="display:block;text-align:right;font-variant-numeric:tabular-nums">{}</span>', text)
 
 
-def _level_badge(level: str | None) -> SafeString:
+def level_badge(level: str | None) -> SafeString:
     if not level:
-        return format_html('<span style="color:#666">{}</span>', "ok")
+        return format_html('<span style="color:{}">{}</span>', LEVEL_COLOURS[None], OK)
     return format_html(
         '<span style="background:{};color:#fff;border-radius:3px;padding:1px 6px;font-weight:600">{}</span>',
         LEVEL_COLOURS[level],
-        level,
+        level_label(level),
+    )
+
+
+def forecast_badge(label: str) -> SafeString:
+    return format_html(
+        '<span style="border:1px solid {0};color:{0};border-radius:3px;padding:0 5px;white-space:nowrap">{1}</span>',
+        FORECAST_COLOUR,
+        label,
     )
 
 
@@ -105,8 +95,8 @@ class ThresholdsField(forms.CharField):
 class BudgetForm(forms.ModelForm):
     thresholds = ThresholdsField(
         label="Thresholds (%)",
-        help_text="Percents of the limit, strictly increasing, each 1-1000, e.g. 50, 80, 95, 100: the 1st to "
-        "4th raise info, warning, critical and exceeded (any further ones: exceeded).",
+        help_text="Percents of the limit at which the budget speaks up, e.g. 50, 80, 95, 100. Each one's level "
+        "follows from its value: below 80 info, 80 to 95 warning, 95 to 100 critical, 100 and above exceeded.",
     )
 
     class Meta:
@@ -143,18 +133,15 @@ class LevelFilter(admin.SimpleListFilter):
     parameter_name = "level"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("ok", "below every threshold"), *[(level, level) for level in LEVEL_ORDER]]
+        return [(OK, "ok (below every threshold)"), *[(level, level_label(level)) for level in LEVEL_ORDER]]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Budget]) -> QuerySet[Budget]:
         wanted = self.value()
         if not wanted:
             return queryset
-        level = None if wanted == "ok" else wanted
-        # A level depends on each budget's own thresholds: every active budget's status, read in a
-        # few statements whatever their number.
-        active = list(queryset.filter(is_active=True))
-        statuses = budget_statuses_peek(budgets=active, at=timezone.now(), forecasts=False)
-        return queryset.filter(pk__in=[s.budget.pk for s in statuses if s.level == level])
+        # A level depends on each budget's own thresholds: every active budget's status, read together.
+        statuses = budget_statuses(queryset.filter(is_active=True), at=timezone.now())
+        return queryset.filter(pk__in=[s.budget.pk for s in statuses if s.level_label == wanted])
 
 
 class ScopeKindFilter(admin.SimpleListFilter):
@@ -225,48 +212,24 @@ class BudgetPeriodInline(admin.TabularInline):
 
     @admin.display(description="peak level")
     def peak_shown(self, obj: BudgetPeriod) -> SafeString:
-        return _level_badge(obj.peak_level or None)
+        return level_badge(obj.peak_level or None)
 
 
 # --- the budget admin ----------------------------------------------------------------------------
 
 
-def _with_utilisation(queryset: QuerySet[Budget], at: datetime) -> QuerySet[Budget]:
-    """Annotate each budget's utilisation of its current period in basis points (an integer, for
-    sorting), in SQL from the rollups: spent * 10000 / limit, in whole micro-units so the product
-    stays inside a bigint up to about 900 million spent.
-
-    The period start per kind is computed here (six kinds); rollup buckets are whole UTC hours, so
-    "buckets before the end of this hour" never reaches past a current period's end.
-    """
-    start = Case(
-        *(When(period=kind, then=Value(period_bounds(kind, at)[0])) for kind in Period.values),
-        output_field=DateTimeField(),
-    )
-    queryset = queryset.annotate(_period_start=start)
-    spent = (
-        SpendRollup.objects.filter(
-            scope=OuterRef("scope"),
-            currency=OuterRef("currency"),
-            bucket__gte=OuterRef("_period_start"),
-            bucket__lt=hour_floor(at) + timedelta(hours=1),
-        )
-        .order_by()
-        .values("scope")
-        .annotate(total=Sum(Cast("amount", BigIntegerField())))
-        .values("total")
-    )
-    carried = BudgetPeriod.objects.filter(budget=OuterRef("pk"), start=OuterRef("_period_start")).values("carried_over")
+def _with_status(queryset: QuerySet[Budget], at: datetime) -> QuerySet[Budget]:
+    """Each budget's spend this period (budgets.selectors.with_spend) and, for sorting, its utilisation
+    in basis points: spent * 10000 / (amount + carried over), in whole micro-units so the product stays
+    inside a bigint up to about 900 million spent; a zero limit sorts as empty."""
+    queryset = with_spend(queryset, at=at)
+    carried = BudgetPeriod.objects.filter(budget=OuterRef("pk"), start=OuterRef("_w_start")).values("carried_over")
     nanos = BigIntegerField()
     micro = Value(1000)
-    spent_micro = ExpressionWrapper(Coalesce(Subquery(spent, output_field=nanos), Value(0)) / micro, output_field=nanos)
-    limit_micro = ExpressionWrapper(
-        (Cast("amount", nanos) + Coalesce(Subquery(carried, output_field=nanos), Value(0))) / micro, output_field=nanos
-    )
-    # Integer division on both databases; a zero limit sorts as NULL.
+    limit = Cast("amount", nanos) + Coalesce(Subquery(carried, output_field=nanos), Value(0))
     return queryset.annotate(
         _utilisation_bp=ExpressionWrapper(
-            spent_micro * Value(10000) / NullIf(limit_micro, Value(0)), output_field=nanos
+            Cast(F("spent"), nanos) / micro * Value(10000) / NullIf(limit / micro, Value(0)), output_field=nanos
         )
     )
 
@@ -314,7 +277,7 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
         self._now = timezone.now()
-        return _with_utilisation(super().get_queryset(request), self._now)
+        return _with_status(super().get_queryset(request), self._now)
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         """The change list, with the status and forecast of every active budget on the page read
@@ -322,7 +285,7 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         changelist = super().get_changelist_instance(request)
         active = [b for b in changelist.result_list if b.is_active]
         now = getattr(self, "_now", None) or timezone.now()
-        for budget, status in zip(active, budget_statuses_peek(budgets=active, at=now), strict=True):
+        for budget, status in zip(active, budget_statuses(active, at=now, forecasts=True), strict=True):
             budget._status_cache = status  # type: ignore[attr-defined]
         return changelist
 
@@ -335,7 +298,7 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             return None
         cached = getattr(obj, "_status_cache", None)
         if cached is None:
-            cached = budget_status_peek(budget=obj, at=getattr(self, "_now", None) or timezone.now())
+            [cached] = budget_statuses([obj], at=getattr(self, "_now", None) or timezone.now(), forecasts=True)
             obj._status_cache = cached  # type: ignore[attr-defined]
         return cached
 
@@ -377,7 +340,7 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             'border-radius:3px"></div><span style="position:absolute;top:0;left:4px;font-size:11px;line-height:16px;'
             'color:#000">{} %</span></div>',
             status.utilisation,
-            status.level or "ok",
+            status.level_label,
             f"{width:f}",
             LEVEL_COLOURS[status.level],
             status.utilisation.quantize(Decimal("0.1")),
@@ -386,21 +349,23 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="level")
     def level_shown(self, obj: Budget) -> SafeString | str:
         status = self._status(obj)
-        return _level_badge(status.level) if status else EMPTY
+        return level_badge(status.level) if status else EMPTY
 
     @admin.display(description="forecast at period end")
     def forecast_shown(self, obj: Budget) -> SafeString | str:
         status = self._status(obj)
         if not status or status.forecast is None:
             return EMPTY
-        text = _money(status.forecast, obj.currency)
-        if status.projected_exceed_at:
-            return format_html(
-                '{}<br><small style="color:{}">projected to exceed at {}</small>',
-                text,
-                LEVEL_COLOURS[Level.EXCEEDED],
-                f"{_local(status.projected_exceed_at):%H:%M on %d %b}",
-            )
+        text = format_html(
+            '{}<br><small style="color:#666">{}, {} % interval {} - {}</small>',
+            _money(status.forecast.amount, obj.currency),
+            status.forecast.method,
+            f"{status.forecast.interval * 100:.0f}",
+            _money(status.forecast.low, obj.currency),
+            _money(status.forecast.high, obj.currency),
+        )
+        if status.forecast_label:
+            return format_html("{}<br>{}", text, forecast_badge(status.forecast_label))
         return text
 
     @admin.display(description="days left")
@@ -416,7 +381,7 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             return EMPTY
         if not obj.is_active:
             return "Inactive: not checked."
-        status = budget_status_peek(budget=obj, at=timezone.now())
+        [status] = budget_statuses([obj], at=timezone.now(), forecasts=True)
         currency = obj.currency
         start = _local(status.period.start)
         rows = [
@@ -442,22 +407,21 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             ("days left", EMPTY if status.days_left is None else str(status.days_left)),
         ]
         if status.forecast is not None:
-            forecast = f"{_money(status.forecast, currency)} ({status.forecast_method})"
-            if status.projected_exceed_at:
-                forecast += f"; projected to exceed at {_local(status.projected_exceed_at):%H:%M on %d %b %Y}"
-            rows.append(("forecast at period end", forecast))
+            rows.append(("forecast at period end", status.forecast.describe(currency)))
         table = format_html_join("", "<tr><th style='padding-right:1em'>{}</th><td>{}</td></tr>", rows)
+        forecast = format_html(" {}", forecast_badge(status.forecast_label)) if status.forecast_label else ""
         return format_html(
-            "<table>{}<tr><th>level</th><td>{}</td></tr></table>{}",
+            "<table>{}<tr><th>level</th><td>{}{}</td></tr></table>{}",
             table,
-            _level_badge(status.level),
+            level_badge(status.level),
+            forecast,
             burn_down_svg(status),
         )
 
 
 def _scope_suggestions() -> list[str]:
     """Scopes seen in the last 31 days (for the scope field's datalist), at most 300."""
-    since = hour_floor(timezone.now()) - timedelta(days=31)
+    since = timezone.now() - timedelta(days=31)
     scopes = SpendRollup.objects.filter(bucket__gte=since).values_list("scope", flat=True).distinct().order_by("scope")
     return list(scopes[:300])
 

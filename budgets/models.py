@@ -14,6 +14,8 @@ from django_prometheus.models import ExportModelOperationsMixin
 
 from core.money import CURRENCIES, MoneyField, format_money
 
+from .levels import Level
+
 SCOPE_KINDS = ("global", "provider", "service", "model", "subject", "job", "tag", "team")
 DEFAULT_THRESHOLDS = (50, 80, 95, 100)
 THRESHOLD_MIN, THRESHOLD_MAX = 1, 1000
@@ -78,23 +80,6 @@ class Period(models.TextChoices):
     NONE = "none", "none (lifetime)"
 
 
-class Level(models.TextChoices):
-    """Threshold levels, lowest first. The i-th threshold of a budget raises the i-th level."""
-
-    INFO = "info", "info"
-    WARNING = "warning", "warning"
-    CRITICAL = "critical", "critical"
-    EXCEEDED = "exceeded", "exceeded"
-
-
-LEVEL_ORDER: tuple[str, ...] = tuple(Level.values)
-
-
-def level_rank(level: str | None) -> int:
-    """0 for no level, 1 for info ... 4 for exceeded (for comparisons and 'peak' bookkeeping)."""
-    return 0 if not level else LEVEL_ORDER.index(level) + 1
-
-
 class Budget(ExportModelOperationsMixin("budget"), models.Model):
     name = models.CharField("name", max_length=200, help_text="Shown in the admin, alerts and reports.")
     scope = models.CharField(
@@ -114,8 +99,9 @@ class Budget(ExportModelOperationsMixin("budget"), models.Model):
     thresholds = models.JSONField(
         "thresholds (%)",
         default=default_thresholds,
-        help_text="Percents of the limit, strictly increasing, each 1-1000: the 1st, 2nd, 3rd and 4th raise "
-        "info, warning, critical and exceeded; any further ones raise exceeded.",
+        help_text="Percents of the limit, strictly increasing, each 1-1000, at which the budget speaks up. "
+        "Each one's level follows from its value: below 80 info, 80 to 95 warning, 95 to 100 critical, "
+        "100 and above exceeded.",
     )
     rollover = models.BooleanField(
         "roll over unspent", default=False, help_text="Carry what was not spent into the next period."
@@ -207,15 +193,6 @@ class Budget(ExportModelOperationsMixin("budget"), models.Model):
             errors["metadata"] = ["must be a JSON object"]
         if errors:
             raise ValidationError(errors)
-
-    def level_for(self, utilisation: Decimal | None, *, over: bool = False) -> str | None:
-        """The level of the highest threshold crossed (>=). `over`: spend above a zero limit."""
-        if utilisation is None:
-            return Level.EXCEEDED if over else None
-        crossed = sum(1 for t in self.thresholds if utilisation >= Decimal(str(t)))
-        if crossed == 0:
-            return None
-        return LEVEL_ORDER[min(crossed, len(LEVEL_ORDER)) - 1]
 
 
 class BudgetPeriod(models.Model):

@@ -1,125 +1,103 @@
-"""Reads about budgets shared by services, the command, the admin, reports and metrics.
+"""Where budgets stand: the one status selector that every screen, command, API, metric and alert reads.
 
-Spend comes from tracking's hourly rollups (spend_total), never from the ledger, so a status
-costs the same with ten thousand or ten million ledger rows.
+`budget_statuses(budgets, at=...)` computes the status of any number of budgets (one budget is a list
+of one), writing nothing: spend and reservations of every budget's current period in one statement (the
+rollups, never the ledger: the same cost with ten thousand or ten million ledger rows), the periods in a
+second, and with `forecasts=True` every forecast from two more (budgets.forecast). A period not opened
+yet is shown as it would open (its carry from the last closed period included); the beat task and the
+first reservation open it for real.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from functools import cache, cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.models import Model, Q, Sum
-from django.db.models.base import ModelState
+from django.core.exceptions import ValidationError
+from django.db.models import Case, DateTimeField, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
-from core.db import fetch_all_prepared
-from core.money import MONEY_QUANTUM, MoneyField, from_nanos, round_money, to_nanos
-from core.periods import period_bounds
+from core.money import ZERO, MoneyField, from_nanos, parse_money, to_nanos
+from core.periods import hour_floor, period_bounds
 from tracking.models import SpendRollup
-from tracking.selectors import (
-    WINDOW_COLUMNS,
-    rollup_window,
-    spend_total,
-    spend_totals,
-    spent_sql,
-    values_rows_sql,
-    window_values,
-)
+from tracking.selectors import RollupWindow, rollup_window, spend_total, window_spend
 
-from .models import Budget, BudgetPeriod, Period, Reservation
+from .forecast import Forecast, Question, spend_forecasts
+from .levels import budget_level, forecast_label, level_label
+from .models import Budget, BudgetPeriod, Period, Reservation, scope_errors
 
-ZERO = Decimal(0).quantize(MONEY_QUANTUM)
 _PERCENT = Decimal("0.01")
-_MICROSECOND = timedelta(microseconds=1)
-
-
-@dataclass(frozen=True)
-class Forecast:
-    """Projected spend at the end of a period and when the limit would be crossed."""
-
-    amount: Decimal
-    projected_exceed_at: datetime | None  # None: not within this period (or already exceeded)
-    method: str  # "linear" or "hour-of-day"
 
 
 @dataclass(frozen=True)
 class BudgetStatus:
+    """Where a budget stands at `at` in its current period. Everything shown about it derives from the
+    fields here, in one place."""
+
     budget: Budget
-    period: BudgetPeriod
+    period: BudgetPeriod  # saved, or as it would open (no primary key yet)
     at: datetime
     spent: Decimal
-    limit: Decimal
-    remaining: Decimal
-    utilisation: Decimal | None  # percent of the limit; None when the limit is zero
-    level: str | None
     reserved: Decimal
-    days_left: int | None  # whole or part days until the period ends; None for lifetime
-    allowed: bool = True  # budget_check's answer for the amount asked about
-    requested: Decimal = ZERO
+    forecast: Forecast | None = None  # read with forecasts=True; None for a lifetime budget
+    requested: Decimal = ZERO  # what budget_check asked about
 
     @property
     def currency(self) -> str:
         return self.budget.currency
 
     @property
+    def limit(self) -> Decimal:
+        """A closed period keeps its frozen limit; an open one follows the budget's amount (+ carried)."""
+        return self.period.limit if self.period.closed_at is not None else self.budget.amount + self.period.carried_over
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.limit - self.spent
+
+    @property
     def available(self) -> Decimal:
         """What a new reservation may still take: limit - spent - reserved."""
         return self.limit - self.spent - self.reserved
 
-    @cached_property
-    def forecast_result(self) -> Forecast | None:
-        """Computed on first use (it reads a week of rollups): budget_check does not pay for it."""
-        return budget_forecast(budget=self.budget, period=self.period, at=self.at, spent=self.spent, limit=self.limit)
+    @property
+    def utilisation(self) -> Decimal | None:
+        """Percent of the limit spent; None when the limit is zero."""
+        return utilisation_percent(spent=self.spent, limit=self.limit)
 
     @property
-    def forecast(self) -> Decimal | None:
-        """Projected spend at period end; None for a lifetime budget."""
-        return self.forecast_result.amount if self.forecast_result else None
+    def level(self) -> str | None:
+        return budget_level(self.utilisation, self.budget.thresholds, over=self.spent > self.limit)
 
     @property
-    def projected_exceed_at(self) -> datetime | None:
-        return self.forecast_result.projected_exceed_at if self.forecast_result else None
+    def level_label(self) -> str:
+        return level_label(self.level)
 
     @property
-    def forecast_method(self) -> str | None:
-        return self.forecast_result.method if self.forecast_result else None
+    def forecast_label(self) -> str:
+        """ "forecast to exceed on 28 Dec" while the forecast crosses the limit before the period ends."""
+        if self.forecast is None or self.forecast.exceed_at is None:
+            return ""
+        return forecast_label(self.forecast.exceed_at)
 
+    @property
+    def days_left(self) -> int | None:
+        """Whole or part days until the period ends; None for lifetime."""
+        if self.period.end is None:
+            return None
+        return max(0, math.ceil((self.period.end - self.at) / timedelta(days=1)))
 
-def spend_window_end(*, period: BudgetPeriod, at: datetime) -> datetime:
-    """The end of the rollup window for "spent so far at `at`": the whole current hour is included
-    (rollups are hourly, so an event at 12:00:00 sits in the bucket that starts at `at`), capped at the
-    period's end."""
-    end = at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    return min(end, period.end) if period.end is not None else end
-
-
-def period_spent(*, budget: Budget, start: datetime, end: datetime) -> Decimal:
-    return spend_total(scope=budget.scope, start=start, end=end, currency=budget.currency)
-
-
-def reserved_total(*, period: BudgetPeriod, at: datetime) -> Decimal:
-    """Amount held by reservations of a period that are neither settled, released nor expired at `at`."""
-    total = (
-        Reservation.objects.filter(period=period, settled_at__isnull=True, released_at__isnull=True)
-        .filter(Q(expires_at__gt=at))
-        .aggregate(total=Sum("amount"))["total"]
-    )
-    return total if total is not None else ZERO
-
-
-def period_limit(*, budget: Budget, period: BudgetPeriod) -> Decimal:
-    """The limit in force: a closed period keeps its frozen limit; an open one follows the budget's amount."""
-    if period.closed_at is not None:
-        return period.limit
-    return budget.amount + period.carried_over
+    @property
+    def allowed(self) -> bool:
+        """budget_check's answer for `requested`: False only for a hard limit without that much room."""
+        return not self.budget.hard_limit or self.spent + self.reserved + self.requested <= self.limit
 
 
 def utilisation_percent(*, spent: Decimal, limit: Decimal) -> Decimal | None:
@@ -128,634 +106,165 @@ def utilisation_percent(*, spent: Decimal, limit: Decimal) -> Decimal | None:
     return (spent * 100 / limit).quantize(_PERCENT, rounding=ROUND_HALF_EVEN)
 
 
-def hour_floor(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
-
-
-def budget_status_compute(
-    *,
-    budget: Budget,
-    period: BudgetPeriod,
-    at: datetime,
-    spent: Decimal | None = None,
-    reserved: Decimal | None = None,
-    requested: Decimal | None = None,
-) -> BudgetStatus:
-    """Where a budget stands at `at` in the given period. Reads only; see services.budget_status.
-
-    With `requested`, `allowed` says whether it fits (budget_check's answer): False only for a
-    hard-limit budget where spent + reserved + requested > limit.
-
-    `spent` and `reserved` may be passed when already read (budget_positions); otherwise they are
-    read from the rollups and the reservations.
-    """
-    if spent is None:
-        spent = period_spent(budget=budget, start=period.start, end=spend_window_end(period=period, at=at))
-    if reserved is None:
-        reserved = reserved_total(period=period, at=at) if period.pk is not None else ZERO
-    limit = period_limit(budget=budget, period=period)
-    utilisation = utilisation_percent(spent=spent, limit=limit)
-    days_left = None if period.end is None else max(0, math.ceil((period.end - at) / timedelta(days=1)))
-    return BudgetStatus(
-        budget=budget,
-        period=period,
-        at=at,
-        spent=spent,
-        limit=limit,
-        remaining=limit - spent,
-        utilisation=utilisation,
-        level=budget.level_for(utilisation, over=spent > limit),
-        reserved=reserved,
-        days_left=days_left,
-        allowed=requested is None or not budget.hard_limit or spent + reserved + requested <= limit,
-        requested=ZERO if requested is None else requested,
-    )
-
-
-def budget_status_peek(*, budget: Budget, at: datetime) -> BudgetStatus:
-    """Like services.budget_status, but writes nothing: a period not opened yet is shown as it would
-    open (for the admin and reports, which must not write on a read)."""
-    start, _ = period_bounds(budget.period, at)
-    period = BudgetPeriod.objects.filter(budget=budget, start=start).first() or period_unopened(budget=budget, at=at)
-    return budget_status_compute(budget=budget, period=period, at=at)
-
-
-def period_unopened(*, budget: Budget, at: datetime) -> BudgetPeriod:
-    """The period holding `at` as it would open (not saved): its bounds, carry and limit."""
-    start, end = period_bounds(budget.period, at)
-    carried = carry_into(budget=budget, start=start)
-    return BudgetPeriod(budget=budget, start=start, end=end, carried_over=carried, limit=budget.amount + carried)
-
-
-def budget_statuses_peek(*, budgets: Sequence[Budget], at: datetime, forecasts: bool = True) -> list[BudgetStatus]:
-    """budget_status_peek of each budget, in a few statements whatever their number (the
-    dashboard's budgets at risk, the daily report, the admin's change list, the API): every period,
-    spend and reservation in one (budget_positions); the periods not opened yet as
-    budget_statuses_unopened reads them; with `forecasts`, the forecasts' week of history in two
-    (budget_forecasts_prefetch; without, status.forecast reads its own when asked). Writes nothing."""
-    budgets = list(budgets)
-    if not budgets:
-        return []
-    positions = {p.budget.pk: p for p in budget_positions(scopes={b.scope for b in budgets}, at=at)}
-    unopened = [b for b in budgets if (p := positions.get(b.pk)) is not None and p.period is None]
-    found = {status.budget.pk: status for status in budget_statuses_unopened(budgets=unopened, at=at)}
-    statuses = []
-    for budget in budgets:
-        position = positions.get(budget.pk)
-        if position is not None and position.period is not None:
-            status = budget_status_compute(
-                budget=budget, period=position.period, at=at, spent=position.spent, reserved=position.reserved
-            )
-        elif budget.pk in found:
-            status = found[budget.pk]
-        else:  # not among the active budgets budget_positions reads (an inactive one passed in)
-            status = budget_status_peek(budget=budget, at=at)
-        statuses.append(status)
-    if forecasts:
-        budget_forecasts_prefetch(statuses)
-    return statuses
-
-
-def budget_statuses_unopened(*, budgets: Sequence[Budget], at: datetime) -> list[BudgetStatus]:
-    """The status at `at` of budgets whose period holding `at` is not opened yet, each period built
-    as it would open (period_unopened) and their spend read in one statement (spend_totals), not a
-    period lookup and up to three statements each. Writes nothing; nothing is reserved on a period
-    that does not exist."""
-    periods = [period_unopened(budget=budget, at=at) for budget in budgets]
-    windows = [(p.budget.scope, p.budget.currency, p.start, spend_window_end(period=p, at=at)) for p in periods]
-    return [
-        budget_status_compute(budget=budget, period=period, at=at, spent=spent)
-        for budget, period, spent in zip(budgets, periods, spend_totals(windows), strict=True)
-    ]
-
-
-def carry_into(*, budget: Budget, start: datetime) -> Decimal:
-    """What the period ending at `start` carries into the one starting there (0 without rollover)."""
-    if not budget.rollover:
-        return ZERO
-    previous = BudgetPeriod.objects.filter(budget=budget, end=start, closed_at__isnull=False).first()
-    if previous is None or previous.spent_at_close is None:
-        return ZERO
-    unspent = max(previous.limit - previous.spent_at_close, ZERO)
-    if budget.rollover_cap is not None:
-        unspent = min(unspent, budget.rollover_cap)
-    return unspent
-
-
-# --- the hot path: every budget of some scopes with its current period, in one statement -------
+# --- the current period of every period kind at a moment ------------------------------------------
 
 
 @dataclass(frozen=True)
-class Position:
-    budget: Budget
-    period: BudgetPeriod | None  # None: the current period is not opened yet
-    spent: Decimal | None  # None when not read (with_sums=False) or no period
-    reserved: Decimal | None
+class _Bounds:
+    start: datetime
+    end: datetime | None
+    window: RollupWindow  # the rollups of "spent so far": the period's start to the end of at's hour
 
 
-# The columns a position needs: bookkeeping timestamps are left deferred (loaded if ever read),
-# which spares parsing four timestamps per call on the hot path.
-_SKIPPED = {"created_at", "updated_at"}
-_BUDGET_FIELDS = tuple(f for f in Budget._meta.concrete_fields if f.name not in _SKIPPED)
-_PERIOD_FIELDS = tuple(f for f in BudgetPeriod._meta.concrete_fields if f.name not in _SKIPPED)
-_BUDGET_NAMES = tuple(f.attname for f in _BUDGET_FIELDS)
-_PERIOD_NAMES = tuple(f.attname for f in _PERIOD_FIELDS)
-_FIELDS = {"budget": _BUDGET_FIELDS, "period": _PERIOD_FIELDS}
-_MONEY_OUTPUT = MoneyField()
+def _bounds(at: datetime) -> dict[str, _Bounds]:
+    """Each period kind's current period at `at`, and its spend window: the whole current hour is
+    included (an event at 12:00:00 sits in the bucket that starts at 12:00), capped at the period's end."""
+    found = {}
+    for kind in Period.values:
+        start, end = period_bounds(kind, at)
+        until = hour_floor(at) + timedelta(hours=1)
+        found[kind] = _Bounds(start, end, rollup_window(start, min(until, end) if end is not None else until))
+    return found
 
 
-@cache
-def _conversion_plan(kind: str, vendor: str, alias: str) -> tuple[tuple[int, Any, tuple[Any, ...]], ...]:
-    """(column index, column, converters) of each column of `kind` ("budget" or "period") that
-    Django's compiler would convert (SQLite dates, JSON, money): found once per backend."""
-    conn = connections[alias]
-    plan = []
-    for index, field in enumerate(_FIELDS[kind]):
-        converters = (*conn.ops.get_db_converters(field.cached_col), *field.get_db_converters(conn))
-        if converters:
-            plan.append((index, field.cached_col, converters))
-    return tuple(plan)
+def with_spend(queryset: QuerySet[Budget], *, at: datetime) -> QuerySet[Budget]:
+    """`queryset` annotated with each budget's `spent` and `reserved` in its current period at `at`, by
+    the database, in the one statement that reads the budgets: the period's bounds per period kind, the
+    rollups of the window (tracking.selectors.window_spend) and the reservations held at `at`."""
+    bounds = _bounds(at)
 
-
-# Budgets and periods change rarely and are checked on every call: the instance built from a row
-# is kept, keyed by the row's raw values (any changed column is another key), and each call gets
-# its own copy, JSON values included, so a caller that changes one changes nothing shared.
-_TEMPLATES: dict[tuple[Any, ...], Model] = {}
-_TEMPLATES_MAX = 4096
-_MODELS = {"budget": Budget, "period": BudgetPeriod}
-_NAMES = {"budget": _BUDGET_NAMES, "period": _PERIOD_NAMES}
-_MUTABLE = {
-    kind: tuple(f.attname for f in fields if f.get_internal_type() == "JSONField") for kind, fields in _FIELDS.items()
-}
-
-
-def _instance(kind: str, raw: tuple[Any, ...], conn: Any) -> Any:
-    """The Budget or BudgetPeriod of a row of budget_positions (columns of _FIELDS[kind])."""
-    key = (kind, conn.alias, raw)
-    try:
-        template = _TEMPLATES.get(key)
-    except TypeError:  # an unhashable value: no template
-        return _MODELS[kind].from_db(conn.alias, _NAMES[kind], _convert(raw, kind, conn))
-    if template is None:
-        template = _MODELS[kind].from_db(conn.alias, _NAMES[kind], _convert(raw, kind, conn))
-        if len(_TEMPLATES) >= _TEMPLATES_MAX:
-            _TEMPLATES.clear()
-        _TEMPLATES[key] = template
-    return _copy(kind, template, conn.alias)
-
-
-def _copy(kind: str, template: Any, alias: str) -> Any:
-    """A caller's own copy of a kept Budget or BudgetPeriod (JSON values included)."""
-    instance = template.__class__.__new__(template.__class__)
-    instance.__dict__.update(template.__dict__)
-    instance._state = state = ModelState()
-    state.db, state.adding = alias, False
-    for attname in _MUTABLE[kind]:
-        instance.__dict__[attname] = _json_copy(template.__dict__[attname])
-    return instance
-
-
-def _json_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _json_copy(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_copy(item) for item in value]
-    return value  # str, int, float, bool, None, Decimal: immutable
-
-
-# On PostgreSQL the timestamps of a position come as microseconds since the epoch (a bigint):
-# psycopg parses a timestamptz in ~5 us, and a row that maps to a kept template never needs them.
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_DATETIMES = {
-    kind: {i for i, f in enumerate(fields) if f.get_internal_type() == "DateTimeField"}
-    for kind, fields in _FIELDS.items()
-}
-
-
-def _column_sql(conn: Any, alias: str, kind: str, index: int) -> str:
-    column = f"{alias}.{conn.ops.quote_name(_FIELDS[kind][index].column)}"
-    if conn.vendor == "postgresql" and index in _DATETIMES[kind]:
-        return f"(EXTRACT(EPOCH FROM {column}) * 1000000)::bigint"
-    return column
-
-
-def _convert(values: Sequence[Any], kind: str, conn: Any) -> list[Any]:
-    out = list(values)
-    if conn.vendor == "postgresql":
-        for index in _DATETIMES[kind]:
-            if out[index] is not None:
-                out[index] = _EPOCH + timedelta(microseconds=out[index])
-    for index, column, converters in _conversion_plan(kind, conn.vendor, conn.alias):
-        value = out[index]
-        for converter in converters:
-            value = converter(value, column, conn)
-        out[index] = value
-    return out
-
-
-# Spent so far in a budget's period: tracking.selectors' window SQL over the row of `k` joined to
-# the budget. Rollup buckets are whole UTC hours and `at` lies inside the period, so "buckets before
-# the end of at's hour" never reaches past the period's end.
-_RESERVED_SQL = """(SELECT COALESCE(SUM(x.amount), 0) FROM {reservations} x
-      WHERE x.period_id = {period} AND x.settled_at IS NULL AND x.released_at IS NULL AND x.expires_at > %s)"""
-
-
-def holdings_sql(
-    conn: Any, *, scope: str = "b.scope", currency: str = "b.currency", period: str = "p.id"
-) -> tuple[str, str]:
-    """(spent, reserved) SQL expressions over the window columns of `k`, for the budget whose
-    scope and currency and the period whose id are the given column expressions."""
-    return (
-        spent_sql(conn, scope=scope, currency=currency),
-        _RESERVED_SQL.format(reservations=conn.ops.quote_name(Reservation._meta.db_table), period=period),
-    )
-
-
-def window_params(conn: Any, *, start: datetime, at: datetime) -> list[Any]:
-    """The `k` columns (WINDOW_COLUMNS) for a period starting at `start`, read at `at`."""
-    return window_values(conn, rollup_window(start, hour_floor(at) + timedelta(hours=1)))
-
-
-_kinds_params_cache: dict[tuple[str, str, datetime], list[Any]] = {}
-
-
-def _kinds_params(conn: Any, at: datetime) -> list[Any]:
-    """The `k` rows of every period kind at `at`. They change only at a period boundary or an hour,
-    both on a whole minute, so they are kept for the minute (one entry per connection vendor)."""
-    key = (conn.vendor, settings.TIME_ZONE, at.astimezone(UTC).replace(second=0, microsecond=0))
-    params = _kinds_params_cache.get(key)
-    if params is None:
-        params = []
-        for kind in Period.values:
-            params += [kind, *window_params(conn, start=period_bounds(kind, at)[0], at=at)]
-        _kinds_params_cache.clear()
-        _kinds_params_cache[key] = params
-    return params
-
-
-# Budgets and their current periods are read by budget_check on every call and change rarely.
-# What one read found is kept, per process, with the generation token read in the same statement
-# (a table kept by triggers: budgets/migrations/0003_definitions_generation.py). A later check
-# whose moment its periods still hold asks only for the sums and the token, in one statement, and
-# uses what it kept when the token is unchanged. A changed token (any committed change to a budget,
-# to a period or its closing; or one made earlier in the caller's own transaction) means reading
-# everything again. The statement's snapshot holds the token and the sums together, so a kept
-# position is never older than the sums it is returned with.
-_GENERATION_SQL = "(SELECT g.token FROM budgets_generation g WHERE g.id = 1)"
-
-
-@dataclass
-class _Known:
-    token: int
-    budgets: tuple[Budget, ...]  # templates: each call gets copies (_copy)
-    periods: tuple[BudgetPeriod, ...]
-    since: datetime  # the moments every kept period holds: since <= at < until
-    until: datetime | None  # None: lifetime periods only
-    # (minute, the VALUES parameters of _known_sql for that minute): one attribute, so a thread
-    # never sees the minute of one and the parameters of another.
-    minute_params: tuple[datetime, list[Any]] | None = None
-
-    def holds(self, at: datetime) -> bool:
-        return self.since <= at and (self.until is None or at < self.until)
-
-
-_KNOWN: dict[tuple[Any, ...], _Known] = {}
-_KNOWN_MAX = 256  # sets of scopes kept; emptied when full
-_KNOWN_POSITIONS_MAX = 64  # larger reads (metrics, alert passes, the dashboard) run a minute apart: not kept
-
-
-def _known_keep(key: tuple[Any, ...], token: Any, positions: Sequence[Position], alias: str) -> None:
-    if token is None or not positions or len(positions) > _KNOWN_POSITIONS_MAX:
-        return  # no token (the table was emptied by hand), nothing to keep, or too much
-    if any(p.period is None for p in positions):
-        return  # a period still to open: read again once it is
-    periods = [p.period for p in positions]
-    ends = [period.end for period in periods if period.end is not None]
-    if len(_KNOWN) >= _KNOWN_MAX:
-        _KNOWN.clear()
-    _KNOWN[key] = _Known(
-        token=token,
-        budgets=tuple(_copy("budget", p.budget, alias) for p in positions),
-        periods=tuple(_copy("period", period, alias) for period in periods),
-        since=max(period.start for period in periods),
-        until=min(ends) if ends else None,
-    )
-
-
-@cache
-def _known_sql(alias: str, rows: int) -> str:
-    """The sums of kept positions and the token: (period id, spent, reserved, token) per row."""
-    conn = connections[alias]
-    spent_sql, reserved_sql = holdings_sql(conn, scope="k.scope", currency="k.currency", period="k.id")
-    return (
-        f"WITH k(id, scope, currency, {WINDOW_COLUMNS}) AS (VALUES {values_rows_sql(9, rows)})"
-        f" SELECT k.id, {spent_sql}, {reserved_sql}, {_GENERATION_SQL} FROM k"
-    )
-
-
-def _known_positions(known: _Known, conn: Any, at: datetime) -> list[Position] | None:
-    """The kept positions with their sums at `at`, or None when the token has changed."""
-    minute = at.replace(second=0, microsecond=0)
-    cached = known.minute_params
-    if cached is not None and cached[0] == minute:
-        params = cached[1]
-    else:
-        # Windows change only on a whole hour, so they are kept for the minute.
-        params = []
-        for budget, period in zip(known.budgets, known.periods, strict=True):
-            params += [period.pk, budget.scope, budget.currency, *window_params(conn, start=period.start, at=at)]
-        known.minute_params = (minute, params)
-    rows = fetch_all_prepared(
-        _known_sql(conn.alias, len(known.periods)), [*params, conn.ops.adapt_datetimefield_value(at)]
-    )
-    if len(rows) != len(known.periods) or rows[0][3] != known.token:
-        return None
-    money = _MONEY_OUTPUT.from_db_value
-    sums = {row[0]: row for row in rows}
-    positions = []
-    for template_budget, template_period in zip(known.budgets, known.periods, strict=True):
-        budget = _copy("budget", template_budget, conn.alias)
-        period = _copy("period", template_period, conn.alias)
-        period._state.fields_cache["budget"] = budget
-        row = sums[period.pk]
-        positions.append(
-            Position(budget=budget, period=period, spent=money(row[1], None, conn), reserved=money(row[2], None, conn))
+    def per_kind(value: Any) -> Case:
+        return Case(
+            *(When(period=kind, then=Value(value(b))) for kind, b in bounds.items()), output_field=DateTimeField()
         )
-    return positions
 
-
-@cache
-def _positions_sql(
-    alias: str, scopes: int, *, hard_only: bool, with_sums: bool, lock: bool, token: bool = False
-) -> str:
-    """budget_positions' statement (built once per shape: its text is the prepared statement's key)."""
-    conn = connections[alias]
-    qn = conn.ops.quote_name
-    budget_cols = ", ".join(_column_sql(conn, "b", "budget", i) for i in range(len(_BUDGET_FIELDS)))
-    period_cols = ", ".join(_column_sql(conn, "p", "period", i) for i in range(len(_PERIOD_FIELDS)))
-    sums = ""
-    if with_sums:
-        spent_sql, reserved_sql = holdings_sql(conn)
-        sums = f", {spent_sql}, {reserved_sql}"
-    if token:
-        sums += f", {_GENERATION_SQL}"
-    sql = (
-        f"WITH k(period, {WINDOW_COLUMNS}) AS (VALUES {values_rows_sql(7, len(Period.values))})"
-        f" SELECT {budget_cols}, {period_cols}{sums}"
-        f" FROM {qn(Budget._meta.db_table)} b"
-        f" JOIN k ON k.period = b.period"
-        f" LEFT JOIN {qn(BudgetPeriod._meta.db_table)} p ON p.budget_id = b.id AND p.start = k.start"
-        f" WHERE b.is_active AND b.scope IN ({', '.join(['%s'] * scopes)})"
-        f"{' AND b.hard_limit' if hard_only else ''}"
-        f" ORDER BY b.id"
+    names = ("start", "head_end", "days_start", "days_end", "tail_start", "end")
+    queryset = queryset.annotate(
+        **{f"_w_{name}": per_kind(lambda b, name=name: getattr(b.window, name)) for name in names}
     )
-    if lock and conn.vendor == "postgresql":
-        sql += " FOR UPDATE OF b"
-    return sql
+    window = RollupWindow(*(OuterRef(f"_w_{name}") for name in names))
+    held = (
+        Reservation.objects.filter(
+            budget=OuterRef("pk"),
+            period__start=OuterRef("_w_start"),
+            settled_at__isnull=True,
+            released_at__isnull=True,
+            expires_at__gt=at,
+        )
+        .order_by()
+        .values("budget")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    return queryset.annotate(
+        spent=window_spend(scope=OuterRef("scope"), currency=OuterRef("currency"), window=window),
+        reserved=Coalesce(Subquery(held), Value(ZERO, output_field=MoneyField())),
+        spend_at=Value(at, output_field=DateTimeField()),
+    )
 
 
-def budget_positions(
-    *,
-    scopes: Iterable[str],
-    at: datetime,
-    hard_only: bool = False,
-    with_sums: bool = True,
-    lock: bool = False,
-) -> list[Position]:
-    """Every active budget of `scopes` with its period holding `at` (if opened), what was spent in it
-    so far (rollups) and what is reserved on it: one SQL statement, whatever the ledger's size,
-    prepared once per connection on PostgreSQL (core.db.fetch_all_prepared).
-
-    lock=True (inside a transaction) locks the budget rows, in primary-key order, on PostgreSQL
-    (SQLite's write lock, taken at BEGIN IMMEDIATE, already serialises writers).
-
-    With sums and no lock (budget_check), the budgets and periods read are kept and later calls
-    read only the sums while the definitions' generation token is unchanged (_Known).
-    """
-    conn = connections[DEFAULT_DB_ALIAS]
-    scopes = sorted(set(scopes))
-    keep = with_sums and not lock
-    if keep:
-        key = (conn.alias, settings.TIME_ZONE, tuple(scopes), hard_only)
-        known = _KNOWN.get(key)
-        if known is not None and known.holds(at):
-            kept = _known_positions(known, conn, at)
-            if kept is not None:
-                return kept
-    params = list(_kinds_params(conn, at))
-    if with_sums:
-        params.append(conn.ops.adapt_datetimefield_value(at))
-    params += scopes
-    sql = _positions_sql(conn.alias, len(scopes), hard_only=hard_only, with_sums=with_sums, lock=lock, token=keep)
-    rows = fetch_all_prepared(sql, params)
-    if not rows:
-        return []
-    nb, np_ = len(_BUDGET_FIELDS), len(_PERIOD_FIELDS)
-    money = _MONEY_OUTPUT.from_db_value
-    positions = []
+def _periods(budgets: list[Budget], at: datetime) -> dict[int, BudgetPeriod]:
+    """Each budget's period holding `at`: the saved one, or as it would open, with what the period
+    before it carries (one statement reads the current periods and the ones just before them)."""
+    bounds = _bounds(at)
+    starts = {bounds[b.period].start for b in budgets}
+    rows = BudgetPeriod.objects.filter(budget__in=[b.pk for b in budgets]).filter(
+        Q(start__in=starts) | Q(end__in=starts)
+    )
+    current: dict[tuple[int, datetime], BudgetPeriod] = {}
+    previous: dict[tuple[int, datetime], BudgetPeriod] = {}
     for row in rows:
-        budget = _instance("budget", row[:nb], conn)
-        period = None
-        spent = reserved = None
-        if row[nb] is not None:
-            period = _instance("period", row[nb : nb + np_], conn)
-            period._state.fields_cache["budget"] = budget  # budget_id is already its id
-            if with_sums:
-                spent, reserved = money(row[nb + np_], None, conn), money(row[nb + np_ + 1], None, conn)
-        positions.append(Position(budget=budget, period=period, spent=spent, reserved=reserved))
-    if keep:
-        _known_keep(key, rows[0][-1], positions, conn.alias)
-    return positions
+        current[(row.budget_id, row.start)] = row
+        if row.end is not None:
+            previous[(row.budget_id, row.end)] = row
+    found = {}
+    for budget in budgets:
+        b = bounds[budget.period]
+        period = current.get((budget.pk, b.start))
+        if period is None:
+            before = previous.get((budget.pk, b.start))
+            carried = _carry(budget, before) if before is not None else ZERO
+            period = BudgetPeriod(start=b.start, end=b.end, carried_over=carried, limit=budget.amount + carried)
+        period.budget = budget
+        found[budget.pk] = period
+    return found
 
 
-def periods_holdings(*, periods: Sequence[BudgetPeriod], at: datetime) -> dict[int, tuple[Decimal, Decimal]]:
-    """{period id: (spent so far, reserved)} for periods holding `at`, in one statement.
-
-    budget_reserve calls it right after taking its locks: under PostgreSQL's READ COMMITTED a new
-    statement sees everything committed before the lock was granted.
-    """
-    if not periods:
-        return {}
-    conn = connections[DEFAULT_DB_ALIAS]
-    qn = conn.ops.quote_name
-    params: list[Any] = []
-    for period in periods:
-        params += [period.pk, *window_params(conn, start=period.start, at=at)]
-    spent_sql, reserved_sql = holdings_sql(conn)
-    params.append(conn.ops.adapt_datetimefield_value(at))
-    sql = (
-        f"WITH k(id, {WINDOW_COLUMNS}) AS (VALUES {values_rows_sql(7, len(periods))})"
-        f" SELECT p.id, {spent_sql}, {reserved_sql}"
-        f" FROM k JOIN {qn(BudgetPeriod._meta.db_table)} p ON p.id = k.id"
-        f" JOIN {qn(Budget._meta.db_table)} b ON b.id = p.budget_id"
-    )
-    money = _MONEY_OUTPUT.from_db_value
-    return {row[0]: (money(row[1], None, conn), money(row[2], None, conn)) for row in fetch_all_prepared(sql, params)}
-
-
-# --- forecast ---------------------------------------------------------------------------------
-
-SEASONAL_HISTORY = timedelta(days=7)
-
-
-def _hour_of_day_profile(*, budget: Budget, at: datetime, tz: ZoneInfo) -> list[int] | None:
-    """Mean spend (nano-units) at each local hour of the day over the 7 days before at's hour, or
-    None while the scope has less than a week of history."""
-    return _hour_of_day_profiles({(budget.scope, budget.currency)}, at=at, tz=tz)[(budget.scope, budget.currency)]
-
-
-def _hour_of_day_profiles(
-    keys: set[tuple[str, str]], *, at: datetime, tz: ZoneInfo
-) -> dict[tuple[str, str], list[int] | None]:
-    """_hour_of_day_profile of many (scope, currency) at once: two statements on PostgreSQL."""
-    until = hour_floor(at)
-    since = until - SEASONAL_HISTORY
-    profiles: dict[tuple[str, str], list[int] | None] = dict.fromkeys(keys)
-    if not keys:
-        return profiles
-    if connection.vendor == "postgresql":
-        scopes, currencies = zip(*sorted(keys), strict=True)
-        # One index probe per key: does the scope have a rollup a week before `at`?
-        rows = fetch_all_prepared(
-            f"SELECT k.scope, k.currency FROM unnest(%s::text[], %s::text[]) AS k(scope, currency)"
-            f" WHERE EXISTS (SELECT 1 FROM {SpendRollup._meta.db_table} r"
-            f" WHERE r.scope = k.scope AND r.currency = k.currency AND r.bucket <= %s)",
-            [list(scopes), list(currencies), since],
-        )
-        with_history = {(scope, currency) for scope, currency in rows}
+def _carry(budget: Budget, previous: BudgetPeriod) -> Decimal:
+    """What `previous` carries into the period after it (0 without rollover): its unspent part, capped.
+    Not closed yet (the beat closes it at the next hour), it carries what closing it would freeze."""
+    if not budget.rollover:
+        return ZERO
+    if previous.closed_at is not None:
+        limit, spent = previous.limit, previous.spent_at_close or ZERO
     else:
-        with_history = {
-            key for key in keys if SpendRollup.objects.filter(scope=key[0], currency=key[1], bucket__lte=since).exists()
-        }
-    if not with_history:
-        return profiles
-    totals = {key: [0] * 24 for key in with_history}
-    if connection.vendor == "postgresql":
-        # Summed by local hour on the server: at most 24 rows a scope, not 168.
-        week = fetch_all_prepared(
-            f"SELECT r.scope, r.currency, EXTRACT(HOUR FROM r.bucket AT TIME ZONE %s)::int, SUM(r.amount)"
-            f" FROM {SpendRollup._meta.db_table} r WHERE r.scope = ANY(%s::text[])"
-            f" AND r.bucket >= %s AND r.bucket < %s GROUP BY 1, 2, 3",
-            [str(tz), sorted({scope for scope, _ in with_history}), since, until],
-        )
-        for scope, currency, local_hour, nanos in week:
-            if (hours := totals.get((scope, currency))) is not None:
-                hours[local_hour] += int(nanos)
-    else:
-        rows = SpendRollup.objects.filter(
-            scope__in={scope for scope, _ in with_history}, bucket__gte=since, bucket__lt=until
-        ).values_list("scope", "currency", "bucket", "amount")
-        for scope, currency, bucket, amount in rows:
-            if (hours := totals.get((scope, currency))) is not None:
-                hours[bucket.astimezone(tz).hour] += to_nanos(amount)
-    days = SEASONAL_HISTORY.days
-    for key, hours in totals.items():
-        profiles[key] = [total // days for total in hours]
-    return profiles
+        limit = budget.amount + previous.carried_over
+        spent = spend_total(scope=budget.scope, start=previous.start, end=previous.end, currency=budget.currency)
+    unspent = max(limit - spent, ZERO)
+    return unspent if budget.rollover_cap is None else min(unspent, budget.rollover_cap)
 
 
-def budget_forecasts_prefetch(statuses: Sequence[BudgetStatus]) -> None:
-    """Compute the forecasts of many statuses together (their week of history read in two
-    statements, not two per budget), so status.forecast costs nothing afterwards."""
-    pending = [s for s in statuses if "forecast_result" not in s.__dict__]
-    by_moment: dict[datetime, list[BudgetStatus]] = {}
-    for status in pending:
-        by_moment.setdefault(status.at, []).append(status)
-    tz = ZoneInfo(settings.TIME_ZONE)
-    for at, group in by_moment.items():
-        keys = {(s.budget.scope, s.budget.currency) for s in group if s.period.end is not None and at < s.period.end}
-        profiles = _hour_of_day_profiles(keys, at=at, tz=tz)
-        for status in group:
-            key = (status.budget.scope, status.budget.currency)
-            status.__dict__["forecast_result"] = budget_forecast(
-                budget=status.budget,
-                period=status.period,
-                at=at,
-                spent=status.spent,
-                limit=status.limit,
-                profile=profiles.get(key, _NO_PROFILE),
-            )
+def carry_into(*, budget: Budget, start: datetime) -> Decimal:
+    """What the period ending at `start` carries into the one starting there (for opening it)."""
+    previous = BudgetPeriod.objects.filter(budget=budget, end=start).first()
+    return ZERO if previous is None else _carry(budget, previous)
 
 
-_NO_PROFILE: Any = object()  # budget_forecast reads the profile itself
-
-
-def budget_forecast(
+def budget_statuses(
+    budgets: Iterable[Budget] | QuerySet[Budget],
     *,
-    budget: Budget,
-    period: BudgetPeriod,
-    at: datetime,
-    spent: Decimal,
-    limit: Decimal,
-    profile: list[int] | None = _NO_PROFILE,
-) -> Forecast | None:
-    """Spend projected at the period's end, and when it would cross the limit.
+    at: datetime | None = None,
+    forecasts: bool = False,
+    requested: Decimal | None = None,
+) -> list[BudgetStatus]:
+    """The status of each budget at `at` (default now), in the order given. Writes nothing.
 
-    Once the scope has a week of hourly history, the rest of the period is projected hour by hour
-    from the mean spend at that hour of the day (local time) over the last 7 days, so a quiet night
-    does not drag down a busy afternoon (method "hour-of-day"). Before that, the run-rate of the
-    elapsed part of the period continues linearly (method "linear"). None for lifetime budgets.
-    """
-    if period.end is None:
-        return None
-    if at >= period.end:
-        return Forecast(amount=spent, projected_exceed_at=None, method="linear")
-    tz = ZoneInfo(settings.TIME_ZONE)
-    if profile is _NO_PROFILE:
-        profile = _hour_of_day_profile(budget=budget, at=at, tz=tz)
-    if profile is None:
-        return _linear_forecast(period=period, at=at, spent=spent, limit=limit)
-    spent_nanos, limit_nanos = to_nanos(spent), to_nanos(limit)
-    projected, crossing = spent_nanos, None
-    cursor = at
-    hour, day = timedelta(hours=1), timedelta(days=1)
-    per_day = sum(profile)
-    while cursor < period.end:
-        # A whole day of whole hours with no change of UTC offset holds each local hour once: it
-        # adds the profile's sum, exactly what 24 hourly steps add. Unless the limit is crossed in
-        # it (then the hourly steps find when).
-        if (
-            cursor.minute == cursor.second == cursor.microsecond == 0
-            and cursor + day <= period.end
-            and (crossing is not None or projected >= limit_nanos or projected + per_day < limit_nanos)
-            and cursor.astimezone(tz).utcoffset() == (cursor + day).astimezone(tz).utcoffset()
-        ):
-            projected += per_day
-            cursor += day
-            continue
-        step_end = min(hour_floor(cursor) + hour, period.end)
-        rate = profile[cursor.astimezone(tz).hour]  # nanos per hour
-        added = rate * ((step_end - cursor) // _MICROSECOND) // (hour // _MICROSECOND)
-        if crossing is None and projected < limit_nanos <= projected + added and rate > 0:
-            needed = limit_nanos - projected
-            crossing = cursor + _MICROSECOND * ((hour // _MICROSECOND) * needed // rate)
-        projected += added
-        cursor = step_end
-    return Forecast(amount=from_nanos(projected), projected_exceed_at=crossing, method="hour-of-day")
-
-
-def _linear_forecast(*, period: BudgetPeriod, at: datetime, spent: Decimal, limit: Decimal) -> Forecast:
-    assert period.end is not None
-    elapsed = (at - period.start) // _MICROSECOND
-    total = (period.end - period.start) // _MICROSECOND
-    if elapsed <= 0:
-        return Forecast(amount=spent, projected_exceed_at=None, method="linear")
-    amount = round_money(spent * total / elapsed)
-    projected = None
-    if 0 < spent < limit:
-        crossing = period.start + _MICROSECOND * int(limit * elapsed / spent)
-        projected = crossing if crossing < period.end else None
-    return Forecast(amount=amount, projected_exceed_at=projected, method="linear")
-
-
-def forecast_thresholds_crossed(status: BudgetStatus) -> list[int | float | str]:
-    """The budget's thresholds that the forecast at period end reaches (for forecast alerts)."""
-    if status.forecast is None or not status.budget.forecast_alerts:
+    A queryset is read with its spend in one statement (with_spend); budgets already read through
+    with_spend at the same moment (an admin change list's page) are not read again. With `forecasts`,
+    each status carries its forecast (budgets.forecast). `requested`: the amount budget_check asks about
+    (BudgetStatus.allowed)."""
+    at = at or timezone.now()
+    if isinstance(budgets, QuerySet):
+        budgets = with_spend(budgets, at=at)
+    budgets = list(budgets)
+    if not budgets:
         return []
-    utilisation = utilisation_percent(spent=status.forecast, limit=status.limit)
-    if utilisation is None:
-        return list(status.budget.thresholds) if status.forecast > 0 else []
-    return [t for t in status.budget.thresholds if utilisation >= Decimal(str(t))]
+    sums = {b.pk: (b.spent, b.reserved) for b in budgets if getattr(b, "spend_at", None) == at}
+    missing = [b.pk for b in budgets if b.pk not in sums]
+    if missing:
+        read = with_spend(Budget.objects.filter(pk__in=missing), at=at).values_list("pk", "spent", "reserved")
+        sums.update((pk, (spent, reserved)) for pk, spent, reserved in read)
+    periods = _periods(budgets, at)
+    statuses = [
+        BudgetStatus(
+            budget=budget,
+            period=periods[budget.pk],
+            at=at,
+            spent=sums[budget.pk][0],
+            reserved=sums[budget.pk][1],
+            requested=ZERO if requested is None else requested,
+        )
+        for budget in budgets
+    ]
+    if not forecasts:
+        return statuses
+    questions = [Question(s.budget.scope, s.currency, s.period.start, s.period.end, s.spent, s.limit) for s in statuses]
+    return [
+        replace(status, forecast=forecast)
+        for status, forecast in zip(statuses, spend_forecasts(questions, at=at), strict=True)
+    ]
+
+
+def budget_check(*, scope: str, amount: Any = ZERO, at: datetime | None = None) -> list[BudgetStatus]:
+    """Where every active budget of `scope` (and every global one) stands, and whether `amount` fits
+    (`allowed` is False only for a hard-limit budget where spent + reserved + amount > limit)."""
+    if problems := scope_errors(scope):
+        raise ValidationError({"scope": problems})
+    amount = parse_money(amount, field="amount")
+    if amount < 0:
+        raise ValidationError({"amount": "must be zero or more"})
+    budgets = Budget.objects.filter(is_active=True, scope__in={scope, "global"}).order_by("pk")
+    return budget_statuses(budgets, at=at, requested=amount)
 
 
 # --- burn-down of the current period (admin chart) ----------------------------------------------
@@ -777,14 +286,14 @@ def budget_burn_down(status: BudgetStatus) -> BurnDown | None:
     """The burn-down of a status's period from the hourly rollups; None for lifetime budgets.
 
     Steps are local hours for periods of up to a week, local days beyond, so a chart has at most
-    a few hundred points.
+    a few hundred points. Its last point is the status's remaining.
     """
     period, budget = status.period, status.budget
     if period.end is None:
         return None
     tz = ZoneInfo(settings.TIME_ZONE)
     step = "hour" if period.end - period.start <= timedelta(days=7) else "day"
-    end_of_data = min(spend_window_end(period=period, at=status.at), period.end)
+    end_of_data = min(hour_floor(status.at) + timedelta(hours=1), period.end)
     by_step: dict[datetime, int] = {}
     rollups = SpendRollup.objects.filter(
         scope=budget.scope, currency=budget.currency, bucket__gte=period.start, bucket__lt=end_of_data
@@ -819,5 +328,5 @@ def budget_burn_down(status: BudgetStatus) -> BurnDown | None:
         limit=status.limit,
         step=step,
         points=points,
-        forecast_end=None if forecast is None else status.limit - forecast,
+        forecast_end=None if forecast is None else status.limit - forecast.amount,
     )

@@ -17,28 +17,16 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from core.db import fetch_all_prepared
-from core.money import format_money, parse_money, to_nanos
+from core.money import format_money, parse_money
 from core.periods import period_bounds
+from tracking.selectors import spend_total
 
-from .models import LEVEL_ORDER, Budget, BudgetPeriod, Period, Reservation, level_rank, scope_errors
-from .selectors import (
-    WINDOW_COLUMNS,
-    BudgetStatus,
-    budget_positions,
-    budget_status_compute,
-    carry_into,
-    holdings_sql,
-    period_limit,
-    period_spent,
-    periods_holdings,
-    utilisation_percent,
-    values_rows_sql,
-    window_params,
-)
+from .levels import LEVEL_ORDER, budget_level, level_rank
+from .models import Budget, BudgetPeriod, Period, Reservation, scope_errors
+from .selectors import budget_statuses, carry_into, utilisation_percent
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +57,9 @@ def budget_period_close(*, period: BudgetPeriod, now: datetime | None = None) ->
     with transaction.atomic():
         # Closed at or after its end: the whole period. Closed early (its kind changed): up to now.
         until = period.end if period.end is not None and period.end <= now else now
-        spent = period_spent(budget=budget, start=period.start, end=until)
-        limit = period_limit(budget=budget, period=period)
-        level = budget.level_for(utilisation_percent(spent=spent, limit=limit), over=spent > limit)
+        spent = spend_total(scope=budget.scope, start=period.start, end=until, currency=budget.currency)
+        limit = period.limit if period.closed_at is not None else budget.amount + period.carried_over
+        level = budget_level(utilisation_percent(spent=spent, limit=limit), budget.thresholds, over=spent > limit)
         peak = level if level_rank(level) > level_rank(period.peak_level) else period.peak_level
         # Compare-and-swap: two closers (beat and a writer) freeze the period once.
         BudgetPeriod.objects.filter(pk=period.pk, closed_at__isnull=True).update(
@@ -108,59 +96,18 @@ def budget_periods_advance(*, now: datetime | None = None) -> int:
     Returns how many budgets were looked at. One failing budget is logged and skipped.
     """
     now = now or timezone.now()
-    count = 0
+    opened = []
     for budget in Budget.objects.filter(is_active=True).order_by("pk"):
         try:
-            status = budget_status(budget=budget, at=now)
-            rank = level_rank(status.level)
-            if rank:
-                lower = ["", *LEVEL_ORDER[: rank - 1]]
-                BudgetPeriod.objects.filter(pk=status.period.pk, peak_level__in=lower).update(peak_level=status.level)
-            count += 1
+            budget_period_current(budget=budget, at=now)
+            opened.append(budget)
         except Exception:
             logger.exception("advancing budget %s failed; going on with the others", budget.pk)
-    return count
-
-
-# --- status and checks ----------------------------------------------------------------
-
-
-def budget_status(*, budget: Budget, at: datetime | None = None) -> BudgetStatus:
-    """Where a budget stands now (opening its current period if this is the first use)."""
-    at = at or timezone.now()
-    period = budget_period_current(budget=budget, at=at)
-    return budget_status_compute(budget=budget, period=period, at=at)
-
-
-def budget_check(*, scope: str, amount: Any = Decimal(0), at: datetime | None = None) -> list[BudgetStatus]:
-    """Where every active budget of `scope` (and every global one) stands, and whether `amount` fits.
-
-    `allowed` is False only for a hard-limit budget where spent + reserved + amount > limit. One SQL
-    statement when the budgets' current periods are open (budget_positions); a period not opened
-    yet is opened here, so a missed beat never blocks a reset.
-    """
-    if problems := scope_errors(scope):
-        raise ValidationError({"scope": problems})
-    amount = parse_money(amount, field="amount")
-    if amount < 0:
-        raise ValidationError({"amount": "must be zero or more"})
-    at = at or timezone.now()
-    results = []
-    for position in budget_positions(scopes=(scope, "global"), at=at):
-        budget = position.budget
-        # A period not opened yet is opened here (budget_period_current), then read.
-        period = position.period or budget_period_current(budget=budget, at=at)
-        results.append(
-            budget_status_compute(
-                budget=budget,
-                period=period,
-                at=at,
-                spent=position.spent if position.period is not None else None,
-                reserved=position.reserved if position.period is not None else None,
-                requested=amount,
-            )
-        )
-    return results
+    for status in budget_statuses(opened, at=now):
+        if rank := level_rank(status.level):
+            lower = ["", *LEVEL_ORDER[: rank - 1]]
+            BudgetPeriod.objects.filter(pk=status.period.pk, peak_level__in=lower).update(peak_level=status.level)
+    return len(opened)
 
 
 # --- reservations ---------------------------------------------------------------------
@@ -169,7 +116,7 @@ def budget_check(*, scope: str, amount: Any = Decimal(0), at: datetime | None = 
 def budget_reserve(*, scopes: Sequence[str], amount: Any, ttl: timedelta | None = None) -> list[Reservation]:
     """Hold `amount` on every active hard-limit budget of `scopes` (and the global ones), or on none.
 
-    Raises BudgetExceeded naming the first budget without room. Returns the reservations (empty
+    Raises BudgetExceeded naming the budget with the least room. Returns the reservations (empty
     when no hard-limit budget applies). Settle each with reservation_settle once the cost is known.
     """
     for scope in scopes:
@@ -183,71 +130,26 @@ def budget_reserve(*, scopes: Sequence[str], amount: Any, ttl: timedelta | None 
         raise ValidationError({"ttl": "must be positive"})
     now = timezone.now()
     with transaction.atomic():
-        # 1. Lock the budgets involved (primary-key order: concurrent reservers never deadlock).
-        positions = budget_positions(scopes={*scopes, "global"}, at=now, hard_only=True, with_sums=False, lock=True)
-        if not positions:
-            return []
-        periods = [p.period or budget_period_current(budget=p.budget, at=now) for p in positions]
-        # 2. Only now check and hold, in one statement: it sees every commit made before the lock.
-        held = reservations_hold(positions=positions, periods=periods, amount=amount, at=now, expires_at=now + ttl)
-        if held is None:
-            holdings = periods_holdings(periods=periods, at=now)
-            room = [
-                (period_limit(budget=p.budget, period=period) - holdings[period.pk][0] - holdings[period.pk][1], p)
-                for p, period in zip(positions, periods, strict=True)
-            ]
-            available, position = min(room, key=lambda item: item[0])
-            raise BudgetExceeded(budget=position.budget, available=available, requested=amount)
-        return held
-
-
-def reservations_hold(
-    *,
-    positions: Sequence[Any],
-    periods: Sequence[BudgetPeriod],
-    amount: Decimal,
-    at: datetime,
-    expires_at: datetime,
-) -> list[Reservation] | None:
-    """Hold `amount` on every period if each has room (limit - spent - reserved >= amount), or on
-    none (None): the check and the insert are one statement. Called by budget_reserve with the
-    budgets locked."""
-    qn = connection.ops.quote_name
-    adapt = connection.ops.adapt_datetimefield_value
-    spent_sql, reserved_sql = holdings_sql(connection)
-    params: list[Any] = []
-    for period in periods:
-        params += [period.pk, *window_params(connection, start=period.start, at=at)]
-    nanos = to_nanos(amount)
-    params += [adapt(at), nanos, adapt(at), adapt(expires_at), nanos]
-    sql = (
-        f"WITH k(id, {WINDOW_COLUMNS}) AS (VALUES {values_rows_sql(7, len(periods))}),"
-        f" h AS (SELECT p.id AS period_id, p.budget_id AS budget_id,"
-        f"  CASE WHEN p.closed_at IS NULL THEN b.amount + p.carried_over ELSE p.{qn('limit')} END"
-        f"  - {spent_sql} - {reserved_sql} AS available"
-        f"  FROM k JOIN {qn(BudgetPeriod._meta.db_table)} p ON p.id = k.id"
-        f"  JOIN {qn(Budget._meta.db_table)} b ON b.id = p.budget_id)"
-        f" INSERT INTO {qn(Reservation._meta.db_table)} (budget_id, period_id, amount, created_at, expires_at)"
-        f" SELECT budget_id, period_id, %s, %s, %s FROM h"
-        f" WHERE NOT EXISTS (SELECT 1 FROM h WHERE available < %s)"
-        f" RETURNING id, period_id"
-    )
-    ids = {period_id: pk for pk, period_id in fetch_all_prepared(sql, params)}
-    if not ids:
-        return None
-    held = []
-    for position, period in zip(positions, periods, strict=True):
-        reservation = Reservation(
-            id=ids[period.pk],
-            budget=position.budget,
-            period=period,
-            amount=amount,
-            created_at=at,
-            expires_at=expires_at,
+        # 1. Lock the budgets involved, in primary-key order (concurrent reservers never deadlock); on
+        #    SQLite the write lock taken at BEGIN (IMMEDIATE) already serialises writers.
+        budgets = list(
+            Budget.objects.select_for_update()
+            .filter(is_active=True, hard_limit=True, scope__in={*scopes, "global"})
+            .order_by("pk")
         )
-        reservation._state.adding, reservation._state.db = False, connection.alias
-        held.append(reservation)
-    return held
+        if not budgets:
+            return []
+        for budget in budgets:
+            budget_period_current(budget=budget, at=now)
+        # 2. Only now read where they stand: every reservation committed before the lock is seen.
+        statuses = budget_statuses(budgets, at=now, requested=amount)
+        if blocked := [s for s in statuses if not s.allowed]:
+            tightest = min(blocked, key=lambda s: s.available)
+            raise BudgetExceeded(budget=tightest.budget, available=tightest.available, requested=amount)
+        return Reservation.objects.bulk_create(
+            Reservation(budget=s.budget, period=s.period, amount=amount, created_at=now, expires_at=now + ttl)
+            for s in statuses
+        )
 
 
 def reservation_settle(*, reservation: Reservation, actual: Any) -> Reservation:
@@ -263,11 +165,7 @@ def reservation_settle(*, reservation: Reservation, actual: Any) -> Reservation:
     if actual < 0:
         raise ValidationError({"actual": "must be zero or more"})
     now = timezone.now()
-    sql = (
-        f"UPDATE {connection.ops.quote_name(Reservation._meta.db_table)} SET settled_at = %s, actual = %s"
-        f" WHERE id = %s AND settled_at IS NULL RETURNING id"
-    )
-    if not fetch_all_prepared(sql, [connection.ops.adapt_datetimefield_value(now), to_nanos(actual), reservation.pk]):
+    if not Reservation.objects.filter(pk=reservation.pk, settled_at__isnull=True).update(settled_at=now, actual=actual):
         raise ValidationError({"reservation": f"reservation #{reservation.pk} is already settled"})
     reservation.settled_at, reservation.actual = now, actual
     return reservation

@@ -25,6 +25,7 @@ from django.db import models
 
 MONEY_PLACES = 9
 MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)  # Decimal("1E-9")
+ZERO = Decimal(0).quantize(MONEY_QUANTUM)  # nothing, at the ledger's precision
 _SCALE = 10**MONEY_PLACES
 _BIGINT_MAX = 2**63 - 1
 MONEY_MAX = Decimal(_BIGINT_MAX).scaleb(-MONEY_PLACES).quantize(MONEY_QUANTUM, rounding="ROUND_DOWN")

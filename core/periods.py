@@ -72,3 +72,8 @@ def period_bounds(period: str, at: datetime, tz: ZoneInfo | None = None) -> tupl
         return LIFETIME_START, None
     first, following = days
     return _local_midnight(first, tz), _local_midnight(following, tz)
+
+
+def hour_floor(moment: datetime) -> datetime:
+    """The start of the UTC hour holding `moment` (the rollups' bucket)."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)

@@ -10,12 +10,9 @@ What is read, and what it costs, whatever the size of the ledger:
 - counters (cost, tokens, requests, errors, rate-limit hits, unpriced events) and the request
   duration histogram: the rows of tracking.MetricSeries, lifetime totals per (provider, service,
   operation, model, currency) kept by the record path in the same statement as the ledger row;
-- budgets: every active budget's current period and spend in one statement (budget_positions),
-  then budget_status_compute, as budget_status_peek does (nothing is written); periods not opened
-  yet are read together (budget_statuses_unopened). The forecast reads a
-  week of hourly rollups and walks the rest of the period (2-5 ms a budget), so each budget's is
-  recomputed at most every METRICS_FORECAST_SECONDS (default 900), a few per scrape (Forecasts);
-  in between, the spend added since it was computed is added to it;
+- budgets: every active USD budget's status and forecast from budgets' one status selector
+  (budgets.selectors.budget_statuses: a few statements whatever the number of budgets; nothing is
+  written), the same figures the admin, the API and the alerts show;
 - cost per lead: the last finished batch of each pipeline; month to date (tracking.batches);
 - GPU: the daily rollups of each device's tag:gpu=<uuid> scope, its latest sample, and its idle
   time summed over its samples;
@@ -194,93 +191,21 @@ def _le(bound_ms: int) -> str:
     return floatToGoString(bound_ms / 1000)  # as prometheus_client writes its own buckets: "0.1", "1.0", "60.0"
 
 
-def budget_statuses(*, at: datetime) -> list[Any]:
-    """The status of every active USD budget at `at`, equal to budget_status_peek's (nothing is
-    written). One statement reads every budget's current period, spend and reservations
-    (budget_positions); budgets whose current period is not opened yet (until the beat or a write
-    opens it) are read together (budget_statuses_unopened). Forecasts are left to Forecasts."""
+def budget_families(*, at: datetime) -> list[Metric]:
+    """Every active USD budget's status and forecast at `at`, from budgets' one status selector (a few
+    statements whatever the number of budgets; nothing is written)."""
     from budgets.models import Budget
-    from budgets.selectors import budget_positions, budget_status_compute, budget_statuses_unopened
+    from budgets.selectors import budget_statuses
 
-    scopes = set(Budget.objects.filter(is_active=True, currency=USD).values_list("scope", flat=True))
-    if not scopes:
-        return []
-    statuses, unopened = [], []
-    for position in budget_positions(scopes=scopes, at=at):
-        budget = position.budget
-        if budget.currency != USD:
-            continue
-        if position.period is None:
-            unopened.append(budget)
-        else:
-            statuses.append(
-                budget_status_compute(
-                    budget=budget, period=position.period, at=at, spent=position.spent, reserved=position.reserved
-                )
-            )
-    return statuses + budget_statuses_unopened(budgets=unopened, at=at)
-
-
-@dataclass
-class _Forecast:
-    period_start: datetime
-    computed: float  # monotonic seconds
-    spent: Decimal  # the spend it was computed from
-    amount: Decimal | None
-
-
-class Forecasts:
-    """Budget forecasts kept between collections: each is recomputed when older than
-    METRICS_FORECAST_SECONDS, the oldest first, while a collection has spent less than `budget_s`
-    on them (at least one per collection). A budget not computed yet has no forecast sample; a
-    kept one is moved by the spend added since (exact for the hour-of-day method, whose projection
-    of the rest of the period does not depend on the spend so far)."""
-
-    def __init__(self, *, budget_s: float = 0.025, clock: Any = time.monotonic) -> None:
-        self.budget_s = budget_s
-        self._clock = clock
-        self._kept: dict[int, _Forecast] = {}
-
-    def amounts(self, statuses: list[Any]) -> dict[int, Decimal | None]:
-        now = self._clock()
-        max_age = settings.METRICS_FORECAST_SECONDS
-        stale = []
-        for status in statuses:
-            kept = self._kept.get(status.budget.pk)
-            if kept is None or kept.period_start != status.period.start or now - kept.computed >= max_age:
-                stale.append(
-                    (kept.computed if kept and kept.period_start == status.period.start else float("-inf"), status)
-                )
-        started = self._clock()
-        for i, (_, status) in enumerate(sorted(stale, key=lambda item: (item[0], item[1].budget.pk))):
-            if i and self._clock() - started >= self.budget_s:
-                break
-            self._kept[status.budget.pk] = _Forecast(status.period.start, self._clock(), status.spent, status.forecast)
-        live = {status.budget.pk for status in statuses}
-        for pk in set(self._kept) - live:
-            del self._kept[pk]
-        out: dict[int, Decimal | None] = {}
-        for status in statuses:
-            kept = self._kept.get(status.budget.pk)
-            if kept is not None and kept.period_start == status.period.start and kept.amount is not None:
-                out[status.budget.pk] = kept.amount + (status.spent - kept.spent)
-        return out
-
-
-FORECASTS = Forecasts()
-
-
-def budget_families(*, at: datetime, forecasts: Forecasts | None = None) -> list[Metric]:
     spent, limit, ratio = (
         _family("budget_spent_dollars"),
         _family("budget_limit_dollars"),
         _family("budget_utilization_ratio"),
     )
     forecast, period_end = _family("budget_forecast_dollars"), _family("budget_period_end_timestamp_seconds")
-    statuses = sorted(budget_statuses(at=at), key=lambda s: s.budget.pk)
-    projected = (forecasts or FORECASTS).amounts(statuses)
+    budgets = Budget.objects.filter(is_active=True, currency=USD).order_by("pk")
     seen: set[tuple[str, str, str]] = set()
-    for status in statuses:
+    for status in budget_statuses(budgets, at=at, forecasts=True):
         budget = status.budget
         labels = [budget.name, budget.scope, budget.period]
         if tuple(labels) in seen:  # two budgets of one name, scope and period: keep both series apart
@@ -290,8 +215,8 @@ def budget_families(*, at: datetime, forecasts: Forecasts | None = None) -> list
         limit.add_metric(labels, float(status.limit))
         if status.limit > 0:
             ratio.add_metric(labels, float(status.spent / status.limit))
-        if projected.get(budget.pk) is not None:
-            forecast.add_metric(labels, float(projected[budget.pk]))
+        if status.forecast is not None:
+            forecast.add_metric(labels, float(status.forecast.amount))
         if status.period.end is not None:
             period_end.add_metric(labels, _seconds(status.period.end))
     return [spent, limit, ratio, forecast, period_end]

@@ -43,3 +43,10 @@ class BudgetFactory(DjangoModelFactory):
     amount = Decimal("100")
     currency = "USD"
     period = "monthly"
+
+
+def status_of(budget, at=None, *, forecasts: bool = True):
+    """One budget's status through the one status selector (a list of one)."""
+    from budgets.selectors import budget_statuses
+
+    return budget_statuses([budget], at=at, forecasts=forecasts)[0]

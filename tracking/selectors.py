@@ -6,18 +6,16 @@ The only ledger scans are the audit ones (verify_ledger, rebuild_rollups).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cache
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import Sum
+from django.db.models import Expression, ExpressionWrapper, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 
-from core.db import fetch_all_prepared
-from core.money import from_nanos
+from core.money import MONEY_QUANTUM, ZERO, MoneyField, from_nanos
 
 from .models import (
     ROLLUP_COUNTERS,
@@ -60,92 +58,89 @@ def rollup_window(start: datetime, end: datetime) -> RollupWindow:
     )
 
 
-# Spend over a window, in SQL, from the rollups: whole UTC days from the daily rows, the ragged
-# ends from the hourly ones (rollup_window), bounds read from the row of a `k` relation with
-# WINDOW_COLUMNS (window_values). Each part is an index range on (scope, currency, bucket), so the
-# cost follows the window's days, never the ledger. Amounts are integer nano-units on both
-# databases: the sums are exact.
-WINDOW_COLUMNS = "start, head_end, days_start, days_end, tail_start, window_end"
-_SPENT_SQL = """(
-    (SELECT COALESCE(SUM(r.amount), 0) FROM {hourly} r
-      WHERE r.scope = {scope} AND r.currency = {currency} AND r.bucket >= k.start AND r.bucket < k.head_end)
-  + (SELECT COALESCE(SUM(r.amount), 0) FROM {hourly} r
-      WHERE r.scope = {scope} AND r.currency = {currency} AND r.bucket >= k.tail_start AND r.bucket < k.window_end)
-  + (SELECT COALESCE(SUM(d.amount), 0) FROM {daily} d
-      WHERE d.scope = {scope} AND d.currency = {currency} AND d.bucket >= k.days_start AND d.bucket < k.days_end))"""
-
-
-def spent_sql(conn: Any, *, scope: str, currency: str) -> str:
-    """The SQL expression of what `scope` spent in `currency` (column expressions) over the window of `k`."""
-    qn = conn.ops.quote_name
-    return _SPENT_SQL.format(
-        hourly=qn(SpendRollup._meta.db_table), daily=qn(SpendRollupDay._meta.db_table), scope=scope, currency=currency
+def window_filters(window: RollupWindow) -> tuple[Q, Q]:
+    """(which hourly rows, which daily rows) hold `window`: whole UTC days from SpendRollupDay, the
+    ragged ends from SpendRollup. The bounds may be values or expressions (OuterRef in a subquery)."""
+    hourly = Q(bucket__gte=window.start, bucket__lt=window.head_end) | Q(
+        bucket__gte=window.tail_start, bucket__lt=window.end
     )
+    daily = Q(bucket__gte=window.days_start, bucket__lt=window.days_end)
+    return hourly, daily
 
 
-def window_values(conn: Any, window: RollupWindow) -> list[Any]:
-    """The WINDOW_COLUMNS parameters of a window, adapted for `conn`."""
-    adapt = conn.ops.adapt_datetimefield_value
-    return [
-        adapt(window.start),
-        adapt(window.head_end),
-        adapt(window.days_start),
-        adapt(window.days_end),
-        adapt(window.tail_start),
-        adapt(window.end),
-    ]
+def scope_filter(scopes: Iterable[str] | None, prefixes: Sequence[str] | None) -> Q:
+    """Rollup rows of the scopes named, or of the scopes starting with a prefix ("model:"; "global")."""
+    condition = Q()
+    if scopes is not None:
+        condition |= Q(scope__in=sorted(set(scopes)))
+    for prefix in prefixes or ():
+        condition |= Q(scope="global") if prefix == "global" else Q(scope__startswith=prefix)
+    return condition
 
 
-def values_rows_sql(columns: int, rows: int) -> str:
-    """`rows` placeholder rows of `columns` parameters, for a VALUES list."""
-    row = "(" + ", ".join(["%s"] * columns) + ")"
-    return ", ".join([row] * rows)
-
-
-_TOTALS_CHUNK = 256  # windows per statement: 9 parameters each, far under either database's limit
-
-
-@cache
-def _spend_totals_sql(alias: str, rows: int) -> str:
-    spent = spent_sql(connections[alias], scope="k.scope", currency="k.currency")
-    return (
-        f"WITH k(i, scope, currency, {WINDOW_COLUMNS}) AS (VALUES {values_rows_sql(9, rows)})"
-        f" SELECT k.i, {spent} FROM k"
-    )
-
-
-def spend_totals(
-    windows: Sequence[tuple[str, str, datetime, datetime]], *, using: str = DEFAULT_DB_ALIAS
-) -> list[Decimal]:
-    """spend_total of each (scope, currency, start, end), summed by the database: one statement per
-    256 windows (prepared on PostgreSQL), whatever their lengths, instead of up to three each."""
-    conn = connections[using]
-    totals = [from_nanos(0)] * len(windows)
-    for first in range(0, len(windows), _TOTALS_CHUNK):
-        chunk = windows[first : first + _TOTALS_CHUNK]
-        params: list[Any] = []
-        for index, (scope, currency, start, end) in enumerate(chunk, start=first):
-            params += [index, scope, currency, *window_values(conn, rollup_window(start, end))]
-        for index, nanos in fetch_all_prepared(_spend_totals_sql(conn.alias, len(chunk)), params, using=using):
-            totals[index] = from_nanos(int(nanos))
+def scope_totals(
+    *,
+    start: datetime,
+    end: datetime,
+    scopes: Iterable[str] | None = None,
+    prefixes: Sequence[str] | None = None,
+    counters: Sequence[str] = ("amount",),
+    currency: str = "USD",
+) -> dict[str, dict[str, Any]]:
+    """{scope: {counter: total}} over the hour buckets that start in [start, end), of the scopes named or starting
+    with a prefix ("model:"; "global" for the global scope): THE read of "how much in this window",
+    two statements whatever the window's length (the hourly and the daily rollups, window_filters).
+    Scopes without rollups in the window are absent."""
+    hourly, daily = window_filters(rollup_window(start, end))
+    sums = {name: Sum(name) for name in counters}
+    which = scope_filter(scopes, prefixes)
+    totals: dict[str, dict[str, Any]] = {}
+    for model, part in ((SpendRollup, hourly), (SpendRollupDay, daily)):
+        rows = model.objects.filter(which, part, currency=currency).values("scope").annotate(**sums).order_by()
+        for row in rows:
+            current = totals.setdefault(row["scope"], dict.fromkeys(counters, 0))
+            for name in counters:
+                current[name] += row[name] or 0
+    if "amount" in counters:
+        for values in totals.values():
+            values["amount"] = Decimal(values["amount"]).quantize(MONEY_QUANTUM)
     return totals
 
 
 def spend_total(*, scope: str, start: datetime, end: datetime, currency: str = "USD") -> Decimal:
-    """Spend of a scope over the hourly buckets in [start, end): whole UTC days from the daily
-    rollups, the rest from the hourly ones."""
-    window = rollup_window(start, end)
-    hours = SpendRollup.objects.filter(scope=scope, currency=currency)
-    total = Decimal("0E-9")
-    for lo, hi in ((window.start, window.head_end), (window.tail_start, window.end)):
-        if lo < hi:
-            total += hours.filter(bucket__gte=lo, bucket__lt=hi).aggregate(total=Sum("amount"))["total"] or 0
-    if window.days_start < window.days_end:
-        days = SpendRollupDay.objects.filter(
-            scope=scope, currency=currency, bucket__gte=window.days_start, bucket__lt=window.days_end
+    """What `scope` spent in `currency` over the hour buckets in [start, end) (scope_totals)."""
+    found = scope_totals(start=start, end=end, scopes=[scope], currency=currency).get(scope)
+    return found["amount"] if found else ZERO
+
+
+def spend_totals(windows: Sequence[tuple[str, str, datetime, datetime]]) -> list[Decimal]:
+    """spend_total of each (scope, currency, start, end): the windows that share their bounds and
+    currency are read together (scope_totals), so a screen's many scopes cost a few statements."""
+    groups: dict[tuple[str, datetime, datetime], set[str]] = {}
+    for scope, currency, start, end in windows:
+        groups.setdefault((currency, start, end), set()).add(scope)
+    found = {
+        (scope, currency, start, end): values["amount"]
+        for (currency, start, end), scopes in groups.items()
+        for scope, values in scope_totals(start=start, end=end, scopes=scopes, currency=currency).items()
+    }
+    return [found.get(window, ZERO) for window in windows]
+
+
+def window_spend(*, scope: Any, currency: Any, window: RollupWindow) -> Expression:
+    """What `scope` spent in `currency` over `window`, as an SQL expression (a MoneyField: a Decimal
+    when read) for annotating another model's rows; each of the arguments may be an OuterRef. The
+    same rows as scope_totals reads, summed by the database."""
+    hourly, daily = window_filters(window)
+    parts = []
+    for model, part in ((SpendRollup, hourly), (SpendRollupDay, daily)):
+        rows = model.objects.filter(part, scope=scope, currency=currency).order_by().values("scope")
+        parts.append(
+            Coalesce(
+                Subquery(rows.annotate(total=Sum("amount")).values("total")), Value(ZERO, output_field=MoneyField())
+            )
         )
-        total += days.aggregate(total=Sum("amount"))["total"] or 0
-    return total
+    return ExpressionWrapper(parts[0] + parts[1], output_field=MoneyField())
 
 
 def price_history(price: Price) -> list[Price]:

@@ -292,8 +292,6 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # --- metrics (/metrics, for Prometheus) ------------------------------------------------------------
 # Business metrics are read from the database at scrape time and kept this many seconds (0: never kept).
 METRICS_CACHE_SECONDS = env.float("METRICS_CACHE_SECONDS", default=5.0)
-# A budget's forecast (a week of rollups walked to the period's end) is recomputed at most this often.
-METRICS_FORECAST_SECONDS = env.float("METRICS_FORECAST_SECONDS", default=900.0)
 # Protection of /metrics; each one set is required (both set: both). Empty: open (`check --deploy` warns).
 METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN", "")  # or METRICS_BEARER_TOKEN_FILE
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])  # addresses or networks (10.0.0.0/8) of the peer

@@ -58,14 +58,14 @@ def test_an_alert_resolved_since_the_pass_read_it_fires_again_through_alert_fire
     with time_machine.travel(T0, tick=False):
         spend("2", T0)
         alerts_evaluate()
-    real = alerts.evaluation.OpenAlerts.read
+    real = alerts.evaluation.FiringAlerts.read
 
-    def read_then_resolve(cls):
-        found = real()
+    def read_then_resolve(cls, **filters):
+        found = real(**filters)
         Alert.objects.update(state=AlertState.RESOLVED, resolved_at=T0)  # another evaluator, in between
         return found
 
-    monkeypatch.setattr(alerts.evaluation.OpenAlerts, "read", classmethod(read_then_resolve))
+    monkeypatch.setattr(alerts.evaluation.FiringAlerts, "read", classmethod(read_then_resolve))
     with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
         spend("1", T0)
         alerts_evaluate()

@@ -36,7 +36,7 @@ def test_a_budget_level_fires_once_per_period_and_a_new_period_starts_afresh(spe
     [note] = notifications()
     assert note.kind == NotificationKind.FIRING and note.level == "warning"
     assert note.text.startswith("Budget 'OpenAI monthly' is at 82 % (205.10 of 250.00 USD) with 10 days left;")
-    assert "projected" in note.text and "by 30 Nov" in note.text
+    assert "; forecast " in note.text and "by 30 Nov (linear; 90 % interval " in note.text
     assert f"/admin/budgets/budget/{budget.pk}/change/" in note.text
     with time_machine.travel(T0 + timedelta(days=1), tick=False):
         spend("40", T0 + timedelta(hours=20))  # 245.10: critical
@@ -221,16 +221,21 @@ def test_two_concurrent_evaluators_write_one_notification_per_alert_event():
     assert Notification.objects.count() == 1
 
 
-def test_a_forecast_to_exceed_fires_once_per_period_above_the_current_level(spend, channel):
+def test_a_forecast_to_exceed_fires_once_per_period_and_is_never_called_exceeded(spend, channel):
     BudgetFactory(name="Chat", amount=Decimal("300"), forecast_alerts=True)
     with time_machine.travel(datetime(2026, 11, 11, tzinfo=UTC), tick=False):
-        spend("110", datetime(2026, 11, 5, tzinfo=UTC))  # 110 in 10 of 30 days: 330 by the end
+        spend("110", datetime(2026, 11, 5, tzinfo=UTC))  # 110 in the 144 hours since the 5th: 475.90 by the end
         alerts_evaluate()
         alerts_evaluate()
     [note] = notifications()
-    assert (
-        note.level == "exceeded"
-        and note.subject == "[exceeded] Budget 'Chat' forecast exceeded: 330.00 USD by period end"
-    )
-    assert "Projected to exceed at 06:32 on the 28th." in note.text  # 300 / 11 a day: 27.27 days in
-    assert Alert.objects.get().source == "forecast"
+    # 190 more at 110 / 144 an hour: 249 hours after 01:00 on the 11th, on the 21st.
+    assert note.subject == "[forecast to exceed] Budget 'Chat' forecast to exceed on 21 Nov: 475.90 USD by period end"
+    assert "exceeded" not in note.subject
+    alert = Alert.objects.get()
+    assert (alert.source, alert.label, alert.level) == ("forecast", "forecast to exceed", "warning")
+    with time_machine.travel(datetime(2026, 11, 12, tzinfo=UTC), tick=False):
+        spend("200", datetime(2026, 11, 11, 12, tzinfo=UTC))  # now over the limit: the level says it
+        alerts_evaluate()
+    assert Alert.objects.get(source="forecast").state == "resolved"
+    assert Alert.objects.get(source="budget").level == "exceeded"
+    assert [n.subject.split("]")[0] for n in notifications()] == ["[forecast to exceed", "[exceeded"]

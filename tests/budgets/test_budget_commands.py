@@ -39,16 +39,20 @@ def test_budget_status_prints_every_active_budget_with_its_numbers(spend):
 @time_machine.travel(NOW, tick=False)
 def test_budget_status_json_gives_amounts_as_decimal_strings(spend):
     BudgetFactory(name="All", amount=Decimal("30"))
-    # Less than a week of history (first spend on the 5th): the forecast is the linear run-rate.
+    # Less than two weeks of history (first spend on the 5th): the forecast is the linear run-rate.
     spend("0.000000001", datetime(2026, 11, 5, tzinfo=UTC))
     spend("11", datetime(2026, 11, 5, tzinfo=UTC))
     [row] = json.loads(run("--json"))
     assert row["spent"] == "11.000000001"
     assert row["limit"] == "30.000000000"
-    assert row["level"] is None  # 36.67 % is below the first threshold
+    assert row["level"] == "ok"  # 36.67 % is below the first threshold
     assert row["days_left"] == 20
-    assert Decimal(row["forecast"]) == Decimal("33.000000003")
-    assert row["projected_exceed_at"].startswith("2026-11-28T")  # 30 / (11 per 10 days) = 27.3 days in
+    # 11 USD in the 144 hours since the first spend, for the 479 hours after this one: 47.59 USD,
+    # 30 reached 249 hours in, on the 21st.
+    assert row["forecast_method"] == "linear"
+    assert Decimal(row["forecast"]) == Decimal("11.000000001") + (11_000_000_001 // 144) * 479 * Decimal("1E-9")
+    assert Decimal(row["forecast_low"]) <= Decimal(row["forecast"]) <= Decimal(row["forecast_high"])
+    assert row["projected_exceed_at"].startswith("2026-11-21T")
 
 
 def test_bootstrap_creates_the_global_monthly_budget_once(settings):

@@ -7,8 +7,8 @@ import pytest
 import time_machine
 
 from budgets.models import BudgetPeriod
-from budgets.services import budget_period_close, budget_period_current, budget_periods_advance, budget_status
-from tests.factories import BudgetFactory
+from budgets.services import budget_period_close, budget_period_current, budget_periods_advance
+from tests.factories import BudgetFactory, status_of
 
 pytestmark = pytest.mark.django_db
 
@@ -35,18 +35,21 @@ def test_rollover_carries_the_unspent_amount_into_the_next_period(spend):
     budget = BudgetFactory(amount=Decimal("100"), rollover=True)
     october_with(spend, budget, "30")
     with time_machine.travel(in_november(), tick=False):
-        status = budget_status(budget=budget)
+        before_the_beat = status_of(budget)  # October still open: shown as closing it would carry
+        budget_periods_advance()
+        status = status_of(budget)
     october = BudgetPeriod.objects.get(budget=budget, start=OCT)
     assert october.closed_at is not None and october.spent_at_close == Decimal("30")
-    assert status.period.carried_over == Decimal("70")
-    assert status.limit == Decimal("170")
+    assert status.period.carried_over == before_the_beat.period.carried_over == Decimal("70")
+    assert status.limit == before_the_beat.limit == Decimal("170")
+    assert status.period.pk is not None and before_the_beat.period.pk is None
 
 
 def test_rollover_is_capped(spend):
     budget = BudgetFactory(amount=Decimal("100"), rollover=True, rollover_cap=Decimal("25"))
     october_with(spend, budget, "30")
     with time_machine.travel(in_november(), tick=False):
-        status = budget_status(budget=budget)
+        status = status_of(budget)
     assert status.period.carried_over == Decimal("25")
     assert status.limit == Decimal("125")
 
@@ -56,8 +59,8 @@ def test_without_rollover_nothing_is_carried_and_an_overspent_period_never_carri
     october_with(spend, plain, "30")
     overspent = BudgetFactory(amount=Decimal("20"), rollover=True)
     with time_machine.travel(in_november(), tick=False):
-        assert budget_status(budget=plain).limit == Decimal("100")
-        assert budget_status(budget=overspent).limit == Decimal("20")  # spent 30 of 20: carries 0, not -10
+        assert status_of(plain).limit == Decimal("100")
+        assert status_of(overspent).limit == Decimal("20")  # spent 30 of 20: carries 0, not -10
 
 
 def test_a_closed_period_keeps_its_old_limit_when_the_amount_changes(spend):
@@ -70,7 +73,7 @@ def test_a_closed_period_keeps_its_old_limit_when_the_amount_changes(spend):
     october = BudgetPeriod.objects.get(budget=budget, start=OCT)
     assert (october.limit, october.spent_at_close, october.peak_level) == (Decimal("100"), Decimal("96"), "critical")
     with time_machine.travel(in_november(), tick=False):
-        assert budget_status(budget=budget).limit == Decimal("500")
+        assert status_of(budget).limit == Decimal("500")
 
 
 def test_the_period_row_is_opened_once_per_budget_and_start(spend):
@@ -101,7 +104,7 @@ def test_a_missed_beat_never_blocks_the_reset(spend):
     october_with(spend, budget, "90")
     with time_machine.travel(in_november(2), tick=False):
         spend("1", in_november(1))
-        status = budget_status(budget=budget)  # first use in November, no beat ran
+        status = status_of(budget)  # first use in November, no beat ran
     assert status.period.start == NOV
     assert status.spent == Decimal("1")
     assert status.level is None
@@ -115,7 +118,8 @@ def test_changing_the_period_kind_closes_the_open_period_early(spend):
     budget.period = "weekly"
     budget.save()
     with time_machine.travel(in_november(18), tick=False):  # a Wednesday
-        weekly = budget_status(budget=budget)
+        budget_periods_advance()
+        weekly = status_of(budget)
     monthly.refresh_from_db()
     assert weekly.period.start == datetime(2026, 11, 16, tzinfo=UTC)
     assert monthly.closed_at is not None and monthly.spent_at_close == Decimal("7")
@@ -126,6 +130,6 @@ def test_a_lifetime_budget_counts_everything_and_has_no_forecast(spend):
     with time_machine.travel(in_november(), tick=False):
         spend("3", in_october(2))
         spend("4", in_november(2))
-        status = budget_status(budget=budget)
+        status = status_of(budget)
     assert status.spent == Decimal("7")
     assert (status.period.end, status.forecast, status.days_left) == (None, None, None)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -8,11 +8,10 @@ import pytest
 import time_machine
 from django.core.exceptions import ValidationError
 
+from budgets.levels import budget_level, forecast_label, level_label
 from budgets.models import BudgetPeriod
-from budgets.selectors import _hour_of_day_profile, budget_forecasts_prefetch, forecast_thresholds_crossed
-from budgets.services import budget_check, budget_status
-from core.money import from_nanos, to_nanos
-from tests.factories import BudgetFactory
+from budgets.selectors import budget_check
+from tests.factories import BudgetFactory, status_of
 
 pytestmark = pytest.mark.django_db
 
@@ -39,19 +38,51 @@ def at(day: int, hour: int = 12) -> datetime:
 def test_the_level_is_the_highest_threshold_crossed(spend, spent, level):
     budget = BudgetFactory(amount=Decimal("100"))
     spend(spent, at(2))
-    status = budget_status(budget=budget)
+    status = status_of(budget)
     assert status.level == level
     assert status.spent == Decimal(spent)
     assert status.remaining == Decimal(100) - Decimal(spent)
 
 
+@pytest.mark.parametrize(
+    ("thresholds", "utilisation", "level"),
+    [
+        ([80, 100], "80", "warning"),  # the first threshold of two is not "info": 80 % is warning
+        ([80, 100], "79.99", None),
+        ([50], "60", "info"),
+        ([95], "96", "critical"),
+        ([120], "125", "exceeded"),
+        ([10, 20, 30, 40, 60], "55", "info"),  # five thresholds below 80 %: still info, never exceeded
+        ([50, 80, 95, 100], "99.99", "critical"),
+        ([50, 80, 95, 100], "100", "exceeded"),
+    ],
+)
+def test_a_thresholds_level_comes_from_its_value_not_its_place_in_the_list(thresholds, utilisation, level):
+    assert budget_level(Decimal(utilisation), thresholds) == level
+
+
+def test_one_function_names_every_level_and_a_forecast_is_never_called_exceeded(settings):
+    settings.TIME_ZONE = "Europe/Berlin"
+    assert [level_label(level) for level in (None, "info", "warning", "critical", "exceeded")] == [
+        "ok",
+        "info",
+        "warning",
+        "critical",
+        "exceeded",
+    ]
+    assert forecast_label(datetime(2026, 12, 27, 23, 30, tzinfo=UTC)) == "forecast to exceed on 28 Dec"
+    assert budget_level(None, [50], over=True) == "exceeded"  # spend over a zero limit
+    assert budget_level(None, [50], over=False) is None
+
+
 @time_machine.travel(at(15), tick=False)
-def test_custom_thresholds_map_by_position_and_extra_ones_mean_exceeded(spend):
-    budget = BudgetFactory(amount=Decimal("100"), thresholds=[10, 20, 30, 40, 60])
-    spend("25", at(2))
-    assert budget_status(budget=budget).level == "warning"
-    spend("30", at(3))
-    assert budget_status(budget=budget).level == "exceeded"  # 55 % is past the 4th threshold (40)
+def test_a_budget_with_thresholds_80_and_100_is_at_warning_from_80_percent(spend):
+    budget = BudgetFactory(amount=Decimal("100"), thresholds=[80, 100])
+    spend("79", at(2))
+    assert status_of(budget).level is None
+    spend("1", at(3))
+    status = status_of(budget)
+    assert (status.level, status.level_label) == ("warning", "warning")
 
 
 @time_machine.travel(at(16), tick=False)
@@ -60,7 +91,7 @@ def test_status_reads_only_its_scope_and_the_current_period(spend):
     spend("1.25", at(2), service="image-api")
     spend("4.00", at(3), service="chat")
     spend("7.00", datetime(2026, 10, 31, 23, tzinfo=UTC), service="image-api")  # October
-    status = budget_status(budget=budget)
+    status = status_of(budget)
     assert status.spent == Decimal("1.25")
     assert status.utilisation == Decimal("12.50")
     assert status.period.start == NOV
@@ -70,60 +101,13 @@ def test_status_reads_only_its_scope_and_the_current_period(spend):
 def test_an_amount_change_mid_period_takes_effect_at_once(spend):
     budget = BudgetFactory(amount=Decimal("100"))
     spend("60", at(2))
-    assert budget_status(budget=budget).level == "info"
+    assert status_of(budget).level == "info"
     budget.amount = Decimal("70")
     budget.save()
-    status = budget_status(budget=budget)
+    status = status_of(budget)
     assert status.limit == Decimal("70")
     assert status.level == "warning"  # 60 / 70 = 85.7 %
     assert status.period.start == NOV  # same period row, not a new one
-
-
-def test_forecast_is_the_linear_run_rate_while_there_is_less_than_a_week_of_history(spend):
-    budget = BudgetFactory(amount=Decimal("300"))  # November has 30 days
-    with time_machine.travel(at(1, 0), tick=False):
-        spend("100", at(1, 0))
-    with time_machine.travel(at(6, 0), tick=False):
-        status = budget_status(budget=budget)
-    # 100 in 5 days: 600 by the end; 300 is crossed after 15 days, on the 16th at 00:00.
-    assert status.forecast_method == "linear"
-    assert status.forecast == Decimal("600")
-    assert status.projected_exceed_at == at(16, 0)
-    assert status.days_left == 25
-    with time_machine.travel(at(3, 0), tick=False):
-        spend("0", at(3, 0))  # nothing more
-    with time_machine.travel(at(7, 0), tick=False):
-        status = budget_status(budget=budget)
-    # 100 in 6 days -> 500; the limit is crossed on day 18.
-    assert (status.forecast, status.projected_exceed_at) == (Decimal("500"), at(19, 0))
-
-
-def test_forecast_follows_the_hour_of_day_once_a_week_of_history_exists(settings, spend):
-    """Spend only in office hours (09-17 Berlin): the forecast adds office hours, not nights."""
-    settings.TIME_ZONE = "Europe/Berlin"
-    berlin = ZoneInfo("Europe/Berlin")
-    budget = BudgetFactory(amount=Decimal("200"))
-    with time_machine.travel(datetime(2026, 11, 21, 9, tzinfo=berlin), tick=False):
-        for day in range(1, 21):
-            for hour in range(9, 17):
-                spend("1", datetime(2026, 11, day, hour, 30, tzinfo=berlin))
-        status = budget_status(budget=budget)
-    assert status.spent == Decimal("160")
-    assert status.forecast_method == "hour-of-day"
-    # 10 days left (the 21st to the 30th) of 8 paid hours each; linear would say 235.58.
-    assert status.forecast == Decimal("240")
-    # 40 more hours reach 200: the 5th office day, the 25th, at 17:00 Berlin (linear: the 26th, 00:00).
-    assert status.projected_exceed_at == datetime(2026, 11, 25, 17, tzinfo=berlin)
-    assert status.forecast_result.amount == status.forecast
-
-
-def test_a_quiet_last_week_forecasts_no_more_spend(spend):
-    budget = BudgetFactory(amount=Decimal("300"))
-    with time_machine.travel(at(1, 0), tick=False):
-        spend("100", at(1, 0))
-    with time_machine.travel(at(11, 0), tick=False):
-        status = budget_status(budget=budget)
-    assert (status.forecast_method, status.forecast, status.projected_exceed_at) == ("hour-of-day", 100, None)
 
 
 @time_machine.travel(at(15), tick=False)
@@ -147,45 +131,32 @@ def test_a_berlin_budget_counts_spend_from_berlin_midnight(settings, spend):
     with time_machine.travel(datetime(2026, 11, 16, 10, tzinfo=berlin), tick=False):
         spend("5", datetime(2026, 11, 15, 22, 30, tzinfo=UTC))  # 23:30 Berlin, the day before
         spend("2", datetime(2026, 11, 15, 23, 30, tzinfo=UTC))  # 00:30 Berlin, today
-        status = budget_status(budget=budget)
+        status = status_of(budget)
     assert status.period.start == datetime(2026, 11, 15, 23, tzinfo=UTC)
     assert status.spent == Decimal("2")
 
 
-def test_forecast_alerts_report_the_thresholds_the_period_end_forecast_reaches(spend):
-    quiet = BudgetFactory(amount=Decimal("300"))
-    loud = BudgetFactory(amount=Decimal("300"), forecast_alerts=True)
-    with time_machine.travel(at(5, 0), tick=False):
-        spend("90", at(5, 0))
-    with time_machine.travel(at(11, 0), tick=False):
-        # 90 in 10 of 30 days (less than a week of history: linear): 270 at the end, 90 % of the limit.
-        assert forecast_thresholds_crossed(budget_status(budget=loud)) == [50, 80]
-        assert forecast_thresholds_crossed(budget_status(budget=quiet)) == []
-        assert budget_status(budget=loud).level is None  # today's spend is only 30 %
-
-
 @time_machine.travel(at(15), tick=False)
-def test_check_reads_every_budget_in_one_statement_once_its_periods_are_open(spend, django_assert_num_queries):
+def test_check_answers_for_every_period_kind_with_few_statements_whatever_the_number_of_budgets(
+    spend, django_assert_max_num_queries
+):
     BudgetFactory(scope="global", amount=Decimal("100"), period="daily")
     BudgetFactory(scope="model:gpt-4o", amount=Decimal("50"), hard_limit=True, rollover=True)
     BudgetFactory(scope="model:gpt-4o", amount=Decimal("500"), period="none")
     spend("3.5", at(15, 9))
     spend("20", at(2))
-    first = budget_check(scope="model:gpt-4o", amount="1")  # opens the three periods
-    with django_assert_num_queries(1):
+    with django_assert_max_num_queries(2):
+        first = budget_check(scope="model:gpt-4o", amount="1")  # no period opened yet: shown as they would open
+    assert [s.spent for s in first] == [Decimal("3.5"), Decimal("23.5"), Decimal("23.5")]
+    assert all(s.period.pk is None for s in first)
+    for _ in range(20):
+        BudgetFactory(scope="model:gpt-4o", amount=Decimal("500"), period="weekly")
+    with django_assert_max_num_queries(2):
         again = budget_check(scope="model:gpt-4o", amount="1")
-    assert [(s.budget.pk, s.spent, s.limit, s.reserved, s.level) for s in again] == [
-        (s.budget.pk, s.spent, s.limit, s.reserved, s.level) for s in first
+    assert len(again) == 23
+    assert [(s.budget.pk, s.spent, s.limit, s.level) for s in again[:3]] == [
+        (s.budget.pk, s.spent, s.limit, s.level) for s in first
     ]
-    assert [s.spent for s in again] == [Decimal("3.5"), Decimal("23.5"), Decimal("23.5")]
-    for status in again:
-        slow = budget_status(budget=status.budget)  # the ORM path, query by query
-        assert (status.period.pk, status.spent, status.limit, status.reserved) == (
-            slow.period.pk,
-            slow.spent,
-            slow.limit,
-            slow.reserved,
-        )
 
 
 def test_check_refuses_an_unknown_scope_kind_and_a_negative_amount():
@@ -206,62 +177,17 @@ def test_each_check_gets_its_own_budget_objects_and_sees_every_saved_change(spen
     first.budget.thresholds.append(1000)  # a caller changing what it got...
     first.budget.metadata["owner"]["team"] = "changed"
     second = budget_check(scope="model:gpt-4o")[0]
+    status_of(budget)  # opens nothing either
 
     assert second.budget is not first.budget  # ...changes nothing the next call sees
     assert second.budget.thresholds == [50, 80, 95, 100]
     assert second.budget.metadata == {"owner": {"team": "ml"}}
     assert second.level == "info"
-    stored = BudgetPeriod.objects.get(pk=second.period.pk)
-    assert (
-        (second.period.start, second.period.end)
-        == (stored.start, stored.end)
-        == (NOV, datetime(2026, 12, 1, tzinfo=UTC))
-    )
+    assert not BudgetPeriod.objects.exists()  # a check writes nothing
+    assert (second.period.start, second.period.end) == (NOV, datetime(2026, 12, 1, tzinfo=UTC))
     assert second.period.budget is second.budget
 
-    budget.thresholds = [10, 20, 30, 60]
+    budget.thresholds = [10, 20, 30, 100]
+    budget.amount = Decimal("60")
     budget.save()
     assert budget_check(scope="model:gpt-4o")[0].level == "exceeded"
-
-
-def _hourly_forecast_reference(status, profile, tz):
-    """The forecast stepped hour by hour, as first written (budget_forecast skips whole days)."""
-    hour = timedelta(hours=1)
-    micro = timedelta(microseconds=1)
-    projected, limit, crossing, cursor = to_nanos(status.spent), to_nanos(status.limit), None, status.at
-    while cursor < status.period.end:
-        step_end = min(cursor.replace(minute=0, second=0, microsecond=0) + hour, status.period.end)
-        rate = profile[cursor.astimezone(tz).hour]
-        added = rate * ((step_end - cursor) // micro) // (hour // micro)
-        if crossing is None and projected < limit <= projected + added and rate > 0:
-            crossing = cursor + micro * ((hour // micro) * (limit - projected) // rate)
-        projected += added
-        cursor = step_end
-    return from_nanos(projected), crossing
-
-
-@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "Asia/Kolkata"])
-def test_forecasts_read_together_match_one_by_one_and_an_hourly_projection_across_a_dst_change(settings, spend, zone):
-    settings.TIME_ZONE = zone
-    tz = ZoneInfo(zone)
-    scopes = ["global", "provider:openai", "model:gpt-4o", "service:a", "service:quiet"]
-    budgets = [
-        BudgetFactory(scope=scope, amount=Decimal(amount), forecast_alerts=True)
-        for scope, amount in zip(scopes, ["50", "90", "40", "60", "5"], strict=True)
-    ]
-    now = datetime(2026, 10, 12, 7, 20, tzinfo=UTC)  # the month ahead holds the end of summer time
-    with time_machine.travel(now, tick=False):
-        for day in range(1, 12):
-            for hour in (2, 9, 13, 20):
-                spend(f"0.{day}{hour}", datetime(2026, 10, day, hour, 15, tzinfo=UTC), service="a")
-        spend("1", datetime(2026, 10, 1, 1, tzinfo=UTC), service="quiet")  # history, then a quiet week
-        together = [budget_status(budget=b) for b in budgets]
-        budget_forecasts_prefetch(together)
-        one_by_one = [budget_status(budget=b) for b in budgets]
-
-    for joint, single in zip(together, one_by_one, strict=True):
-        assert joint.forecast_method == single.forecast_method == "hour-of-day"
-        assert joint.forecast_result == single.forecast_result
-        profile = _hour_of_day_profile(budget=joint.budget, at=now, tz=tz)
-        assert (joint.forecast, joint.projected_exceed_at) == _hourly_forecast_reference(joint, profile, tz)
-    assert [s.projected_exceed_at is not None for s in together] == [True, False, True, True, False]

@@ -12,16 +12,15 @@ from django.db import connection, connections, transaction
 
 import budgets.services
 from budgets.models import Reservation, ReservationStatus
+from budgets.selectors import budget_check
 from budgets.services import (
     BudgetExceeded,
-    budget_check,
     budget_period_current,
     budget_reserve,
-    budget_status,
     reservation_settle,
     reservations_expire,
 )
-from tests.factories import BudgetFactory
+from tests.factories import BudgetFactory, status_of
 from tracking.selectors import ledger_differences, spend_total
 from tracking.services import cost_entry_record
 
@@ -35,7 +34,7 @@ def test_a_reservation_holds_room_until_settled_and_a_denial_names_the_budget(sp
     spend("4", NOW, service="image-api")
     [held] = budget_reserve(scopes=["service:image-api"], amount=Decimal("5"))
     assert held.status == ReservationStatus.ACTIVE
-    assert budget_status(budget=budget).reserved == Decimal("5")
+    assert status_of(budget).reserved == Decimal("5")
     with pytest.raises(BudgetExceeded, match=r"'Image API' \(service:image-api\) has 1.00 USD left") as excinfo:
         budget_reserve(scopes=["service:image-api"], amount=Decimal("2"))
     assert excinfo.value.available == Decimal("1")
@@ -46,7 +45,7 @@ def test_a_reservation_holds_room_until_settled_and_a_denial_names_the_budget(sp
         reservation_settle(reservation=held, actual=Decimal("4.5"))
     held.refresh_from_db()
     assert (held.status, held.actual) == (ReservationStatus.SETTLED, Decimal("4.5"))
-    status = budget_status(budget=budget)
+    status = status_of(budget)
     assert (status.spent, status.reserved) == (Decimal("8.5"), Decimal("0"))
     assert budget_reserve(scopes=["service:image-api"], amount=Decimal("1.5"))
     with pytest.raises(ValidationError, match="already settled"):
@@ -63,7 +62,7 @@ def test_an_unsettled_reservation_expires_and_releases_its_amount(settings):
         assert not budget_check(scope="provider:openai", amount=Decimal("3"))[0].allowed
     with time_machine.travel(NOW + timedelta(minutes=10), tick=False):
         assert held.status == ReservationStatus.EXPIRED
-        assert budget_status(budget=budget).reserved == Decimal("0")
+        assert status_of(budget).reserved == Decimal("0")
         assert budget_check(scope="provider:openai", amount=Decimal("3"))[0].allowed
         assert reservations_expire() == 1
         assert reservations_expire() == 0
@@ -89,15 +88,15 @@ def test_soft_budgets_take_no_reservations_and_bad_amounts_are_refused():
 def test_eight_concurrent_reservers_against_room_for_three_admit_exactly_three(gpt4o_prices, monkeypatch):
     assert connection.vendor == "postgresql"
 
-    def slow_reservations_hold(**kwargs):
-        # Hold the new reservation uncommitted a while: without the budget lock every reserver's
-        # check-and-insert would run before any of them commits, and all eight would be admitted.
-        held = real_reservations_hold(**kwargs)
+    def slow_budget_statuses(*args, **kwargs):
+        # Take a while between reading the room and inserting the reservation: without the budget
+        # lock every reserver would read before any of them commits, and all eight would be admitted.
+        statuses = real_budget_statuses(*args, **kwargs)
         time.sleep(0.05)
-        return held
+        return statuses
 
-    real_reservations_hold = budgets.services.reservations_hold
-    monkeypatch.setattr(budgets.services, "reservations_hold", slow_reservations_hold)
+    real_budget_statuses = budgets.services.budget_statuses
+    monkeypatch.setattr(budgets.services, "budget_statuses", slow_budget_statuses)
     budget = BudgetFactory(scope="service:batch", amount=Decimal("10"), hard_limit=True)
     estimate, actual = Decimal("3.000000001"), Decimal("2.999999999")  # room for exactly 3 estimates
     budget_period_current(budget=budget)  # opened beforehand, so the threads race on the check, not the insert
@@ -133,7 +132,7 @@ def test_eight_concurrent_reservers_against_room_for_three_admit_exactly_three(g
 
     assert errors == []
     assert len(admitted) == 3 and len(denied) == 5
-    status = budget_status(budget=budget)
+    status = status_of(budget)
     assert status.spent == actual * 3 <= status.limit
     assert status.reserved == 0
     assert ledger_differences()[0] == []

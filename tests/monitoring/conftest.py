@@ -7,13 +7,13 @@ from monitoring import metrics
 
 @pytest.fixture(autouse=True)
 def fresh_collector(settings):
-    """Every test reads the database afresh: no collection, forecast or GPU count kept from another test."""
+    """Every test reads the database afresh: no collection or GPU count kept from another test."""
     settings.METRICS_CACHE_SECONDS = 0
     settings.METRICS_BEARER_TOKEN = ""
     settings.METRICS_ALLOWED_IPS = []
     metrics.COLLECTOR.clear()
-    saved = metrics.FORECASTS, metrics.GPU_IDLE
-    metrics.FORECASTS, metrics.GPU_IDLE = metrics.Forecasts(budget_s=float("inf")), metrics.GpuIdle()
+    saved = metrics.GPU_IDLE
+    metrics.GPU_IDLE = metrics.GpuIdle()
     yield
     metrics.COLLECTOR.clear()
-    metrics.FORECASTS, metrics.GPU_IDLE = saved
+    metrics.GPU_IDLE = saved

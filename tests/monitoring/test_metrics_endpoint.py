@@ -16,10 +16,9 @@ from django.db.models import Sum
 from prometheus_client.parser import text_string_to_metric_families
 
 from alerts.models import Alert, AlertSource, AlertState, Channel, Notification
-from budgets.selectors import budget_status_peek
 from budgets.services import budget_period_current
 from monitoring import metrics
-from tests.factories import BudgetFactory, PriceFactory
+from tests.factories import BudgetFactory, PriceFactory, status_of
 from tracking.batches import batch_cost_compute, batch_finish, batch_start
 from tracking.gpu import GpuReading, gpu_sample_record
 from tracking.models import CostEntry, Unit
@@ -161,7 +160,7 @@ def test_what_a_worker_records_after_a_scrape_appears_when_the_cache_expires(cli
     assert (before, cached, fresh) == (1, 1, 2)
 
 
-def test_budgets_are_exported_as_budget_status_peek_sees_them(client, gpt4o_prices):
+def test_budgets_are_exported_as_the_status_selector_sees_them(client, gpt4o_prices):
     with time_machine.travel(NOW, tick=False):
         monthly = BudgetFactory(name="Global", scope="global", amount=Decimal("250"), period="monthly")
         daily = BudgetFactory(name="gpt-4o daily", scope="model:gpt-4o", amount=Decimal("0.01"), period="daily")
@@ -175,7 +174,7 @@ def test_budgets_are_exported_as_budget_status_peek_sees_them(client, gpt4o_pric
         samples = scrape(client)
 
         for budget in (monthly, daily, lifetime):
-            status = budget_status_peek(budget=budget, at=NOW)
+            status = status_of(budget, NOW)
             labels = {"budget": budget.name, "scope": budget.scope, "period": budget.period}
             assert exact(value(samples, "costcontrol_budget_spent_dollars", **labels)) == status.spent
             assert exact(value(samples, "costcontrol_budget_limit_dollars", **labels)) == status.limit
@@ -186,7 +185,7 @@ def test_budgets_are_exported_as_budget_status_peek_sees_them(client, gpt4o_pric
                 assert ("costcontrol_budget_forecast_dollars", frozenset(labels.items())) not in samples
                 assert ("costcontrol_budget_period_end_timestamp_seconds", frozenset(labels.items())) not in samples
             else:
-                assert exact(value(samples, "costcontrol_budget_forecast_dollars", **labels)) == status.forecast
+                assert exact(value(samples, "costcontrol_budget_forecast_dollars", **labels)) == status.forecast.amount
                 end = value(samples, "costcontrol_budget_period_end_timestamp_seconds", **labels)
                 assert end == status.period.end.timestamp()
     assert value(samples, "costcontrol_budget_utilization_ratio", budget="gpt-4o daily", scope="model:gpt-4o",
@@ -204,26 +203,6 @@ def test_two_budgets_of_one_name_and_scope_stay_two_series_and_a_zero_limit_has_
     ratios = named(scrape(client), "costcontrol_budget_utilization_ratio")
     assert [dict(labels)["budget"] for labels in ratios] == [f"Same (#{second.pk})"]
     assert first.pk < second.pk
-
-
-def test_a_kept_forecast_moves_with_the_spend_and_is_recomputed_when_old(client, gpt4o_prices, settings):
-    settings.METRICS_FORECAST_SECONDS = 900
-    clock = [0.0]
-    metrics.FORECASTS = metrics.Forecasts(clock=lambda: clock[0])
-    with time_machine.travel(NOW, tick=False):
-        budget = BudgetFactory(name="Global", scope="global", amount=Decimal("100"), period="monthly")
-        cost_entry_record(provider="openai", model="gpt-4o", input_tokens=400_000)  # 1 USD
-        labels = {"budget": "Global", "scope": "global", "period": "monthly"}
-        first = exact(value(scrape(client), "costcontrol_budget_forecast_dollars", **labels))
-        assert first == budget_status_peek(budget=budget, at=NOW).forecast
-        cost_entry_record(provider="openai", model="gpt-4o", input_tokens=400_000)  # 1 USD more
-        clock[0] = 600
-        kept = exact(value(scrape(client), "costcontrol_budget_forecast_dollars", **labels))
-        clock[0] = 901
-        recomputed = exact(value(scrape(client), "costcontrol_budget_forecast_dollars", **labels))
-
-    assert kept == first + Decimal(1)
-    assert recomputed == budget_status_peek(budget=budget, at=NOW).forecast
 
 
 def test_cost_per_lead_of_each_pipelines_last_batch_and_of_the_month(client, gpt4o_prices):

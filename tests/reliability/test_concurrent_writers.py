@@ -235,7 +235,7 @@ def test_concurrent_writers_agree_to_the_cent_everywhere_and_alerts_go_out_once(
     from alerts.transports import DELIVERY_HEADER
     from api.keys import api_key_issue
     from budgets.models import Budget
-    from budgets.selectors import budget_status_peek
+    from budgets.selectors import budget_statuses
     from core.models import Team
     from tests.alerts.servers import webhook_receiver
     from tracking.catalog import price_catalog_load_default
@@ -317,7 +317,7 @@ def test_concurrent_writers_agree_to_the_cent_everywhere_and_alerts_go_out_once(
         # --- budgets --------------------------------------------------------------------------------
         at = timezone.now()
         for budget in [*budgets, alerting]:
-            assert budget_status_peek(budget=budget, at=at).spent == by_scope[budget.scope], budget.scope
+            assert budget_statuses([budget], at=at)[0].spent == by_scope[budget.scope], budget.scope
         assert by_scope["tag:feature=alerting"] == ALERTING_AMOUNT * ALERTING_EVENTS
 
         # --- /metrics of the gunicorn server, and the table it reads ----------------------------------

@@ -82,11 +82,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {note}")
             f = trend.forecast
             if f is not None:
-                self.stdout.write(
-                    f"  {f.period} forecast ({f.method}): {f.total:.2f} USD "
-                    f"({f.level * 100:.0f} % interval {f.low:.2f} - {f.high:.2f}); spent so far {f.spent:.2f}, "
-                    f"period ends {timezone.localtime(f.end):%Y-%m-%d %H:%M}"
-                )
+                self.stdout.write(f"  {trend.period} forecast: {f.describe('USD')}")
         self.stdout.write(self.style.MIGRATE_HEADING(f"Anomalies in the last {options['hours']} hours"))
         if not anomalies:
             self.stdout.write("  none")

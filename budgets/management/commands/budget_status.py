@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
 from budgets.models import Budget
-from budgets.selectors import BudgetStatus
-from budgets.services import budget_status
+from budgets.selectors import BudgetStatus, budget_statuses
 from core.money import format_money
 
 
 def _status_dict(status: BudgetStatus) -> dict[str, Any]:
-    budget = status.budget
+    budget, forecast = status.budget, status.forecast
 
     def money(value: Any) -> str | None:
         return None if value is None else f"{value:f}"
@@ -34,9 +32,12 @@ def _status_dict(status: BudgetStatus) -> dict[str, Any]:
         "remaining": money(status.remaining),
         "reserved": money(status.reserved),
         "utilisation_percent": money(status.utilisation),
-        "level": status.level,
-        "forecast": money(status.forecast),
-        "projected_exceed_at": status.projected_exceed_at.isoformat() if status.projected_exceed_at else None,
+        "level": status.level_label,
+        "forecast": None if forecast is None else money(forecast.amount),
+        "forecast_low": None if forecast is None else money(forecast.low),
+        "forecast_high": None if forecast is None else money(forecast.high),
+        "forecast_method": None if forecast is None else forecast.method,
+        "projected_exceed_at": forecast.exceed_at.isoformat() if forecast and forecast.exceed_at else None,
         "days_left": status.days_left,
         "hard_limit": budget.hard_limit,
     }
@@ -49,7 +50,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Machine-readable output (amounts as strings).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        statuses = [budget_status(budget=b) for b in Budget.objects.filter(is_active=True).order_by("name", "pk")]
+        statuses = budget_statuses(Budget.objects.filter(is_active=True).order_by("name", "pk"), forecasts=True)
         if options["json"]:
             self.stdout.write(json.dumps([_status_dict(s) for s in statuses], indent=2))
             return
@@ -59,15 +60,13 @@ class Command(BaseCommand):
         for s in statuses:
             currency = s.budget.currency
             utilisation = "-" if s.utilisation is None else f"{s.utilisation}%"
-            forecast = (
-                "-" if s.forecast is None else format_money(s.forecast.quantize(Decimal("0.01")), currency)
-            )  # an estimate: cents
+            forecast = "-" if s.forecast is None else s.forecast.describe(currency)
             days = "-" if s.days_left is None else str(s.days_left)
             line = (
                 f"{s.budget.name} [{s.budget.scope}, {s.budget.period}]: spent {format_money(s.spent, currency)} "
                 f"of {format_money(s.limit, currency)}, remaining {format_money(s.remaining, currency)}, "
-                f"{utilisation}, level {s.level or '-'}, forecast {forecast}, days left {days}"
+                f"{utilisation}, level {s.level_label}, forecast {forecast}, days left {days}"
             )
-            if s.projected_exceed_at:
-                line += f", projected to exceed at {s.projected_exceed_at:%Y-%m-%d %H:%M} UTC"
+            if s.forecast_label:
+                line += f", {s.forecast_label}"
             self.stdout.write(line)
