@@ -33,14 +33,14 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 
-from django.db.models import Min
+from django.db.models import Min, Q, QuerySet, Sum
 
 from core.money import MONEY_QUANTUM, round_money
 from tracking.models import Price, SpendRollup, SpendRollupDay
 
-from .series import HOUR, ZERO, hour_buckets, hourly_amounts, scope_kind, scope_value
+from .series import HOUR, ZERO, hour_buckets, scope_filter, scope_kind, scope_value
 
 DIMENSIONS = ("global", "provider", "model", "service", "subject")
 CHILD_DIMENSIONS: dict[str, tuple[str, ...]] = {
@@ -166,38 +166,53 @@ def severity_for(score: Decimal) -> str:
 
 
 class _Rollups:
-    """The hourly rollups one question reads: the window's (positive amounts only), and the history
-    (the same hour 1..weeks weeks before, and the scope's first day) of only the scopes and hours
-    that need it, with the baselines computed from them."""
+    """The hourly rollups one question reads, and no more: the window's totals per scope (to keep the
+    biggest spenders), the amounts of the scored scopes in the hours that may score, those of the
+    children in a spike's hours, and the history (the same hour 1..weeks weeks before, and the first
+    day) of only those scopes and hours; with the baselines computed from them."""
 
-    def __init__(self, *, hours: list[datetime], dimensions: set[str], currency: str, weeks: int) -> None:
+    def __init__(self, *, hours: list[datetime], currency: str, weeks: int) -> None:
+        self.start, self.end = hours[0], hours[-1] + HOUR
         self.currency = currency
         self.weeks = weeks
-        prefixes = sorted("global" if d == "global" else f"{d}:" for d in dimensions)
-        amounts = hourly_amounts(start=hours[0], end=hours[-1] + HOUR, prefixes=prefixes, currency=currency)
-        self.window: dict[str, dict[datetime, Decimal]] = {}
-        for scope, by_hour in amounts.items():
-            if spent := {hour: amount for hour, amount in by_hour.items() if amount > 0}:
-                self.window[scope] = spent
+        self.window: dict[str, dict[datetime, Decimal]] = {}  # the window's amounts read so far (> 0)
         self.history: dict[str, dict[datetime, Decimal]] = {}
         self.first_day: dict[str, datetime | None] = {}  # UTC midnight of the first daily rollup
         self._baselines: dict[tuple[str, datetime], _Baseline] = {}
 
-    def actual(self, scope: str, hour: datetime) -> Decimal:
-        return self.window.get(scope, {}).get(hour, ZERO)
+    def _spent(self, condition: Q) -> QuerySet[SpendRollup]:
+        return SpendRollup.objects.filter(
+            condition, currency=self.currency, bucket__gte=self.start, bucket__lt=self.end, amount__gt=0
+        ).order_by()
 
-    def kept(self, dimensions: set[str], only: set[str] | None) -> list[str]:
-        """The scopes of `dimensions` worked on: the biggest spenders of each dimension in the window
-        (bounded work), and every scope asked for that spent in it."""
-        by_dimension: dict[str, list[tuple[Decimal, str]]] = {}
-        for scope, by_hour in self.window.items():
-            if scope_kind(scope) in dimensions:
-                by_dimension.setdefault(scope_kind(scope), []).append((sum(by_hour.values(), ZERO), scope))
-        kept = set(only or ()) & set(self.window)
-        for spenders in by_dimension.values():
-            spenders.sort(key=lambda total_scope: (-total_scope[0], total_scope[1]))
-            kept.update(scope for _, scope in spenders[:MAX_SCOPES_PER_DIMENSION])
+    def kept(self, *, dimensions: set[str], scopes: set[str]) -> list[str]:
+        """The scopes worked on, among those that spent in the window: each of `scopes`, and the
+        biggest spenders of each of `dimensions` (bounded work)."""
+        prefixes = ["global" if d == "global" else f"{d}:" for d in sorted(dimensions)]
+        totals = self._spent(scope_filter(scopes, prefixes)).values("scope").annotate(total=Sum("amount"))
+        kept: set[str] = set()
+        spenders: dict[str, list[tuple[Decimal, str]]] = {}
+        for row in totals:
+            if row["scope"] in scopes:
+                kept.add(row["scope"])
+            if scope_kind(row["scope"]) in dimensions:
+                spenders.setdefault(scope_kind(row["scope"]), []).append((row["total"], row["scope"]))
+        for biggest in spenders.values():
+            biggest.sort(key=lambda total_scope: (-total_scope[0], total_scope[1]))
+            kept.update(scope for _, scope in biggest[:MAX_SCOPES_PER_DIMENSION])
         return sorted(kept)
+
+    def read_window(
+        self, scopes: list[str], *, hours: set[datetime] | None = None, floor: Decimal | None = None
+    ) -> None:
+        """Read the window's amounts of `scopes` (only at `hours`, only those of at least `floor`)."""
+        condition = Q(scope__in=scopes)
+        if hours is not None:
+            condition &= Q(bucket__in=sorted(hours))
+        if floor is not None:
+            condition &= Q(amount__gte=floor)
+        for scope, bucket, amount in self._spent(condition).values_list("scope", "bucket", "amount"):
+            self.window.setdefault(scope, {})[bucket.astimezone(UTC)] = amount
 
     def read_history(self, hours_by_scope: dict[str, set[datetime]]) -> None:
         """Read the history of each scope at its hours, and the first days of the scopes not read
@@ -208,7 +223,7 @@ class _Rollups:
         hours = set().union(*(hours_by_scope[scope] for scope in scopes))
         buckets = sorted({hour - WEEK * k for hour in hours for k in range(1, self.weeks + 1)})
         rows = SpendRollup.objects.filter(scope__in=scopes, currency=self.currency, bucket__in=buckets).order_by()
-        for scope, bucket, amount in rows.values_list("scope", "bucket", "amount").iterator(chunk_size=5000):
+        for scope, bucket, amount in rows.values_list("scope", "bucket", "amount"):
             self.history.setdefault(scope, {})[bucket.astimezone(UTC)] = amount
         unknown = [scope for scope in scopes if scope not in self.first_day]
         self.first_day.update(dict.fromkeys(unknown))
@@ -222,6 +237,10 @@ class _Rollups:
             self.first_day[row["scope"]] = (
                 row["first"].astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
             )
+
+    def actual(self, scope: str, hour: datetime) -> Decimal:
+        """What `scope` spent in `hour` (its window amounts at that hour must have been read)."""
+        return self.window.get(scope, {}).get(hour, ZERO)
 
     def baseline(self, scope: str, hour: datetime) -> _Baseline:
         """The baseline of `scope` at `hour` (its history at that hour must have been read): the same
@@ -260,20 +279,23 @@ def spend_anomalies(
         return []
     only = set(scopes) if scopes is not None else None
     wanted = {scope_kind(s) for s in only} if only is not None else set(dimensions)
-    needed = wanted | {child for d in wanted for child in CHILD_DIMENSIONS.get(d, ())}
-    rollups = _Rollups(hours=hours, dimensions=needed, currency=currency, weeks=weeks)
-    kept = rollups.kept(needed, only)
-    scored = [s for s in kept if (s in only if only is not None else scope_kind(s) in wanted)]
-    # Hourly rollups are never negative (a correction lands in its entry's hour and leaves a total
-    # >= 0), so an expected spend is >= 0 and, the spread being at least ABS_FLOOR, a score >=
-    # threshold > 0 needs actual >= threshold x ABS_FLOOR: only those hours' history is read.
-    floor = threshold * ABS_FLOOR
-    candidates = {s: {h for h in hours if threshold <= 0 or rollups.actual(s, h) >= floor} for s in scored}
+    children = {child for d in wanted for child in CHILD_DIMENSIONS.get(d, ())}
+    rollups = _Rollups(hours=hours, currency=currency, weeks=weeks)
+    scored = sorted(only) if only is not None else rollups.kept(dimensions=wanted, scopes=set())
+    if threshold > 0:
+        # Hourly rollups are never negative (a correction lands in its entry's hour and leaves a
+        # total >= 0), so an expected spend is >= 0 and, the spread being at least ABS_FLOOR, a
+        # score >= threshold needs actual >= threshold x ABS_FLOOR: only those hours are scored.
+        rollups.read_window(scored, floor=(threshold * ABS_FLOOR).quantize(MONEY_QUANTUM, ROUND_CEILING))
+        candidates = {s: set(rollups.window.get(s, ())) for s in scored}
+    else:
+        rollups.read_window(scored)
+        candidates = {s: set(hours) for s in scored if s in rollups.window}
     rollups.read_history(candidates)
     spikes: list[tuple[str, list[tuple[datetime, Decimal]]]] = []
-    for scope in scored:
+    for scope, scope_hours in candidates.items():
         flagged = []
-        for hour in sorted(candidates[scope]):
+        for hour in sorted(scope_hours):
             base = rollups.baseline(scope, hour)
             if base.samples < MIN_SAMPLES:
                 continue
@@ -286,18 +308,20 @@ def spend_anomalies(
                 spikes.append((scope, run))
     if not spikes:
         return []
-    # The children that spent in a spike's hours may explain it: their history at those hours.
+    # The children that spent in a spike's hours may explain it: their amounts and history then.
+    kept = rollups.kept(dimensions=children, scopes=only or set())
+    rollups.read_window(kept, hours={hour for _, run in spikes for hour, _ in run})
     catalog_models = _catalog_models()
     with_children = [
         (scope, run, _children(rollups, kept, scope, [hour for hour, _ in run], catalog_models))
         for scope, run in spikes
     ]
     hours_by_child: dict[str, set[datetime]] = {}
-    for _, run, children in with_children:
-        for child in children:
+    for _, run, found in with_children:
+        for child in found:
             hours_by_child.setdefault(child, set()).update(hour for hour, _ in run)
     rollups.read_history(hours_by_child)
-    anomalies = [_anomaly(rollups, scope, run, children) for scope, run, children in with_children]
+    anomalies = [_anomaly(rollups, scope, run, found) for scope, run, found in with_children]
     anomalies.sort(key=lambda a: (-a.score, -a.excess, a.scope))
     return anomalies
 
@@ -331,7 +355,7 @@ def _children(
             and not _may_belong(scope_value(child), provider, catalog_models)
         ):
             continue
-        if any(hour in rollups.window[child] for hour in hours):
+        if any(hour in rollups.window.get(child, ()) for hour in hours):
             found.append(child)
     return found
 

@@ -65,7 +65,8 @@ def local_days(start: datetime, end: datetime, tz: ZoneInfo | None = None) -> li
     return [first + timedelta(days=i) for i in range((last - first).days + 1)] if end > start else []
 
 
-def _scope_filter(scopes: Iterable[str] | None, prefixes: Sequence[str] | None) -> Q:
+def scope_filter(scopes: Iterable[str] | None, prefixes: Sequence[str] | None) -> Q:
+    """The rollup rows of `scopes`, or under `prefixes` ("provider:"; "global" is the global scope)."""
     condition = Q()
     if scopes is not None:
         condition |= Q(scope__in=sorted(set(scopes)))
@@ -84,7 +85,7 @@ def _rows(
     currency: str,
 ) -> QuerySet[Any]:
     return model.objects.filter(
-        _scope_filter(scopes, prefixes), currency=currency, bucket__gte=start, bucket__lt=end
+        scope_filter(scopes, prefixes), currency=currency, bucket__gte=start, bucket__lt=end
     ).order_by()
 
 

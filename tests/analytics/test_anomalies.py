@@ -244,7 +244,7 @@ def test_anomaly_summaries_answer_each_question_as_anomaly_summary_does(catalog)
 def test_a_day_of_anomalies_is_read_in_a_few_statements_however_many_are_found(catalog, django_assert_max_num_queries):
     write(seasonal_entries(last_hours=24) + [e for group in INJECTED for e in group])
 
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(9):
         found = spend_anomalies(**LAST_DAY)
 
     assert len(found) >= len(EXPECTED_ROOT_CAUSES)
