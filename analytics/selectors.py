@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from .anomalies import DIMENSIONS, Anomaly, AnomalyReads, Contributor, spend_anomalies
+from .anomalies import DIMENSIONS, Anomaly, Contributor, spend_anomalies
 from .recommendations import Recommendation, savings_recommendations
-from .series import Point, scope_kind, spend_series, spend_series_many
+from .series import Point, spend_series, spend_series_many
 from .trends import Trend, scope_forecast, spend_trend
 
 __all__ = [
     "DIMENSIONS",
     "Anomaly",
-    "AnomalyReads",
     "AnomalySummary",
     "Contributor",
     "Point",
@@ -50,31 +49,21 @@ class AnomalySummary:
         return self.anomalies[0] if self.anomalies else None
 
 
-def anomaly_summary(*, scope: str, start: datetime, end: datetime, reads: AnomalyReads | None = None) -> AnomalySummary:
-    """Anomalies in [start, end) of `scope` (global: every dimension's scopes, global included).
-    `reads` (optional) shares rollup reads with the other questions of one request or pass."""
+def anomaly_summary(*, scope: str, start: datetime, end: datetime) -> AnomalySummary:
+    """Anomalies in [start, end) of `scope` (global: every dimension's scopes, global included)."""
     if scope == "global":
-        found = spend_anomalies(start=start, end=end, reads=reads)
+        found = spend_anomalies(start=start, end=end)
     else:
-        found = spend_anomalies(start=start, end=end, scopes=[scope], reads=reads)
+        found = spend_anomalies(start=start, end=end, scopes=[scope])
     return AnomalySummary(score=found[0].score if found else Decimal(0), anomalies=found)
 
 
 def anomaly_summaries(
     questions: Iterable[tuple[str, datetime, datetime]],
 ) -> dict[tuple[str, datetime, datetime], AnomalySummary]:
-    """anomaly_summary of each (scope, start, end), keyed by it: what anomaly_summary answers for
-    each, computed together. The questions about one window read its rollups once (every
-    dimension they need in one statement) and each scope's history once; alert evaluation asks
-    this for all its rules of metric "anomaly" at once."""
-    wanted = list(dict.fromkeys(questions))
-    reads = AnomalyReads()
-    dimensions: dict[tuple[datetime, datetime], set[str]] = {}
-    for scope, start, end in wanted:
-        dimensions.setdefault((start, end), set()).update(DIMENSIONS if scope == "global" else {scope_kind(scope)})
-    for (start, end), kinds in dimensions.items():
-        reads.prepare(start=start, end=end, dimensions=kinds)
+    """anomaly_summary of each (scope, start, end), keyed by it (alert evaluation asks this for its
+    rules of metric "anomaly"; rules with the same scope and window ask once)."""
     return {
-        (scope, start, end): anomaly_summary(scope=scope, start=start, end=end, reads=reads)
-        for scope, start, end in wanted
+        (scope, start, end): anomaly_summary(scope=scope, start=start, end=end)
+        for scope, start, end in dict.fromkeys(questions)
     }

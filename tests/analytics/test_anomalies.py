@@ -5,7 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from analytics.anomalies import baseline, spend_anomalies
+from analytics.anomalies import MIN_EXCESS, baseline, spend_anomalies
+from analytics.selectors import anomaly_summaries, anomaly_summary
 from tests.analytics.conftest import HOUR, T0, entry, seasonal_entries, write
 
 pytestmark = pytest.mark.django_db
@@ -169,3 +170,81 @@ def test_the_baseline_is_the_median_with_a_mad_spread_that_ignores_an_outlier():
     assert b.expected == Decimal("1.05")
     # MAD = median(|x - 1.05|) = 0.1; 1.4826 x 0.1 = 0.148, above the 10 % floor.
     assert b.spread == Decimal("0.14826")
+
+
+def test_a_scope_never_seen_before_is_not_flagged_itself_but_explains_its_parents(catalog):
+    write(seasonal_entries(last_hours=24) + INJECTED[0])  # runaway-bot: no history at all
+
+    found = {a.scope: a for a in spend_anomalies(**LAST_DAY)}
+
+    assert "subject:runaway-bot" not in found
+    assert spend_anomalies(**LAST_DAY, scopes=["subject:runaway-bot"]) == []  # not even when asked for
+    parent = found["model:gpt-4o-mini"]
+    assert (parent.start, parent.end) == (RUNAWAY_HOUR, RUNAWAY_HOUR + HOUR)
+    cause = parent.root_cause
+    assert cause.scope == "subject:runaway-bot"
+    assert cause.expected == 0 and cause.actual == Decimal("4.00") and cause.share >= Decimal("0.95")
+
+
+def test_a_drop_is_not_reported(catalog):
+    entries = seasonal_entries(last_hours=24)
+    for e in entries:
+        if e.model == "gpt-4o" and e.occurred_at >= LAST_DAY["start"]:
+            e.amount = (e.amount / 10).quantize(Decimal("1E-9"))  # a tenth of its usual spend for a day
+    write(entries)
+
+    assert spend_anomalies(**LAST_DAY) == []
+
+
+def test_a_spike_under_the_minimum_excess_is_not_reported(catalog):
+    night = T0 - 9 * HOUR  # Wednesday 03:00: cust-c usually spends about 0.04 USD then
+    small = spike(
+        night,
+        tag="small",
+        n=4,
+        each="0.10",
+        provider="anthropic",
+        model="claude-haiku-4-5",
+        service="support",
+        subjects=["cust-c"],
+    )
+    write(seasonal_entries(last_hours=24) + small)
+
+    assert spend_anomalies(**LAST_DAY) == []  # +0.40 USD: scored high, but under MIN_EXCESS (0.50)
+    found = {a.scope: a for a in spend_anomalies(**LAST_DAY, min_excess=Decimal("0.30"))}
+    assert found["subject:cust-c"].start == night
+    assert found["subject:cust-c"].score >= 5
+    assert found["subject:cust-c"].excess < MIN_EXCESS
+
+
+def test_anomaly_summaries_answer_each_question_as_anomaly_summary_does(catalog):
+    write(seasonal_entries(last_hours=30) + [e for group in INJECTED for e in group])
+    day, six = (T0 - 24 * HOUR, T0), (T0 - 6 * HOUR, T0)
+    questions = [
+        ("global", *day),
+        ("provider:openai", *day),
+        ("subject:cust-c", *day),
+        ("model:claude-haiku-4-5", *six),
+        ("service:search", *day),  # nothing happened there
+        ("global", *day),  # asked twice: answered once
+    ]
+
+    summaries = anomaly_summaries(questions)
+
+    assert list(summaries) == list(dict.fromkeys(questions))
+    for (scope, start, end), summary in summaries.items():
+        alone = anomaly_summary(scope=scope, start=start, end=end)
+        assert summary.score == alone.score
+        assert [a.as_dict() for a in summary.anomalies] == [a.as_dict() for a in alone.anomalies]
+    assert summaries[("global", *day)].worst.scope == "model:gpt-4o-mini"  # the runaway script, the worst spike
+    assert summaries[("model:claude-haiku-4-5", *six)].score >= 15
+    assert summaries[("service:search", *day)].score == 0 and summaries[("service:search", *day)].worst is None
+
+
+def test_a_day_of_anomalies_is_read_in_a_few_statements_however_many_are_found(catalog, django_assert_max_num_queries):
+    write(seasonal_entries(last_hours=24) + [e for group in INJECTED for e in group])
+
+    with django_assert_max_num_queries(9):
+        found = spend_anomalies(**LAST_DAY)
+
+    assert len(found) >= len(EXPECTED_ROOT_CAUSES)
