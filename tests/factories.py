@@ -45,6 +45,79 @@ class BudgetFactory(DjangoModelFactory):
     period = "monthly"
 
 
+class ChannelFactory(DjangoModelFactory):
+    class Meta:
+        model = "alerts.Channel"
+
+    name = factory.Sequence(lambda n: f"channel-{n}")
+    kind = "email"
+    target = factory.LazyAttribute(lambda c: f"{c.name}@example.com")
+
+
+class AlertRuleFactory(DjangoModelFactory):
+    class Meta:
+        model = "alerts.AlertRule"
+
+    name = factory.Sequence(lambda n: f"rule-{n}")
+    metric = "spend"
+    window = "day"
+    threshold = Decimal("1")
+
+
+class AlertFactory(DjangoModelFactory):
+    """An alert as evaluation would have opened it (tests of screens, reports and metrics)."""
+
+    class Meta:
+        model = "alerts.Alert"
+
+    key = factory.Sequence(lambda n: f"test-alert-{n}")
+    source = "rule"
+    scope = "global"
+    level = "warning"
+    title = factory.LazyAttribute(lambda a: f"{a.key} fired")
+    message = factory.LazyAttribute(lambda a: f"{a.key}: spend above the threshold")
+    first_fired_at = factory.LazyFunction(lambda: datetime.now(UTC))
+    last_fired_at = factory.LazyAttribute(lambda a: a.first_fired_at)
+
+
+class NotificationFactory(DjangoModelFactory):
+    class Meta:
+        model = "alerts.Notification"
+
+    channel = factory.SubFactory(ChannelFactory)
+    kind = "firing"
+    dedup_key = factory.Sequence(lambda n: f"test-notification-{n}")
+    subject = factory.LazyAttribute(lambda n: f"{n.dedup_key} subject")
+    text = "text"
+
+
+class BatchFactory(DjangoModelFactory):
+    class Meta:
+        model = "tracking.Batch"
+
+    name = factory.Sequence(lambda n: f"pipeline-{n}")
+    job = factory.LazyAttribute(lambda b: f"{b.name}-job")
+
+
+class CostEntryFactory(factory.Factory):
+    """A ledger entry recorded through the real write path (cost_entry_record), so its rollups exist
+    too; any field of an event may be given. Needs a price for the model, or an explicit amount."""
+
+    class Meta:
+        model = dict
+
+    provider = "openai"
+    model = "gpt-4o"
+    amount = "0.01"
+    idempotency_key = factory.Sequence(lambda n: f"test-entry-{n}")
+
+    @classmethod
+    def _create(cls, model_class, **fields):
+        from tracking.services import cost_entry_record
+
+        return cost_entry_record(**fields).entry
+
+
 def status_of(budget, at=None, *, forecasts: bool = True):
     """One budget's status through the one status selector (a list of one)."""
     from budgets.selectors import budget_statuses

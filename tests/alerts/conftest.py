@@ -5,7 +5,7 @@ from datetime import datetime
 
 import pytest
 
-from alerts.models import Channel
+from tests.factories import ChannelFactory
 from tracking.services import cost_entry_record
 
 _keys = itertools.count()
@@ -31,4 +31,4 @@ def spend(gpt4o_prices):
 @pytest.fixture
 def channel():
     """The default channel: a webhook to a closed port (delivery is not what these tests look at)."""
-    return Channel.objects.create(name="ops", kind="webhook", target="http://127.0.0.1:9/hook", is_default=True)
+    return ChannelFactory(name="ops", kind="webhook", target="http://127.0.0.1:9/hook", is_default=True)

@@ -12,11 +12,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 import alerts.apps
-from alerts.models import Alert, AlertState, Channel, Notification, NotificationKind, NotificationStatus
+from alerts.models import Alert, AlertState, Notification, NotificationKind, NotificationStatus
 from alerts.services import alert_fire, notification_deliver, notifications_flush
 from costcontrol.celery import app as celery_app
 from tests.alerts.servers import webhook_receiver
-from tests.factories import BudgetFactory
+from tests.factories import BudgetFactory, ChannelFactory
 from tracking.services import cost_entry_record
 
 pytestmark = pytest.mark.django_db
@@ -48,7 +48,7 @@ def messages_of(response) -> list[str]:
 
 
 def test_acknowledge_mute_and_unmute_from_the_alert_list(admin_client, admin_user):
-    Channel.objects.create(name="ops", kind="webhook", target="http://127.0.0.1:9/hook", is_default=True)
+    ChannelFactory(name="ops", kind="webhook", target="http://127.0.0.1:9/hook", is_default=True)
     first, second = fire(1), fire(2)
     listing = admin_client.get(reverse("admin:alerts_alert_changelist"))
     assert listing.status_code == 200 and "Spend today 1" in listing.content.decode()
@@ -78,7 +78,7 @@ def test_acknowledge_mute_and_unmute_from_the_alert_list(admin_client, admin_use
 
 def test_send_test_notification_from_the_channel_list_reaches_a_real_webhook(admin_client):
     with webhook_receiver() as receiver:
-        channel = Channel.objects.create(name="hook", kind="webhook", target=receiver.url, secret="k")
+        channel = ChannelFactory(name="hook", kind="webhook", target=receiver.url, secret="k")
         response = act(admin_client, "channel", "send_test", [channel.pk])
         assert any("Test notification queued for 1 channel(s)" in m for m in messages_of(response))
         [note] = Notification.objects.filter(channel=channel)
@@ -90,7 +90,7 @@ def test_send_test_notification_from_the_channel_list_reaches_a_real_webhook(adm
 
 def test_a_dead_letter_is_listed_retried_from_the_admin_and_then_delivered(admin_client):
     with webhook_receiver(script=[410]) as receiver:
-        channel = Channel.objects.create(name="hook", kind="webhook", target=receiver.url, is_default=True)
+        channel = ChannelFactory(name="hook", kind="webhook", target=receiver.url, is_default=True)
         fire()
         [note] = Notification.objects.all()
         assert notification_deliver(notification_id=note.pk).status == NotificationStatus.FAILED
@@ -124,7 +124,7 @@ def eager_celery(monkeypatch):
 def test_a_write_that_crosses_a_budget_threshold_raises_its_alert_right_after_commit(
     gpt4o_prices, eager_celery, django_capture_on_commit_callbacks
 ):
-    Channel.objects.create(name="ops", kind="webhook", target="http://127.0.0.1:9/hook", is_default=True)
+    ChannelFactory(name="ops", kind="webhook", target="http://127.0.0.1:9/hook", is_default=True)
     budget = BudgetFactory(name="OpenAI monthly", scope="provider:openai", amount=Decimal("10"))
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         cost_entry_record(provider="openai", model="gpt-4o", amount="8.5", idempotency_key=f"w{next(_keys)}")

@@ -21,6 +21,7 @@ from alerts.services import (
 )
 from alerts.transports import DELIVERY_HEADER, SIGNATURE_HEADER, webhook_signature
 from tests.alerts.servers import smtp_server, webhook_receiver
+from tests.factories import ChannelFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -45,9 +46,7 @@ def fire(n: int = 0, *, now: datetime = T0) -> None:
 
 def test_a_webhook_that_fails_with_503_is_retried_with_backoff_and_delivered_exactly_once(settings):
     with webhook_receiver(script=[503, 503, 503]) as receiver:
-        channel = Channel.objects.create(
-            name="hook", kind="webhook", target=receiver.url, secret="s3cret", is_default=True
-        )
+        channel = ChannelFactory(name="hook", kind="webhook", target=receiver.url, secret="s3cret", is_default=True)
         fire(now=T0)
         [note] = Notification.objects.all()
         moments = [T0 + timedelta(seconds=s) for s in (0, 29, 30, 89, 90, 210, 300)]
@@ -76,7 +75,7 @@ def test_a_webhook_that_fails_with_503_is_retried_with_backoff_and_delivered_exa
 
 def test_a_4xx_answer_is_permanent_the_channel_is_disabled_and_the_dead_letter_can_be_retried():
     with webhook_receiver(script=[404]) as receiver:
-        channel = Channel.objects.create(name="hook", kind="webhook", target=receiver.url, is_default=True)
+        channel = ChannelFactory(name="hook", kind="webhook", target=receiver.url, is_default=True)
         fire()
         [note] = Notification.objects.all()
         assert notification_deliver(notification_id=note.pk, now=T0).status == "failed"
@@ -93,7 +92,7 @@ def test_a_4xx_answer_is_permanent_the_channel_is_disabled_and_the_dead_letter_c
 
 def test_429_is_transient():
     with webhook_receiver(script=[429]) as receiver:
-        Channel.objects.create(name="hook", kind="webhook", target=receiver.url, is_default=True)
+        ChannelFactory(name="hook", kind="webhook", target=receiver.url, is_default=True)
         fire()
         assert notifications_flush(now=T0) == {"retry": 1}
         assert notifications_flush(now=T0 + timedelta(seconds=30)) == {"sent": 1}
@@ -101,7 +100,7 @@ def test_429_is_transient():
 
 def test_over_the_hourly_limit_notifications_fold_into_one_digest():
     with webhook_receiver() as receiver:
-        Channel.objects.create(name="hook", kind="webhook", target=receiver.url, is_default=True, max_per_hour=2)
+        ChannelFactory(name="hook", kind="webhook", target=receiver.url, is_default=True, max_per_hour=2)
         for n in range(5):
             fire(n, now=T0)
         assert notifications_flush(now=T0) == {"sent": 2, "skipped": 3}
@@ -123,7 +122,7 @@ def test_email_stops_mid_run_queues_and_goes_out_once_when_the_server_returns(se
     with smtp_server() as (controller, sink):
         port = controller.port
         settings.EMAIL_PORT = port
-        Channel.objects.create(name="mail", kind="email", target="ops@example.com, cfo@example.com", is_default=True)
+        ChannelFactory(name="mail", kind="email", target="ops@example.com, cfo@example.com", is_default=True)
         fire(0)
         assert notifications_flush(now=T0) == {"sent": 1}
     # The server is down: three more alerts queue.
@@ -150,7 +149,7 @@ def test_an_address_the_server_refuses_is_permanent(settings):
 
     with smtp_server(handler=Refusing()) as (controller, _):
         settings.EMAIL_PORT = controller.port
-        channel = Channel.objects.create(name="mail", kind="email", target="nobody@example.com", is_default=True)
+        channel = ChannelFactory(name="mail", kind="email", target="nobody@example.com", is_default=True)
         fire()
         assert notifications_flush(now=T0) == {"failed": 1}
     channel.refresh_from_db()
@@ -158,7 +157,7 @@ def test_an_address_the_server_refuses_is_permanent(settings):
 
 
 def test_the_locmem_backend_gets_html_and_text_for_reports():
-    channel = Channel.objects.create(name="mail", kind="email", target="ops@example.com")
+    channel = ChannelFactory(name="mail", kind="email", target="ops@example.com")
     notification_enqueue(
         channel=channel, kind="report", dedup_key="report:x", subject="Daily", text="plain", html="<b>rich</b>"
     )
@@ -170,7 +169,7 @@ def test_the_locmem_backend_gets_html_and_text_for_reports():
 def test_apprise_kinds_deliver_through_apprise_to_a_local_json_endpoint():
     with webhook_receiver(script=[500]) as receiver:
         url = receiver.url.replace("http://", "json://")
-        channel = Channel.objects.create(name="any", kind="apprise", target=url)
+        channel = ChannelFactory(name="any", kind="apprise", target=url)
         channel_test_send(channel=channel, now=T0)
         assert notifications_flush(now=T0) == {"retry": 1}
         assert notifications_flush(now=T0 + timedelta(seconds=30)) == {"sent": 1}

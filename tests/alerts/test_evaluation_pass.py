@@ -11,8 +11,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from alerts.evaluation import alerts_evaluate
-from alerts.models import Alert, AlertRule, AlertState, Metric, Notification, Window
-from tests.factories import BudgetFactory
+from alerts.models import Alert, AlertState, Metric, Notification, Window
+from tests.factories import AlertRuleFactory, BudgetFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -35,8 +35,8 @@ def test_an_open_budget_alert_shows_the_latest_spend_without_a_second_notificati
 def test_an_unchanged_pass_writes_nothing(spend, channel):
     for i in range(5):
         BudgetFactory(name=f"OpenAI {i}", scope="provider:openai", amount=Decimal("250"))
-    AlertRule.objects.create(name="spend today", metric=Metric.SPEND, window=Window.DAY, threshold=Decimal(1))
-    AlertRule.objects.create(name="quiet", metric=Metric.TOKENS, window=Window.DAY, threshold=Decimal(10**9))
+    AlertRuleFactory(name="spend today", metric=Metric.SPEND, window=Window.DAY, threshold=Decimal(1))
+    AlertRuleFactory(name="quiet", metric=Metric.TOKENS, window=Window.DAY, threshold=Decimal(10**9))
     with time_machine.travel(T0, tick=False):
         spend("205.10", T0 - timedelta(hours=2))
         alerts_evaluate()
@@ -52,7 +52,7 @@ def test_an_unchanged_pass_writes_nothing(spend, channel):
 def test_an_alert_resolved_since_the_pass_read_it_fires_again_through_alert_fire(spend, channel, monkeypatch):
     import alerts.evaluation
 
-    AlertRule.objects.create(
+    AlertRuleFactory(
         name="spend today", metric=Metric.SPEND, window=Window.DAY, threshold=Decimal(1), cooldown=timedelta(hours=1)
     )
     with time_machine.travel(T0, tick=False):

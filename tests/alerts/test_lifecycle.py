@@ -11,9 +11,9 @@ import time_machine
 from django.db import connection, connections
 
 from alerts.evaluation import alerts_evaluate
-from alerts.models import Alert, AlertRule, AlertState, Channel, Metric, Notification, NotificationKind, Window
+from alerts.models import Alert, AlertState, Metric, Notification, NotificationKind, Window
 from alerts.services import alert_acknowledge, alert_fire, alert_mute
-from tests.factories import BudgetFactory
+from tests.factories import AlertRuleFactory, BudgetFactory, ChannelFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -65,7 +65,7 @@ def test_raising_the_limit_resolves_the_level_and_says_so(spend, channel):
 
 @pytest.fixture
 def hourly_rule(channel):
-    rule = AlertRule.objects.create(
+    rule = AlertRuleFactory(
         name="Spend this hour",
         metric=Metric.SPEND,
         window=Window.HOUR,
@@ -106,7 +106,7 @@ def test_a_rule_renotifies_after_its_cooldown_and_announces_its_resolve(spend, h
 
 
 def test_a_rule_that_stays_firing_repeats_no_sooner_than_its_cooldown(spend, channel):
-    rule = AlertRule.objects.create(
+    rule = AlertRuleFactory(
         name="Spend today", metric=Metric.SPEND, window=Window.DAY, threshold=Decimal("5"), cooldown=timedelta(hours=2)
     )
     with time_machine.travel(T0, tick=False):
@@ -123,7 +123,7 @@ def test_a_rule_that_stays_firing_repeats_no_sooner_than_its_cooldown(spend, cha
 
 
 def test_acknowledged_alerts_stop_repeating_and_muted_ones_stay_quiet(spend, channel, admin_user):
-    AlertRule.objects.create(
+    AlertRuleFactory(
         name="Spend today", metric=Metric.SPEND, window=Window.DAY, threshold=Decimal("5"), cooldown=timedelta(hours=1)
     )
     with time_machine.travel(T0, tick=False):
@@ -145,8 +145,8 @@ def test_acknowledged_alerts_stop_repeating_and_muted_ones_stay_quiet(spend, cha
 
 
 def test_channels_get_only_levels_at_or_above_their_minimum(spend):
-    loud = Channel.objects.create(name="all", kind="webhook", target="http://127.0.0.1:9/a", is_default=True)
-    pager = Channel.objects.create(
+    loud = ChannelFactory(name="all", kind="webhook", target="http://127.0.0.1:9/a", is_default=True)
+    pager = ChannelFactory(
         name="pager", kind="webhook", target="http://127.0.0.1:9/b", is_default=True, min_level="critical"
     )
     BudgetFactory(amount=Decimal("100"))
@@ -165,8 +165,8 @@ def test_channels_get_only_levels_at_or_above_their_minimum(spend):
 def test_a_rule_that_raises_is_pushed_back_and_the_others_still_run(spend, channel, monkeypatch):
     import alerts.evaluation
 
-    broken = AlertRule.objects.create(name="broken", metric=Metric.TOKENS, window=Window.DAY, threshold=Decimal(1))
-    AlertRule.objects.create(name="works", metric=Metric.SPEND, window=Window.DAY, threshold=Decimal(1))
+    broken = AlertRuleFactory(name="broken", metric=Metric.TOKENS, window=Window.DAY, threshold=Decimal(1))
+    AlertRuleFactory(name="works", metric=Metric.SPEND, window=Window.DAY, threshold=Decimal(1))
     real = alerts.evaluation.metric_value
 
     def metric_value(rule, now, **kwargs):
@@ -188,7 +188,7 @@ def test_a_rule_that_raises_is_pushed_back_and_the_others_still_run(spend, chann
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_evaluators_write_one_notification_per_alert_event():
     assert connection.vendor == "postgresql"
-    Channel.objects.create(name="ops", kind="webhook", target="http://127.0.0.1:9/hook", is_default=True)
+    ChannelFactory(name="ops", kind="webhook", target="http://127.0.0.1:9/hook", is_default=True)
     barrier = threading.Barrier(6)
     errors: list[BaseException] = []
 

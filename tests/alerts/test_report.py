@@ -26,7 +26,7 @@ from alerts.models import Alert, Channel, ChannelKind, Notification, Notificatio
 from alerts.reports import daily_report_build, daily_report_send, daily_report_subject, day_window
 from budgets.models import Budget
 from core.money import format_money
-from tests.factories import BudgetFactory, PriceFactory
+from tests.factories import AlertFactory, BudgetFactory, ChannelFactory, PriceFactory
 from tracking.batches import batch_cost_compute, batch_finish, batch_start
 from tracking.models import TOKEN_FIELDS, CostEntry, GpuDevice, GpuSample, Unit
 from tracking.services import cost_entry_correct, cost_entry_record
@@ -386,7 +386,7 @@ def test_cost_per_lead_is_the_days_finished_batches_and_the_month_to_date(frozen
 
 
 def fire(title: str, first: datetime, last: datetime | None = None, **fields: Any) -> Alert:
-    return Alert.objects.create(
+    return AlertFactory(
         key=f"test:{title}",
         source="rule",
         scope="global",
@@ -537,7 +537,7 @@ def test_the_subject_names_the_day_the_total_and_the_change(frozen, prices):
 
 
 def channel(name: str, **fields: Any) -> Channel:
-    return Channel.objects.create(
+    return ChannelFactory(
         name=name, kind=ChannelKind.EMAIL, target=f"{name}@example.com", **{"receives_reports": True, **fields}
     )
 

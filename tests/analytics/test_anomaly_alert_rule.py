@@ -9,6 +9,7 @@ from alerts.evaluation import rule_evaluate
 from alerts.models import Alert, AlertRule, AlertState, Metric, Window
 from tests.analytics.conftest import T0, seasonal_entries, write
 from tests.analytics.test_anomalies import INJECTED, SUBJECT_HOUR
+from tests.factories import AlertRuleFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +23,7 @@ def anomaly_rule(**fields) -> AlertRule:
         "threshold": Decimal(8),
         **fields,
     }
-    return AlertRule.objects.create(**values)
+    return AlertRuleFactory(**values)
 
 
 def test_an_anomaly_fires_the_rule_with_its_root_cause_in_the_message(catalog):

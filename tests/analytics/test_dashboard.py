@@ -13,10 +13,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from alerts.models import Alert, AlertSource
+from alerts.models import AlertSource
 from budgets.models import Budget
 from tests.analytics.conftest import HOUR, T0
-from tests.factories import PriceFactory
+from tests.factories import AlertFactory, PriceFactory
 from tracking.models import CostEntry
 from tracking.selectors import spend_total
 from tracking.services import cost_entry_record_many
@@ -56,7 +56,7 @@ def usage(db):
         results = cost_entry_record_many(events)
     assert all(r.status == "accepted" for r in results)
     budget = Budget.objects.create(name="OpenAI tiny", scope="provider:openai", amount=Decimal("1"), period="monthly")
-    Alert.objects.create(
+    AlertFactory(
         key="test:1",
         source=AlertSource.RULE,
         scope="global",

@@ -15,10 +15,10 @@ from django.db import DatabaseError
 from django.db.models import Sum
 from prometheus_client.parser import text_string_to_metric_families
 
-from alerts.models import Alert, AlertSource, AlertState, Channel, Notification
+from alerts.models import AlertSource, AlertState
 from budgets.services import budget_period_current
 from monitoring import metrics
-from tests.factories import BudgetFactory, PriceFactory, status_of
+from tests.factories import AlertFactory, BudgetFactory, ChannelFactory, NotificationFactory, PriceFactory, status_of
 from tracking.batches import batch_cost_compute, batch_finish, batch_start
 from tracking.gpu import GpuReading, gpu_sample_record
 from tracking.models import CostEntry, Unit
@@ -254,15 +254,15 @@ def test_gpu_cost_utilisation_and_idle_time_per_device(client, settings):
 
 
 def test_alerts_firing_by_severity_and_the_notifications_waiting(client, db):
-    channel = Channel.objects.create(name="ops", kind="email", target="ops@example.com")
+    channel = ChannelFactory(name="ops", kind="email", target="ops@example.com")
     for i, (level, state) in enumerate((("warning", "firing"), ("warning", "firing"), ("critical", "firing"),
                                         ("critical", "resolved"))):  # fmt: skip
-        alert = Alert.objects.create(key=f"k{i}", source=AlertSource.RULE, scope="global", level=level, state=state,
+        alert = AlertFactory(key=f"k{i}", source=AlertSource.RULE, scope="global", level=level, state=state,
                                      title="t", message="m", first_fired_at=NOW, last_fired_at=NOW)  # fmt: skip
     statuses = (("pending", NOW - timedelta(minutes=20)), ("sending", NOW - timedelta(minutes=40)),
                 ("sent", NOW - timedelta(hours=2)), ("failed", NOW))  # fmt: skip
     for i, (status, created) in enumerate(statuses):
-        Notification.objects.create(channel=channel, alert=alert, kind="firing", dedup_key=f"n{i}", subject="s",
+        NotificationFactory(channel=channel, alert=alert, kind="firing", dedup_key=f"n{i}", subject="s",
                                     text="t", status=status, created_at=created)  # fmt: skip
     samples = scrape(client)
 

@@ -33,7 +33,6 @@ from django.utils import timezone
 from alerts import netguard
 from alerts.models import (
     Alert,
-    AlertRule,
     Channel,
     DeliveryAttempt,
     Notification,
@@ -44,8 +43,16 @@ from api.keys import KEY_PREFIX, api_key_issue, api_key_revoke
 from budgets.models import Budget, Reservation
 from budgets.services import budget_reserve
 from tests.alerts.servers import smtp_server, webhook_receiver
-from tests.factories import BudgetFactory, TeamFactory
-from tracking.models import Batch, CostEntry
+from tests.factories import (
+    AlertFactory,
+    AlertRuleFactory,
+    BatchFactory,
+    BudgetFactory,
+    ChannelFactory,
+    NotificationFactory,
+    TeamFactory,
+)
+from tracking.models import CostEntry
 from tracking.services import cost_entry_record
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -116,7 +123,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str] | Callable[
 @pytest.mark.django_db
 def test_an_alert_takes_its_rules_team_else_its_budgets():
     ml, web = TeamFactory(name="ml"), TeamFactory(name="web")
-    rule = AlertRule.objects.create(name="ml spend", metric="spend", threshold=Decimal(1), team=ml)
+    rule = AlertRuleFactory(name="ml spend", metric="spend", threshold=Decimal(1), team=ml)
     budget = BudgetFactory(name="web budget", team=web)
     common = {"source": "rule", "level": "warning", "scope": "global", "title": "t", "message": "m"}
     assert alert_fire(key="r", rule=rule, **common).alert.team == ml
@@ -148,13 +155,13 @@ def two_teams(db, gpt4o_prices):
     """Team ml and team web, each with a budget, a rule, an alert with a notification, cost entries
     and a batch; plus organisation-wide (team-less) ones of each."""
     ml, web = TeamFactory(name="ml"), TeamFactory(name="web")
-    channel = Channel.objects.create(name="hook", kind="webhook", target="http://127.0.0.1:9/hook")
+    channel = ChannelFactory(name="hook", kind="webhook", target="http://127.0.0.1:9/hook")
     objects: dict[str, dict[str, Any]] = {}
     for team in (ml, web, None):
         name = team.name if team else "org"
         budget = BudgetFactory(name=f"{name} budget", scope=f"service:{name}", team=team, hard_limit=True)
-        rule = AlertRule.objects.create(name=f"{name} rule", metric="spend", threshold=Decimal(1), team=team)
-        alert = Alert.objects.create(
+        rule = AlertRuleFactory(name=f"{name} rule", metric="spend", threshold=Decimal(1), team=team)
+        alert = AlertFactory(
             key=f"{name}-alert",
             source="rule",
             rule=rule,
@@ -166,11 +173,11 @@ def two_teams(db, gpt4o_prices):
             first_fired_at=timezone.now(),
             last_fired_at=timezone.now(),
         )
-        notification = Notification.objects.create(
+        notification = NotificationFactory(
             channel=channel, alert=alert, kind="firing", dedup_key=f"{name}-n", subject=f"{name} n", text="t"
         )
         entry = cost_entry_record(**EVENT, idempotency_key=f"{name}-e", team=team, job=f"{name}-job").entry
-        batch = Batch.objects.create(name=f"{name} pipeline", job=f"{name}-job")
+        batch = BatchFactory(name=f"{name} pipeline", job=f"{name}-job")
         [reservation] = budget_reserve(scopes=[budget.scope], amount=Decimal(1))
         objects[name] = {
             "budget": budget,
@@ -739,7 +746,7 @@ def test_a_redirect_to_an_inside_address_is_refused(settings):
             pytest.skip("127.0.0.2 cannot be bound here")
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
-            channel = Channel.objects.create(
+            channel = ChannelFactory(
                 name="redirect", kind="webhook", target=f"http://127.0.0.2:{server.server_address[1]}/hook"
             )
             result = notification_deliver(notification_id=channel_test_send(channel=channel).pk)
@@ -756,7 +763,7 @@ def test_email_is_not_guarded_its_server_is_operator_configuration(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     with smtp_server() as (controller, sink):
         settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
-        channel = Channel.objects.create(name="mail", kind="email", target="ops@example.com")
+        channel = ChannelFactory(name="mail", kind="email", target="ops@example.com")
         channel.full_clean()
         assert notification_deliver(notification_id=channel_test_send(channel=channel).pk).status == "sent"
     assert len(sink.messages) == 1

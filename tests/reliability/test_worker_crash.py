@@ -30,10 +30,11 @@ from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from alerts.models import Channel, DeliveryAttempt, Notification, NotificationKind, NotificationStatus
+from alerts.models import DeliveryAttempt, Notification, NotificationKind, NotificationStatus
 from alerts.services import alert_fire
 from alerts.transports import DELIVERY_HEADER, email_message_id
 from tests.alerts.servers import Hold, smtp_server, webhook_receiver
+from tests.factories import ChannelFactory
 from tracking.batches import batch_finish, batch_start, cost_per_lead
 from tracking.models import Batch, CostEntry, SpendRollup, SpendRollupDay
 from tracking.services import cost_entry_record
@@ -167,7 +168,7 @@ def test_a_worker_killed_while_sending_the_daily_report_sends_it_once_after_the_
 ):
     hold = Hold()
     with smtp_server(hold=hold) as (controller, sink):
-        Channel.objects.create(name="finance", kind="email", target="finance@example.com", receives_reports=True)
+        ChannelFactory(name="finance", kind="email", target="finance@example.com", receives_reports=True)
         yesterday = timezone.now() - timedelta(days=1)
         cost_entry_record(
             provider="openai", model="gpt-4o", amount="12.34", occurred_at=yesterday, idempotency_key="crash-report"
@@ -209,7 +210,7 @@ def test_a_worker_killed_while_sending_the_daily_report_sends_it_once_after_the_
 def test_a_worker_killed_while_delivering_an_alert_delivers_it_once_after_the_restart(start_worker, redis):
     hold = Hold()
     with webhook_receiver(hold=hold) as receiver:
-        Channel.objects.create(name="ops hook", kind="webhook", target=receiver.url, secret="s3cret", is_default=True)
+        ChannelFactory(name="ops hook", kind="webhook", target=receiver.url, secret="s3cret", is_default=True)
         alert_fire(
             key="rule:crash:global",
             source="rule",
