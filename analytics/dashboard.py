@@ -294,7 +294,7 @@ class DashboardData:
         rows = [
             [
                 timezone.localtime(a.last_fired_at).strftime("%Y-%m-%d %H:%M"),
-                a.level,
+                a.label,
                 a.title,
                 a.scope,
                 reverse("admin:alerts_alert_change", args=[a.pk]),

@@ -54,7 +54,7 @@ def level_badge(level: str | None) -> SafeString:
 
 def forecast_badge(label: str) -> SafeString:
     return format_html(
-        '<span style="border:1px solid {0};color:{0};border-radius:3px;padding:0 5px;white-space:nowrap">{1}</span>',
+        '<span style="border:1px solid {0};color:{0};border-radius:3px;padding:0 4px;font-size:11px">{1}</span>',
         FORECAST_COLOUR,
         label,
     )
@@ -357,12 +357,9 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         if not status or status.forecast is None:
             return EMPTY
         text = format_html(
-            '{}<br><small style="color:#666">{}, {} % interval {} - {}</small>',
+            '<span title="{}">{}</span>',
+            status.forecast.describe(obj.currency),
             _money(status.forecast.amount, obj.currency),
-            status.forecast.method,
-            f"{status.forecast.interval * 100:.0f}",
-            _money(status.forecast.low, obj.currency),
-            _money(status.forecast.high, obj.currency),
         )
         if status.forecast_label:
             return format_html("{}<br>{}", text, forecast_badge(status.forecast_label))

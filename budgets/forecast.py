@@ -61,9 +61,10 @@ class Forecast:
 
     def describe(self, currency: str) -> str:
         """ "712.40 USD (hour-of-week; 90 % interval 650.10-780.00)": what every screen shows."""
+        cents = Decimal("0.01")
         return (
-            f"{format_money(self.amount, currency)} ({self.method}; {self.interval * 100:.0f} % interval "
-            f"{self.low.quantize(Decimal('0.01')):,f}-{self.high.quantize(Decimal('0.01')):,f})"
+            f"{format_money(self.amount.quantize(cents), currency)} ({self.method}; {self.interval * 100:.0f} % "
+            f"interval {self.low.quantize(cents):,f}-{self.high.quantize(cents):,f})"
         )
 
 

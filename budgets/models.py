@@ -116,7 +116,10 @@ class Budget(ExportModelOperationsMixin("budget"), models.Model):
         "hard limit", default=False, help_text="Deny reservations and checks that would go over the limit."
     )
     forecast_alerts = models.BooleanField(
-        "forecast alerts", default=False, help_text="Warn when the spend forecast at period end crosses a threshold."
+        "forecast alerts",
+        default=False,
+        help_text="Warn when the forecast says the limit will be exceeded before the period ends "
+        '("forecast to exceed on <date>").',
     )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -1,6 +1,6 @@
-"""Levels come from values (only the thresholds' help text changes), and the budgets' generation
-token goes: budget_check no longer keeps budgets per process, so the table and the triggers that kept it
-(migration 0003) are dropped. Backwards, 0003's statements put them back."""
+"""Levels come from values and forecast alerts say "forecast to exceed" (help texts only), and the
+budgets' generation token goes: budget_check no longer keeps budgets per process, so the table and the
+triggers that kept it (migration 0003) are dropped. Backwards, 0003's statements put them back."""
 
 import importlib
 
@@ -17,6 +17,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AlterField(
+            model_name='budget',
+            name='forecast_alerts',
+            field=models.BooleanField(default=False, help_text='Warn when the forecast says the limit will be exceeded before the period ends ("forecast to exceed on <date>").', verbose_name='forecast alerts'),
+        ),
         migrations.AlterField(
             model_name='budget',
             name='thresholds',

@@ -49,7 +49,7 @@ def test_the_change_list_shows_where_every_budget_stands(admin_client, three_bud
     assert 'data-level="exceeded"' in html  # batch: 12 of 10
     assert 'data-level="ok"' in html  # image-api: 30 %
     assert "Days left" in html and ">10<" in html  # the 21st at noon: 9.5 days -> 10
-    assert "Forecast at period end" in html and "linear, 90 % interval" in html
+    assert "Forecast at period end" in html and "(linear; 90 % interval" in html
     assert "forecast to exceed on 2" in html  # image-api: 30 of 100 in 5 days, over 100 before the 1st
     assert BudgetPeriod.objects.count() == periods_before  # a read writes nothing
 
