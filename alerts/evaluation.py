@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from budgets.levels import Level, level_rank
 from budgets.models import Budget
-from budgets.selectors import BudgetStatus, budget_statuses
+from budgets.selectors import BudgetStatus, budget_statuses, with_forecasts
 from budgets.services import budget_period_current
 from core.money import format_money
 from core.periods import hour_floor, period_bounds
@@ -371,7 +371,8 @@ def top_driver(status: BudgetStatus) -> str:
 def budget_evaluate(status: BudgetStatus, *, now: datetime, firing: FiringAlerts | None = None) -> str | None:
     """Fire the budget's current level once per period, resolve levels it fell below, and, with
     forecast alerts on, "forecast to exceed" while the forecast crosses the limit before the period
-    ends. One transaction. Returns the level. `status` must carry its forecast (forecasts=True)."""
+    ends. One transaction. Returns the level. A status at a level, or with forecast alerts on, carries
+    its forecast (with_forecasts)."""
     budget = status.budget
     firing = firing or FiringAlerts.read(budget=budget)
     level = status.level
@@ -448,8 +449,11 @@ def alerts_evaluate(*, now: datetime | None = None, budgets_only: bool = False) 
     now = now or timezone.now()
     summary = EvaluationSummary()
     firing = FiringAlerts.read()
-    budgets = Budget.objects.filter(is_active=True).order_by("pk")
-    for status in budget_statuses(budgets, at=now, forecasts=True):
+    statuses = budget_statuses(Budget.objects.filter(is_active=True).order_by("pk"), at=now)
+    # Forecasts for the budgets that speak of them: forecast alerts on, or a level's message.
+    needed = {s.budget.pk for s in statuses if s.budget.forecast_alerts or s.level}
+    forecast = {s.budget.pk: s for s in with_forecasts([s for s in statuses if s.budget.pk in needed])}
+    for status in (forecast.get(s.budget.pk, s) for s in statuses):
         try:
             level = budget_evaluate(status, now=now, firing=firing)
         except Exception as exc:

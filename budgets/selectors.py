@@ -246,12 +246,17 @@ def budget_statuses(
         )
         for budget in budgets
     ]
-    if not forecasts:
+    return with_forecasts(statuses) if forecasts else statuses
+
+
+def with_forecasts(statuses: list[BudgetStatus]) -> list[BudgetStatus]:
+    """The statuses (read at one moment) with their forecasts (budgets.forecast), read together."""
+    if not statuses:
         return statuses
     questions = [Question(s.budget.scope, s.currency, s.period.start, s.period.end, s.spent, s.limit) for s in statuses]
     return [
         replace(status, forecast=forecast)
-        for status, forecast in zip(statuses, spend_forecasts(questions, at=at), strict=True)
+        for status, forecast in zip(statuses, spend_forecasts(questions, at=statuses[0].at), strict=True)
     ]
 
 
