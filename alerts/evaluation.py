@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -29,7 +29,7 @@ from django.utils import timezone
 from budgets.levels import Level, level_rank
 from budgets.models import Budget
 from budgets.selectors import BudgetStatus, budget_statuses, with_forecasts
-from budgets.services import budget_period_current
+from budgets.services import budget_periods_open
 from core.money import format_money
 from core.periods import hour_floor, period_bounds
 from tracking.batches import batch_last_finished, cost_per_lead_change, lead_unit, month_to_date
@@ -390,7 +390,7 @@ def budget_evaluate(status: BudgetStatus, *, now: datetime, firing: FiringAlerts
         if not level and not forecast_on:
             return level
         if status.period.pk is None:  # the alert belongs to a period: open it (as it was shown)
-            status = replace(status, period=budget_period_current(budget=budget, at=status.at))
+            [status] = budget_periods_open(statuses=[status])
         message = budget_message(status, top_driver=top_driver(status))
         common = {
             "scope": budget.scope,
@@ -450,10 +450,12 @@ def alerts_evaluate(*, now: datetime | None = None, budgets_only: bool = False) 
     summary = EvaluationSummary()
     firing = FiringAlerts.read()
     statuses = budget_statuses(Budget.objects.filter(is_active=True).order_by("pk"), at=now)
-    # Forecasts for the budgets that speak of them: forecast alerts on, or a level's message.
-    needed = {s.budget.pk for s in statuses if s.budget.forecast_alerts or s.level}
-    forecast = {s.budget.pk: s for s in with_forecasts([s for s in statuses if s.budget.pk in needed])}
-    for status in (forecast.get(s.budget.pk, s) for s in statuses):
+    # The budgets that may speak (forecast alerts on, or at a level): their forecasts read together,
+    # and their periods opened together (an alert belongs to a period).
+    speaking = [s for s in statuses if s.budget.forecast_alerts or s.level]
+    speaking = budget_periods_open(statuses=with_forecasts(speaking))
+    found = {s.budget.pk: s for s in speaking}
+    for status in (found.get(s.budget.pk, s) for s in statuses):
         try:
             level = budget_evaluate(status, now=now, firing=firing)
         except Exception as exc:

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 from django import forms
 from django.conf import settings
 from django.contrib import admin
-from django.db.models import BigIntegerField, ExpressionWrapper, F, OuterRef, QuerySet, Subquery, Value
-from django.db.models.functions import Cast, Coalesce, NullIf
+from django.db.models import BigIntegerField, ExpressionWrapper, F, QuerySet, Value
+from django.db.models.functions import Cast, NullIf
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -222,12 +222,10 @@ def _with_status(queryset: QuerySet[Budget], at: datetime) -> QuerySet[Budget]:
     """Each budget's spend this period (budgets.selectors.with_spend) and, for sorting, its utilisation
     in basis points: spent * 10000 / (amount + carried over), in whole micro-units so the product stays
     inside a bigint up to about 900 million spent; a zero limit sorts as empty."""
-    queryset = with_spend(queryset, at=at)
-    carried = BudgetPeriod.objects.filter(budget=OuterRef("pk"), start=OuterRef("_w_start")).values("carried_over")
     nanos = BigIntegerField()
     micro = Value(1000)
-    limit = Cast("amount", nanos) + Coalesce(Subquery(carried, output_field=nanos), Value(0))
-    return queryset.annotate(
+    limit = Cast("amount", nanos) + Cast(F("carried"), nanos)
+    return with_spend(queryset, at=at).annotate(
         _utilisation_bp=ExpressionWrapper(
             Cast(F("spent"), nanos) / micro * Value(10000) / NullIf(limit / micro, Value(0)), output_field=nanos
         )

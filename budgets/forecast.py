@@ -149,24 +149,24 @@ def _forecast(q: Question, *, at: datetime, history: _History | None, until: dat
     spent = to_nanos(q.spent)
     if history is None or at >= q.end:  # the period is over: what was spent is what it cost
         return Forecast(q.spent, q.spent, q.spent, "linear", None)
-    remaining = _hours(until + HOUR, q.end)
+    first, hours = until + HOUR, _hours_until(until + HOUR, q.end)
     model = _Model.fit(history, until=until)
-    rest = [model.expected(hour) for hour in remaining]
-    total = spent + sum(rest)
-    half = _half_interval(model, remaining=remaining, rest=sum(rest))
+    rest = model.total(first, hours)
+    total = spent + rest
+    half = _half_interval(model, first=first, hours=hours, rest=rest)
+    limit = None if q.limit is None else to_nanos(q.limit)
     return Forecast(
         amount=from_nanos(total),
         low=from_nanos(max(spent, total - half)),
         high=from_nanos(total + half),
         method=model.method,
-        exceed_at=None if q.limit is None else _crossing(spent, to_nanos(q.limit), remaining, rest),
+        exceed_at=None if limit is None or not spent < limit <= total else model.crossing(first, limit - spent),
     )
 
 
-def _hours(start: datetime, end: datetime) -> list[datetime]:
-    """The hour buckets from `start` (an hour) that begin before `end`."""
-    count = max(0, math.ceil((end - start) / HOUR))
-    return [start + HOUR * i for i in range(count)]
+def _hours_until(start: datetime, end: datetime) -> int:
+    """How many hour buckets from `start` (an hour) begin before `end`."""
+    return max(0, math.ceil((end - start) / HOUR))
 
 
 @dataclass
@@ -203,6 +203,35 @@ class _Model:
             base += self.slope_per_hour * ((hour - self.middle) // HOUR)
         return max(0, base)
 
+    def total(self, first: datetime, hours: int) -> int:
+        """What the `hours` hours from `first` are expected to cost: summed by hour of the week and
+        along the trend in closed form; hour by hour only where the trend would go below zero."""
+        if hours <= 0:
+            return 0
+        offset = (first - self.middle) // HOUR  # hours from the middle to the first one
+        slope = self.slope_per_hour
+        if slope < 0 and min(self.profile) + slope * (offset + hours - 1) < 0:
+            return sum(self.expected(first + HOUR * i) for i in range(hours))  # clamped at zero
+        if slope > 0 and offset < 0 and min(self.profile) + slope * offset < 0:
+            return sum(self.expected(first + HOUR * i) for i in range(hours))
+        weeks, extra = divmod(hours, WEEK_HOURS)
+        start = _how(first)
+        by_hour = weeks * sum(self.profile) + sum(self.profile[(start + i) % WEEK_HOURS] for i in range(extra))
+        return by_hour + slope * (hours * offset + hours * (hours - 1) // 2)
+
+    def crossing(self, first: datetime, needed: int) -> datetime:
+        """When the hours from `first` will have cost `needed` (more than zero, at most their total):
+        the day first, then the hour, then linearly within it."""
+        day = first
+        while (cost := self.total(day, 24)) < needed:
+            needed -= cost
+            day += DAY
+        hour = day
+        while (cost := self.expected(hour)) < needed:
+            needed -= cost
+            hour += HOUR
+        return hour + HOUR * (needed / cost)
+
 
 def _days(start: datetime, end: datetime) -> list[datetime]:
     return [start + DAY * i for i in range(max(0, (end - start) // DAY))]
@@ -219,33 +248,21 @@ def _how_counts(start: datetime, end: datetime) -> list[int]:
     return counts
 
 
-def _half_interval(model: _Model, *, remaining: list[datetime], rest: int) -> int:
+def _half_interval(model: _Model, *, first: datetime, hours: int, rest: int) -> int:
     """z(90 %) x the standard deviation of the rest of the period: the daily error (each day of history
     minus what the method expects for it) summed over the days left, plus the uncertainty of the level
     and, with a trend, of the slope carried that far (the ordinary least-squares prediction interval)."""
-    errors = [actual - sum(model.expected(day + HOUR * i) for i in range(24)) for day, actual in model.days]
-    if len(errors) < 2 or not remaining:
+    errors = [actual - model.total(day, 24) for day, actual in model.days]
+    if len(errors) < 2 or not hours:
         return rest  # a day of history or none: +/- 100 %
     mean = Decimal(sum(errors)) / len(errors)
     sd = (sum((Decimal(e) - mean) ** 2 for e in errors) / (len(errors) - 1)).sqrt()
-    days, history = Decimal(len(remaining)) / 24, len(errors)
+    days, history = Decimal(hours) / 24, len(errors)
     variance = days + days * days / history
     if model.method == "hour-of-week":
-        distance = Decimal(((remaining[0] + (remaining[-1] - remaining[0]) / 2) - model.middle) / DAY)
+        distance = Decimal((first + HOUR * hours / 2 - model.middle) / DAY)
         variance += (days * distance) ** 2 / (Decimal(history * (history * history - 1)) / 12)
     return int(Z_90 * sd * variance.sqrt())
-
-
-def _crossing(spent: int, limit: int, hours: list[datetime], expected: list[int]) -> datetime | None:
-    """When spent + the expected hours reach `limit` (within the hour, linearly); None if not."""
-    if spent >= limit:
-        return None
-    total = spent
-    for hour, amount in zip(hours, expected, strict=True):
-        if amount and total + amount >= limit:
-            return hour + HOUR * ((limit - total) / amount)
-        total += amount
-    return None
 
 
 # --- the daily trend ----------------------------------------------------------------------------------

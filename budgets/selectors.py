@@ -20,8 +20,9 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import Case, DateTimeField, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
-from django.db.models.functions import Coalesce
+from django.db import connections
+from django.db.models import DateTimeField, Q, QuerySet, Value
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from core.money import ZERO, MoneyField, from_nanos, parse_money, to_nanos
@@ -127,38 +128,44 @@ def _bounds(at: datetime) -> dict[str, _Bounds]:
     return found
 
 
-def with_spend(queryset: QuerySet[Budget], *, at: datetime) -> QuerySet[Budget]:
-    """`queryset` annotated with each budget's `spent` and `reserved` in its current period at `at`, by
-    the database, in the one statement that reads the budgets: the period's bounds per period kind, the
-    rollups of the window (tracking.selectors.window_spend) and the reservations held at `at`."""
-    bounds = _bounds(at)
+_CARRIED_SQL = (
+    """COALESCE((SELECT p.carried_over FROM {periods} p WHERE p.budget_id = {budget}.id AND p.start = {start}), 0)"""
+)
+_HELD_SQL = """(SELECT COALESCE(SUM(x.amount), 0) FROM {reservations} x JOIN {periods} p ON p.id = x.period_id
+    WHERE x.budget_id = {budget}.id AND p.start = {start}
+      AND x.settled_at IS NULL AND x.released_at IS NULL AND x.expires_at > %s)"""
 
-    def per_kind(value: Any) -> Case:
-        return Case(
-            *(When(period=kind, then=Value(value(b))) for kind, b in bounds.items()), output_field=DateTimeField()
-        )
+
+def with_spend(queryset: QuerySet[Budget], *, at: datetime, kinds: Iterable[str] = Period.values) -> QuerySet[Budget]:
+    """`queryset` annotated with each budget's `spent` and `reserved` in its current period at `at`, by
+    the database, in the statement that reads the budgets: the rollups of the period's window
+    (tracking.selectors.window_spend) and the reservations held at `at`. The window's bounds are the
+    current period's of the budget's own period kind: a CASE over `kinds` (the budgets' period kinds;
+    the fewer, the shorter the statement), a constant for one."""
+    connection = connections[queryset.db]
+    adapt = connection.ops.adapt_datetimefield_value
+    table = connection.ops.quote_name(Budget._meta.db_table)
+    bounds = {kind: b for kind, b in _bounds(at).items() if kind in set(kinds)}
+
+    def per_kind(value: Any) -> tuple[str, list[Any]]:
+        if len(bounds) == 1:
+            return "%s", [adapt(value(next(iter(bounds.values()))))]
+        whens = " ".join("WHEN %s THEN %s" for _ in bounds)
+        return f"CASE {table}.{connection.ops.quote_name('period')} {whens} END", [
+            param for kind, b in bounds.items() for param in (kind, adapt(value(b)))
+        ]
 
     names = ("start", "head_end", "days_start", "days_end", "tail_start", "end")
-    queryset = queryset.annotate(
-        **{f"_w_{name}": per_kind(lambda b, name=name: getattr(b.window, name)) for name in names}
+    window = {name: per_kind(lambda b, name=name: getattr(b.window, name)) for name in names}
+    start_sql, start_params = window["start"]
+    held = _HELD_SQL.format(
+        reservations=Reservation._meta.db_table, periods=BudgetPeriod._meta.db_table, budget=table, start=start_sql
     )
-    window = RollupWindow(*(OuterRef(f"_w_{name}") for name in names))
-    held = (
-        Reservation.objects.filter(
-            budget=OuterRef("pk"),
-            period__start=OuterRef("_w_start"),
-            settled_at__isnull=True,
-            released_at__isnull=True,
-            expires_at__gt=at,
-        )
-        .order_by()
-        .values("budget")
-        .annotate(total=Sum("amount"))
-        .values("total")
-    )
+    carried = _CARRIED_SQL.format(periods=BudgetPeriod._meta.db_table, budget=table, start=start_sql)
     return queryset.annotate(
-        spent=window_spend(scope=OuterRef("scope"), currency=OuterRef("currency"), window=window),
-        reserved=Coalesce(Subquery(held), Value(ZERO, output_field=MoneyField())),
+        spent=window_spend(scope=f"{table}.scope", currency=f"{table}.currency", window=window),
+        reserved=RawSQL(held, [*start_params, adapt(at)], output_field=MoneyField()),  # noqa: S611 - fixed text
+        carried=RawSQL(carried, start_params, output_field=MoneyField()),  # noqa: S611 - into the open period
         spend_at=Value(at, output_field=DateTimeField()),
     )
 
@@ -204,12 +211,6 @@ def _carry(budget: Budget, previous: BudgetPeriod) -> Decimal:
     return unspent if budget.rollover_cap is None else min(unspent, budget.rollover_cap)
 
 
-def carry_into(*, budget: Budget, start: datetime) -> Decimal:
-    """What the period ending at `start` carries into the one starting there (for opening it)."""
-    previous = BudgetPeriod.objects.filter(budget=budget, end=start).first()
-    return ZERO if previous is None else _carry(budget, previous)
-
-
 def budget_statuses(
     budgets: Iterable[Budget] | QuerySet[Budget],
     *,
@@ -219,21 +220,20 @@ def budget_statuses(
 ) -> list[BudgetStatus]:
     """The status of each budget at `at` (default now), in the order given. Writes nothing.
 
-    A queryset is read with its spend in one statement (with_spend); budgets already read through
-    with_spend at the same moment (an admin change list's page) are not read again. With `forecasts`,
+    The budgets' spend and reservations are read in one statement (with_spend, over the period kinds
+    among them), unless already read through with_spend at the same moment (an admin change list's
+    page); the periods in one more. With `forecasts`,
     each status carries its forecast (budgets.forecast). `requested`: the amount budget_check asks about
     (BudgetStatus.allowed)."""
     at = at or timezone.now()
-    if isinstance(budgets, QuerySet):
-        budgets = with_spend(budgets, at=at)
     budgets = list(budgets)
     if not budgets:
         return []
     sums = {b.pk: (b.spent, b.reserved) for b in budgets if getattr(b, "spend_at", None) == at}
-    missing = [b.pk for b in budgets if b.pk not in sums]
-    if missing:
-        read = with_spend(Budget.objects.filter(pk__in=missing), at=at).values_list("pk", "spent", "reserved")
-        sums.update((pk, (spent, reserved)) for pk, spent, reserved in read)
+    if missing := [b for b in budgets if b.pk not in sums]:
+        kinds = {b.period for b in missing}
+        read = with_spend(Budget.objects.filter(pk__in=[b.pk for b in missing]), at=at, kinds=kinds)
+        sums.update((pk, (spent, reserved)) for pk, spent, reserved in read.values_list("pk", "spent", "reserved"))
     periods = _periods(budgets, at)
     statuses = [
         BudgetStatus(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,12 +21,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.money import format_money, parse_money
-from core.periods import period_bounds
 from tracking.selectors import spend_total
 
 from .levels import LEVEL_ORDER, budget_level, level_rank
 from .models import Budget, BudgetPeriod, Period, Reservation, scope_errors
-from .selectors import budget_statuses, carry_into, utilisation_percent
+from .selectors import BudgetStatus, budget_statuses, utilisation_percent
 
 logger = logging.getLogger(__name__)
 
@@ -69,45 +68,63 @@ def budget_period_close(*, period: BudgetPeriod, now: datetime | None = None) ->
     return period
 
 
+def budget_periods_open(*, statuses: Sequence[BudgetStatus]) -> list[BudgetStatus]:
+    """The statuses with each period saved: a period shown as it would open (budget_statuses) is opened
+    as shown, its carry included, after closing the budget's earlier open periods. One transaction;
+    two openers of the same period open it once."""
+    missing = [s for s in statuses if s.period.pk is None]
+    if not missing:
+        return list(statuses)
+    with transaction.atomic():
+        budgets = {s.budget.pk: s.budget for s in missing}
+        starts = {s.budget.pk: s.period.start for s in missing}
+        stale = BudgetPeriod.objects.filter(budget__in=list(budgets), closed_at__isnull=True).order_by("start")
+        for period in stale:
+            if period.start < starts[period.budget_id]:
+                period.budget = budgets[period.budget_id]
+                budget_period_close(period=period, now=min(missing[0].at, period.end) if period.end else missing[0].at)
+        BudgetPeriod.objects.bulk_create(
+            [
+                BudgetPeriod(
+                    budget=s.budget,
+                    start=s.period.start,
+                    end=s.period.end,
+                    carried_over=s.period.carried_over,
+                    limit=s.period.limit,
+                )
+                for s in missing
+            ],
+            ignore_conflicts=True,  # opened meanwhile by another process: theirs is the same period
+        )
+        opened = {
+            (p.budget_id, p.start): p
+            for p in BudgetPeriod.objects.filter(budget__in=list(budgets), start__in=set(starts.values()))
+        }
+    found = []
+    for status in statuses:
+        if status.period.pk is None:
+            period = opened[(status.budget.pk, status.period.start)]
+            period.budget = status.budget
+            status = replace(status, period=period)
+        found.append(status)
+    return found
+
+
 def budget_period_current(*, budget: Budget, at: datetime | None = None) -> BudgetPeriod:
     """The period holding `at`, opened on first use; earlier open periods are closed first."""
-    at = at or timezone.now()
-    start, end = period_bounds(budget.period, at)
-    with transaction.atomic():
-        current = BudgetPeriod.objects.filter(budget=budget, start=start).first()
-        if current is not None:
-            return current
-        for stale in BudgetPeriod.objects.filter(budget=budget, closed_at__isnull=True, start__lt=start).order_by(
-            "start"
-        ):
-            budget_period_close(period=stale, now=min(at, stale.end) if stale.end else at)
-        carried = carry_into(budget=budget, start=start)
-        current, _ = BudgetPeriod.objects.get_or_create(
-            budget=budget,
-            start=start,
-            defaults={"end": end, "carried_over": carried, "limit": budget.amount + carried},
-        )
-        return current
+    [status] = budget_periods_open(statuses=budget_statuses([budget], at=at))
+    return status.period
 
 
 def budget_periods_advance(*, now: datetime | None = None) -> int:
     """Beat: open every active budget's current period (closing finished ones) and record peak levels.
-
-    Returns how many budgets were looked at. One failing budget is logged and skipped.
-    """
-    now = now or timezone.now()
-    opened = []
-    for budget in Budget.objects.filter(is_active=True).order_by("pk"):
-        try:
-            budget_period_current(budget=budget, at=now)
-            opened.append(budget)
-        except Exception:
-            logger.exception("advancing budget %s failed; going on with the others", budget.pk)
-    for status in budget_statuses(opened, at=now):
+    Returns how many budgets were looked at."""
+    statuses = budget_periods_open(statuses=budget_statuses(Budget.objects.filter(is_active=True), at=now))
+    for status in statuses:
         if rank := level_rank(status.level):
             lower = ["", *LEVEL_ORDER[: rank - 1]]
             BudgetPeriod.objects.filter(pk=status.period.pk, peak_level__in=lower).update(peak_level=status.level)
-    return len(opened)
+    return len(statuses)
 
 
 # --- reservations ---------------------------------------------------------------------
@@ -139,10 +156,8 @@ def budget_reserve(*, scopes: Sequence[str], amount: Any, ttl: timedelta | None 
         )
         if not budgets:
             return []
-        for budget in budgets:
-            budget_period_current(budget=budget, at=now)
         # 2. Only now read where they stand: every reservation committed before the lock is seen.
-        statuses = budget_statuses(budgets, at=now, requested=amount)
+        statuses = budget_periods_open(statuses=budget_statuses(budgets, at=now, requested=amount))
         if blocked := [s for s in statuses if not s.allowed]:
             tightest = min(blocked, key=lambda s: s.available)
             raise BudgetExceeded(budget=tightest.budget, available=tightest.available, requested=amount)

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Expression, ExpressionWrapper, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Q, Sum
+from django.db.models.expressions import RawSQL
 
 from core.money import MONEY_QUANTUM, ZERO, MoneyField, from_nanos
 
@@ -127,20 +127,33 @@ def spend_totals(windows: Sequence[tuple[str, str, datetime, datetime]]) -> list
     return [found.get(window, ZERO) for window in windows]
 
 
-def window_spend(*, scope: Any, currency: Any, window: RollupWindow) -> Expression:
-    """What `scope` spent in `currency` over `window`, as an SQL expression (a MoneyField: a Decimal
-    when read) for annotating another model's rows; each of the arguments may be an OuterRef. The
-    same rows as scope_totals reads, summed by the database."""
-    hourly, daily = window_filters(window)
-    parts = []
-    for model, part in ((SpendRollup, hourly), (SpendRollupDay, daily)):
-        rows = model.objects.filter(part, scope=scope, currency=currency).order_by().values("scope")
-        parts.append(
-            Coalesce(
-                Subquery(rows.annotate(total=Sum("amount")).values("total")), Value(ZERO, output_field=MoneyField())
-            )
-        )
-    return ExpressionWrapper(parts[0] + parts[1], output_field=MoneyField())
+# What a scope spent over a window, as SQL text: whole UTC days from the daily rollups, the ragged ends
+# from the hourly ones (window_filters' rows), each an index range on (scope, bucket, currency).
+_WINDOW_SPEND_SQL = """(
+    (SELECT COALESCE(SUM(r.amount), 0) FROM {hourly} r WHERE r.scope = {scope} AND r.currency = {currency}
+        AND ((r.bucket >= {start} AND r.bucket < {head_end}) OR (r.bucket >= {tail_start} AND r.bucket < {end})))
+  + (SELECT COALESCE(SUM(d.amount), 0) FROM {daily} d WHERE d.scope = {scope} AND d.currency = {currency}
+        AND d.bucket >= {days_start} AND d.bucket < {days_end}))"""
+
+
+def window_spend(*, scope: str, currency: str, window: dict[str, tuple[str, list[Any]]]) -> RawSQL:
+    """What the row's `scope` spent in `currency` (SQL column references) over a window, as an
+    annotation of another model's rows (a MoneyField: a Decimal when read). `window` gives each bound
+    of a RollupWindow as SQL text and its parameters (a placeholder, or a CASE choosing per row).
+
+    SQL text rather than ORM subqueries: the budgets' status reads it on every budget check, and
+    Django spent ~10 ms building and compiling the equivalent expressions, against ~1 ms for the
+    statement itself (`make bench`, budget_check)."""
+    order = ("start", "head_end", "tail_start", "end", "days_start", "days_end")
+    params = [value for name in order for value in window[name][1]]
+    sql = _WINDOW_SPEND_SQL.format(
+        hourly=SpendRollup._meta.db_table,
+        daily=SpendRollupDay._meta.db_table,
+        scope=scope,
+        currency=currency,
+        **{name: text for name, (text, _) in window.items()},
+    )
+    return RawSQL(sql, params, output_field=MoneyField())  # noqa: S611 - fixed text; values are parameters
 
 
 def price_history(price: Price) -> list[Price]:

@@ -165,3 +165,23 @@ def test_the_dashboards_month_forecast_is_a_monthly_budgets_forecast_on_the_same
         budget_forecast = status_of(budget).forecast
     assert scope_forecast(scope="service:shared", at=at, period="monthly") == budget_forecast
     assert budget_forecast.method == "hour-of-week"
+
+
+def test_the_rest_of_a_period_summed_in_closed_form_equals_adding_hour_by_hour():
+    """total() sums by hour of the week and along the trend at once; hour by hour is the definition
+    (including a falling trend clamped at zero)."""
+    from budgets.forecast import _Model
+
+    rng = random.Random(4)
+    middle = datetime(2026, 11, 1, 7, tzinfo=UTC)
+    for _ in range(200):
+        profile = [rng.choice([0, rng.randrange(0, 10**9)]) for _ in range(168)]
+        model = _Model("hour-of-week", profile, rng.choice([0, 1, -1]) * rng.randrange(0, 10**7), middle, [])
+        first = middle + HOUR * rng.randrange(-400, 400)
+        hours = rng.randrange(0, 3000)
+        assert model.total(first, hours) == sum(model.expected(first + HOUR * i) for i in range(hours))
+        if (total := model.total(first, hours)) > 0:
+            needed = rng.randrange(1, total + 1)
+            crossing = model.crossing(first, needed)
+            whole = (crossing - first) // HOUR
+            assert model.total(first, whole) < needed <= model.total(first, whole + 1)
