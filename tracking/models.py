@@ -118,23 +118,6 @@ class Price(models.Model):
         return f"{what}: {self.unit_price.normalize():f} {self.currency}/{self.unit}"
 
 
-class PriceCatalogState(models.Model):
-    """One row whose token changes with every write to the price table (a trigger, migration 0004).
-
-    Processes cache price books under the token they were read with; the record path checks
-    the token (PostgreSQL: inside its single write statement), so a price change made by any
-    process, the admin, an import or raw SQL is seen by the very next event.
-    """
-
-    token = models.CharField(max_length=64)
-
-    class Meta:
-        verbose_name = "price catalog state"
-
-    def __str__(self) -> str:
-        return f"price catalog token {self.token}"
-
-
 class Outcome(models.TextChoices):
     SUCCESS = "success", "success"
     ERROR = "error", "error"

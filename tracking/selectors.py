@@ -16,7 +16,6 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Sum
 
-from core.db import fetch_all_prepared
 from core.money import from_nanos
 
 from .models import (
@@ -29,6 +28,7 @@ from .models import (
     SpendRollup,
     SpendRollupDay,
 )
+from .rollups import daily_deltas, metric_series_deltas, rollup_deltas
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def spend_totals(
     windows: Sequence[tuple[str, str, datetime, datetime]], *, using: str = DEFAULT_DB_ALIAS
 ) -> list[Decimal]:
     """spend_total of each (scope, currency, start, end), summed by the database: one statement per
-    256 windows (prepared on PostgreSQL), whatever their lengths, instead of up to three each."""
+    256 windows, whatever their lengths, instead of up to three each."""
     conn = connections[using]
     totals = [from_nanos(0)] * len(windows)
     for first in range(0, len(windows), _TOTALS_CHUNK):
@@ -126,8 +126,10 @@ def spend_totals(
         params: list[Any] = []
         for index, (scope, currency, start, end) in enumerate(chunk, start=first):
             params += [index, scope, currency, *window_values(conn, rollup_window(start, end))]
-        for index, nanos in fetch_all_prepared(_spend_totals_sql(conn.alias, len(chunk)), params, using=using):
-            totals[index] = from_nanos(int(nanos))
+        with conn.cursor() as cursor:
+            cursor.execute(_spend_totals_sql(conn.alias, len(chunk)), params)
+            for index, nanos in cursor.fetchall():
+                totals[index] = from_nanos(int(nanos))
     return totals
 
 
@@ -172,8 +174,6 @@ def ledger_rollup_totals(
     Uses the write path's own scope and counter functions, so it checks bucketing too. A `series`
     dict given is filled, in the same scan, with what every MetricSeries row should hold.
     """
-    from .services import metric_series_deltas, rollup_deltas
-
     entries = CostEntry.objects.select_related("team").order_by("pk").iterator(chunk_size=chunk_size)
     totals: dict[tuple[str, datetime, str], list[Any]] = {}
     batch: list[CostEntry] = []
@@ -242,8 +242,6 @@ def ledger_differences() -> tuple[list[LedgerDifference], int, int]:
 
     Returns (differences, ledger-derived hourly rows, hourly rollup rows).
     """
-    from .services import daily_deltas
-
     series: dict[tuple[str, ...], list[Any]] = {}
     expected = ledger_rollup_totals(series=series)
     zero = [Decimal(0)] + [0] * (len(ROLLUP_COUNTERS) - 1)

@@ -166,7 +166,7 @@ def _writer(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ledger_scopes(entry: Any, teams: dict[int, str]) -> list[str]:
-    """The scopes an entry counts towards, written out here (not tracking.services.entry_scopes)."""
+    """The scopes an entry counts towards, written out here (not tracking.rollups.entry_scopes)."""
     scopes = ["global", f"provider:{entry.provider}", f"model:{entry.model}"]
     optional = {"operation": entry.operation, "service": entry.service, "subject": entry.subject, "job": entry.job}
     scopes += [f"{kind}:{value}" for kind, value in optional.items() if value]
