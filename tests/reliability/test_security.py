@@ -44,8 +44,8 @@ from api.keys import KEY_PREFIX, api_key_issue, api_key_revoke
 from budgets.models import Budget, Reservation
 from budgets.services import budget_reserve
 from tests.alerts.servers import smtp_server, webhook_receiver
-from tests.factories import BudgetFactory, TeamFactory
-from tracking.models import Batch, CostEntry
+from tests.factories import BatchFactory, BudgetFactory, TeamFactory
+from tracking.models import CostEntry
 from tracking.services import cost_entry_record
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -170,7 +170,7 @@ def two_teams(db, gpt4o_prices):
             channel=channel, alert=alert, kind="firing", dedup_key=f"{name}-n", subject=f"{name} n", text="t"
         )
         entry = cost_entry_record(**EVENT, idempotency_key=f"{name}-e", team=team, job=f"{name}-job").entry
-        batch = Batch.objects.create(name=f"{name} pipeline", job=f"{name}-job")
+        batch = BatchFactory(name=f"{name} pipeline", job=f"{name}-job")
         [reservation] = budget_reserve(scopes=[budget.scope], amount=Decimal(1))
         objects[name] = {
             "budget": budget,

@@ -10,7 +10,7 @@ import time_machine
 from django.core.exceptions import ValidationError
 
 from tests.conftest import EPOCH
-from tests.factories import PriceFactory, TeamFactory
+from tests.factories import CostEntryFactory, PriceFactory, TeamFactory
 from tracking.models import CostEntry, PricingStatus, SpendRollup
 from tracking.selectors import ledger_differences, spend_total
 from tracking.services import cost_entry_record, cost_entry_record_many
@@ -258,7 +258,7 @@ def test_a_batch_sent_twice_is_counted_once(gpt4o_prices):
 
 
 def test_a_batch_of_keys_recorded_before_and_new_ones_records_only_the_new_ones(gpt4o_prices):
-    first = cost_entry_record(provider="openai", model="gpt-4o", input_tokens=1000, idempotency_key="old").entry
+    first = CostEntryFactory(idempotency_key="old")
     results = cost_entry_record_many(
         [
             {"provider": "openai", "model": "gpt-4o", "input_tokens": 2000, "idempotency_key": "new-1"},
