@@ -9,7 +9,7 @@ What is read, and what it costs, whatever the size of the ledger:
 
 - counters (cost, tokens, requests, errors, rate-limit hits, unpriced events) and the request
   duration histogram: the rows of tracking.MetricSeries, lifetime totals per (provider, service,
-  operation, model, currency) kept by the record path in the same statement as the ledger row;
+  operation, model, currency) kept by the record path in the same transaction as the ledger row;
 - budgets: every active budget's current period and spend in one statement (budget_positions),
   then budget_status_compute, as budget_status_peek does (nothing is written); periods not opened
   yet are read together (budget_statuses_unopened). The forecast reads a
