@@ -49,10 +49,9 @@ class BulkItemResult:
     errors: dict[str, list[str]] | None = None
 
 
-# Most keys are new, so a batch is first inserted without looking its keys up: the unique
-# constraint refuses a key recorded before (or by a concurrent writer, once it commits), and the
-# batch is redone with a look-up, which finds it. Each further failure means another writer
-# committed one of the batch's keys in between, so a few attempts are plenty.
+# A batch one of whose keys a concurrent writer committed between the look-up and the insert
+# (the unique constraint refuses it) is redone with a fresh look-up, which finds that key. Each
+# failure means another writer committed one of the batch's keys in between: a few attempts do.
 _ATTEMPTS = 5
 
 
@@ -91,7 +90,7 @@ def cost_entry_record_many(events: Sequence[Mapping[str, Any]]) -> list[BulkItem
         for attempt in range(_ATTEMPTS):
             try:
                 with transaction.atomic():
-                    written, new = _events_write(cleaned, look_up=attempt > 0)
+                    written, new = _events_write(cleaned)
                 break
             except IntegrityError:
                 if attempt + 1 == _ATTEMPTS:
@@ -102,12 +101,9 @@ def cost_entry_record_many(events: Sequence[Mapping[str, Any]]) -> list[BulkItem
     return [r for r in results if r is not None]
 
 
-def _events_write(
-    cleaned: Sequence[tuple[int, UsageEvent]], *, look_up: bool
-) -> tuple[dict[int, BulkItemResult], list[CostEntry]]:
-    """Price the events, insert those whose key is new (`look_up`: look the keys up first) and add
-    them to the rollups, inside the caller's transaction. Returns each event's result by its
-    index, and the new entries."""
+def _events_write(cleaned: Sequence[tuple[int, UsageEvent]]) -> tuple[dict[int, BulkItemResult], list[CostEntry]]:
+    """Price the events, insert those whose key is new and add them to the rollups, inside the
+    caller's transaction. Returns each event's result by its index, and the new entries."""
     book = PriceBook.load({(event.provider, event.model) for _, event in cleaned})
     unknown = _providers_unknown({e.provider for _, e in cleaned if not book.has_model(e.provider, e.model)})
     results: dict[int, BulkItemResult] = {}
@@ -122,7 +118,7 @@ def _events_write(
         except ValidationError as exc:  # e.g. a cost beyond what a ledger entry holds
             results[i] = BulkItemResult("rejected", errors=exc.message_dict)
     keys = [entry.idempotency_key for _, entry in priced]
-    existing = CostEntry.objects.in_bulk(keys, field_name="idempotency_key") if look_up and keys else {}
+    existing = CostEntry.objects.in_bulk(keys, field_name="idempotency_key") if keys else {}
     fresh: dict[str, CostEntry] = {}
     for i, entry in priced:
         key = entry.idempotency_key

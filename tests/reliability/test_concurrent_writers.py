@@ -275,7 +275,7 @@ def test_concurrent_writers_agree_to_the_cent_everywhere_and_alerts_go_out_once(
                             stderr=subprocess.STDOUT,
                         )
                     )  # fmt: skip
-                outputs = [child.communicate(timeout=240)[0].decode(errors="replace") for child in children]
+                outputs = [child.communicate(timeout=600)[0].decode(errors="replace") for child in children]
             elapsed = time.perf_counter() - started
         finally:
             for child in children:
