@@ -34,9 +34,9 @@ from budgets.models import Budget
 from budgets.selectors import budget_statuses
 from core.money import MONEY_QUANTUM, format_money
 from core.periods import DAILY, hour_floor, period_bounds
-from tracking import services as tracking_services
 from tracking.batches import cost_per_lead, lead_unit, month_to_date
 from tracking.models import ROLLUP_COUNTERS, Batch, CostEntry, GpuSample, SpendRollup
+from tracking.rollups import entry_scopes
 
 from .models import Alert, AlertSource, Channel, Notification, NotificationKind
 from .services import channel_default_email_ensure, notification_enqueue
@@ -216,14 +216,14 @@ def _unattributed(totals: list[dict[str, Any]], grouped: Mapping[str, list[dict[
 def rollups_have_scope(kind: str) -> bool:
     """Whether the write path rolls entries up under `kind:X` scopes (asks entry_scopes itself)."""
     probe = CostEntry(provider="p", model="m", operation="o", service="s", subject="u", job="j")
-    return any(scope.startswith(f"{kind}:") for scope in tracking_services.entry_scopes(probe))
+    return any(scope.startswith(f"{kind}:") for scope in entry_scopes(probe))
 
 
 def _breakdown(window: DayWindow, kind: str, totals: list[dict[str, Any]]) -> dict[str, Any]:
     if not rollups_have_scope(kind):
         return {
             "available": False,
-            "note": f"not available: the hourly rollups have no {kind}:X scope (tracking.services.entry_scopes), "
+            "note": f"not available: the hourly rollups have no {kind}:X scope (tracking.rollups.entry_scopes), "
             "and the report does not scan the ledger",
             "rows": [],
             "unattributed": [],

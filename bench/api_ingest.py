@@ -13,8 +13,10 @@ tags) as fast as the server answers. Events/s = events accepted / wall time of t
 The reference, measured in the same run on the same database: the same rows written with
 psycopg COPY straight into tracking_costentry (its indexes included; no pricing, no validation,
 no rollups), one COPY per batch in its own transaction: what the disk and the server can take.
-Each figure is the median of --rounds rounds; the ratio is ingest / COPY. Targets: at least
-20,000 events/s and at least 25 % of the COPY rate. See bench/README.md.
+Its rows are CostEntry objects of the same events, their columns CostEntry's concrete fields,
+each value prepared by its field (get_db_prep_save), before the clock starts.
+Each figure is the median of --rounds rounds; the ratio is ingest / COPY. Target: at least 25 %
+of the COPY rate. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -40,9 +42,7 @@ if str(BASE_DIR) not in sys.path:
     sys.path.insert(0, str(BASE_DIR))
 
 from bench._common import is_postgresql_url, log, machine_cores, pg_database_create, pg_database_drop  # noqa: E402
-from bench.budget_path import LEDGER_COLUMNS  # noqa: E402
 
-TARGET_EVENTS_PER_SECOND = 20_000
 TARGET_COPY_RATIO = 0.25
 MODELS = [
     ("openai", "gpt-4o"),
@@ -126,61 +126,50 @@ def post_all(url: str, key: str, bodies: list[bytes], clients: int) -> tuple[int
     return accepted, time.perf_counter() - started, errors
 
 
-# The ledger's columns as budget_path.py loads them, less the team and correction references.
-COPY_COLUMNS = tuple(c for c in LEDGER_COLUMNS if c not in ("team_id", "corrects_id"))
+def copy_rows(database_url: str, batches: list[list[dict[str, Any]]]) -> tuple[list[str], list[list[tuple[Any, ...]]]]:
+    """The reference's columns and rows: each event as a CostEntry (service "bench", a rough price,
+    a key of its own), prepared by its fields for the bench database (Django set up on it here)."""
+    from decimal import Decimal
 
+    os.environ.update(DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="costcontrol.settings.local")
+    import django
 
-def copy_all(database_url: str, batches: list[list[dict[str, Any]]]) -> tuple[int, float]:
-    """The reference: the same rows COPYed into the ledger, one transaction per batch."""
-    import psycopg
-    from psycopg.types.json import Jsonb
+    django.setup()
+    from django.db import connection
 
+    from tracking.models import CostEntry, PricingStatus
+
+    fields = [f for f in CostEntry._meta.concrete_fields if not f.primary_key]
     rows_by_batch = []
     for batch in batches:
         rows = []
-        for e in batch:
-            at = datetime.fromisoformat(e["occurred_at"])
-            rows.append(
-                (
-                    at,
-                    at,
-                    e["provider"],
-                    e["model"],
-                    e["operation"],
-                    "",
-                    "bench",
-                    e["subject"],
-                    "",
-                    Jsonb(e["tags"]),
-                    e["input_tokens"],
-                    e["output_tokens"],
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    e["input_tokens"] * 2500 + e["output_tokens"] * 10000,
-                    "USD",
-                    "priced",
-                    Jsonb({}),
-                    True,
-                    e["outcome"],
-                    e["duration_ms"],
-                    "copy-" + e["idempotency_key"],
-                    "",
-                )
+        for event in batch:
+            at = datetime.fromisoformat(event["occurred_at"])
+            nanos = event["input_tokens"] * 2500 + event["output_tokens"] * 10000
+            entry = CostEntry(
+                **{**event, "occurred_at": at, "idempotency_key": f"copy-{event['idempotency_key']}"},
+                recorded_at=at,
+                service="bench",
+                amount=Decimal(nanos).scaleb(-9),
+                pricing_status=PricingStatus.PRICED,
             )
+            rows.append(tuple(f.get_db_prep_save(getattr(entry, f.attname), connection) for f in fields))
         rows_by_batch.append(rows)
+    connection.close()
+    return [f.column for f in fields], rows_by_batch
+
+
+def copy_all(database_url: str, columns: list[str], rows_by_batch: list[list[tuple[Any, ...]]]) -> tuple[int, float]:
+    """The reference: the rows COPYed into the ledger, one transaction per batch."""
+    import psycopg
+
     written = 0
     with psycopg.connect(database_url) as conn:
         started = time.perf_counter()
         for rows in rows_by_batch:
             with (
                 conn.cursor() as cursor,
-                cursor.copy(f"COPY tracking_costentry ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy,
+                cursor.copy(f"COPY tracking_costentry ({', '.join(columns)}) FROM STDIN") as copy,
             ):
                 for row in rows:
                     copy.write_row(row)
@@ -258,7 +247,7 @@ def main() -> int:
             accepted, seconds, errors = post_all(base, key, bodies, args.clients)
             failures += errors
             ingest.append(accepted / seconds)
-            copied, copy_seconds = copy_all(database_url, batches)
+            copied, copy_seconds = copy_all(database_url, *copy_rows(database_url, batches))
             reference.append(copied / copy_seconds)
             log(
                 f"api_ingest: round {r + 1}: {accepted:,} events in {seconds:.2f} s = {accepted / seconds:,.0f}/s; "
@@ -292,10 +281,7 @@ def main() -> int:
     )
     print(f"  ingest {eps:,.0f} events/s; COPY reference {copy:,.0f} rows/s; ratio {ratio:.3f}")
     verdict = lambda ok: "PASS" if ok else "MISS"  # noqa: E731
-    print(
-        f"  targets: >= {TARGET_EVENTS_PER_SECOND:,} events/s -> {verdict(eps >= TARGET_EVENTS_PER_SECOND)}; "
-        f">= {TARGET_COPY_RATIO:.0%} of COPY -> {verdict(ratio >= TARGET_COPY_RATIO)}"
-    )
+    print(f"  target: >= {TARGET_COPY_RATIO:.0%} of COPY -> {verdict(ratio >= TARGET_COPY_RATIO)}")
     if failures:
         print(f"  {len(failures)} request(s) failed, e.g. {failures[0]}")
     return 0

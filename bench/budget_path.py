@@ -165,7 +165,7 @@ FROM (
 """
 
 # Both databases: add ledger rows lo < id <= hi to their hourly rollups, for every scope
-# tracking.services.entry_scopes derives (global, provider:, model:, operation:, service:, subject:,
+# tracking.rollups.entry_scopes derives (global, provider:, model:, operation:, service:, subject:,
 # job:, team:, tag:K=V), with the counters of entry_counters; an existing (scope, hour) row is added
 # to. The audit at the small size (ledger_differences) says if entry_scopes has changed since.
 # New rows go in hour order, as the record path writes them (the heap's layout is production's).

@@ -86,7 +86,7 @@ def row(
 
 
 def record_path_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
-    from bench.record_path import TARGET_P50_MS, TARGET_P99_MS
+    from bench.record_path import TARGET_P50_RATIO
 
     pg = _postgresql(data["results"])
     if pg is None:
@@ -101,8 +101,8 @@ def record_path_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             reference=ref["p50_ms"],
             reference_name="1-row INSERT",
             ratio=ratio,
-            target=f"<= {TARGET_P50_MS:g} ms",
-            met=rec["p50_ms"] <= TARGET_P50_MS,
+            target=f"ratio <= {TARGET_P50_RATIO:g}",
+            met=ratio is not None and ratio <= TARGET_P50_RATIO,
         ),
         row(
             "record path p99 (in-process)",
@@ -111,8 +111,6 @@ def record_path_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             reference=ref["p99_ms"],
             reference_name="1-row INSERT",
             ratio=rec["p99_ms"] / ref["p99_ms"] if ref["p99_ms"] else None,
-            target=f"<= {TARGET_P99_MS:g} ms",
-            met=rec["p99_ms"] <= TARGET_P99_MS,
         ),
         row("record path, bulk (batches of 500)", pg["bulk"]["median_events_per_s"], "events/s"),
     ]
@@ -189,19 +187,18 @@ def metrics_scrape_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def api_ingest_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
-    from bench.api_ingest import TARGET_COPY_RATIO, TARGET_EVENTS_PER_SECOND
+    from bench.api_ingest import TARGET_COPY_RATIO
 
-    eps = data["events_per_second"]
     return [
         row(
             "HTTP batch ingest (POST /api/v1/events)",
-            eps,
+            data["events_per_second"],
             "events/s",
             reference=data["copy_rows_per_second"],
             reference_name="COPY rows/s",
             ratio=data["ratio"],
-            target=f">= {TARGET_EVENTS_PER_SECOND:,} ev/s; >= {TARGET_COPY_RATIO:.0%} of COPY",
-            met=eps >= TARGET_EVENTS_PER_SECOND and data["ratio"] >= TARGET_COPY_RATIO,
+            target=f"ratio >= {TARGET_COPY_RATIO:g}",
+            met=data["ratio"] >= TARGET_COPY_RATIO,
         )
     ]
 

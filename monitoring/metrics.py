@@ -9,7 +9,7 @@ What is read, and what it costs, whatever the size of the ledger:
 
 - counters (cost, tokens, requests, errors, rate-limit hits, unpriced events) and the request
   duration histogram: the rows of tracking.MetricSeries, lifetime totals per (provider, service,
-  operation, model, currency) kept by the record path in the same statement as the ledger row;
+  operation, model, currency) kept by the record path in the same transaction as the ledger row;
 - budgets: every active USD budget's status and forecast from budgets' one status selector
   (budgets.selectors.budget_statuses: a few statements whatever the number of budgets; nothing is
   written), the same figures the admin, the API and the alerts show;

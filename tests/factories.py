@@ -91,31 +91,35 @@ class NotificationFactory(DjangoModelFactory):
     text = "text"
 
 
+class CostEntryFactory(factory.Factory):
+    """A ledger entry recorded through the real write path (tracking.services.cost_entry_record:
+    priced, rolled up, exactly once by its key). Create only; pass any event field."""
+
+    class Meta:
+        model = "tracking.CostEntry"
+
+    provider = "openai"
+    model = "gpt-4o"
+    input_tokens = 1000
+    idempotency_key = factory.Sequence(lambda n: f"entry-{n}")
+
+    @classmethod
+    def _create(cls, model_class: type, *args: object, **event: object) -> object:
+        from tracking.services import cost_entry_record
+
+        return cost_entry_record(**event).entry
+
+    @classmethod
+    def _build(cls, model_class: type, *args: object, **event: object) -> object:
+        raise TypeError("an entry exists only as recorded: use CostEntryFactory(), not .build()")
+
+
 class BatchFactory(DjangoModelFactory):
     class Meta:
         model = "tracking.Batch"
 
     name = factory.Sequence(lambda n: f"pipeline-{n}")
     job = factory.LazyAttribute(lambda b: f"{b.name}-job")
-
-
-class CostEntryFactory(factory.Factory):
-    """A ledger entry recorded through the real write path (cost_entry_record), so its rollups exist
-    too; any field of an event may be given. Needs a price for the model, or an explicit amount."""
-
-    class Meta:
-        model = dict
-
-    provider = "openai"
-    model = "gpt-4o"
-    amount = "0.01"
-    idempotency_key = factory.Sequence(lambda n: f"test-entry-{n}")
-
-    @classmethod
-    def _create(cls, model_class, **fields):
-        from tracking.services import cost_entry_record
-
-        return cost_entry_record(**fields).entry
 
 
 def status_of(budget, at=None, *, forecasts: bool = True):

@@ -38,10 +38,11 @@ from core.money import format_money
 from core.teams import TeamScopedAdminMixin, exists_for_teams, sees_every_team, team_list_filter
 
 from .batches import lead_unit
+from .events import QUANTITY_FIELDS
 from .gpu import gpu_burst_source, gpu_settings_ensure, gpu_settings_update
 from .models import TOKEN_FIELDS, Batch, CostEntry, GpuDevice, GpuSample, GpuSettings, Price, SpendRollup
 from .selectors import price_history
-from .services import QUANTITY_FIELDS, cost_entry_correct
+from .services import cost_entry_correct
 
 LIST_PER_PAGE = 100
 EMPTY = "-"

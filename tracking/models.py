@@ -118,23 +118,6 @@ class Price(models.Model):
         return f"{what}: {self.unit_price.normalize():f} {self.currency}/{self.unit}"
 
 
-class PriceCatalogState(models.Model):
-    """One row whose token changes with every write to the price table (a trigger, migration 0004).
-
-    Processes cache price books under the token they were read with; the record path checks
-    the token (PostgreSQL: inside its single write statement), so a price change made by any
-    process, the admin, an import or raw SQL is seen by the very next event.
-    """
-
-    token = models.CharField(max_length=64)
-
-    class Meta:
-        verbose_name = "price catalog state"
-
-    def __str__(self) -> str:
-        return f"price catalog token {self.token}"
-
-
 class Outcome(models.TextChoices):
     SUCCESS = "success", "success"
     ERROR = "error", "error"
@@ -261,8 +244,8 @@ class SpendRollup(RollupCounters):
 
 
 class SpendRollupDay(RollupCounters):
-    """The same totals per UTC day, written in the same statement as the hourly rows (so the two
-    always agree; verify_ledger checks both). A window of many days reads one row per whole day
+    """The same totals per UTC day, written in the same transaction as the hourly rows
+    (tracking.rollups.rollups_add; verify_ledger checks both). A window of many days reads one row per whole day
     and hourly rows only at its ragged ends: a monthly budget sums ~80 rows, not ~700."""
 
     bucket = models.DateTimeField(help_text="Start of the UTC day.")
@@ -465,8 +448,8 @@ class MetricSeries(models.Model):
     """Lifetime totals of one (provider, service, operation, model, currency): the counters and the
     request-duration histogram that /metrics exports, kept by the record path itself.
 
-    Written in the same statement (PostgreSQL) or transaction (the portable path) as the ledger row
-    and its rollups, after them, so every process's scrape sees what any worker recorded, exactly
+    Written in the same transaction as the ledger row and its rollups, after them
+    (tracking.rollups.rollups_add), so every process's scrape sees what any worker recorded, exactly
     once, without reading the ledger. verify_ledger recomputes these rows from the ledger and
     rebuild_rollups rewrites them. Counters as in the rollups (a correction adds its amount but is
     not another request); the histogram counts requests that reported a duration: cumulative

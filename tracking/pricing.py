@@ -2,7 +2,7 @@
 
 A :class:`PriceBook` holds every version of the prices of a set of (provider, model) pairs,
 loaded with one query, and quotes any number of events against them. The record path loads
-one per call (single event) or one per batch (bulk form).
+one per batch (a single event is a batch of one), so a price change is seen by the next event.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation, Overflow
 
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.db.models import Q
 
 from core.money import MONEY_MAX, round_money
 
-from .models import UNIT_QUANTITY_FIELD, Price, PriceCatalogState, PricingStatus, Unit
+from .models import UNIT_QUANTITY_FIELD, Price, PricingStatus, Unit
 
 # When a model has no price for a unit, the unit is billed at another unit's price, as the
 # providers bill it: embedding tokens are input tokens; reasoning tokens are output tokens;
@@ -49,13 +48,9 @@ class Quote:
 
 
 class PriceBook:
-    """Every price version of some (provider, model) pairs, indexed for quoting.
+    """Every price version of some (provider, model) pairs, indexed for quoting."""
 
-    `token` is the catalog token the prices were read under (see PriceCatalogState).
-    """
-
-    def __init__(self, prices: Iterable[Price], token: str = "") -> None:
-        self.token = token
+    def __init__(self, prices: Iterable[Price]) -> None:
         self._by_model: dict[tuple[str, str], list[Price]] = defaultdict(list)
         self._bounds: dict[tuple[str, str], list[datetime]] = {}
         self._plans: dict[tuple[str, str, str, str, int], tuple[list[Price], str, dict[str, Price | None]]] = {}
@@ -64,22 +59,15 @@ class PriceBook:
 
     @classmethod
     def load(cls, pairs: Iterable[tuple[str, str]]) -> PriceBook:
+        """The prices of these (provider, model) pairs, in one query."""
         pairs = set(pairs)
         if not pairs:
             return cls([])
-        if len(pairs) == 1:
-            # The single-event hot path: a fixed SQL text (no ORM query building, no ORDER BY);
-            # raw() still applies the fields' converters (SQLite decimals and datetimes).
-            provider, model = next(iter(pairs))
-            table = Price._meta.db_table
-            token = catalog_token()
-            prices = Price.objects.raw(f"SELECT * FROM {table} WHERE provider = %s AND model = %s", [provider, model])
-            return cls(list(prices), token)
         condition = Q()
-        for provider, model in pairs:
+        for provider, model in sorted(pairs):
             condition |= Q(provider=provider, model=model)
         # Versions of one key never overlap, so quoting does not depend on row order.
-        return cls(Price.objects.filter(condition).order_by(), catalog_token())
+        return cls(Price.objects.filter(condition).order_by())
 
     def has_model(self, provider: str, model: str) -> bool:
         return (provider, model) in self._by_model
@@ -182,52 +170,3 @@ class PriceBook:
                 {largest[0]: f"costs {total:.2f} {currency} at the price in force, beyond a ledger entry's {MONEY_MAX}"}
             )
         return Quote(round_money(total), currency, PricingStatus.PRICED, resolved_operation, used)
-
-
-_TOKEN_SQL = f"SELECT token FROM {PriceCatalogState._meta.db_table} WHERE id = 1"
-
-
-def catalog_token() -> str:
-    """The current catalog token ('' before the first price is written)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_TOKEN_SQL)
-        row = cursor.fetchone()
-    return row[0] if row else ""
-
-
-class PriceBookCache:
-    """Per-process price books of single (provider, model) pairs, each kept with its catalog token.
-
-    `get` may return a stale book: the caller must check the token against the database in
-    the same statement or transaction that writes (PostgreSQL's record statement does), or
-    call `fresh`, which checks it with one small query first.
-    """
-
-    MAX_ENTRIES = 4096  # bounded: model names come from callers
-
-    def __init__(self) -> None:
-        self._books: dict[tuple[str, str, str], PriceBook] = {}
-
-    def _key(self, provider: str, model: str) -> tuple[str, str, str]:
-        # One cache per database alias and process (tests switch databases; forks copy memory).
-        return (connection.alias, provider, model)
-
-    def get(self, provider: str, model: str) -> PriceBook:
-        book = self._books.get(self._key(provider, model))
-        return book if book is not None else self.reload(provider, model)
-
-    def fresh(self, provider: str, model: str) -> PriceBook:
-        book = self._books.get(self._key(provider, model))
-        if book is not None and book.token == catalog_token():
-            return book
-        return self.reload(provider, model)
-
-    def reload(self, provider: str, model: str) -> PriceBook:
-        if len(self._books) >= self.MAX_ENTRIES:
-            self._books.clear()
-        book = PriceBook.load([(provider, model)])
-        self._books[self._key(provider, model)] = book
-        return book
-
-
-price_books = PriceBookCache()

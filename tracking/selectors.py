@@ -27,6 +27,7 @@ from .models import (
     SpendRollup,
     SpendRollupDay,
 )
+from .rollups import daily_deltas, metric_series_deltas, rollup_deltas
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,6 @@ def ledger_rollup_totals(
     Uses the write path's own scope and counter functions, so it checks bucketing too. A `series`
     dict given is filled, in the same scan, with what every MetricSeries row should hold.
     """
-    from .services import metric_series_deltas, rollup_deltas
-
     entries = CostEntry.objects.select_related("team").order_by("pk").iterator(chunk_size=chunk_size)
     totals: dict[tuple[str, datetime, str], list[Any]] = {}
     batch: list[CostEntry] = []
@@ -250,8 +249,6 @@ def ledger_differences() -> tuple[list[LedgerDifference], int, int]:
 
     Returns (differences, ledger-derived hourly rows, hourly rollup rows).
     """
-    from .services import daily_deltas
-
     series: dict[tuple[str, ...], list[Any]] = {}
     expected = ledger_rollup_totals(series=series)
     zero = [Decimal(0)] + [0] * (len(ROLLUP_COUNTERS) - 1)

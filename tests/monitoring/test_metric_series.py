@@ -128,16 +128,3 @@ def test_the_migration_backfills_the_same_series_as_the_write_path(gpt4o_prices)
 
     assert [row[1:] for row in sorted(MetricSeries.objects.values_list())] == [row[1:] for row in written]
     assert ledger_differences()[0] == []
-
-
-@pytest.mark.postgres
-def test_postgresql_writes_the_series_in_the_record_statement(gpt4o_prices):
-    from django.test.utils import CaptureQueriesContext
-
-    cost_entry_record(provider="openai", model="gpt-4o", input_tokens=1)  # warm the price cache
-    with CaptureQueriesContext(connection) as queries:
-        cost_entry_record(provider="openai", model="gpt-4o", input_tokens=1000, duration_ms=2000)
-
-    writes = [q["sql"] for q in queries if "tracking_metricseries" in q["sql"]]
-    assert len(writes) == 1 and writes[0].startswith("WITH token")  # the one record statement
-    assert series(service="").duration_le_2500 == 1

@@ -166,7 +166,7 @@ def _writer(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ledger_scopes(entry: Any, teams: dict[int, str]) -> list[str]:
-    """The scopes an entry counts towards, written out here (not tracking.services.entry_scopes)."""
+    """The scopes an entry counts towards, written out here (not tracking.rollups.entry_scopes)."""
     scopes = ["global", f"provider:{entry.provider}", f"model:{entry.model}"]
     optional = {"operation": entry.operation, "service": entry.service, "subject": entry.subject, "job": entry.job}
     scopes += [f"{kind}:{value}" for kind, value in optional.items() if value]
@@ -275,7 +275,7 @@ def test_concurrent_writers_agree_to_the_cent_everywhere_and_alerts_go_out_once(
                             stderr=subprocess.STDOUT,
                         )
                     )  # fmt: skip
-                outputs = [child.communicate(timeout=240)[0].decode(errors="replace") for child in children]
+                outputs = [child.communicate(timeout=600)[0].decode(errors="replace") for child in children]
             elapsed = time.perf_counter() - started
         finally:
             for child in children:

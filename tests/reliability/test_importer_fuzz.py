@@ -3,8 +3,8 @@ LiteLLM's file (../shared/data/model_prices.json) go through `manage.py import_p
 
 Each one ends in one of two ways, never a traceback:
 * refused: a CommandError whose message names the place (the entry and field, or the line and
-  column, or the byte) and says nothing was imported; the Price rows and the catalog token are
-  exactly what they were before;
+  column, or the byte) and says nothing was imported; the Price rows are exactly what they were
+  before;
 * imported: the mutation is one the importer documents as harmless (an unknown mode is the
   operation, an entry without litellm_provider is skipped and counted).
 
@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tracking.models import Price
-from tracking.pricing import catalog_token
 
 REAL_FILE = Path(__file__).resolve().parents[3] / "shared" / "data" / "model_prices.json"
 if not REAL_FILE.exists():  # a checkout outside the shared workspace
@@ -218,8 +217,8 @@ mutations = st.one_of(
 # --- the test --------------------------------------------------------------------------------------
 
 
-def snapshot() -> tuple[list[tuple], str]:
-    rows = list(
+def snapshot() -> list[tuple]:
+    return list(
         Price.objects.order_by("pk").values_list(
             "pk",
             "provider",
@@ -234,7 +233,6 @@ def snapshot() -> tuple[list[tuple], str]:
             "source",
         )
     )
-    return rows, catalog_token()
 
 
 @pytest.fixture

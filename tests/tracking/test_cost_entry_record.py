@@ -10,7 +10,7 @@ import time_machine
 from django.core.exceptions import ValidationError
 
 from tests.conftest import EPOCH
-from tests.factories import PriceFactory, TeamFactory
+from tests.factories import CostEntryFactory, PriceFactory, TeamFactory
 from tracking.models import CostEntry, PricingStatus, SpendRollup
 from tracking.selectors import ledger_differences, spend_total
 from tracking.services import cost_entry_record, cost_entry_record_many
@@ -257,6 +257,70 @@ def test_a_batch_sent_twice_is_counted_once(gpt4o_prices):
     assert ledger_differences()[0] == []
 
 
+def test_a_batch_of_keys_recorded_before_and_new_ones_records_only_the_new_ones(gpt4o_prices):
+    first = CostEntryFactory(idempotency_key="old")
+    results = cost_entry_record_many(
+        [
+            {"provider": "openai", "model": "gpt-4o", "input_tokens": 2000, "idempotency_key": "new-1"},
+            {"provider": "openai", "model": "gpt-4o", "input_tokens": 9000, "idempotency_key": "old"},
+            {"provider": "openai", "model": "gpt-4o", "input_tokens": 3000, "idempotency_key": "new-2"},
+            {"provider": "openai", "model": "gpt-4o", "input_tokens": 4000, "idempotency_key": "new-1"},
+        ]
+    )
+
+    assert [r.status for r in results] == ["accepted", "duplicate", "accepted", "duplicate"]
+    assert results[1].entry.pk == first.pk and results[1].entry.amount == Decimal("0.0025")
+    assert results[3].entry is results[0].entry
+    assert sorted(CostEntry.objects.values_list("idempotency_key", flat=True)) == ["new-1", "new-2", "old"]
+    assert rollup("global").events == 3
+    assert rollup("global").amount == Decimal("0.015")
+    assert ledger_differences()[0] == []
+
+
+def test_one_event_is_recorded_as_a_batch_of_one_would_be(gpt4o_prices):
+    team = TeamFactory(name="ml")
+    event = {
+        "provider": "openai",
+        "model": "gpt-4o",
+        "input_tokens": 1000,
+        "output_tokens": 20,
+        "service": "crm",
+        "team": "ml",
+        "tags": {"env": "prod"},
+        "duration_ms": 300,
+        "occurred_at": EPOCH,
+    }
+    one = cost_entry_record(idempotency_key="one", **event).entry
+    [item] = cost_entry_record_many([{**event, "idempotency_key": "batch"}])
+
+    fields = [f.attname for f in CostEntry._meta.concrete_fields if f.attname not in ("id", "idempotency_key")]
+    stored = CostEntry.objects.get(pk=one.pk)
+    assert [getattr(one, name) for name in fields if name != "recorded_at"] == [
+        getattr(item.entry, name) for name in fields if name != "recorded_at"
+    ]
+    assert [getattr(one, name) for name in fields] == [getattr(stored, name) for name in fields]
+    assert one.team == team and SpendRollup.objects.get(scope="team:ml").events == 2
+
+
+@pytest.mark.parametrize("size", [1, 40, 400])
+def test_recording_takes_a_few_queries_whatever_the_batch_size(gpt4o_prices, django_assert_max_num_queries, size):
+    TeamFactory(name="ml")
+    events = [
+        {"provider": "openai", "model": "gpt-4o", "input_tokens": i, "subject": f"u{i}", "team": "ml"}
+        for i in range(size)
+    ]
+    events.append({"provider": "acme", "model": "m", "input_tokens": 1})  # an unknown provider: one more query
+
+    # No query per event: team, prices, unknown providers, the ledger insert, the hourly, daily and
+    # series upserts and the transaction's begin and end, plus a statement per chunk of rows where
+    # the database limits a statement's parameters (SQLite).
+    with django_assert_max_num_queries(10 + size // 10):
+        results = cost_entry_record_many(events)
+
+    assert [r.status for r in results].count("accepted") == size
+    assert results[-1].status == "rejected"
+
+
 @pytest.mark.parametrize(
     ("event", "field", "message"),
     [
@@ -309,7 +373,7 @@ def test_old_events_are_priced_from_the_catalog_epoch(gpt4o_prices):
 
 
 def test_a_price_change_made_behind_the_record_paths_back_is_used_by_the_next_event():
-    """Price books are cached per process; a trigger-kept catalog token makes any change visible at once."""
+    """Prices are read for every batch: a change made by any process is used by the very next event."""
     change = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
     old = PriceFactory(provider="acme", model="m", unit="input_token", unit_price="0.000002")
     with time_machine.travel(NOW, tick=False):
@@ -338,61 +402,3 @@ def test_a_call_without_usage_is_recorded_as_unpriced_never_as_a_silent_zero(gpt
     with pytest.raises(ValidationError) as excinfo:
         cost_entry_record(provider="openai", model="gpt-4o", usage_unavailable="yes")
     assert "usage_unavailable" in excinfo.value.message_dict
-
-
-def test_the_row_the_record_statement_sends_is_what_the_orm_would_send(gpt4o_prices):
-    """tracking.ingest.entry_row stands in for Field.get_db_prep_save on PostgreSQL's write paths
-    (the record statement and COPY): for an entry with every field set, each value is the same."""
-    from django.db import connection
-    from psycopg.types.json import Jsonb
-
-    from tracking.ingest import entry_row
-
-    if connection.vendor != "postgresql":
-        pytest.skip("entry_row is PostgreSQL's (SQLite writes through the ORM)")
-    team = TeamFactory(name="ml")
-    corrected = cost_entry_record(provider="openai", model="gpt-4o", input_tokens=10, idempotency_key="first").entry
-    entry = CostEntry(
-        occurred_at=EPOCH,
-        recorded_at=EPOCH + timedelta(seconds=1),
-        provider="openai",
-        model="gpt-4o",
-        operation="chat",
-        variant="batch",
-        service="crm",
-        subject="user-1",
-        job="job-7",
-        team=team,
-        tags={"env": "prod", "n": [1, {"a": None}]},
-        input_tokens=1,
-        output_tokens=2,
-        cached_input_tokens=3,
-        cache_write_tokens=4,
-        reasoning_tokens=5,
-        embedding_tokens=6,
-        images=7,
-        requests=8,
-        seconds=Decimal("1.5"),
-        gpu_hours=Decimal("0.25"),
-        amount=Decimal("12.345678901"),
-        currency="EUR",
-        pricing_status=PricingStatus.PRICED,
-        prices_used={"input_token": "0.0000025"},
-        is_estimate=False,
-        outcome="error",
-        duration_ms=1234,
-        idempotency_key="k",
-        corrects=corrected,
-        note="why",
-    )
-    fields = [f for f in CostEntry._meta.concrete_fields if not f.primary_key]
-    row = entry_row(entry)
-
-    assert len(row) == len(fields)
-    for field, value in zip(fields, row, strict=True):
-        expected = field.get_db_prep_save(getattr(entry, field.attname), connection)
-        if isinstance(expected, Jsonb):
-            assert isinstance(value, Jsonb) and value.obj == expected.obj, field.name
-        else:
-            # psycopg's Int8 wrapper picks a parameter type; the statement and COPY cast each column.
-            assert value == expected and isinstance(expected, type(value)), field.name

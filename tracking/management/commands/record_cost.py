@@ -11,8 +11,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from core.money import format_money
+from tracking.events import QUANTITY_FIELDS
 from tracking.models import CostEntry
-from tracking.services import QUANTITY_FIELDS, cost_entry_record
+from tracking.services import cost_entry_record
 
 
 def validation_message(exc: ValidationError) -> str:

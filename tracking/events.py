@@ -1,0 +1,210 @@
+"""Usage events as callers send them, validated: what `cost_entry_record` and the API accept.
+
+Validation only (no database, but for a team named by its name): a bad value raises
+ValidationError naming the field, before anything is priced or written.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from core.models import Team
+from core.money import parse_currency, parse_decimal, parse_money
+from core.validation import clean_text
+
+from .models import DECIMAL_QUANTITY_FIELDS, INTEGER_QUANTITY_FIELDS, Outcome
+
+QUANTITY_FIELDS = INTEGER_QUANTITY_FIELDS + DECIMAL_QUANTITY_FIELDS
+_LIMITS = {"provider": 100, "model": 200, "operation": 50, "variant": 100, "service": 100, "subject": 200, "job": 200}
+_DECIMAL_QUANTITY_PLACES = {"seconds": 6, "gpu_hours": 9}
+TAG_KEY_MAX, TAG_VALUE_MAX, TAGS_MAX = 50, 100, 20
+
+
+@dataclass
+class UsageEvent:
+    """A validated usage event, ready to be priced and written."""
+
+    provider: str
+    model: str
+    occurred_at: datetime
+    idempotency_key: str
+    operation: str = ""
+    variant: str = ""
+    service: str = ""
+    subject: str = ""
+    job: str = ""
+    team: Team | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    quantities: dict[str, Any] = field(default_factory=dict)
+    amount: Decimal | None = None
+    currency: str = "USD"
+    outcome: str = Outcome.SUCCESS
+    duration_ms: int | None = None
+    is_estimate: bool | None = None
+    usage_unavailable: bool = False  # the call happened but reported no usage (e.g. a stream without it)
+
+
+_OUTCOMES = frozenset(Outcome.values)  # Outcome.values builds its list on every access
+
+
+def _text(raw: Mapping[str, Any], name: str, *, required: bool = False) -> str:
+    return clean_text(raw.get(name), field=name, max_length=_LIMITS[name], required=required)
+
+
+def _quantity(raw: Mapping[str, Any], name: str) -> int | Decimal:
+    value = raw.get(name)
+    if value is None:
+        return 0
+    if name in INTEGER_QUANTITY_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValidationError({name: f"must be finite, got {value}"})
+            raise ValidationError({name: f"must be a non-negative integer, got {value!r}"})
+        if value < 0:
+            raise ValidationError({name: f"must be a non-negative integer, got {value}"})
+        if value >= 2**63:
+            raise ValidationError({name: f"{value} is out of range"})
+        return value
+    number = parse_decimal(value, field=name)
+    if number < 0:
+        raise ValidationError({name: f"must not be negative, got {value}"})
+    places = _DECIMAL_QUANTITY_PLACES[name]
+    # Range first: quantizing a huge value (5E+307) to `places` exceeds the context's precision.
+    if number >= Decimal(10) ** 12:
+        raise ValidationError({name: f"{value} is out of range"})
+    if number != number.quantize(Decimal(1).scaleb(-places)):
+        raise ValidationError({name: f"{value} has more than {places} decimal places"})
+    return number
+
+
+def _tags(raw: Mapping[str, Any]) -> dict[str, str]:
+    value = raw.get("tags") or {}
+    if not isinstance(value, Mapping):
+        raise ValidationError({"tags": "must be an object of key -> value strings"})
+    if len(value) > TAGS_MAX:
+        raise ValidationError({"tags": f"at most {TAGS_MAX} tags per event"})
+    tags: dict[str, str] = {}
+    for key, tag_value in value.items():
+        if not isinstance(key, str) or not key.strip() or "=" in key or len(key) > TAG_KEY_MAX:
+            raise ValidationError({"tags": f"tag key {key!r} must be 1-{TAG_KEY_MAX} characters without '='"})
+        if not isinstance(tag_value, str) or len(tag_value) > TAG_VALUE_MAX:
+            raise ValidationError(
+                {"tags": f"tag {key!r} must have a string value of at most {TAG_VALUE_MAX} characters"}
+            )
+        tags[key.strip()] = tag_value.strip()
+    return tags
+
+
+def _occurred_at(raw: Mapping[str, Any], now: datetime) -> datetime:
+    value = raw.get("occurred_at")
+    if value is None:
+        return now
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError({"occurred_at": f"{value!r} is not an ISO-8601 timestamp"}) from None
+    if not isinstance(value, datetime):
+        raise ValidationError({"occurred_at": "must be a timestamp"})
+    if timezone.is_naive(value):
+        raise ValidationError({"occurred_at": "must include a time zone offset (e.g. 2026-11-23T10:00:00+00:00)"})
+    skew = timedelta(seconds=settings.COSTCONTROL_MAX_FUTURE_SKEW_SECONDS)
+    if value > now + skew:
+        raise ValidationError({"occurred_at": f"{value.isoformat()} is more than {skew} in the future"})
+    return value
+
+
+def usage_event_clean(
+    raw: Mapping[str, Any], *, now: datetime | None = None, teams: Mapping[str, Team] | None = None
+) -> UsageEvent:
+    """Validate one raw event (strings, numbers, Decimals). Raises ValidationError naming the field."""
+    now = now or timezone.now()
+    known = {
+        "provider",
+        "model",
+        "operation",
+        "variant",
+        "service",
+        "subject",
+        "job",
+        "team",
+        "tags",
+        "amount",
+        "currency",
+        "outcome",
+        "duration_ms",
+        "is_estimate",
+        "usage_unavailable",
+        "idempotency_key",
+        "occurred_at",
+        *QUANTITY_FIELDS,
+    }
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValidationError({unknown[0]: "is not a known field"})
+    event = UsageEvent(
+        provider=_text(raw, "provider", required=True).lower(),
+        model=_text(raw, "model", required=True),
+        operation=_text(raw, "operation"),
+        variant=_text(raw, "variant"),
+        service=_text(raw, "service"),
+        subject=_text(raw, "subject"),
+        job=_text(raw, "job"),
+        occurred_at=_occurred_at(raw, now),
+        idempotency_key="",
+        tags=_tags(raw),
+        quantities={name: _quantity(raw, name) for name in QUANTITY_FIELDS},
+    )
+    key = raw.get("idempotency_key")
+    if key is None or key == "":
+        event.idempotency_key = uuid.uuid4().hex
+    elif not isinstance(key, str) or len(key) > 200:
+        raise ValidationError({"idempotency_key": "must be a string of at most 200 characters"})
+    else:
+        event.idempotency_key = key
+    if raw.get("amount") is not None:
+        event.amount = parse_money(raw["amount"], field="amount")
+        if event.amount < 0:
+            raise ValidationError({"amount": "must not be negative (corrections are made with cost_entry_correct)"})
+    event.currency = parse_currency(raw.get("currency") or "USD")
+    outcome = raw.get("outcome") or Outcome.SUCCESS
+    if outcome not in _OUTCOMES:
+        raise ValidationError({"outcome": f"{outcome!r} is not one of {', '.join(Outcome.values)}"})
+    event.outcome = outcome
+    duration = raw.get("duration_ms")
+    if duration is not None:
+        if isinstance(duration, bool) or not isinstance(duration, int) or not 0 <= duration < 2**31:
+            raise ValidationError(
+                {"duration_ms": f"must be a non-negative integer number of milliseconds, got {duration!r}"}
+            )
+        event.duration_ms = duration
+    if raw.get("is_estimate") is not None:
+        if not isinstance(raw["is_estimate"], bool):
+            raise ValidationError({"is_estimate": "must be true or false"})
+        event.is_estimate = raw["is_estimate"]
+    if raw.get("usage_unavailable") is not None:
+        if not isinstance(raw["usage_unavailable"], bool):
+            raise ValidationError({"usage_unavailable": "must be true or false"})
+        event.usage_unavailable = raw["usage_unavailable"]
+        if event.usage_unavailable and (event.amount is not None or any(event.quantities.values())):
+            raise ValidationError({"usage_unavailable": "an event without usage carries no quantities or amount"})
+    team = raw.get("team")
+    if team not in (None, ""):
+        if isinstance(team, Team):
+            event.team = team
+        else:
+            found = (teams or {}).get(str(team)) if teams is not None else Team.objects.filter(name=str(team)).first()
+            if found is None:
+                raise ValidationError({"team": f"unknown team {team!r}"})
+            event.team = found
+    return event
