@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks (bench/record_path.py, bench/budget_path.py).
+"""Helpers shared by the benchmarks in bench/, and the targets of `make bench` (issue 16).
 
 Pure standard library plus psycopg (only for creating/dropping the PostgreSQL database); nothing
 here imports Django, so the driver process of a benchmark stays light.
@@ -25,6 +25,18 @@ from urllib.parse import urlsplit, urlunsplit
 BASE_DIR = Path(__file__).resolve().parent.parent
 SETTINGS = "costcontrol.settings.local"
 PG_SCHEMES = {"postgres", "postgresql", "pgsql", "psql"}
+
+# The targets, every one a ratio to a reference measured in the same run (these machines are shared:
+# an absolute millisecond measures the neighbours). "one-row INSERT": Team.objects.create inside
+# transaction.atomic(), timed alternately before or after each measured call.
+TARGET_RECORD_P50_RATIO = 1.5  # record path p50 / one-row INSERT p50, at most
+TARGET_CHECK_P50_RATIO = 1.0  # budget_check p50 / one-row INSERT p50, at most
+TARGET_CHECK_GROWTH = 1.3  # budget_check p50 at the largest ledger / at the smallest, at most
+TARGET_RESERVE_SETTLE_P50_RATIO = 2.5  # budget_reserve + reservation_settle p50 / one-row INSERT p50, at most
+TARGET_INGEST_COPY_RATIO = 0.25  # HTTP batch ingest events/s / COPY rows/s of the same rows, at least
+TARGET_METRICS_GROWTH = 1.5  # /metrics scrape p50 at the largest ledger / at the smallest, at most
+TARGET_DASHBOARD_RATIO = 12.0  # admin dashboard p50 / GET /admin/ p50, at most
+TARGET_ALERT_PASS_RATIO = 1000.0  # alert evaluation pass p50 / one budget_check p50, at most
 
 
 def log(message: str) -> None:
