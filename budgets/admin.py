@@ -1,6 +1,6 @@
 """Budgets in the admin: where every budget stands, its period history and the current burn-down.
 
-Reads here never write: a period not opened yet is shown as it would open (budget_status_peek);
+Reads here never write: a period not opened yet is shown as it would open (budgets.selectors.budget_statuses);
 the beat task and the first write open it for real.
 """
 

@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 
-from django.db.models import Min, Sum
+from django.db.models import BigIntegerField, ExpressionWrapper, F, Min, Sum
 from django.db.models.functions import ExtractHour, ExtractIsoWeekDay
 
 from core.money import ZERO, format_money, from_nanos, to_nanos
@@ -96,33 +97,34 @@ class _History:
 
 
 def _histories(keys: set[tuple[str, str]], *, since: datetime, until: datetime) -> dict[tuple[str, str], _History]:
-    """The history of every (scope, currency) in [since, until): three statements whatever their number
-    (hour-of-week sums of the hourly rollups; the daily rollups; who spent in the week before)."""
+    """The history of every (scope, currency) in [since, until): four statements whatever their number
+    (hour-of-week sums of the hourly rollups, the first hour with spend, the daily rollups, who spent
+    in the week before)."""
     found = {key: _History([0] * WEEK_HOURS, {}, None) for key in keys}
     if not keys:
         return found
     scopes, currencies = {scope for scope, _ in keys}, {currency for _, currency in keys}
+    nanos = BigIntegerField()  # the amounts as the integers of nano-units they are stored as
+    window = SpendRollup.objects.filter(
+        scope__in=scopes, currency__in=currencies, bucket__gte=since, bucket__lt=until
+    ).order_by()
     hourly = (
-        SpendRollup.objects.filter(scope__in=scopes, currency__in=currencies, bucket__gte=since, bucket__lt=until)
-        .annotate(weekday=ExtractIsoWeekDay("bucket", tzinfo=UTC), hour=ExtractHour("bucket", tzinfo=UTC))
-        .values("scope", "currency", "weekday", "hour")
-        .annotate(total=Sum("amount"), first=Min("bucket"))
-        .order_by()
+        window.annotate(weekday=ExtractIsoWeekDay("bucket", tzinfo=UTC), hour=ExtractHour("bucket", tzinfo=UTC))
+        .values_list("scope", "currency", "weekday", "hour")
+        .annotate(total=Sum("amount", output_field=nanos))
     )
-    for row in hourly:
-        history = found.get((row["scope"], row["currency"]))
-        if history is None or not row["total"]:
-            continue
-        history.by_how[(row["weekday"] - 1) * 24 + row["hour"]] += to_nanos(row["total"])
-        first = row["first"].astimezone(UTC)
-        history.first = first if history.first is None else min(history.first, first)
+    for scope, currency, weekday, hour, total in hourly:
+        if (history := found.get((scope, currency))) is not None:
+            history.by_how[(weekday - 1) * 24 + hour] += total
+    for scope, currency, first in window.filter(amount__gt=0).values_list("scope", "currency").annotate(Min("bucket")):
+        if (history := found.get((scope, currency))) is not None:
+            history.first = first.astimezone(UTC)
     daily = SpendRollupDay.objects.filter(
         scope__in=scopes, currency__in=currencies, bucket__gte=since, bucket__lt=until
-    ).values_list("scope", "currency", "bucket", "amount")
+    ).values_list("scope", "currency", "bucket", ExpressionWrapper(F("amount"), output_field=nanos))
     for scope, currency, bucket, amount in daily:
-        history = found.get((scope, currency))
-        if history is not None:
-            history.by_day[bucket.astimezone(UTC)] = to_nanos(amount)
+        if (history := found.get((scope, currency))) is not None:
+            history.by_day[bucket.astimezone(UTC)] = amount
     earlier = SpendRollupDay.objects.filter(
         scope__in=scopes, currency__in=currencies, bucket__gte=since - 7 * DAY, bucket__lt=since
     )
@@ -134,7 +136,7 @@ def _histories(keys: set[tuple[str, str]], *, since: datetime, until: datetime) 
 
 def spend_forecasts(questions: Sequence[Question], *, at: datetime) -> list[Forecast | None]:
     """The forecast of each question at `at` (None where the period never ends), their histories read
-    together in three statements."""
+    together in four statements."""
     until = hour_floor(at)
     since = until.replace(hour=0) - HISTORY_DAYS * DAY
     wanted = {(q.scope, q.currency) for q in questions if q.end is not None and at < q.end}
@@ -204,20 +206,35 @@ class _Model:
         return max(0, base)
 
     def total(self, first: datetime, hours: int) -> int:
-        """What the `hours` hours from `first` are expected to cost: summed by hour of the week and
-        along the trend in closed form; hour by hour only where the trend would go below zero."""
+        """What the `hours` hours from `first` are expected to cost, in closed form: the profile's part
+        from its running sums, the trend's as an arithmetic series. Where a trend would take an hour
+        below zero, each hour of the week is its own series, clamped at zero: a year costs at most 168
+        sums, never 8,760 steps."""
         if hours <= 0:
             return 0
         offset = (first - self.middle) // HOUR  # hours from the middle to the first one
-        slope = self.slope_per_hour
-        if slope < 0 and min(self.profile) + slope * (offset + hours - 1) < 0:
-            return sum(self.expected(first + HOUR * i) for i in range(hours))  # clamped at zero
-        if slope > 0 and offset < 0 and min(self.profile) + slope * offset < 0:
-            return sum(self.expected(first + HOUR * i) for i in range(hours))
-        weeks, extra = divmod(hours, WEEK_HOURS)
-        start = _how(first)
-        by_hour = weeks * sum(self.profile) + sum(self.profile[(start + i) % WEEK_HOURS] for i in range(extra))
-        return by_hour + slope * (hours * offset + hours * (hours - 1) // 2)
+        start, slope = _how(first), self.slope_per_hour
+        lowest = offset if slope > 0 else offset + hours - 1  # the hour the trend takes lowest
+        if min(self.profile) + slope * lowest >= 0:
+            weeks, extra = divmod(hours, WEEK_HOURS)
+            running = self.running
+            by_hour = weeks * running[WEEK_HOURS] + running[start + extra] - running[start]
+            return by_hour + slope * (hours * offset + hours * (hours - 1) // 2)
+        total = 0
+        for j in range(min(hours, WEEK_HOURS)):
+            count = (hours - j + WEEK_HOURS - 1) // WEEK_HOURS  # hours j, j + 168, ... before `hours`
+            total += _clamped_series(
+                self.profile[(start + j) % WEEK_HOURS] + slope * (offset + j), slope * WEEK_HOURS, count
+            )
+        return total
+
+    @cached_property
+    def running(self) -> list[int]:
+        """Running sums of the profile over two weeks: running[i] is the sum of hours 0..i-1."""
+        sums = [0]
+        for value in self.profile + self.profile:
+            sums.append(sums[-1] + value)
+        return sums
 
     def crossing(self, first: datetime, needed: int) -> datetime:
         """When the hours from `first` will have cost `needed` (more than zero, at most their total):
@@ -231,6 +248,22 @@ class _Model:
             needed -= cost
             hour += HOUR
         return hour + HOUR * (needed / cost)
+
+
+def _clamped_series(first: int, step: int, count: int) -> int:
+    """sum(max(0, first + step * k) for k in range(count)), without the loop."""
+    if count <= 0:
+        return 0
+    if step >= 0:
+        skip = 0 if first >= 0 else (-first + step - 1) // step if step else count  # terms below zero
+    else:
+        skip = 0
+        count = 0 if first < 0 else min(count, first // -step + 1)  # terms still at or above zero
+    terms = count - skip
+    if terms <= 0:
+        return 0
+    head = first + step * skip
+    return terms * head + step * terms * (terms - 1) // 2
 
 
 def _days(start: datetime, end: datetime) -> list[datetime]:
