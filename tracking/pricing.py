@@ -15,7 +15,6 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation, Overflow
 
 from django.core.exceptions import ValidationError
-from django.db.models import Q
 
 from core.money import MONEY_MAX, round_money
 
@@ -63,11 +62,11 @@ class PriceBook:
         pairs = set(pairs)
         if not pairs:
             return cls([])
-        condition = Q()
-        for provider, model in sorted(pairs):
-            condition |= Q(provider=provider, model=model)
+        # One short query whatever the number of pairs (an OR per pair is a statement as long as the
+        # batch, deeper than SQLite's expression limit at 1,000 models); the pairs are picked here.
         # Versions of one key never overlap, so quoting does not depend on row order.
-        return cls(Price.objects.filter(condition).order_by())
+        rows = Price.objects.filter(provider__in={p for p, _ in pairs}, model__in={m for _, m in pairs}).order_by()
+        return cls(price for price in rows if (price.provider, price.model) in pairs)
 
     def has_model(self, provider: str, model: str) -> bool:
         return (provider, model) in self._by_model

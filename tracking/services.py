@@ -118,7 +118,9 @@ def _events_write(cleaned: Sequence[tuple[int, UsageEvent]]) -> tuple[dict[int, 
         except ValidationError as exc:  # e.g. a cost beyond what a ledger entry holds
             results[i] = BulkItemResult("rejected", errors=exc.message_dict)
     keys = [entry.idempotency_key for _, entry in priced]
-    existing = CostEntry.objects.in_bulk(keys, field_name="idempotency_key") if keys else {}
+    # The keys recorded before, then those entries only: most batches have none.
+    taken = list(CostEntry.objects.filter(idempotency_key__in=keys).values_list("pk", flat=True)) if keys else []
+    existing = {e.idempotency_key: e for e in CostEntry.objects.filter(pk__in=taken)} if taken else {}
     fresh: dict[str, CostEntry] = {}
     for i, entry in priced:
         key = entry.idempotency_key
