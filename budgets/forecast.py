@@ -25,13 +25,14 @@ is computed in floats.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cached_property
+from functools import cached_property, reduce
 
-from django.db.models import BigIntegerField, ExpressionWrapper, F, Min, Sum
+from django.db.models import BigIntegerField, ExpressionWrapper, F, Min, Q, Sum
 from django.db.models.functions import ExtractHour, ExtractIsoWeekDay
 
 from core.money import ZERO, format_money, from_nanos, to_nanos
@@ -47,6 +48,7 @@ MIN_CONFIDENCE = Decimal("0.90")
 MIN_CHANGE = Decimal("0.05")  # of the mean daily spend, over the whole history
 INTERVAL = Decimal("0.90")
 Z_90 = Decimal("1.6449")
+_SCOPES_PER_READ = 200  # an OR per scope: well under SQLite's expression depth of 1,000
 
 
 @dataclass(frozen=True)
@@ -97,28 +99,29 @@ class _History:
 
 
 def _histories(keys: set[tuple[str, str]], *, since: datetime, until: datetime) -> dict[tuple[str, str], _History]:
-    """The history of every (scope, currency) in [since, until): four statements whatever their number
-    (hour-of-week sums of the hourly rollups, the first hour with spend, the daily rollups, who spent
-    in the week before)."""
+    """The history of every (scope, currency) in [since, until), in four statements (the hourly one per
+    200 scopes): hour-of-week sums of the hourly rollups, the daily rollups, who spent in the week
+    before, and the first hour of the scopes first seen inside the history."""
     found = {key: _History([0] * WEEK_HOURS, {}, None) for key in keys}
     if not keys:
         return found
     scopes, currencies = {scope for scope, _ in keys}, {currency for _, currency in keys}
     nanos = BigIntegerField()  # the amounts as the integers of nano-units they are stored as
-    window = SpendRollup.objects.filter(
-        scope__in=scopes, currency__in=currencies, bucket__gte=since, bucket__lt=until
-    ).order_by()
-    hourly = (
-        window.annotate(weekday=ExtractIsoWeekDay("bucket", tzinfo=UTC), hour=ExtractHour("bucket", tzinfo=UTC))
-        .values_list("scope", "currency", "weekday", "hour")
-        .annotate(total=Sum("amount", output_field=nanos))
-    )
-    for scope, currency, weekday, hour, total in hourly:
-        if (history := found.get((scope, currency))) is not None:
-            history.by_how[(weekday - 1) * 24 + hour] += total
-    for scope, currency, first in window.filter(amount__gt=0).values_list("scope", "currency").annotate(Min("bucket")):
-        if (history := found.get((scope, currency))) is not None:
-            history.first = first.astimezone(UTC)
+    window = SpendRollup.objects.filter(currency__in=currencies, bucket__gte=since, bucket__lt=until).order_by()
+    ordered = sorted(scopes)
+    for first in range(0, len(ordered), _SCOPES_PER_READ):
+        # scope = a OR scope = b ...: PostgreSQL reads each scope's range of the (scope, bucket) index;
+        # for `scope IN (...)` it scanned the whole window by bucket (2.5x slower at 200 k rows).
+        which = reduce(operator.or_, (Q(scope=scope) for scope in ordered[first : first + _SCOPES_PER_READ]))
+        hourly = (
+            window.filter(which)
+            .annotate(weekday=ExtractIsoWeekDay("bucket", tzinfo=UTC), hour=ExtractHour("bucket", tzinfo=UTC))
+            .values_list("scope", "currency", "weekday", "hour")
+            .annotate(total=Sum("amount", output_field=nanos))
+        )
+        for scope, currency, weekday, hour, total in hourly:
+            if (history := found.get((scope, currency))) is not None:
+                history.by_how[(weekday - 1) * 24 + hour] += total
     daily = SpendRollupDay.objects.filter(
         scope__in=scopes, currency__in=currencies, bucket__gte=since, bucket__lt=until
     ).values_list("scope", "currency", "bucket", ExpressionWrapper(F("amount"), output_field=nanos))
@@ -131,6 +134,20 @@ def _histories(keys: set[tuple[str, str]], *, since: datetime, until: datetime) 
     for key in earlier.values_list("scope", "currency").distinct():
         if key in found:
             found[key].seen_before = True
+    # A scope first seen inside the history: the first hour it spent, read from its first day alone.
+    young = {
+        key: min(d for d, a in h.by_day.items() if a)
+        for key, h in found.items()
+        if not h.seen_before and any(h.by_day.values())
+    }
+    if young:
+        first_days = window.filter(
+            scope__in={s for s, _ in young}, bucket__gte=min(young.values()), bucket__lt=max(young.values()) + DAY
+        )
+        rows = first_days.filter(amount__gt=0).values_list("scope", "currency").annotate(Min("bucket"))
+        for scope, currency, first in rows:
+            if (key := (scope, currency)) in young and young[key] <= first < young[key] + DAY:
+                found[key].first = first.astimezone(UTC)
     return found
 
 
