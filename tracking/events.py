@@ -26,7 +26,7 @@ from .models import DECIMAL_QUANTITY_FIELDS, INTEGER_QUANTITY_FIELDS, Outcome
 
 QUANTITY_FIELDS = INTEGER_QUANTITY_FIELDS + DECIMAL_QUANTITY_FIELDS
 _LIMITS = {"provider": 100, "model": 200, "operation": 50, "variant": 100, "service": 100, "subject": 200, "job": 200}
-_DECIMAL_QUANTITY_PLACES = {"seconds": 6, "gpu_hours": 9}
+_DECIMAL_QUANTITY_PLACES = {"seconds": 6, "gpu_hours": 9, "input_audio_seconds": 6, "input_video_seconds": 6}
 TAG_KEY_MAX, TAG_VALUE_MAX, TAGS_MAX = 50, 100, 20
 
 

@@ -23,6 +23,38 @@ class Unit(models.TextChoices):
     REQUEST = "request", "request"
     SECOND = "second", "second"
     GPU_HOUR = "gpu_hour", "GPU-hour"
+    CACHE_WRITE_1H_TOKEN = "cache_write_1h_token", "cache write token (1-hour lifetime)"
+    INPUT_AUDIO_TOKEN = "input_audio_token", "input audio token"
+    OUTPUT_AUDIO_TOKEN = "output_audio_token", "output audio token"
+    CACHED_AUDIO_TOKEN = "cached_audio_token", "cached audio token (cache read)"
+    CACHE_WRITE_AUDIO_TOKEN = "cache_write_audio_token", "audio cache write token"
+    INPUT_IMAGE_TOKEN = "input_image_token", "input image token"
+    OUTPUT_IMAGE_TOKEN = "output_image_token", "output image token"
+    CACHED_IMAGE_TOKEN = "cached_image_token", "cached image token (cache read)"
+    INPUT_VIDEO_TOKEN = "input_video_token", "input video token"
+    OUTPUT_VIDEO_TOKEN = "output_video_token", "output video token"
+    INPUT_CHARACTER = "input_character", "input character"
+    OUTPUT_CHARACTER = "output_character", "output character"
+    INPUT_IMAGE = "input_image", "image in the prompt"
+    PIXEL = "pixel", "pixel"
+    PAGE = "page", "page"
+    WEB_SEARCH = "web_search", "web search query"
+    MAPS_QUERY = "maps_query", "maps grounding query"
+    INPUT_AUDIO_SECOND = "input_audio_second", "second of input audio"
+    INPUT_VIDEO_SECOND = "input_video_second", "second of input video"
+
+
+class ServiceTier(models.TextChoices):
+    """How the provider served a call; each tier has its own prices ("" is the standard tier)."""
+
+    STANDARD = "", "standard"
+    BATCH = "batch", "batch"
+    FLEX = "flex", "flex"
+    PRIORITY = "priority", "priority"
+    BALANCED = "balanced", "balanced"
+    ULTRAFAST = "ultrafast", "ultrafast"
+    # Not asked for by the caller: a standard-tier event inside a price's off_peak_windows (DeepSeek).
+    OFF_PEAK = "off_peak", "off-peak"
 
 
 # Unit -> the CostEntry quantity field that counts it.
@@ -37,7 +69,29 @@ UNIT_QUANTITY_FIELD: dict[str, str] = {
     Unit.REQUEST: "requests",
     Unit.SECOND: "seconds",
     Unit.GPU_HOUR: "gpu_hours",
+    Unit.CACHE_WRITE_1H_TOKEN: "cache_write_1h_tokens",
+    Unit.INPUT_AUDIO_TOKEN: "input_audio_tokens",
+    Unit.OUTPUT_AUDIO_TOKEN: "output_audio_tokens",
+    Unit.CACHED_AUDIO_TOKEN: "cached_audio_tokens",
+    Unit.CACHE_WRITE_AUDIO_TOKEN: "cache_write_audio_tokens",
+    Unit.INPUT_IMAGE_TOKEN: "input_image_tokens",
+    Unit.OUTPUT_IMAGE_TOKEN: "output_image_tokens",
+    Unit.CACHED_IMAGE_TOKEN: "cached_image_tokens",
+    Unit.INPUT_VIDEO_TOKEN: "input_video_tokens",
+    Unit.OUTPUT_VIDEO_TOKEN: "output_video_tokens",
+    Unit.INPUT_CHARACTER: "input_characters",
+    Unit.OUTPUT_CHARACTER: "output_characters",
+    Unit.INPUT_IMAGE: "input_images",
+    Unit.PIXEL: "pixels",
+    Unit.PAGE: "pages",
+    Unit.WEB_SEARCH: "web_searches",
+    Unit.MAPS_QUERY: "maps_queries",
+    Unit.INPUT_AUDIO_SECOND: "input_audio_seconds",
+    Unit.INPUT_VIDEO_SECOND: "input_video_seconds",
 }
+# The ledger's quantities are disjoint: a token is counted in exactly one field. input_tokens are the
+# prompt's text tokens that were neither read from nor written to a cache; output_tokens exclude
+# reasoning tokens; audio, image and video tokens are counted only in their own fields.
 INTEGER_QUANTITY_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -47,8 +101,38 @@ INTEGER_QUANTITY_FIELDS = (
     "embedding_tokens",
     "images",
     "requests",
+    "cache_write_1h_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+    "cached_audio_tokens",
+    "cache_write_audio_tokens",
+    "input_image_tokens",
+    "output_image_tokens",
+    "cached_image_tokens",
+    "input_video_tokens",
+    "output_video_tokens",
+    "input_characters",
+    "output_characters",
+    "input_images",
+    "pixels",
+    "pages",
+    "web_searches",
+    "maps_queries",
 )
-DECIMAL_QUANTITY_FIELDS = ("seconds", "gpu_hours")
+DECIMAL_QUANTITY_FIELDS = ("seconds", "gpu_hours", "input_audio_seconds", "input_video_seconds")
+# Everything the prompt carried, in tokens: what a context-size tier ("above 200k tokens") is chosen by.
+PROMPT_TOKEN_FIELDS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "input_audio_tokens",
+    "cached_audio_tokens",
+    "cache_write_audio_tokens",
+    "input_image_tokens",
+    "cached_image_tokens",
+    "input_video_tokens",
+)
 TOKEN_FIELDS = INTEGER_QUANTITY_FIELDS[:6]
 
 
@@ -75,6 +159,26 @@ class Price(models.Model):
         blank=True,
         help_text="Size/quality where the provider prices them separately, e.g. hd/1024-x-1792. Empty for most.",
     )
+    service_tier = models.CharField(
+        "service tier",
+        max_length=20,
+        blank=True,
+        choices=ServiceTier.choices,
+        help_text="The provider's service tier this price applies to (batch, flex, priority, ...). Empty: standard.",
+    )
+    above_tokens = models.PositiveBigIntegerField(
+        "above tokens",
+        default=0,
+        help_text="A context-size tier: the price applies when the prompt has more than this many tokens "
+        "(cached tokens included). 0: from the first token.",
+    )
+    off_peak_windows = models.JSONField(
+        "off-peak windows",
+        default=list,
+        blank=True,
+        help_text="Only for the off-peak service tier, which applies to standard-tier events inside these windows: "
+        '[{"hours_utc": ["16:30-00:30"], "weekdays": [1, 2, 3, 4, 5]}] (weekdays 1 = Monday).',
+    )
     unit_price = models.DecimalField(
         "unit price", max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_PLACES, help_text="Price of one unit."
     )
@@ -90,11 +194,21 @@ class Price(models.Model):
         ordering = ["provider", "model", "operation", "unit", "variant", "-valid_from"]
         constraints = [
             models.UniqueConstraint(
-                fields=["provider", "model", "operation", "unit", "variant", "valid_from"], name="price_version_unique"
+                fields=[
+                    "provider",
+                    "model",
+                    "operation",
+                    "unit",
+                    "variant",
+                    "service_tier",
+                    "above_tokens",
+                    "valid_from",
+                ],
+                name="price_version_unique",
             ),
             # At most one version of a key is in force-until-further-notice.
             models.UniqueConstraint(
-                fields=["provider", "model", "operation", "unit", "variant"],
+                fields=["provider", "model", "operation", "unit", "variant", "service_tier", "above_tokens"],
                 condition=Q(valid_until__isnull=True),
                 name="price_one_open_version",
             ),
@@ -158,6 +272,29 @@ class CostEntry(models.Model):
     requests = models.PositiveBigIntegerField(default=0)
     seconds = models.DecimalField(max_digits=18, decimal_places=6, default=0)
     gpu_hours = models.DecimalField(max_digits=18, decimal_places=9, default=0)
+
+    cache_write_1h_tokens = models.PositiveBigIntegerField(default=0)
+    input_audio_tokens = models.PositiveBigIntegerField(default=0)
+    output_audio_tokens = models.PositiveBigIntegerField(default=0)
+    cached_audio_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_audio_tokens = models.PositiveBigIntegerField(default=0)
+    input_image_tokens = models.PositiveBigIntegerField(default=0)
+    output_image_tokens = models.PositiveBigIntegerField(default=0)
+    cached_image_tokens = models.PositiveBigIntegerField(default=0)
+    input_video_tokens = models.PositiveBigIntegerField(default=0)
+    output_video_tokens = models.PositiveBigIntegerField(default=0)
+    input_characters = models.PositiveBigIntegerField(default=0)
+    output_characters = models.PositiveBigIntegerField(default=0)
+    input_images = models.PositiveBigIntegerField(default=0, help_text="Images in the prompt (billed per image).")
+    pixels = models.PositiveBigIntegerField(default=0)
+    pages = models.PositiveBigIntegerField(default=0)
+    web_searches = models.PositiveBigIntegerField(default=0)
+    maps_queries = models.PositiveBigIntegerField(default=0)
+    input_audio_seconds = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+    input_video_seconds = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+    service_tier = models.CharField(
+        "service tier", max_length=20, blank=True, help_text="The tier that served the call, as the provider said."
+    )
 
     amount = MoneyField("amount")
     currency = models.CharField("currency", max_length=3, default="USD")
