@@ -3,28 +3,24 @@
 Two layers:
 
 * :func:`catalog_parse` reads the LiteLLM format (a JSON object of model name -> entry) into
-  :class:`CatalogPrice` rows, one per (provider, model, operation, unit, variant). It never
-  touches the database and never lets a float near a price (``parse_float=Decimal``). Malformed
-  input raises :class:`CatalogError` with one message naming the place; nothing is imported then.
+  :class:`CatalogPrice` rows, one per (provider, model, operation, unit, variant, service tier,
+  context-size tier). It never touches the database and never lets a float near a price
+  (``parse_float=Decimal``). Malformed input raises :class:`CatalogError` with one message
+  naming the place; nothing is imported then.
 * The services :func:`price_set`, :func:`price_catalog_import` and
   :func:`price_catalog_load_default` write versions: a new price closes the version in force
   instead of overwriting it, so past events keep the price they were recorded under.
 
-What the parser maps (everything else is counted by kind as an "ignored price field"):
-
-=================================================  ==================
-LiteLLM field                                      unit
-=================================================  ==================
-input_cost_per_token                               input_token
-output_cost_per_token                              output_token
-cache_read_input_token_cost                        cached_input_token
-cache_creation_input_token_cost                    cache_write_token
-output_cost_per_reasoning_token                    reasoning_token
-output_cost_per_image (image modes: else input_*)  image
-input_cost_per_second, else output_*, else cost_*  second
-input_cost_per_request, else input_cost_per_query  request
-cost_per_gpu_hour (our extension)                  gpu_hour
-=================================================  ==================
+A price field's name is read as ``<field>[_above_<N>k_tokens][_<tier>]`` (the tier may also come
+before the size: ``_priority_above_200k_tokens``). ``<field>`` names the unit (BASE_FIELDS), the
+size suffix is the context-size tier (above_tokens = N * 1000), the tier suffix the service tier
+(SERVICE_TIER_SUFFIXES). Besides those: ``tiered_pricing`` range lists (rows with above_tokens =
+the range's start), ``off_peak_pricing`` (service tier "off_peak" with its windows),
+``search_context_cost_per_query`` (web_search by context size), ``output_cost_per_image_<size>``
+and ``output_cost_per_second_<resolution>`` (variants), and ``<field>_decisions`` (the prices of
+LiteLLM's /v1/decisions route: operation "decisions"). Every other field that looks like a price
+is reported: NOT_A_PRICE (with the reason), NO_RULE_YET (bills usage, but the design has no rule
+for it yet: listed in the summary under its own heading) or, if unknown, an "ignored price field".
 """
 
 from __future__ import annotations
@@ -36,8 +32,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -54,7 +52,7 @@ from core.money import (
 )
 from core.validation import clean_text
 
-from .models import Price, Unit
+from .models import Price, ServiceTier, Unit
 
 # A price first seen in a catalog is valid from this instant, not from the import: a fresh
 # catalog must also price events recorded (or back-filled) before it was loaded.
@@ -65,25 +63,151 @@ DEFAULT_CATALOG_SOURCE = "costcontrol default catalog"
 PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_PLACES)  # Decimal("1E-15")
 PRICE_LIMIT = Decimal(10) ** (PRICE_MAX_DIGITS - PRICE_PLACES)  # the column holds prices below 1e9
 
-# Unit -> the LiteLLM fields that carry it, in order of preference. The first present field is the
-# price; the others are aliases of the same price and are never added to it (whisper-1 lists
-# input_cost_per_second and output_cost_per_second at the same rate: a second costs that once).
-UNIT_FIELDS: dict[str, tuple[str, ...]] = {
-    Unit.INPUT_TOKEN: ("input_cost_per_token",),
-    Unit.OUTPUT_TOKEN: ("output_cost_per_token",),
-    Unit.CACHED_INPUT_TOKEN: ("cache_read_input_token_cost", "input_cost_per_token_cache_hit"),
-    Unit.CACHE_WRITE_TOKEN: ("cache_creation_input_token_cost",),
-    Unit.REASONING_TOKEN: ("output_cost_per_reasoning_token",),
-    Unit.IMAGE: ("output_cost_per_image",),
-    Unit.SECOND: ("input_cost_per_second", "output_cost_per_second", "cost_per_second"),
-    Unit.REQUEST: ("input_cost_per_request", "input_cost_per_query"),
-    Unit.GPU_HOUR: ("cost_per_gpu_hour",),
+# LiteLLM field -> (unit, variant). Fields of one unit and variant are listed in order of
+# preference: the first present is the price, the others are aliases of the same price and are
+# never added to it (whisper-1 lists input_cost_per_second and output_cost_per_second at the same
+# rate: a second costs that once).
+BASE_FIELDS: dict[str, tuple[str, str]] = {
+    "input_cost_per_token": (Unit.INPUT_TOKEN, ""),
+    "output_cost_per_token": (Unit.OUTPUT_TOKEN, ""),
+    "cache_read_input_token_cost": (Unit.CACHED_INPUT_TOKEN, ""),
+    "input_cost_per_token_cache_hit": (Unit.CACHED_INPUT_TOKEN, ""),
+    "cache_creation_input_token_cost": (Unit.CACHE_WRITE_TOKEN, ""),
+    "cache_creation_input_token_cost_above_1hr": (Unit.CACHE_WRITE_1H_TOKEN, ""),
+    "output_cost_per_reasoning_token": (Unit.REASONING_TOKEN, ""),
+    "input_cost_per_audio_token": (Unit.INPUT_AUDIO_TOKEN, ""),
+    "output_cost_per_audio_token": (Unit.OUTPUT_AUDIO_TOKEN, ""),
+    "cache_read_input_audio_token_cost": (Unit.CACHED_AUDIO_TOKEN, ""),
+    "cache_creation_input_audio_token_cost": (Unit.CACHE_WRITE_AUDIO_TOKEN, ""),
+    "input_cost_per_image_token": (Unit.INPUT_IMAGE_TOKEN, ""),
+    "output_cost_per_image_token": (Unit.OUTPUT_IMAGE_TOKEN, ""),
+    "cache_read_input_image_token_cost": (Unit.CACHED_IMAGE_TOKEN, ""),
+    "input_cost_per_video_token": (Unit.INPUT_VIDEO_TOKEN, ""),
+    "output_cost_per_video_token": (Unit.OUTPUT_VIDEO_TOKEN, ""),
+    "input_cost_per_character": (Unit.INPUT_CHARACTER, ""),
+    "output_cost_per_character": (Unit.OUTPUT_CHARACTER, ""),
+    "output_cost_per_image": (Unit.IMAGE, ""),
+    # In image modes (IMAGE_MODES) LiteLLM bills input_cost_per_image per generated image
+    # (OpenAI gpt-image-1 by quality/size, xAI grok-imagine); elsewhere it is an image in the input.
+    "input_cost_per_image": (Unit.INPUT_IMAGE, ""),
+    "input_cost_per_pixel": (Unit.PIXEL, ""),
+    "output_cost_per_pixel": (Unit.PIXEL, ""),
+    "ocr_cost_per_page": (Unit.PAGE, ""),
+    # Mistral OCR: a page with document annotation costs this instead of ocr_cost_per_page.
+    "annotation_cost_per_page": (Unit.PAGE, "annotation"),
+    "google_maps_grounding_cost_per_query": (Unit.MAPS_QUERY, ""),
+    "input_cost_per_second": (Unit.SECOND, ""),
+    "output_cost_per_second": (Unit.SECOND, ""),
+    "cost_per_second": (Unit.SECOND, ""),
+    "output_cost_per_video_per_second": (Unit.SECOND, ""),  # Sora, Runway: a second of generated video
+    "input_cost_per_audio_per_second": (Unit.INPUT_AUDIO_SECOND, ""),
+    "input_cost_per_video_per_second": (Unit.INPUT_VIDEO_SECOND, ""),
+    "input_cost_per_request": (Unit.REQUEST, ""),
+    "input_cost_per_query": (Unit.REQUEST, ""),
+    "cost_per_gpu_hour": (Unit.GPU_HOUR, ""),  # costcontrol's extension of the format
 }
-# In image modes LiteLLM's own cost calculator bills input_cost_per_image per generated image
-# (OpenAI gpt-image-1 by quality/size, xAI grok-imagine); in chat modes it is the price of an
-# image in the prompt, which we do not model.
 IMAGE_MODES = frozenset({"image_generation", "image_edit"})
-_IMAGE_MODE_FIELDS = {**UNIT_FIELDS, Unit.IMAGE: ("output_cost_per_image", "input_cost_per_image")}
+_IMAGE_MODE_FIELDS = {**BASE_FIELDS, "input_cost_per_image": (Unit.IMAGE, "")}
+_PREFERENCE = {name: rank for rank, name in enumerate(BASE_FIELDS)}
+# output_cost_per_image_1K (fal nano-banana), output_cost_per_second_720p (video resolutions).
+_SIZED_FIELDS = (
+    (re.compile(r"output_cost_per_image_(\d+(?:\.\d+)?k?)", re.IGNORECASE), Unit.IMAGE),
+    (re.compile(r"output_cost_per_second_(\d+(?:p|k))", re.IGNORECASE), Unit.SECOND),
+)
+
+SERVICE_TIER_SUFFIXES = {
+    "batches": ServiceTier.BATCH,
+    "flex": ServiceTier.FLEX,
+    "priority": ServiceTier.PRIORITY,
+    "balanced": ServiceTier.BALANCED,
+    "ultrafast": ServiceTier.ULTRAFAST,
+}
+# <field>_decisions: the price of that field on LiteLLM's /v1/decisions and /v1/systemone routes
+# (litellm_core_utils/decisions_pricing.py): an operation of its own, not a service tier.
+DECISIONS_SUFFIX = "_decisions"
+DECISIONS_OPERATION = "decisions"
+_TIER_SUFFIX = re.compile(r"_(batches|flex|priority|balanced|ultrafast)$")
+_ABOVE_SUFFIX = re.compile(r"_above_(\d+)(k?)_tokens$")
+
+SEARCH_CONTEXT_FIELD = "search_context_cost_per_query"
+SEARCH_CONTEXT_SIZES = {
+    "search_context_size_low": "low",
+    "search_context_size_medium": "medium",
+    "search_context_size_high": "high",
+}
+TIERED_PRICING_FIELD = "tiered_pricing"
+OFF_PEAK_FIELD = "off_peak_pricing"
+# What a tiered_pricing range may price (LiteLLM's _get_tiered_base_costs reads these).
+_TIER_FIELDS = {
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+    "cache_creation_input_token_cost_above_1hr",
+    "output_cost_per_reasoning_token",
+}
+# What an off_peak_pricing block may price (LiteLLM's OffPeakPricing).
+_OFF_PEAK_FIELDS = {
+    "input_cost_per_token": Unit.INPUT_TOKEN,
+    "output_cost_per_token": Unit.OUTPUT_TOKEN,
+    "output_cost_per_reasoning_token": Unit.REASONING_TOKEN,
+    "cache_read_input_token_cost": Unit.CACHED_INPUT_TOKEN,
+    "cache_creation_input_token_cost": Unit.CACHE_WRITE_TOKEN,
+}
+_WINDOW = re.compile(r"\s*([01]\d|2[0-3]):([0-5]\d)\s*-\s*([01]\d|2[0-3]):([0-5]\d)\s*")
+_WEEKDAY_NAMES = {
+    "mon": 1, "monday": 1, "tue": 2, "tues": 2, "tuesday": 2, "wed": 3, "wednesday": 3,
+    "thu": 4, "thur": 4, "thurs": 4, "thursday": 4, "fri": 5, "friday": 5,
+    "sat": 6, "saturday": 6, "sun": 7, "sunday": 7,
+}  # fmt: skip
+
+# Fields that look like prices but are not a price of usage in the currency, with the reason.
+NOT_A_PRICE: dict[str, str] = {
+    "input_dbu_cost_per_token": "Databricks DBUs per token: the same token's price in DBUs, not in the currency "
+    "(the USD price is modelled)",
+    "output_dbu_cost_per_token": "Databricks DBUs per token: the same token's price in DBUs, not in the currency "
+    "(the USD price is modelled)",
+}
+# Fields that bill usage but have no rule in the design yet: the summary lists them under their
+# own heading (what LiteLLM does with each, and what modelling it would take).
+NO_RULE_YET: dict[str, str] = {
+    "code_interpreter_cost_per_session": "code interpreter sessions (LiteLLM: sessions x price; needs a session unit)",
+    "input_cost_per_text_message": "xAI voice text messages (LiteLLM: messages x price; needs a message unit)",
+    "citation_cost_per_token": "Perplexity citation tokens (LiteLLM adds them to the prompt cost; "
+    "needs a citation-token unit)",
+    "guardrail_cost_per_unit": "Bedrock guardrail policy units, by policy (LiteLLM: units x price per policy; "
+    "needs a guardrail-unit unit with the policy as variant)",
+    "ocr_cost_per_credit": "OCR credits (Reducto; LiteLLM: credits x price; needs a credit unit)",
+    "input_cost_per_video_per_second_above_8s_interval": "video-embedding seconds by interval length "
+    "(LiteLLM declares the field but never bills it; needs the interval as a variant)",
+    "input_cost_per_video_per_second_above_15s_interval": "video-embedding seconds by interval length "
+    "(LiteLLM declares the field but never bills it; needs the interval as a variant)",
+    "explicit_cache_read_input_token_cost": "DashScope explicit-cache reads (LiteLLM never bills the field; "
+    "needs cached_input_token variant 'explicit')",
+    "regional_endpoint_uplift_multiplier": "Vertex AI regional-endpoint surcharge, a multiplier on every token "
+    "price (LiteLLM applies it by vertex_location; needs a region condition)",
+    "regional_processing_uplift_multiplier_eu": "OpenAI data-residency surcharge, a multiplier on every token "
+    "price (LiteLLM applies it by data_residency; needs a region condition)",
+    "regional_processing_uplift_multiplier_us": "OpenAI data-residency surcharge, a multiplier on every token "
+    "price (LiteLLM applies it by data_residency; needs a region condition)",
+    "search_free_requests": "free web-search allowance per day or month (a quota shared across models; "
+    "needs a running count per period)",
+}
+# provider_specific_entry holds request settings too (bedrock_invocation_schema, video frame sizes):
+# only these keys bill usage.
+PROVIDER_SPECIFIC_FIELD = "provider_specific_entry"
+NO_RULE_PROVIDER_SPECIFIC = {
+    "us": "Anthropic US-only inference surcharge, a multiplier on every token price (provider_specific_entry.us; "
+    "LiteLLM applies it by usage.inference_geo; needs a region condition)",
+    "fast": "Anthropic fast mode, a multiplier on every token price (provider_specific_entry.fast; LiteLLM "
+    "applies it by usage.speed; needs a speed condition)",
+    "minimax_free_input_images": "MiniMax free prompt images per call (provider_specific_entry; needs a "
+    "free-allowance rule)",
+}
+NO_RULE_SEARCH_RESULTS = (
+    "search priced by requested result count (tiered_pricing max_results_range; LiteLLM: the range holding "
+    "max_results, default 10; needs the result count as a variant)"
+)
 
 DOCUMENTATION_KEY = "sample_spec"
 
@@ -95,17 +219,54 @@ SKIP_DUPLICATE = "duplicate alias (same provider, model, operation and variant a
 SKIP_TOO_LONG = "name too long for the catalog"
 SKIP_OTHER_PROVIDER = "other provider (--provider)"
 
+# Reasons a present price field adds no row of its own (ImportReport.not_prices keys).
+ALIAS = "alias of a preferred field for the same unit (LiteLLM bills one of them, the first present)"
+REPLACED_BY_TIERS = "replaced by the tiered_pricing range starting at 0 (LiteLLM bills the tiered table)"
+
+# Rule kinds the modelled prices are counted by (ImportReport.modelled keys).
+KIND_OFF_PEAK = "off-peak windows (service tier off_peak)"
+KIND_TIERED = "tiered_pricing ranges"
+KIND_DECISIONS = "Decisions route prices (operation decisions)"
+KIND_SERVICE_TIER = "service tiers (batch/flex/priority/balanced/ultrafast)"
+KIND_SERVICE_AND_CONTEXT = "service tiers above N tokens"
+KIND_CONTEXT = "context-size tiers (above N tokens)"
+_UNIT_KINDS = {
+    Unit.INPUT_TOKEN: "text tokens (input, output, cache, reasoning)",
+    Unit.OUTPUT_TOKEN: "text tokens (input, output, cache, reasoning)",
+    Unit.CACHED_INPUT_TOKEN: "text tokens (input, output, cache, reasoning)",
+    Unit.CACHE_WRITE_TOKEN: "text tokens (input, output, cache, reasoning)",
+    Unit.REASONING_TOKEN: "text tokens (input, output, cache, reasoning)",
+    Unit.CACHE_WRITE_1H_TOKEN: "1-hour cache writes",
+    Unit.INPUT_AUDIO_TOKEN: "audio tokens",
+    Unit.OUTPUT_AUDIO_TOKEN: "audio tokens",
+    Unit.CACHED_AUDIO_TOKEN: "audio tokens",
+    Unit.CACHE_WRITE_AUDIO_TOKEN: "audio tokens",
+    Unit.INPUT_IMAGE_TOKEN: "image tokens",
+    Unit.OUTPUT_IMAGE_TOKEN: "image tokens",
+    Unit.CACHED_IMAGE_TOKEN: "image tokens",
+    Unit.INPUT_VIDEO_TOKEN: "video tokens",
+    Unit.OUTPUT_VIDEO_TOKEN: "video tokens",
+    Unit.INPUT_CHARACTER: "characters",
+    Unit.OUTPUT_CHARACTER: "characters",
+    Unit.IMAGE: "images (per image, by size/quality)",
+    Unit.INPUT_IMAGE: "images in the prompt",
+    Unit.PIXEL: "pixels",
+    Unit.PAGE: "pages (OCR, annotation)",
+    Unit.WEB_SEARCH: "web search (by context size)",
+    Unit.MAPS_QUERY: "maps grounding queries",
+    Unit.SECOND: "seconds (audio, video by resolution)",
+    Unit.INPUT_AUDIO_SECOND: "seconds of input audio and video",
+    Unit.INPUT_VIDEO_SECOND: "seconds of input audio and video",
+    Unit.REQUEST: "requests and queries",
+    Unit.GPU_HOUR: "GPU-hours",
+}
+
 # Leading path segments that name a size, quality or step count rather than a model:
 # "hd/1024-x-1792/dall-e-3", "1024-x-1024/50-steps/stability.stable-diffusion-xl-v1".
 _VARIANT_SEGMENT = re.compile(
     r"standard|hd|low|medium|high|xhigh|max|auto|(?:\d+|max)-x-(?:\d+|max)|\d+-steps|max-steps", re.IGNORECASE
 )
 _FIELD_LIMITS = {"provider": 100, "model": 200, "operation": 50, "variant": 100}
-
-# Ignored price fields are reported by kind, first matching rule wins.
-_TIER_SUFFIXES = ("_batches", "_priority", "_flex", "_ultrafast", "_balanced", "_decisions")
-_CONTEXT_TIER = re.compile(r"_above_\d+k_tokens")
-_VIDEO_RESOLUTION = re.compile(r"_per_second_\d+(?:p|k)$")
 
 
 class CatalogError(Exception):
@@ -124,10 +285,23 @@ class CatalogPrice:
     unit_price: Decimal
     key: str
     field: str
+    service_tier: str = ""
+    above_tokens: int = 0
+    # Only for the off_peak tier: [{"hours_utc": [...], "weekdays": [...], "weekday_timezone": "UTC"}].
+    off_peak_windows: tuple[Mapping[str, Any], ...] = ()
+    kind: str = ""
 
     @property
-    def identity(self) -> tuple[str, str, str, str, str]:
-        return (self.provider, self.model, self.operation, self.unit, self.variant)
+    def identity(self) -> tuple[str, str, str, str, str, str, int]:
+        return (
+            self.provider,
+            self.model,
+            self.operation,
+            self.unit,
+            self.variant,
+            self.service_tier,
+            self.above_tokens,
+        )
 
 
 @dataclass
@@ -137,8 +311,14 @@ class ParsedCatalog:
     skipped: Counter[str] = field(default_factory=Counter)
     no_price_modes: Counter[str] = field(default_factory=Counter)
     ignored_fields: Counter[str] = field(default_factory=Counter)
+    not_prices: Counter[str] = field(default_factory=Counter)
+    no_rule_yet: Counter[str] = field(default_factory=Counter)
     # Prices of a partly duplicate alias (it adds some units, others an earlier key already priced).
     shadowed_prices: int = 0
+
+    @property
+    def modelled(self) -> Counter[str]:
+        return Counter(price.kind for price in self.prices)
 
 
 @dataclass
@@ -152,6 +332,9 @@ class ImportReport:
     unchanged: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     no_price_modes: dict[str, int] = field(default_factory=dict)
+    modelled: dict[str, int] = field(default_factory=dict)
+    not_prices: dict[str, int] = field(default_factory=dict)
+    no_rule_yet: dict[str, int] = field(default_factory=dict)
     ignored_fields: dict[str, int] = field(default_factory=dict)
     shadowed_prices: int = 0
     dry_run: bool = False
@@ -168,6 +351,9 @@ class ImportReport:
             "unchanged": self.unchanged,
             "skipped": dict(self.skipped),
             "no_price_modes": dict(self.no_price_modes),
+            "modelled": dict(self.modelled),
+            "not_prices": dict(self.not_prices),
+            "no_rule_yet": dict(self.no_rule_yet),
             "ignored_fields": dict(self.ignored_fields),
             "shadowed_prices": self.shadowed_prices,
         }
@@ -178,6 +364,11 @@ class ImportReport:
         if self.dry_run:
             lines.append("Dry run: nothing was written.")
         lines.append(f"  added {self.added:,}   changed {self.changed:,}   unchanged {self.unchanged:,}")
+        if self.modelled:
+            lines.append(f"Prices by rule kind ({sum(self.modelled.values()):,} in all):")
+            lines.extend(
+                f"  {kind}: {count:,} price{'' if count == 1 else 's'}" for kind, count in _by_count(self.modelled)
+            )
         skipped_total = sum(self.skipped.values())
         if skipped_total:
             lines.append(f"Skipped {skipped_total:,} entries:")
@@ -189,10 +380,15 @@ class ImportReport:
                 lines.append(f"  {count:>6,}  {reason}")
         if self.shadowed_prices:
             lines.append(f"Kept an earlier key's price for {self.shadowed_prices:,} prices of partly duplicate aliases")
+        if self.not_prices:
+            lines.append("Price fields that add no price of their own (fields):")
+            lines.extend(f"  {count:>6,}  {reason}" for reason, count in _by_count(self.not_prices))
+        if self.no_rule_yet:
+            lines.append("Bill usage, but no rule in the design yet (fields, not imported):")
+            lines.extend(f"  {count:>6,}  {reason}" for reason, count in _by_count(self.no_rule_yet))
         if self.ignored_fields:
-            lines.append("Ignored price fields (not modelled):")
-            for kind, count in _by_count(self.ignored_fields):
-                lines.append(f"  {count:>6,}  {kind}")
+            lines.append("Ignored price fields (unknown, not modelled):")
+            lines.extend(f"  {count:>6,}  {kind}" for kind, count in _by_count(self.ignored_fields))
         return lines
 
 
@@ -316,29 +512,21 @@ def _price_value(value: Any, *, where: str) -> Decimal:
 
 
 def ignored_field_kind(name: str) -> str:
-    """The group an unmodelled price field is reported under."""
-    if name.endswith(_TIER_SUFFIXES):
-        return "batch/priority/flex tiers"
-    if _CONTEXT_TIER.search(name):
-        return "context-size tiers (above N tokens)"
-    if "above_1hr" in name:
-        return "1-hour cache writes"
+    """The group an unknown price field is reported under."""
     if "per_pixel" in name:
         return "per-pixel"
     if "per_character" in name:
         return "per-character"
     if "audio" in name:
-        return "audio tokens and audio seconds"
-    if "video" in name or _VIDEO_RESOLUTION.search(name):
+        return "audio"
+    if "video" in name:
         return "video"
     if "image" in name:
-        return "image tokens and prompt images"
+        return "image"
     if "query" in name or "search" in name or "grounding" in name:
         return "search/query extras"
-    if "per_page" in name:
-        return "per-page (OCR, annotation)"
-    if "dbu_cost" in name:
-        return "Databricks DBUs"
+    if "page" in name:
+        return "pages"
     return "other"
 
 
@@ -367,21 +555,347 @@ def split_model_name(key: str, provider: str) -> tuple[str, str]:
     return strip_provider("/".join(segments)), "/".join(variant)
 
 
-def unit_fields(mode: str) -> dict[str, tuple[str, ...]]:
-    return _IMAGE_MODE_FIELDS if mode in IMAGE_MODES else UNIT_FIELDS
+def unit_fields(mode: str) -> dict[str, tuple[str, str]]:
+    """Field -> (unit, variant) for an entry of this mode."""
+    return _IMAGE_MODE_FIELDS if mode in IMAGE_MODES else BASE_FIELDS
+
+
+def split_price_field(name: str) -> tuple[str, str, int]:
+    """(base field, service tier, above_tokens) of a price field's name.
+
+    "input_cost_per_token_above_272k_tokens_priority" -> ("input_cost_per_token", "priority", 272000);
+    "cache_creation_input_token_cost_above_1hr" -> (itself, "", 0): a unit of its own.
+    """
+    base, tier, above = name, "", 0
+    for _ in range(2):  # the tier before or after the size: _priority_above_200k_tokens
+        match = _TIER_SUFFIX.search(base)
+        if match and not tier:
+            tier, base = SERVICE_TIER_SUFFIXES[match.group(1)], base[: match.start()]
+        match = _ABOVE_SUFFIX.search(base)
+        if match and not above:
+            above, base = int(match.group(1)) * (1000 if match.group(2) else 1), base[: match.start()]
+    return base, tier, above
+
+
+def _base_unit(base: str, fields: Mapping[str, tuple[str, str]]) -> tuple[str, str] | None:
+    if base in fields:
+        return fields[base]
+    for pattern, unit in _SIZED_FIELDS:
+        match = pattern.fullmatch(base)
+        if match:
+            return unit, match.group(1).lower()
+    return None
+
+
+def _rule_kind(unit: str, service_tier: str, above_tokens: int) -> str:
+    if service_tier:
+        return KIND_SERVICE_AND_CONTEXT if above_tokens else KIND_SERVICE_TIER
+    if above_tokens:
+        return KIND_CONTEXT
+    return _UNIT_KINDS[unit]
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One price of an entry, before the entry's provider, model and variant are known."""
+
+    unit: str
+    variant: str
+    service_tier: str
+    above_tokens: int
+    field: str
+    value: Decimal
+    kind: str
+    off_peak_windows: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def slot(self) -> tuple[str, str, str, int]:
+        return (self.unit, self.variant, self.service_tier, self.above_tokens)
+
+
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        return None
+    number = Decimal(value)
+    return number if number.is_finite() else None
+
+
+def _tier_rows(value: Any, entry: Mapping[str, Any], where: str, *, entry_where: str) -> list[_Row] | None:
+    """The rows of a tiered_pricing range list (None: a search result-count table, not modelled).
+
+    As LiteLLM's _get_tiered_base_costs: one range is chosen by the prompt's size and prices every
+    token of the call; a range that omits cache reads or writes bills them at its input rate (and
+    1-hour writes at its write rate); one that omits the output rate bills the model's own.
+    """
+    if not isinstance(value, list) or not value:
+        raise CatalogError(f"{where}: expected a non-empty list of price ranges, got {_shown(value)}")
+    if all(isinstance(tier, Mapping) and "max_results_range" in tier for tier in value):
+        for index, tier in enumerate(value):
+            _range(tier["max_results_range"], where=f"{where}[{index}].max_results_range")
+            _price_value(tier.get("input_cost_per_query"), where=f"{where}[{index}].input_cost_per_query")
+        return None
+    ranges: list[tuple[Decimal, Decimal, Mapping[str, Decimal], str]] = []
+    for index, tier in enumerate(value):
+        place = f"{where}[{index}]"
+        if not isinstance(tier, Mapping):
+            raise CatalogError(f"{place}: expected an object with a range and its prices, got {_type_name(tier)}")
+        start, end = _range(tier.get("range"), where=f"{place}.range")
+        prices = {}
+        for name, price in tier.items():
+            if name == "range":
+                continue
+            if name not in _TIER_FIELDS:
+                raise CatalogError(f"{place}: {json.dumps(name)} is not a price a range can hold")
+            prices[name] = _price_value(price, where=f"{place}.{name}")
+        if "input_cost_per_token" not in prices:
+            raise CatalogError(f"{place}: a range needs input_cost_per_token")
+        ranges.append((start, end, prices, place))
+    ranges.sort(key=lambda item: item[0])
+    if ranges[0][0] != 0:
+        raise CatalogError(
+            f"{ranges[0][3]}.range: the first range starts at {ranges[0][0]}, not 0 (which price is below it?)"
+        )
+    for (_, end, _, place), (start, _, _, next_place) in pairwise(ranges):
+        if start < end:
+            raise CatalogError(f"{next_place}.range: overlaps {place}.range (starts at {start}, before {end})")
+        if start > end:
+            raise CatalogError(f"{next_place}.range: leaves a gap after {place}.range ({end} to {start})")
+    own_output = entry.get("output_cost_per_token")
+    rows = []
+    for start, _, prices, _ in ranges:
+        above = int(start)
+        write = prices.get("cache_creation_input_token_cost", prices["input_cost_per_token"])
+        chosen = {
+            Unit.INPUT_TOKEN: prices["input_cost_per_token"],
+            Unit.CACHED_INPUT_TOKEN: prices.get("cache_read_input_token_cost", prices["input_cost_per_token"]),
+            Unit.CACHE_WRITE_TOKEN: write,
+            Unit.CACHE_WRITE_1H_TOKEN: prices.get("cache_creation_input_token_cost_above_1hr", write),
+        }
+        if "output_cost_per_token" in prices:
+            chosen[Unit.OUTPUT_TOKEN] = prices["output_cost_per_token"]
+        elif own_output is not None:
+            chosen[Unit.OUTPUT_TOKEN] = _price_value(own_output, where=f"{entry_where}.output_cost_per_token")
+        reasoning = prices.get("output_cost_per_reasoning_token", prices.get("output_cost_per_token"))
+        if reasoning is not None:
+            chosen[Unit.REASONING_TOKEN] = reasoning
+        rows.extend(
+            _Row(unit, "", "", above, TIERED_PRICING_FIELD, price, KIND_TIERED) for unit, price in chosen.items()
+        )
+    return rows
+
+
+def _range(value: Any, *, where: str) -> tuple[Decimal, Decimal]:
+    numbers = [_number(item) for item in value] if isinstance(value, list) else []
+    if len(numbers) != 2 or None in numbers or numbers[0] < 0 or numbers[0] >= numbers[1]:  # type: ignore[operator]
+        raise CatalogError(f"{where}: expected two ascending numbers [start, end], got {_shown(value)}")
+    start, end = numbers
+    if start != start.to_integral_value():  # type: ignore[union-attr]
+        raise CatalogError(f"{where}: a range starts at a whole number of tokens, got {start}")
+    return start, end  # type: ignore[return-value]
+
+
+def _hours(value: Any, *, where: str) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise CatalogError(f'{where}: expected "HH:MM-HH:MM" or a list of them, got {_shown(value)}')
+    hours = []
+    for item in items:
+        match = _WINDOW.fullmatch(item) if isinstance(item, str) else None
+        if match is None:
+            raise CatalogError(f'{where}: expected "HH:MM-HH:MM" (UTC, 00:00 to 23:59), got {_shown(item)}')
+        hours.append("{}:{}-{}:{}".format(*match.groups()))
+    return hours
+
+
+def _weekdays(value: Any, *, where: str) -> list[int]:
+    if not isinstance(value, list) or not value:
+        raise CatalogError(f"{where}: expected a list of weekdays (1 = Monday .. 7 = Sunday), got {_shown(value)}")
+    days = set()
+    for item in value:
+        number = _number(item)
+        day = int(number) if number is not None and number == number.to_integral_value() else None
+        if isinstance(item, str):
+            day = _WEEKDAY_NAMES.get(item.strip().lower())
+        if day is None or not 1 <= day <= 7:
+            raise CatalogError(f"{where}: expected weekdays 1 (Monday) to 7 (Sunday), got {_shown(item)}")
+        days.add(day)
+    return sorted(days)
+
+
+def off_peak_windows(value: Mapping[str, Any], *, where: str) -> tuple[dict[str, Any], ...]:
+    """An off_peak_pricing block's windows, normalised: each {"hours_utc": [...], "weekdays": [...],
+    "weekday_timezone": ...}. As LiteLLM's _is_off_peak: hours are UTC, start inclusive, end
+    exclusive, a window may wrap past midnight and one whose ends are equal is the whole day; the
+    weekday is read on the calendar of weekday_timezone (default UTC); no weekdays: every day.
+    """
+    zone = value.get("weekday_timezone", "UTC")
+    if not isinstance(zone, str) or not zone.strip():
+        raise CatalogError(f"{where}.weekday_timezone: expected an IANA time zone name, got {_shown(zone)}")
+    try:
+        ZoneInfo(zone.strip())
+    except (ValueError, ZoneInfoNotFoundError):
+        raise CatalogError(f"{where}.weekday_timezone: unknown time zone {_shown(zone)}") from None
+    zone = zone.strip()
+    every_day = list(range(1, 8))
+    windows = []
+    if "hours_utc" in value:
+        windows.append({"hours_utc": _hours(value["hours_utc"], where=f"{where}.hours_utc"), "weekdays": every_day})
+    rules = value.get("windows", [])
+    if not isinstance(rules, list):
+        raise CatalogError(f"{where}.windows: expected a list of windows, got {_shown(rules)}")
+    for index, rule in enumerate(rules):
+        place = f"{where}.windows[{index}]"
+        if not isinstance(rule, Mapping) or "hours_utc" not in rule or set(rule) - {"hours_utc", "weekdays"}:
+            raise CatalogError(f"{place}: expected an object with hours_utc and weekdays, got {_shown(rule)}")
+        weekdays = _weekdays(rule["weekdays"], where=f"{place}.weekdays") if "weekdays" in rule else every_day
+        windows.append({"hours_utc": _hours(rule["hours_utc"], where=f"{place}.hours_utc"), "weekdays": weekdays})
+    if not windows:
+        raise CatalogError(f"{where}: no hours_utc or windows (when is it off-peak?)")
+    return tuple({**window, "weekday_timezone": zone} for window in windows)
+
+
+def off_peak_windows_normalised(windows: Any) -> tuple[dict[str, Any], ...]:
+    """Windows in Price.off_peak_windows' form ([{"hours_utc", "weekdays", "weekday_timezone"}]),
+    checked and normalised. All windows must share one weekday_timezone. Raises CatalogError."""
+    if not isinstance(windows, list) or not windows:
+        raise CatalogError(f"expected a list of windows, got {_shown(windows)}")
+    zones = {window.get("weekday_timezone", "UTC") if isinstance(window, Mapping) else None for window in windows}
+    if len(zones) != 1 or None in zones:
+        raise CatalogError("every window needs the same weekday_timezone (default UTC)")
+    rules = [{name: value for name, value in window.items() if name != "weekday_timezone"} for window in windows]
+    return off_peak_windows({"windows": rules, "weekday_timezone": zones.pop()}, where="off_peak_windows")
+
+
+def _off_peak_rows(value: Any, where: str) -> list[_Row]:
+    if not isinstance(value, Mapping):
+        raise CatalogError(f"{where}: expected an object of off-peak prices and windows, got {_type_name(value)}")
+    unknown = set(value) - set(_OFF_PEAK_FIELDS) - {"hours_utc", "windows", "weekday_timezone"}
+    if unknown:
+        raise CatalogError(f"{where}: {json.dumps(sorted(unknown)[0])} is not an off-peak price or window")
+    windows = off_peak_windows(value, where=where)
+    rows = [
+        _Row(
+            unit,
+            "",
+            ServiceTier.OFF_PEAK,
+            0,
+            f"{OFF_PEAK_FIELD}.{name}",
+            _price_value(value[name], where=f"{where}.{name}"),
+            KIND_OFF_PEAK,
+            windows,
+        )
+        for name, unit in _OFF_PEAK_FIELDS.items()
+        if name in value
+    ]
+    if not rows:
+        raise CatalogError(f"{where}: no off-peak price")
+    return rows
+
+
+def _entry_rows(entry: Mapping[str, Any], mode: str, where: str) -> tuple[list[_Row], list[tuple[str, str]]]:
+    """The prices of one entry, and a note (category, reason) for each price field that adds none.
+
+    Categories: "not_prices", "no_rule_yet", "ignored_fields". Raises CatalogError.
+    """
+    fields = unit_fields(mode)
+    candidates: list[tuple[tuple[int, str], _Row]] = []
+    notes: list[tuple[str, str]] = []
+    tiered: list[_Row] | None = None
+    for name, value in entry.items():
+        place = f"{where}.{name}"
+        if name in NOT_A_PRICE:
+            notes.append(("not_prices", NOT_A_PRICE[name]))
+        elif name in NO_RULE_YET:
+            notes.append(("no_rule_yet", NO_RULE_YET[name]))
+        elif name == PROVIDER_SPECIFIC_FIELD:
+            if isinstance(value, Mapping):
+                notes.extend(
+                    ("no_rule_yet", NO_RULE_PROVIDER_SPECIFIC[sub]) for sub in value if sub in NO_RULE_PROVIDER_SPECIFIC
+                )
+        elif name == TIERED_PRICING_FIELD:
+            tiered = _tier_rows(value, entry, place, entry_where=where)
+            if tiered is None:
+                notes.append(("no_rule_yet", NO_RULE_SEARCH_RESULTS))
+        elif name == OFF_PEAK_FIELD:
+            candidates.extend(((0, name), row) for row in _off_peak_rows(value, place))
+        elif name == SEARCH_CONTEXT_FIELD:
+            if not isinstance(value, Mapping) or not value or set(value) - set(SEARCH_CONTEXT_SIZES):
+                raise CatalogError(
+                    f"{place}: expected an object of {'/'.join(SEARCH_CONTEXT_SIZES)} -> price, got {_shown(value)}"
+                )
+            for size, price in value.items():
+                row = _Row(
+                    Unit.WEB_SEARCH,
+                    SEARCH_CONTEXT_SIZES[size],
+                    "",
+                    0,
+                    name,
+                    _price_value(price, where=f"{place}.{size}"),
+                    _UNIT_KINDS[Unit.WEB_SEARCH],
+                )
+                candidates.append(((0, name), row))
+        else:
+            decisions = name.endswith(DECISIONS_SUFFIX)
+            base, tier, above = split_price_field(name.removesuffix(DECISIONS_SUFFIX))
+            unit = _base_unit(base, fields)
+            if unit is None:
+                if "cost" in name or "pricing" in name:
+                    notes.append(("ignored_fields", ignored_field_kind(name)))
+                continue
+            price = _price_value(value, where=place)
+            if not decisions:  # a Decisions price is read from the entry's Decisions view
+                row = _Row(unit[0], unit[1], tier, above, name, price, _rule_kind(unit[0], tier, above))
+                candidates.append(((_PREFERENCE.get(base, len(_PREFERENCE)), name), row))
+    rows: dict[tuple[str, str, str, int], _Row] = {}
+    for _, row in sorted(candidates, key=lambda item: item[0]):
+        if row.slot in rows:
+            notes.append(("not_prices", ALIAS))
+        else:
+            rows[row.slot] = row
+    if tiered:
+        covered = {row.unit for row in tiered}
+        for slot, row in list(rows.items()):
+            if row.unit in covered and row.service_tier == "":
+                del rows[slot]
+                notes.append(("not_prices", REPLACED_BY_TIERS))
+        rows.update((row.slot, row) for row in tiered)
+    return list(rows.values()), notes
+
+
+def _decisions_rows(entry: Mapping[str, Any], mode: str, where: str) -> list[_Row]:
+    """The prices of LiteLLM's Decisions route: the entry with each <field>_decisions in place of
+    <field> (litellm_core_utils/decisions_pricing.apply_decisions_pricing)."""
+    overrides = {name.removesuffix(DECISIONS_SUFFIX): name for name in entry if name.endswith(DECISIONS_SUFFIX)}
+    if not overrides:
+        return []
+    view = {name: value for name, value in entry.items() if not name.endswith(DECISIONS_SUFFIX)}
+    view.update((plain, entry[name]) for plain, name in overrides.items())
+    rows, _ = _entry_rows(view, mode, where)
+    return [
+        _Row(
+            row.unit,
+            row.variant,
+            row.service_tier,
+            row.above_tokens,
+            overrides.get(row.field, row.field),
+            row.value,
+            KIND_DECISIONS,
+            row.off_peak_windows,
+        )
+        for row in rows
+    ]
 
 
 def catalog_parse(data: bytes | str | Mapping[str, Any], *, source: str, provider: str | None = None) -> ParsedCatalog:
     """Read a LiteLLM-format catalog. Raises CatalogError (naming the place) on malformed input.
 
     The whole file is validated even when `provider` selects a part of it: a broken file is
-    refused, not half-read. When two keys price the same (provider, model, operation, unit,
-    variant), the first in file order wins.
+    refused, not half-read. When two keys price the same identity, the first in file order wins.
     """
     raw = catalog_load(data, source=source)
     only = provider.strip().lower() if provider else None
     parsed = ParsedCatalog()
-    seen: set[tuple[str, str, str, str, str]] = set()
+    seen: set[tuple[str, str, str, str, str, str, int]] = set()
     for key, entry in raw.items():
         parsed.entries_read += 1
         where = f"{source}: {json.dumps(key)}"
@@ -406,13 +920,9 @@ def catalog_parse(data: bytes | str | Mapping[str, Any], *, source: str, provide
                 raise CatalogError(f"{where}.{name}: {problem}")
         mode = mode.strip()
 
-        fields = unit_fields(mode)
-        prices: dict[str, tuple[str, Decimal]] = {}
-        for unit, names in fields.items():
-            for name in names:
-                if name in entry:
-                    value = _price_value(entry[name], where=f"{where}.{name}")
-                    prices.setdefault(unit, (name, value))
+        rows, notes = _entry_rows(entry, mode, where)
+        operations = [(mode, row) for row in rows]
+        operations.extend((DECISIONS_OPERATION, row) for row in _decisions_rows(entry, mode, where))
         entry_provider = (raw_provider or "").strip().lower()
         if not entry_provider:
             parsed.skipped[SKIP_NO_PROVIDER] += 1
@@ -421,23 +931,38 @@ def catalog_parse(data: bytes | str | Mapping[str, Any], *, source: str, provide
             parsed.skipped[SKIP_OTHER_PROVIDER] += 1
             continue
 
-        mapped = {name for names in fields.values() for name in names}
-        for name in entry:
-            if "cost" in name and name not in mapped:
-                parsed.ignored_fields[ignored_field_kind(name)] += 1
-        if not prices:
+        for category, reason in notes:
+            getattr(parsed, category)[reason] += 1
+        if not operations:
             parsed.skipped[SKIP_NO_PRICE] += 1
             parsed.no_price_modes[mode] += 1
             continue
-        model, variant = split_model_name(key, entry_provider)
-        names_by_field = {"provider": entry_provider, "model": model, "operation": mode, "variant": variant}
-        if any(len(value) > _FIELD_LIMITS[name] for name, value in names_by_field.items()):
+        model, key_variant = split_model_name(key, entry_provider)
+        names_by_field = {"provider": entry_provider, "model": model, "operation": mode, "variant": key_variant}
+        longest_variant = max(len(row.variant) for _, row in operations) + 1
+        if any(len(value) > _FIELD_LIMITS[name] for name, value in names_by_field.items()) or (
+            len(key_variant) + longest_variant > _FIELD_LIMITS["variant"]
+        ):
             parsed.skipped[SKIP_TOO_LONG] += 1
             continue
 
         fresh = []
-        for unit, (name, value) in prices.items():
-            price = CatalogPrice(entry_provider, model, mode, unit, variant, value, key, name)
+        for operation, row in operations:
+            variant = "/".join(part for part in (key_variant, row.variant) if part)
+            price = CatalogPrice(
+                entry_provider,
+                model,
+                operation,
+                row.unit,
+                variant,
+                row.value,
+                key,
+                row.field,
+                service_tier=row.service_tier,
+                above_tokens=row.above_tokens,
+                off_peak_windows=row.off_peak_windows,
+                kind=row.kind,
+            )
             if price.identity not in seen:
                 seen.add(price.identity)
                 fresh.append(price)
@@ -445,7 +970,7 @@ def catalog_parse(data: bytes | str | Mapping[str, Any], *, source: str, provide
             parsed.skipped[SKIP_DUPLICATE] += 1
             continue
         # An alias that adds a unit the first key lacked contributes that unit only.
-        parsed.shadowed_prices += len(prices) - len(fresh)
+        parsed.shadowed_prices += len(operations) - len(fresh)
         parsed.prices.extend(fresh)
     return parsed
 
@@ -468,7 +993,7 @@ def _text(value: Any, name: str, *, required: bool = False) -> str:
     return clean_text(value, field=name, max_length=_FIELD_LIMITS.get(name, 200), required=required)
 
 
-_KEY_FIELDS = ("provider", "model", "operation", "unit", "variant")
+_KEY_FIELDS = ("provider", "model", "operation", "unit", "variant", "service_tier", "above_tokens")
 
 
 def price_set(
@@ -478,6 +1003,9 @@ def price_set(
     operation: str,
     unit: str,
     variant: str = "",
+    service_tier: str = "",
+    above_tokens: int = 0,
+    off_peak_windows: list[Mapping[str, Any]] | None = None,
     unit_price: Decimal | int | str,
     currency: str = "USD",
     valid_from: datetime,
@@ -485,7 +1013,10 @@ def price_set(
 ) -> Price:
     """Put a price in force from `valid_from`, closing the version in force at that instant.
 
-    The same price (and currency) as the open version changes nothing and returns that version.
+    A price's key is (provider, model, operation, unit, variant, service_tier, above_tokens).
+    The same price, currency and off-peak windows as the open version change nothing and return
+    that version. `off_peak_windows` (in off_peak_pricing's format, see off_peak_windows()) is
+    required for the off_peak tier and refused for any other.
     Raises ValidationError naming the field for bad input, and for a `valid_from` not later than
     the open version's (history is appended to, not rewritten); nothing is written then.
     """
@@ -496,6 +1027,20 @@ def price_set(
     source = _text(source, "source")
     if unit not in Unit.values:
         raise ValidationError({"unit": f"unknown unit {unit!r} (one of {', '.join(Unit.values)})"})
+    if service_tier not in ServiceTier.values:
+        raise ValidationError(
+            {"service_tier": f"unknown service tier {service_tier!r} (one of {', '.join(ServiceTier.values)})"}
+        )
+    if isinstance(above_tokens, bool) or not isinstance(above_tokens, int) or above_tokens < 0:
+        raise ValidationError({"above_tokens": f"must be a whole number of tokens, 0 or more, got {above_tokens!r}"})
+    windows: list[dict[str, Any]] = []
+    if (service_tier == ServiceTier.OFF_PEAK) != bool(off_peak_windows):
+        raise ValidationError({"off_peak_windows": "required for the off_peak service tier, and only for it"})
+    if off_peak_windows:
+        try:
+            windows = [dict(window) for window in off_peak_windows_normalised(off_peak_windows)]
+        except CatalogError as exc:
+            raise ValidationError({"off_peak_windows": str(exc)}) from None
     price = parse_decimal(unit_price, field="unit_price")
     if price < 0:
         raise ValidationError({"unit_price": f"must not be negative, got {unit_price}"})
@@ -517,13 +1062,21 @@ def price_set(
     if timezone.is_naive(valid_from):
         raise ValidationError({"valid_from": "must include a time zone"})
 
-    key = {"provider": provider, "model": model, "operation": operation, "unit": unit, "variant": variant}
+    key = {
+        "provider": provider,
+        "model": model,
+        "operation": operation,
+        "unit": unit,
+        "variant": variant,
+        "service_tier": service_tier,
+        "above_tokens": above_tokens,
+    }
     with transaction.atomic():
         _lock_prices()
         versions = Price.objects.filter(**key)
         current = versions.filter(valid_until__isnull=True).order_by("-valid_from").first()
         if current is not None:
-            if current.unit_price == price and current.currency == currency:
+            if current.unit_price == price and current.currency == currency and current.off_peak_windows == windows:
                 return current
             if valid_from <= current.valid_from:
                 raise ValidationError(
@@ -540,7 +1093,13 @@ def price_set(
                     {"valid_from": f"must not be earlier than {last_end.isoformat()}, when the last version ended"}
                 )
         return Price.objects.create(
-            **key, unit_price=price, currency=currency, valid_from=valid_from, valid_until=None, source=source
+            **key,
+            off_peak_windows=windows,
+            unit_price=price,
+            currency=currency,
+            valid_from=valid_from,
+            valid_until=None,
+            source=source,
         )
 
 
@@ -579,6 +1138,9 @@ def price_catalog_import(
         entries_read=parsed.entries_read,
         skipped=dict(parsed.skipped),
         no_price_modes=dict(parsed.no_price_modes),
+        modelled=dict(parsed.modelled),
+        not_prices=dict(parsed.not_prices),
+        no_rule_yet=dict(parsed.no_rule_yet),
         ignored_fields=dict(parsed.ignored_fields),
         shadowed_prices=parsed.shadowed_prices,
         dry_run=dry_run,
@@ -595,7 +1157,7 @@ def price_catalog_import(
         for price in (
             scope.filter(valid_until__isnull=True)
             .order_by("valid_from")
-            .only(*_KEY_FIELDS, "unit_price", "currency", "valid_from")
+            .only(*_KEY_FIELDS, "unit_price", "currency", "off_peak_windows", "valid_from")
         ):
             open_versions[tuple(getattr(price, name) for name in _KEY_FIELDS)] = price
         # Keys whose versions are all closed: a new version must not overlap the last one.
@@ -615,7 +1177,11 @@ def price_catalog_import(
                 last_end = last_ends.get(item.identity)
                 valid_from = max(CATALOG_EPOCH, last_end) if last_end else CATALOG_EPOCH
                 report.added += 1
-            elif current.unit_price == item.unit_price and current.currency == "USD":
+            elif (
+                current.unit_price == item.unit_price
+                and current.currency == "USD"
+                and current.off_peak_windows == list(item.off_peak_windows)
+            ):
                 report.unchanged += 1
                 continue
             else:
@@ -634,6 +1200,9 @@ def price_catalog_import(
                     operation=item.operation,
                     unit=item.unit,
                     variant=item.variant,
+                    service_tier=item.service_tier,
+                    above_tokens=item.above_tokens,
+                    off_peak_windows=list(item.off_peak_windows),
                     unit_price=item.unit_price,
                     currency="USD",
                     valid_from=valid_from,

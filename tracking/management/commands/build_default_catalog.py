@@ -1,8 +1,8 @@
 """python manage.py build_default_catalog --source model_prices.json [--output tracking/data/default_catalog.json]
 
 Writes the price catalog costcontrol ships (`price_catalog_load_default` imports it): the
-entries of the common providers taken from LiteLLM's file, slimmed to the fields the importer
-maps, plus EXTRAS below for what LiteLLM lacks. Same input, same bytes out.
+entries of the common providers taken from LiteLLM's file, slimmed to the price fields the
+importer uses (service tiers, context-size tiers, off-peak windows and modalities included), plus EXTRAS below for what LiteLLM lacks. Same input, same bytes out.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tracking.catalog import CatalogError, catalog_load, catalog_parse
+from tracking.catalog import TIERED_PRICING_FIELD, CatalogError, catalog_load, catalog_parse
 
 # Providers whose every priced entry is shipped: the common LLM APIs, plus the direct image APIs.
 PROVIDERS = frozenset({"openai", "anthropic", "gemini", "mistral", "deepseek", "xai", "stability", "black_forest_labs"})
@@ -60,7 +60,7 @@ EXTRAS: dict[str, dict[str, Any]] = {
 
 
 def render_json(value: Any, indent: int = 0) -> str:
-    """JSON with sorted keys, two-space indent, and Decimals written as plain numbers (0.0000025)."""
+    """JSON with sorted keys, two-space indent (lists too), and Decimals written as plain numbers (0.0000025)."""
     if isinstance(value, Mapping):
         if not value:
             return "{}"
@@ -70,6 +70,12 @@ def render_json(value: Any, indent: int = 0) -> str:
             for key in sorted(value)
         ]
         return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        pad = "  " * (indent + 1)
+        items = [f"{pad}{render_json(item, indent + 1)}" for item in value]
+        return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
     if isinstance(value, Decimal):
         return format(value.normalize(), "f")
     return json.dumps(value, ensure_ascii=False)
@@ -78,8 +84,9 @@ def render_json(value: Any, indent: int = 0) -> str:
 def build_catalog(raw: Mapping[str, Any], *, source: str) -> dict[str, dict[str, Any]]:
     """The shipped catalog from a LiteLLM catalog: selected providers, mapped fields only, EXTRAS merged.
 
-    Only the prices the importer would keep are written (an alias that duplicates an earlier key
-    is dropped here), so loading the result reports no duplicates and no ignored fields.
+    Only the price fields the importer would use are written (an alias that duplicates an earlier
+    key is dropped here; tiered_pricing, off_peak_pricing and search_context_cost_per_query whole),
+    so loading the result reports no duplicates, no aliases and no ignored fields.
     """
     catalog_parse(raw, source=source)  # refuses a malformed file as a whole
     selected = {
@@ -98,7 +105,11 @@ def build_catalog(raw: Mapping[str, Any], *, source: str) -> dict[str, dict[str,
         slim = output.setdefault(price.key, {"litellm_provider": entry["litellm_provider"]})
         if entry.get("mode"):
             slim["mode"] = entry["mode"]
-        slim[price.field] = price.unit_price
+        # "off_peak_pricing.input_cost_per_token": the whole block (its windows too).
+        name = price.field.split(".", 1)[0]
+        slim[name] = entry[name]
+        if name == TIERED_PRICING_FIELD and "output_cost_per_token" in entry:
+            slim["output_cost_per_token"] = entry["output_cost_per_token"]  # a range without one bills this
     return output
 
 
@@ -138,6 +149,6 @@ class Command(BaseCommand):
             raise CommandError(f"{output}: cannot write ({exc.strerror})") from None
         providers = Counter(entry["litellm_provider"] for entry in catalog.values())
         prices = sum(len(entry) - 1 - ("mode" in entry) for entry in catalog.values())
-        self.stdout.write(f"Wrote {len(catalog):,} entries ({prices:,} prices, {len(text):,} bytes) to {output}")
+        self.stdout.write(f"Wrote {len(catalog):,} entries ({prices:,} price fields, {len(text):,} bytes) to {output}")
         for provider, count in sorted(providers.items(), key=lambda item: (-item[1], item[0])):
             self.stdout.write(f"  {count:>5,}  {provider}")
