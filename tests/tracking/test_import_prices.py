@@ -21,6 +21,10 @@ from tracking.catalog import (
     SKIP_DUPLICATE,
     SKIP_NO_PRICE,
     SKIP_NO_PROVIDER,
+    KIND_CONTEXT,
+    KIND_SERVICE_TIER,
+    NO_RULE_YET,
+    NOT_A_PRICE,
     CatalogError,
     catalog_load,
     price_catalog_import,
@@ -52,7 +56,9 @@ def catalog(**entries: dict) -> str:
     return json.dumps(entries)
 
 
-def open_price(provider: str, model: str, unit: str, **key: str) -> Price:
+def open_price(provider: str, model: str, unit: str, **key: object) -> Price:
+    """The open standard-tier, base-context price of a unit, unless `key` names another tier."""
+    key = {"service_tier": "", "above_tokens": 0, **key}
     return Price.objects.get(provider=provider, model=model, unit=unit, valid_until__isnull=True, **key)
 
 
@@ -75,7 +81,9 @@ def test_it_imports_litellms_real_file_and_a_second_import_changes_nothing():
     assert first.skipped[SKIP_DOCUMENTATION] == 1
     assert first.skipped[SKIP_NO_PRICE] > 0
     assert set(first.skipped) <= {SKIP_DOCUMENTATION, SKIP_NO_PROVIDER, SKIP_NO_PRICE, SKIP_DUPLICATE}
-    assert first.ignored_fields["batch/priority/flex tiers"] > 1000
+    assert first.ignored_fields == {}  # every price field is modelled, or reported with its reason
+    assert first.modelled[KIND_SERVICE_TIER] > 2000
+    assert first.modelled[KIND_CONTEXT] > 500
     gpt_4o_input = open_price("openai", "gpt-4o", "input_token", operation="chat", variant="")
     assert gpt_4o_input.unit_price == Decimal("0.0000025")
     assert gpt_4o_input.valid_from == CATALOG_EPOCH
@@ -95,7 +103,9 @@ def test_the_command_reports_the_real_file_in_a_few_grouped_lines():
     lines = out.getvalue().splitlines()
     assert lines[0] == "Read 4,262 entries from model_prices.json"
     assert lines[1].split()[:2] == ["added", f"{Price.objects.count():,}"]
-    assert len(lines) < 30  # one line per reason and per kind, never one per entry
+    assert "  context-size tiers (above N tokens): 909 prices" in lines
+    assert "Ignored price fields (unknown, not modelled):" not in lines
+    assert len(lines) < 60  # one line per reason and per kind, never one per entry
 
 
 # --- mapping ----------------------------------------------------------------------------------------
@@ -202,7 +212,7 @@ def test_whisper_seconds_are_priced_once_not_input_plus_output():
     assert entry.amount == Decimal("0.006")
 
 
-def test_per_image_prices_of_image_generation_come_from_input_cost_per_image_when_that_is_all_there_is():
+def test_input_cost_per_image_is_the_generated_image_in_image_modes_and_the_prompt_image_in_chat():
     data = catalog(
         **{
             "high/1024-x-1024/gpt-image-1": {
@@ -215,7 +225,7 @@ def test_per_image_prices_of_image_generation_come_from_input_cost_per_image_whe
                 "litellm_provider": "gemini",
                 "mode": "chat",
                 "input_cost_per_token": 3e-07,
-                "input_cost_per_image": 0.0011,  # an image in the prompt: not modelled
+                "input_cost_per_image": 0.0011,  # an image in the prompt
             },
         }
     )
@@ -224,8 +234,10 @@ def test_per_image_prices_of_image_generation_come_from_input_cost_per_image_whe
 
     image = open_price("openai", "gpt-image-1", "image")
     assert (image.variant, image.unit_price) == ("high/1024-x-1024", Decimal("0.167"))
+    assert open_price("openai", "gpt-image-1", "pixel").unit_price == Decimal("0.000000159")
     assert not Price.objects.filter(provider="gemini", unit="image").exists()
-    assert report.ignored_fields == {"per-pixel": 1, "image tokens and prompt images": 1}
+    assert open_price("gemini", "gemini-2.5-flash", "input_image").unit_price == Decimal("0.0011")
+    assert report.ignored_fields == {}
 
 
 def test_an_alias_of_an_earlier_key_is_skipped_as_a_duplicate_and_the_first_price_wins():
@@ -261,34 +273,40 @@ def test_float_artefacts_in_the_file_round_to_the_price_that_was_meant():
     assert Price.objects.get().unit_price == Decimal("0.00000005")
 
 
-def test_skips_and_ignored_fields_are_counted_by_reason_and_kind():
+def test_skips_and_fields_without_a_price_are_counted_by_reason_and_kind():
     data = catalog(
         sample_spec={"litellm_provider": "one of ...", "input_cost_per_token": 0.0},
         orphan={"mode": "chat", "input_cost_per_token": 1e-06},
-        reranker={"litellm_provider": "cohere", "mode": "rerank", "input_cost_per_token_batches": 1e-06},
-        model_a={
+            model_a={
             "litellm_provider": "openai",
             "mode": "chat",
             "input_cost_per_token": 1e-06,
             "input_cost_per_token_batches": 5e-07,
             "output_cost_per_token_priority": 2e-06,
             "input_cost_per_token_above_200k_tokens": 2e-06,
-            "input_cost_per_audio_token": 1e-05,
-            "search_context_cost_per_query": {"search_context_size_low": 0.01},
+            "input_dbu_cost_per_token": 1e-05,
+            "code_interpreter_cost_per_session": 0.03,
+            "input_cost_per_hologram": 0.5,
         },
+        reranker={"litellm_provider": "cohere", "mode": "rerank", "input_cost_per_hologram": 1e-06},
     )
 
     report = price_catalog_import(data=data, source="t.json")
 
     assert report.skipped == {SKIP_DOCUMENTATION: 1, SKIP_NO_PROVIDER: 1, SKIP_NO_PRICE: 1}
     assert report.no_price_modes == {"rerank": 1}
-    assert report.ignored_fields == {
-        "batch/priority/flex tiers": 3,
-        "context-size tiers (above N tokens)": 1,
-        "audio tokens and audio seconds": 1,
-        "search/query extras": 1,
+    assert report.modelled == {
+        "text tokens (input, output, cache, reasoning)": 1,
+        KIND_SERVICE_TIER: 2,
+        KIND_CONTEXT: 1,
     }
-    assert "no usable price field (mode rerank)" in "\n".join(report.summary_lines())
+    assert report.not_prices == {NOT_A_PRICE["input_dbu_cost_per_token"]: 1}
+    assert report.no_rule_yet == {NO_RULE_YET["code_interpreter_cost_per_session"]: 1}
+    assert report.ignored_fields == {"other": 2}
+    lines = report.summary_lines()
+    assert "no usable price field (mode rerank)" in "\n".join(lines)
+    assert "  service tiers (batch/flex/priority/balanced/ultrafast): 2 prices" in lines
+    assert "Bill usage, but no rule in the design yet (fields, not imported):" in lines
 
 
 # --- versions ---------------------------------------------------------------------------------------
@@ -464,6 +482,8 @@ def test_the_command_prints_how_many_prices_were_added_changed_and_unchanged(tmp
     assert out.getvalue().splitlines() == [
         "Read 1 entries from prices.json",
         "  added 0   changed 1   unchanged 1",
+        "Prices by rule kind (2 in all):",
+        "  text tokens (input, output, cache, reasoning): 2 prices",
     ]
 
 
@@ -538,6 +558,7 @@ def test_the_default_catalog_keeps_only_mapped_fields_and_drops_aliases():
         "litellm_provider": "openai",
         "mode": "chat",
         "input_cost_per_token": Decimal("0.000002500000000"),
+        "input_cost_per_token_batches": Decimal("0.000001250000000"),
         "output_cost_per_token": Decimal("0.000010000000000"),
     }
     assert "openai/gpt-4o" not in built

@@ -107,7 +107,7 @@ def build_catalog(raw: Mapping[str, Any], *, source: str) -> dict[str, dict[str,
             slim["mode"] = entry["mode"]
         # "off_peak_pricing.input_cost_per_token": the whole block (its windows too).
         name = price.field.split(".", 1)[0]
-        slim[name] = entry[name]
+        slim[name] = price.unit_price if name == price.field and isinstance(entry[name], Decimal) else entry[name]
         if name == TIERED_PRICING_FIELD and "output_cost_per_token" in entry:
             slim["output_cost_per_token"] = entry["output_cost_per_token"]  # a range without one bills this
     return output
