@@ -16,15 +16,23 @@ from django.core.management.base import CommandError
 
 from tests.factories import PriceFactory
 from tracking.catalog import (
+    ALIAS,
     CATALOG_EPOCH,
+    KIND_CONTEXT,
+    KIND_DECISIONS,
+    KIND_OFF_PEAK,
+    KIND_SERVICE_AND_CONTEXT,
+    KIND_SERVICE_TIER,
+    KIND_TIERED,
+    NO_RULE_PROVIDER_SPECIFIC,
+    NO_RULE_SEARCH_RESULTS,
+    NO_RULE_YET,
+    NOT_A_PRICE,
+    REPLACED_BY_TIERS,
     SKIP_DOCUMENTATION,
     SKIP_DUPLICATE,
     SKIP_NO_PRICE,
     SKIP_NO_PROVIDER,
-    KIND_CONTEXT,
-    KIND_SERVICE_TIER,
-    NO_RULE_YET,
-    NOT_A_PRICE,
     CatalogError,
     catalog_load,
     price_catalog_import,
@@ -277,7 +285,7 @@ def test_skips_and_fields_without_a_price_are_counted_by_reason_and_kind():
     data = catalog(
         sample_spec={"litellm_provider": "one of ...", "input_cost_per_token": 0.0},
         orphan={"mode": "chat", "input_cost_per_token": 1e-06},
-            model_a={
+        model_a={
             "litellm_provider": "openai",
             "mode": "chat",
             "input_cost_per_token": 1e-06,
@@ -564,3 +572,336 @@ def test_the_default_catalog_keeps_only_mapped_fields_and_drops_aliases():
     assert "openai/gpt-4o" not in built
     assert "together_ai/llama" not in built
     assert '"input_cost_per_token": 0.0000025,' in render_json(built)
+
+
+# --- price rules: one table per field kind ------------------------------------------------------------
+
+BASE = {"litellm_provider": "acme", "mode": "chat", "input_cost_per_token": 1e-06}
+
+
+def open_rules(model: str = "m") -> set[tuple]:
+    return set(
+        Price.objects.filter(model=model, valid_until__isnull=True).values_list(
+            "operation", "unit", "variant", "service_tier", "above_tokens", "unit_price"
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "mode", "unit", "variant", "service_tier", "above_tokens"),
+    [
+        ("input_cost_per_token_above_200k_tokens", "chat", "input_token", "", "", 200_000),
+        ("output_cost_per_token_above_128k_tokens", "chat", "output_token", "", "", 128_000),
+        ("cache_read_input_token_cost_above_272k_tokens", "chat", "cached_input_token", "", "", 272_000),
+        ("cache_creation_input_token_cost_above_200k_tokens", "chat", "cache_write_token", "", "", 200_000),
+        ("cache_creation_input_token_cost_above_1hr", "chat", "cache_write_1h_token", "", "", 0),
+        (
+            "cache_creation_input_token_cost_above_1hr_above_200k_tokens",
+            "chat",
+            "cache_write_1h_token",
+            "",
+            "",
+            200_000,
+        ),
+        ("input_cost_per_token_batches", "chat", "input_token", "", "batch", 0),
+        ("input_cost_per_token_flex", "chat", "input_token", "", "flex", 0),
+        ("output_cost_per_token_priority", "chat", "output_token", "", "priority", 0),
+        ("cache_read_input_token_cost_balanced", "chat", "cached_input_token", "", "balanced", 0),
+        ("input_cost_per_token_ultrafast", "chat", "input_token", "", "ultrafast", 0),
+        ("input_cost_per_token_above_272k_tokens_priority", "chat", "input_token", "", "priority", 272_000),
+        ("input_cost_per_token_priority_above_200k_tokens", "chat", "input_token", "", "priority", 200_000),
+        ("input_cost_per_audio_token_above_200k_tokens_flex", "chat", "input_audio_token", "", "flex", 200_000),
+        ("output_cost_per_audio_token", "chat", "output_audio_token", "", "", 0),
+        ("cache_read_input_audio_token_cost_priority", "chat", "cached_audio_token", "", "priority", 0),
+        ("cache_creation_input_audio_token_cost", "chat", "cache_write_audio_token", "", "", 0),
+        ("input_cost_per_image_token_batches", "chat", "input_image_token", "", "batch", 0),
+        ("output_cost_per_image_token_priority", "chat", "output_image_token", "", "priority", 0),
+        ("cache_read_input_image_token_cost", "chat", "cached_image_token", "", "", 0),
+        ("input_cost_per_video_token_batches", "chat", "input_video_token", "", "batch", 0),
+        ("output_cost_per_video_token", "chat", "output_video_token", "", "", 0),
+        ("output_cost_per_reasoning_token", "chat", "reasoning_token", "", "", 0),
+        ("input_cost_per_character_above_128k_tokens", "chat", "input_character", "", "", 128_000),
+        ("output_cost_per_character", "audio_speech", "output_character", "", "", 0),
+        ("input_cost_per_image", "chat", "input_image", "", "", 0),
+        ("input_cost_per_image_above_128k_tokens", "chat", "input_image", "", "", 128_000),
+        ("input_cost_per_image", "image_generation", "image", "", "", 0),
+        ("output_cost_per_image_1K", "image_generation", "image", "1k", "", 0),
+        ("output_cost_per_image_1536", "image_generation", "image", "1536", "", 0),
+        ("output_cost_per_pixel", "image_generation", "pixel", "", "", 0),
+        ("ocr_cost_per_page_batches", "ocr", "page", "", "batch", 0),
+        ("annotation_cost_per_page", "ocr", "page", "annotation", "", 0),
+        ("google_maps_grounding_cost_per_query", "chat", "maps_query", "", "", 0),
+        ("input_cost_per_audio_per_second_above_128k_tokens", "chat", "input_audio_second", "", "", 128_000),
+        ("input_cost_per_video_per_second", "chat", "input_video_second", "", "", 0),
+        ("output_cost_per_second_720p", "video_generation", "second", "720p", "", 0),
+        ("output_cost_per_video_per_second", "video_generation", "second", "", "", 0),
+        ("input_cost_per_token_cache_hit", "chat", "cached_input_token", "", "", 0),
+    ],
+)
+def test_each_price_field_becomes_a_rule_of_its_unit_tier_and_variant(
+    field, mode, unit, variant, service_tier, above_tokens
+):
+    report = price_catalog_import(data=catalog(m={**BASE, "mode": mode, field: 0.25}), source="t.json")
+
+    assert (mode, unit, variant, service_tier, above_tokens, Decimal("0.25")) in open_rules()
+    assert (report.added, report.ignored_fields, report.not_prices) == (2, {}, {})
+
+
+def test_search_context_prices_become_web_search_prices_by_context_size():
+    prices = {"search_context_size_low": 0.03, "search_context_size_medium": 0.035, "search_context_size_high": 0.05}
+
+    price_catalog_import(data=catalog(m={**BASE, "search_context_cost_per_query": prices}), source="t.json")
+
+    web = {(v, p) for _, u, v, _, _, p in open_rules() if u == "web_search"}
+    assert web == {("low", Decimal("0.03")), ("medium", Decimal("0.035")), ("high", Decimal("0.05"))}
+
+
+def test_an_alias_adds_no_price_and_is_reported_as_an_alias():
+    data = catalog(
+        m={**BASE, "mode": "audio_transcription", "input_cost_per_second": 1e-04, "output_cost_per_second": 2e-04}
+    )
+
+    report = price_catalog_import(data=data, source="t.json")
+
+    assert open_price("acme", "m", "second").unit_price == Decimal("0.0001")
+    assert report.not_prices == {ALIAS: 1}
+
+
+def test_decisions_prices_are_the_decisions_operation_with_the_plain_price_where_none_is_given():
+    data = catalog(
+        m={
+            **BASE,
+            "output_cost_per_token": 5e-07,
+            "output_cost_per_token_decisions": 0.0,
+            "input_cost_per_token_decisions": 2e-07,
+        }
+    )
+
+    price_catalog_import(data=data, source="t.json")
+
+    decisions = {(u, p) for op, u, _, _, _, p in open_rules() if op == "decisions"}
+    assert decisions == {("input_token", Decimal("2E-7")), ("output_token", Decimal(0))}
+    assert ("chat", "output_token", "", "", 0, Decimal("5E-7")) in open_rules()
+
+
+QWEN = {
+    "litellm_provider": "dashscope",
+    "mode": "chat",
+    "input_cost_per_token": 5e-08,
+    "output_cost_per_token": 4e-07,
+    "tiered_pricing": [
+        {
+            "input_cost_per_token": 5e-08,
+            "output_cost_per_token": 4e-07,
+            "cache_read_input_token_cost": 1e-08,
+            "range": [0, 256000.0],
+        },
+        {"input_cost_per_token": 2.5e-07, "range": [256000.0, 1000000.0]},
+    ],
+}
+
+
+def test_tiered_pricing_ranges_become_context_tiers_and_omitted_rates_fall_back_as_litellm_does():
+    report = price_catalog_import(data=catalog(qwen=QWEN), source="t.json")
+
+    rules = {(u, a): p for _, u, _, _, a, p in open_rules("qwen")}
+    assert rules == {
+        ("input_token", 0): Decimal("5E-8"),
+        ("output_token", 0): Decimal("4E-7"),
+        ("cached_input_token", 0): Decimal("1E-8"),
+        ("cache_write_token", 0): Decimal("5E-8"),  # no cache write in the range: its input rate
+        ("cache_write_1h_token", 0): Decimal("5E-8"),
+        ("reasoning_token", 0): Decimal("4E-7"),
+        ("input_token", 256_000): Decimal("2.5E-7"),
+        ("output_token", 256_000): Decimal("4E-7"),  # no output rate in the range: the model's own
+        ("cached_input_token", 256_000): Decimal("2.5E-7"),
+        ("cache_write_token", 256_000): Decimal("2.5E-7"),
+        ("cache_write_1h_token", 256_000): Decimal("2.5E-7"),
+    }
+    assert report.modelled == {KIND_TIERED: 11}
+    assert report.not_prices == {REPLACED_BY_TIERS: 2}
+
+
+@needs_real_file
+def test_tiered_pricing_rows_bill_what_litellms_cost_per_token_bills_in_each_range(monkeypatch):
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    litellm = pytest.importorskip("litellm")
+    entry = json.loads(REAL_FILE.read_text())["dashscope/qwen-flash"]
+    price_catalog_import(data=catalog(**{"dashscope/qwen-flash": entry}), source="t.json")
+
+    for prompt, completion in ((1000, 10), (256_000, 10), (256_001, 7), (2_000_000, 3)):
+        tier = max(a for _, _, _, _, a, _ in open_rules("qwen-flash") if prompt > a)
+        ours = {u: p for _, u, _, _, a, p in open_rules("qwen-flash") if a == tier}
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model="dashscope/qwen-flash", prompt_tokens=prompt, completion_tokens=completion
+        )
+        assert abs(prompt * ours["input_token"] - Decimal(repr(prompt_cost))) < Decimal("1e-9"), prompt
+        assert abs(completion * ours["output_token"] - Decimal(repr(completion_cost))) < Decimal("1e-9"), prompt
+
+
+@pytest.mark.parametrize(
+    ("tiers", "message"),
+    [
+        ({"range": [0, 1]}, "expected a non-empty list of price ranges"),
+        ([{"input_cost_per_token": 1e-06, "range": [0]}], "expected two ascending numbers"),
+        ([{"input_cost_per_token": 1e-06, "range": [5, 1]}], "expected two ascending numbers"),
+        ([{"input_cost_per_token": 1e-06, "range": ["0", "1k"]}], "expected two ascending numbers"),
+        (
+            [{"input_cost_per_token": 1e-06, "range": [0, 300]}, {"input_cost_per_token": 2e-06, "range": [200, 900]}],
+            "overlaps",
+        ),
+        ([{"input_cost_per_token": "cheap", "range": [0, 300]}], "expected a non-negative number"),
+        ([{"input_cost_per_token": 1e-06, "range": [100, 300]}], "not 0"),
+        ([{"output_cost_per_token": 1e-06, "range": [0, 300]}], "needs input_cost_per_token"),
+    ],
+)
+def test_a_malformed_tier_list_is_refused_naming_the_entry_and_nothing_is_imported(tiers, message):
+    data = catalog(**{"gpt-4o": GPT_4O, "dashscope/qwen-max": {**BASE, "tiered_pricing": tiers}})
+
+    with pytest.raises(CatalogError) as error:
+        price_catalog_import(data=data, source="t.json")
+
+    assert '"dashscope/qwen-max".tiered_pricing' in str(error.value)
+    assert message in str(error.value)
+    assert not Price.objects.exists()
+
+
+DEEPSEEK_OFF_PEAK = {
+    "litellm_provider": "deepseek",
+    "mode": "chat",
+    "input_cost_per_token": 6.6e-07,
+    "output_cost_per_token": 1.98e-06,
+    "off_peak_pricing": {
+        "cache_read_input_token_cost": 2.2e-08,
+        "input_cost_per_token": 3.3e-07,
+        "output_cost_per_token": 9.9e-07,
+        "weekday_timezone": "Asia/Shanghai",
+        "windows": [
+            {"hours_utc": ["00:00-01:00", "16:30-00:30"], "weekdays": [1, 2, 3, 4, 5]},
+            {"hours_utc": "00:00-00:00", "weekdays": ["Sat", "sunday"]},
+        ],
+    },
+}
+
+
+def test_off_peak_prices_are_the_off_peak_tier_with_their_windows_normalised():
+    report = price_catalog_import(data=catalog(**{"deepseek-v4-pro": DEEPSEEK_OFF_PEAK}), source="t.json")
+
+    off_peak = Price.objects.filter(service_tier="off_peak").order_by("unit")
+    assert [(p.unit, p.unit_price) for p in off_peak] == [
+        ("cached_input_token", Decimal("2.2E-8")),
+        ("input_token", Decimal("3.3E-7")),
+        ("output_token", Decimal("9.9E-7")),
+    ]
+    assert off_peak[0].off_peak_windows == [
+        {"hours_utc": ["00:00-01:00", "16:30-00:30"], "weekdays": [1, 2, 3, 4, 5], "weekday_timezone": "Asia/Shanghai"},
+        {"hours_utc": ["00:00-00:00"], "weekdays": [6, 7], "weekday_timezone": "Asia/Shanghai"},
+    ]
+    assert report.modelled[KIND_OFF_PEAK] == 3
+
+
+def test_off_peak_hours_for_every_day_apply_on_all_seven_days_in_utc():
+    block = {"input_cost_per_token": 1e-07, "hours_utc": "16:30-00:30"}
+
+    price_catalog_import(data=catalog(m={**BASE, "off_peak_pricing": block}), source="t.json")
+
+    assert Price.objects.get(service_tier="off_peak").off_peak_windows == [
+        {"hours_utc": ["16:30-00:30"], "weekdays": [1, 2, 3, 4, 5, 6, 7], "weekday_timezone": "UTC"}
+    ]
+
+
+def test_moved_off_peak_windows_are_a_changed_price():
+    price_catalog_import(
+        data=catalog(m={**BASE, "off_peak_pricing": {"input_cost_per_token": 1e-07, "hours_utc": "16:30-00:30"}}),
+        source="t.json",
+        now=NOW,
+    )
+
+    report = price_catalog_import(
+        data=catalog(m={**BASE, "off_peak_pricing": {"input_cost_per_token": 1e-07, "hours_utc": "17:00-01:00"}}),
+        source="t.json",
+        now=NOW + timedelta(days=1),
+    )
+
+    assert (report.added, report.changed, report.unchanged) == (0, 1, 1)
+    assert Price.objects.get(service_tier="off_peak", valid_until__isnull=True).off_peak_windows[0]["hours_utc"] == [
+        "17:00-01:00"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"input_cost_per_token": 1e-07, "hours_utc": "16:30-24:30"}, 'expected "HH:MM-HH:MM"'),
+        ({"input_cost_per_token": 1e-07, "hours_utc": "9-17"}, 'expected "HH:MM-HH:MM"'),
+        ({"input_cost_per_token": 1e-07, "windows": [{"hours_utc": "00:00-01:00", "weekdays": [0]}]}, "weekdays 1"),
+        ({"input_cost_per_token": 1e-07, "windows": [{"hours_utc": "00:00-01:00", "weekdays": [8]}]}, "weekdays 1"),
+        (
+            {"input_cost_per_token": 1e-07, "windows": [{"hours_utc": "00:00-01:00", "weekdays": "Mon"}]},
+            "a list of weekdays",
+        ),
+        (
+            {"input_cost_per_token": 1e-07, "hours_utc": "00:00-01:00", "weekday_timezone": "Mars/Olympus"},
+            "unknown time zone",
+        ),
+        ({"input_cost_per_token": 1e-07}, "when is it off-peak"),
+        ({"hours_utc": "00:00-01:00"}, "no off-peak price"),
+        ({"input_cost_per_token": "half", "hours_utc": "00:00-01:00"}, "expected a non-negative number"),
+    ],
+)
+def test_malformed_off_peak_windows_are_refused_naming_the_entry_and_nothing_is_imported(block, message):
+    data = catalog(**{"gpt-4o": GPT_4O, "deepseek-v4-pro": {**BASE, "off_peak_pricing": block}})
+
+    with pytest.raises(CatalogError) as error:
+        price_catalog_import(data=data, source="t.json")
+
+    assert '"deepseek-v4-pro".off_peak_pricing' in str(error.value)
+    assert message in str(error.value)
+    assert not Price.objects.exists()
+
+
+def test_a_batch_price_and_a_long_prompt_price_are_versioned_apart_from_the_standard_price():
+    gpt = {**GPT_4O, "input_cost_per_token_batches": 1.25e-06, "input_cost_per_token_above_200k_tokens": 5e-06}
+    price_catalog_import(data=catalog(**{"gpt-4o": gpt}), source="v1.json", now=NOW)
+
+    report = price_catalog_import(
+        data=catalog(**{"gpt-4o": {**gpt, "input_cost_per_token_batches": 1e-06}}),
+        source="v2.json",
+        now=NOW + timedelta(days=1),
+    )
+
+    assert (report.added, report.changed, report.unchanged) == (0, 1, 3)
+    assert open_price("openai", "gpt-4o", "input_token", service_tier="batch").unit_price == Decimal("0.000001")
+    assert open_price("openai", "gpt-4o", "input_token").valid_from == CATALOG_EPOCH
+    assert open_price("openai", "gpt-4o", "input_token", above_tokens=200_000).unit_price == Decimal("0.000005")
+
+
+def test_a_price_field_that_bills_usage_without_a_rule_yet_is_listed_under_its_own_heading():
+    data = catalog(
+        m={
+            **BASE,
+            "provider_specific_entry": {"us": 1.1, "bedrock_invocation_schema": "titan_v2"},
+            "citation_cost_per_token": 2e-06,
+        }
+    )
+
+    report = price_catalog_import(data=data, source="t.json")
+
+    assert report.no_rule_yet == {NO_RULE_PROVIDER_SPECIFIC["us"]: 1, NO_RULE_YET["citation_cost_per_token"]: 1}
+    assert report.ignored_fields == {}
+
+
+@needs_real_file
+def test_the_real_file_leaves_no_price_field_that_bills_usage_ignored_and_names_each_one_without_a_rule():
+    report = price_catalog_import(data=REAL_FILE.read_bytes(), source="model_prices.json", dry_run=True)
+
+    assert report.ignored_fields == {}
+    assert set(report.not_prices) == {ALIAS, NOT_A_PRICE["input_dbu_cost_per_token"]}
+    assert set(report.no_rule_yet) <= {
+        *NO_RULE_YET.values(),
+        *NO_RULE_PROVIDER_SPECIFIC.values(),
+        NO_RULE_SEARCH_RESULTS,
+    }
+    for kind in (KIND_SERVICE_TIER, KIND_SERVICE_AND_CONTEXT, KIND_CONTEXT, KIND_TIERED, KIND_OFF_PEAK, KIND_DECISIONS):
+        assert report.modelled[kind] > 0, kind
+    assert not Price.objects.exists()

@@ -129,3 +129,81 @@ def test_a_zero_price_is_a_price():
 
     assert free.unit_price == Decimal(0)
     assert cost_entry_record(provider="ollama", model="llama-local", input_tokens=5000).entry.amount == Decimal(0)
+
+
+# --- price rules: service tier, context-size tier, off-peak windows -----------------------------------
+
+WEEKDAY_NIGHTS = [{"hours_utc": ["16:30-00:30"], "weekdays": [1, 2, 3, 4, 5], "weekday_timezone": "UTC"}]
+
+
+def test_a_service_tier_and_a_context_size_tier_are_keys_of_their_own_beside_the_standard_price():
+    standard = gpt_4o_input()
+    priority = gpt_4o_input(service_tier="priority", unit_price="0.00000425")
+    long_prompt = gpt_4o_input(above_tokens=200_000, unit_price="0.000005", valid_from=CHANGE)
+
+    assert {standard.pk, priority.pk, long_prompt.pk} == set(
+        Price.objects.filter(valid_until__isnull=True).values_list("pk", flat=True)
+    )
+    assert (priority.service_tier, priority.above_tokens) == ("priority", 0)
+    assert (long_prompt.service_tier, long_prompt.above_tokens) == ("", 200_000)
+
+
+def test_a_new_priority_price_closes_the_priority_version_only():
+    standard = gpt_4o_input()
+    gpt_4o_input(service_tier="priority", unit_price="0.00000425")
+
+    gpt_4o_input(service_tier="priority", unit_price="0.000005", valid_from=CHANGE)
+
+    standard.refresh_from_db()
+    assert standard.valid_until is None
+    assert list(
+        Price.objects.filter(service_tier="priority").order_by("valid_from").values_list("unit_price", "valid_until")
+    ) == [(Decimal("0.00000425"), CHANGE), (Decimal("0.000005"), None)]
+
+
+def test_off_peak_windows_are_stored_normalised_and_changed_windows_open_a_new_version():
+    first = gpt_4o_input(
+        service_tier="off_peak",
+        off_peak_windows=[{"hours_utc": "16:30-00:30", "weekdays": ["fri", 1, 2, 3, 4]}],
+        unit_price="0.000001",
+    )
+    same = gpt_4o_input(
+        service_tier="off_peak", off_peak_windows=WEEKDAY_NIGHTS, unit_price="0.000001", valid_from=CHANGE
+    )
+    later = CHANGE + timedelta(days=1)
+    moved = gpt_4o_input(
+        service_tier="off_peak",
+        off_peak_windows=[{"hours_utc": ["17:00-01:00"], "weekdays": [1, 2, 3, 4, 5]}],
+        unit_price="0.000001",
+        valid_from=later,
+    )
+
+    assert first.off_peak_windows == WEEKDAY_NIGHTS
+    assert same.pk == first.pk
+    assert moved.pk != first.pk
+    first.refresh_from_db()
+    assert first.valid_until == later
+    assert moved.off_peak_windows[0]["hours_utc"] == ["17:00-01:00"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"service_tier": "turbo"}, "service_tier"),
+        ({"above_tokens": -1}, "above_tokens"),
+        ({"above_tokens": "200k"}, "above_tokens"),
+        ({"service_tier": "off_peak"}, "off_peak_windows"),
+        ({"off_peak_windows": WEEKDAY_NIGHTS}, "off_peak_windows"),
+        ({"service_tier": "off_peak", "off_peak_windows": [{"hours_utc": "25:00-01:00"}]}, "off_peak_windows"),
+        (
+            {"service_tier": "off_peak", "off_peak_windows": [{"hours_utc": "00:00-01:00", "weekdays": [8]}]},
+            "off_peak_windows",
+        ),
+    ],
+)
+def test_a_bad_tier_or_window_is_refused_naming_the_field_and_nothing_is_written(overrides, field):
+    with pytest.raises(ValidationError) as error:
+        gpt_4o_input(**overrides)
+
+    assert field in error.value.message_dict
+    assert not Price.objects.exists()
