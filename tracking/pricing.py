@@ -63,6 +63,10 @@ UNIT_FALLBACK: dict[str, str] = {
     Unit.OUTPUT_VIDEO_TOKEN: Unit.OUTPUT_TOKEN,
 }
 
+# Units whose standard price differs from their fallback's, so a batch call needs their own batch price
+# (batch output image tokens are not batch text tokens).
+_OWN_BATCH_PRICE = frozenset({Unit.OUTPUT_IMAGE_TOKEN})
+
 # Service tier names as providers and LiteLLM spell them -> ours. Anything else is unknown (unpriced).
 SERVICE_TIER_NAMES: dict[str, str] = {
     **{tier.value: tier.value for tier in ServiceTier if tier != ServiceTier.OFF_PEAK},
@@ -82,7 +86,7 @@ WEB_SEARCH_DEFAULT_VARIANT = "medium"
 # would round a product before round_money rounds the total: twice. Inexact traps: never silently.
 _EXACT = Context(prec=60, rounding=ROUND_HALF_EVEN, traps=[Inexact, InvalidOperation, Overflow])
 
-_UNITS = tuple(UNIT_QUANTITY_FIELD.items())
+_UNITS = tuple((str(unit), quantity_field) for unit, quantity_field in UNIT_QUANTITY_FIELD.items())
 
 # (above_tokens, price) candidates of one unit, highest threshold first, the fallback unit's after.
 _Candidates = tuple[tuple[int, Price], ...]
@@ -319,6 +323,13 @@ def _make_plan(provider: str, model: str, operation: str, variant: str, tier: st
         found: list[tuple[int, Price]] = []
         while unit:
             prices = own(unit, service_tier)
+            if (
+                service_tier == ServiceTier.BATCH
+                and not prices
+                and unit in _OWN_BATCH_PRICE
+                and rows.get(unit, {}).get("")
+            ):
+                break  # LiteLLM bills half the standard price, a rule the file does not state: unpriced
             if service_tier == ServiceTier.OFF_PEAK:
                 prices = {0: prices[0]} if 0 in prices else own(unit, "")
             found.extend(sorted(prices.items(), key=lambda item: -item[0]))

@@ -213,6 +213,21 @@ def test_a_batch_cache_read_without_a_batch_price_costs_the_batch_input_price():
     assert amount(rows, input_tokens=100, cached_input_tokens=100, service_tier="batch") == Decimal("0.00025")
 
 
+def test_batch_image_output_without_a_batch_image_price_is_unpriced_not_billed_as_text():
+    rows = [
+        row("output_token", "0.00001"),
+        row("output_image_token", "0.00003"),
+        row("output_token", "0.000005", tier="batch"),
+    ]
+
+    result = quote(rows, output_tokens=10, output_image_tokens=100, service_tier="batch")
+
+    assert result.prices_used == {
+        "missing_units": ["output_image_token"],
+        "reason": "no batch price for p/m: output image token",
+    }
+
+
 # --- off-peak -------------------------------------------------------------------------------------
 
 DEEPSEEK_WINDOWS = [
