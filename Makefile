@@ -16,6 +16,11 @@ $(VENV)/.installed: requirements/base.txt requirements/prod.txt requirements/dev
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	touch $@
 
+# The test-only reference (LiteLLM, whose price map is the shared price file): tests and bench only.
+$(VENV)/.installed-litellm: $(VENV)/.installed requirements/litellm-ref.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/litellm-ref.txt
+	touch $@
+
 ## make run: install, migrate, bootstrap (prices, beat schedule, admin user), start web + worker + beat.
 ## make run DEMO=1: the same with 60 days of demo data first (never do that on a real ledger).
 run: venv
@@ -29,7 +34,7 @@ run: venv
 	$(VENV)/bin/honcho start -f Procfile
 
 ## make test: the whole suite on SQLite, then on a PostgreSQL it starts itself.
-test: venv
+test: venv $(VENV)/.installed-litellm
 	bin/run-tests
 
 ## make bench: every benchmark (not tests), each under its own throwaway PostgreSQL, then one table

@@ -1,40 +1,95 @@
-"""Turning usage into money with the price in force at the event's time.
+"""Turning usage into money with the price rules in force at the event's time.
 
 A :class:`PriceBook` holds every version of the prices of a set of (provider, model) pairs,
 loaded with one query, and quotes any number of events against them. The record path loads
 one per batch (a single event is a batch of one), so a price change is seen by the next event.
+
+The rules, as LiteLLM's cost functions apply the same price file (differences are listed in the
+README, "Where we differ from LiteLLM"):
+
+* Service tier. An event's tier ("" standard, batch, flex, priority, balanced, ultrafast; "fast"
+  is priority) selects that tier's prices. A model with no price at all in the tier, or an
+  unknown tier, leaves the event unpriced with the rule named. Where the model has some prices
+  in a (non-batch) tier but not for a unit, the unit's standard price applies, context tiers
+  included: the tier's own price at the highest applicable context tier, else the standard one.
+  Batch prices stand alone: a unit without a batch price takes its fallback unit's batch price.
+* Context-size tiers. The prompt's total tokens (every PROMPT_TOKEN_FIELDS quantity) choose, per
+  unit, the price with the highest ``above_tokens`` below it (xAI: at or below it); a unit with no
+  tiered price keeps its base price.
+* Off-peak. A standard-tier event inside an off-peak row's windows uses that row for its unit.
+* Fallbacks (UNIT_FALLBACK). A unit the model has no price for is billed at another unit's price:
+  cache reads and writes, embedding, audio, image and video tokens as input tokens, 1-hour cache
+  writes as 5-minute ones, reasoning, audio, image and video output as output tokens. Every other
+  unit (characters, images, pixels, pages, searches, seconds, requests, GPU-hours) has no fallback:
+  a quantity without a price makes the event unpriced, never silently 0.
+* Variants. A unit priced without variants ignores the event's variant; one priced by variant needs
+  the event's (or the only one when the event names none). Web searches are priced by search
+  context size: the event's variant when it is one of the sizes priced, else "medium" as LiteLLM.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, time, tzinfo
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation, Overflow
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ValidationError
 
 from core.money import MONEY_MAX, round_money
 
-from .models import UNIT_QUANTITY_FIELD, Price, PricingStatus, Unit
+from .models import PROMPT_TOKEN_FIELDS, UNIT_QUANTITY_FIELD, Price, PricingStatus, ServiceTier, Unit
 
-# When a model has no price for a unit, the unit is billed at another unit's price, as the
-# providers bill it: embedding tokens are input tokens; reasoning tokens are output tokens;
-# cache reads and writes cost full input price where the model has no cache discount.
+# When a model has no price for a unit, the unit is billed at another unit's price, as LiteLLM and the
+# providers bill it. Followed transitively: a 1-hour cache write without its own price costs a 5-minute
+# write, and that, without a price, an input token.
 UNIT_FALLBACK: dict[str, str] = {
     Unit.EMBEDDING_TOKEN: Unit.INPUT_TOKEN,
-    Unit.REASONING_TOKEN: Unit.OUTPUT_TOKEN,
     Unit.CACHED_INPUT_TOKEN: Unit.INPUT_TOKEN,
     Unit.CACHE_WRITE_TOKEN: Unit.INPUT_TOKEN,
+    Unit.CACHE_WRITE_1H_TOKEN: Unit.CACHE_WRITE_TOKEN,
+    Unit.INPUT_AUDIO_TOKEN: Unit.INPUT_TOKEN,
+    Unit.CACHED_AUDIO_TOKEN: Unit.CACHED_INPUT_TOKEN,
+    Unit.CACHE_WRITE_AUDIO_TOKEN: Unit.CACHE_WRITE_TOKEN,
+    Unit.INPUT_IMAGE_TOKEN: Unit.INPUT_TOKEN,
+    Unit.CACHED_IMAGE_TOKEN: Unit.CACHED_INPUT_TOKEN,
+    Unit.INPUT_VIDEO_TOKEN: Unit.INPUT_TOKEN,
+    Unit.REASONING_TOKEN: Unit.OUTPUT_TOKEN,
+    Unit.OUTPUT_AUDIO_TOKEN: Unit.OUTPUT_TOKEN,
+    Unit.OUTPUT_IMAGE_TOKEN: Unit.OUTPUT_TOKEN,
+    Unit.OUTPUT_VIDEO_TOKEN: Unit.OUTPUT_TOKEN,
 }
 
+# Units whose standard price differs from their fallback's, so a batch call needs their own batch price
+# (batch output image tokens are not batch text tokens).
+_OWN_BATCH_PRICE = frozenset({Unit.OUTPUT_IMAGE_TOKEN})
+
+# Service tier names as providers and LiteLLM spell them -> ours. Anything else is unknown (unpriced).
+SERVICE_TIER_NAMES: dict[str, str] = {
+    **{tier.value: tier.value for tier in ServiceTier if tier != ServiceTier.OFF_PEAK},
+    "default": "",
+    "standard": "",
+    "auto": "",
+    "fast": ServiceTier.PRIORITY,
+}
+
+# Context-size tiers include their threshold for these providers (LiteLLM _INCLUSIVE_THRESHOLD_PROVIDERS).
+INCLUSIVE_THRESHOLD_PROVIDERS = frozenset({"xai"})
+
+WEB_SEARCH_DEFAULT_VARIANT = "medium"
 
 # Quantity x price and their sum are exact: a quantity has at most 21 digits (2**63 tokens, or 1e12
 # seconds with 9 places), a price 24, so a sum of products fits in 60. The default context's 28 digits
 # would round a product before round_money rounds the total: twice. Inexact traps: never silently.
 _EXACT = Context(prec=60, rounding=ROUND_HALF_EVEN, traps=[Inexact, InvalidOperation, Overflow])
+
+_UNITS = tuple((str(unit), quantity_field) for unit, quantity_field in UNIT_QUANTITY_FIELD.items())
+
+# (above_tokens, price) candidates of one unit, highest threshold first, the fallback unit's after.
+_Candidates = tuple[tuple[int, Price], ...]
 
 
 @dataclass(frozen=True)
@@ -46,13 +101,30 @@ class Quote:
     prices_used: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How one (model, operation, variant, service tier) is priced between two price-version boundaries."""
+
+    operation: str
+    units: dict[str, _Candidates] | None  # None: unpriced whatever the quantities (see `reason`)
+    reason: str = ""
+    tiered: bool = False  # some price has above_tokens > 0: the prompt's size matters
+    off_peak_units: dict[str, _Candidates] | None = None  # standard-tier events inside off_peak_windows
+    off_peak_windows: tuple[Mapping[str, object], ...] = ()
+    currency: str = "USD"
+
+
 class PriceBook:
-    """Every price version of some (provider, model) pairs, indexed for quoting."""
+    """Every price version of some (provider, model) pairs, indexed for quoting.
+
+    Plans are cached per instance, which lives for one batch of events: a price change is seen by
+    the next batch, and nothing outlives the request.
+    """
 
     def __init__(self, prices: Iterable[Price]) -> None:
         self._by_model: dict[tuple[str, str], list[Price]] = defaultdict(list)
         self._bounds: dict[tuple[str, str], list[datetime]] = {}
-        self._plans: dict[tuple[str, str, str, str, int], tuple[list[Price], str, dict[str, Price | None]]] = {}
+        self._plans: dict[tuple[str, str, str, str, str, int], _Plan] = {}
         for price in prices:
             self._by_model[(price.provider, price.model)].append(price)
 
@@ -71,83 +143,75 @@ class PriceBook:
     def has_model(self, provider: str, model: str) -> bool:
         return (provider, model) in self._by_model
 
-    def _plan(
-        self, provider: str, model: str, operation: str, variant: str, at: datetime
-    ) -> tuple[list[Price], str, dict[str, Price | None]]:
-        """(prices in force, the operation they resolve to, the price of each unit) at `at`.
+    def _plan(self, provider: str, model: str, operation: str, variant: str, tier: str, at: datetime) -> _Plan:
+        """The plan in force at `at`, worked out once per (key, interval between version boundaries).
 
-        The prices in force change only at a version's valid_from or valid_until, so the plan is
-        worked out once per (key, interval between those boundaries) and reused: a batch of
-        events of one model prices each event with a dictionary lookup.
+        The prices in force change only at a version's valid_from or valid_until, so a batch of
+        events of one model prices each event with a dictionary lookup and a few comparisons.
         """
         versions = self._by_model.get((provider, model), ())
         bounds = self._bounds.get((provider, model))
         if bounds is None:
             edges = {p.valid_from for p in versions} | {p.valid_until for p in versions if p.valid_until}
             bounds = self._bounds[(provider, model)] = sorted(edges)
-        key = (provider, model, operation, variant, bisect_right(bounds, at))
+        key = (provider, model, operation, variant, tier, bisect_right(bounds, at))
         plan = self._plans.get(key)
-        if plan is not None:
-            return plan
-        in_force = [p for p in versions if p.valid_from <= at and (p.valid_until is None or p.valid_until > at)]
-        operations = {p.operation for p in in_force}
-        if len(operations) == 1:
-            resolved_operation = operation or next(iter(operations))
-            candidates = in_force
-        else:
-            resolved_operation = operation
-            candidates = [p for p in in_force if p.operation in (operation, "")]
-
-        by_unit: dict[str, list[Price]] = defaultdict(list)
-        for price in candidates:
-            by_unit[price.unit].append(price)
-
-        def pick(unit: str) -> Price | None:
-            options = by_unit.get(unit, [])
-            exact = [p for p in options if p.variant == variant]
-            if not exact and not variant and len({p.variant for p in options}) == 1:
-                exact = options
-            if not exact:
-                return None
-            # An operation-specific price beats a catalog-wide ("") one.
-            exact.sort(key=lambda p: p.operation != operation)
-            return exact[0]
-
-        picks = {
-            unit: pick(unit) or (pick(UNIT_FALLBACK[unit]) if unit in UNIT_FALLBACK else None)
-            for unit in UNIT_QUANTITY_FIELD
-        }
-        if len(self._plans) >= 1024:  # bounded: operation and variant come from callers
-            self._plans.clear()
-        plan = self._plans[key] = (in_force, resolved_operation, picks)
+        if plan is None:
+            if len(self._plans) >= 4096:  # bounded: operation, variant and tier come from callers
+                self._plans.clear()
+            in_force = [p for p in versions if p.valid_from <= at and (p.valid_until is None or p.valid_until > at)]
+            plan = self._plans[key] = _make_plan(provider, model, operation, variant, tier, in_force)
         return plan
 
     def quote(
-        self, *, provider: str, model: str, operation: str, variant: str, at: datetime, quantities: Mapping[str, object]
+        self,
+        *,
+        provider: str,
+        model: str,
+        operation: str,
+        variant: str,
+        at: datetime,
+        quantities: Mapping[str, object],
+        service_tier: str = "",
     ) -> Quote:
-        """Price the quantities with the versions in force at `at`.
+        """Price the quantities with the rules in force at `at` (see the module's docstring).
 
         Operation: when the catalog prices the model under one operation only, that price
         applies whatever operation the caller named (and fills an empty one); when it prices
         several, the caller's operation must match one of them.
-        Variant (image size/quality): must match; an empty variant matches the unvarianted
-        price, or the only variant there is.
         Any used quantity without a price makes the whole event unpriced (amount 0) rather
-        than silently under-counted.
+        than silently under-counted; prices_used then names the missing units and the reason.
         """
-        in_force, resolved_operation, picks = self._plan(provider, model, operation, variant, at)
+        tier = SERVICE_TIER_NAMES.get(service_tier)
+        plan = self._plan(provider, model, operation, variant, "?" if tier is None else tier, at)
+        if tier is None:
+            plan = _Plan(plan.operation, None, f"unknown service tier {service_tier!r}")
+        units = plan.units
+        if units is None:
+            _check_quantities(quantities)
+            return Quote(Decimal(0), "USD", PricingStatus.UNPRICED, plan.operation, {"reason": plan.reason})
+        if plan.off_peak_units is not None and _is_off_peak(plan.off_peak_windows, at):
+            units = plan.off_peak_units
+        prompt = 0
+        if plan.tiered:
+            prompt = sum(q for name in PROMPT_TOKEN_FIELDS if isinstance(q := quantities.get(name), int))
+        inclusive = provider in INCLUSIVE_THRESHOLD_PROVIDERS
         total = Decimal(0)
         largest = ("", Decimal(0))
         used: dict[str, object] = {}
         missing: list[str] = []
         currencies: set[str] = set()
-        for unit, quantity_field in UNIT_QUANTITY_FIELD.items():
-            quantity = quantities.get(quantity_field) or 0
+        for unit, quantity_field in _UNITS:
+            quantity = quantities.get(quantity_field)
             if not quantity:
                 continue
             if isinstance(quantity, float | bool) or not isinstance(quantity, int | Decimal):
                 raise ValidationError({quantity_field: f"must be an integer or Decimal, not {type(quantity).__name__}"})
-            price = picks[unit]
+            price = None
+            for above, candidate in units.get(unit, ()):
+                if prompt > above or above == 0 or (inclusive and prompt == above):
+                    price = candidate
+                    break
             if price is None:
                 missing.append(unit)
                 continue
@@ -156,16 +220,211 @@ class PriceBook:
             total = _EXACT.add(total, part)
             if part > largest[1]:
                 largest = (quantity_field, part)
-            used[unit] = {"price_id": price.pk, "unit_price": str(price.unit_price.normalize())}
+            used[unit] = {
+                "price_id": price.pk,
+                "unit_price": _plain(price.unit_price),
+                "quantity": _plain(Decimal(quantity)),
+                "amount": _plain(part),
+                "service_tier": price.service_tier,
+                "above_tokens": price.above_tokens,
+                "valid_from": price.valid_from.isoformat(),
+            }
 
-        if not in_force or missing or len(currencies) > 1:
-            reason = {"missing_units": missing} if in_force and missing else {}
-            if len(currencies) > 1:
-                reason = {"mixed_currencies": sorted(currencies)}
-            return Quote(Decimal(0), "USD", PricingStatus.UNPRICED, resolved_operation, reason)
-        currency = currencies.pop() if currencies else in_force[0].currency
+        if missing:
+            named = ", ".join(Unit(unit).label for unit in missing)
+            tier_words = f"{ServiceTier(tier).label} " if tier else ""
+            reason = f"no {tier_words}price for {provider}/{model}: {named}"
+            return Quote(
+                Decimal(0),
+                "USD",
+                PricingStatus.UNPRICED,
+                plan.operation,
+                {"missing_units": missing, "reason": reason},
+            )
+        if len(currencies) > 1:
+            reason = f"prices in more than one currency for {provider}/{model}: {', '.join(sorted(currencies))}"
+            return Quote(
+                Decimal(0),
+                "USD",
+                PricingStatus.UNPRICED,
+                plan.operation,
+                {"mixed_currencies": sorted(currencies), "reason": reason},
+            )
+        currency = currencies.pop() if currencies else plan.currency
         if total > MONEY_MAX:
             raise ValidationError(
                 {largest[0]: f"costs {total:.2f} {currency} at the price in force, beyond a ledger entry's {MONEY_MAX}"}
             )
-        return Quote(round_money(total), currency, PricingStatus.PRICED, resolved_operation, used)
+        return Quote(round_money(total), currency, PricingStatus.PRICED, plan.operation, used)
+
+
+def _check_quantities(quantities: Mapping[str, object]) -> None:
+    for quantity_field in UNIT_QUANTITY_FIELD.values():
+        quantity = quantities.get(quantity_field)
+        if quantity and (isinstance(quantity, float | bool) or not isinstance(quantity, int | Decimal)):
+            raise ValidationError({quantity_field: f"must be an integer or Decimal, not {type(quantity).__name__}"})
+
+
+def _plain(value: Decimal) -> str:
+    """A Decimal as plain digits, exactly: "0.0000045", never "4.5E-6"."""
+    return format(value.normalize(), "f") if value else "0"
+
+
+def _make_plan(provider: str, model: str, operation: str, variant: str, tier: str, in_force: list[Price]) -> _Plan:
+    name = f"{provider}/{model}"
+    if not in_force:
+        return _Plan(operation, None, f"no price for {name}")
+    operations = {p.operation for p in in_force}
+    if len(operations) == 1:
+        resolved_operation = operation or next(iter(operations))
+        candidates = in_force
+    else:
+        resolved_operation = operation
+        candidates = [p for p in in_force if p.operation in (operation, "")]
+    if tier == "?":  # an unknown tier: quote() names it
+        return _Plan(resolved_operation, None, "")
+    if tier and not any(p.service_tier == tier for p in candidates):
+        return _Plan(resolved_operation, None, f"no {ServiceTier(tier).label} price for {name}")
+
+    by_unit: dict[str, list[Price]] = defaultdict(list)
+    for price in candidates:
+        by_unit[price.unit].append(price)
+    # unit -> service tier -> above_tokens -> the price, after picking the variant and the operation.
+    rows: dict[str, dict[str, dict[int, Price]]] = {}
+    for unit, options in by_unit.items():
+        wanted = variant
+        variants = {p.variant for p in options}
+        if unit == Unit.WEB_SEARCH and variant not in variants:
+            wanted = WEB_SEARCH_DEFAULT_VARIANT
+        exact = [p for p in options if p.variant == wanted]
+        if not exact and (variants == {""} or (not variant and len(variants) == 1)):
+            exact = options
+        # An operation-specific price beats a catalog-wide ("") one.
+        exact.sort(key=lambda p: p.operation == operation)
+        by_tier: dict[str, dict[int, Price]] = defaultdict(dict)
+        for price in exact:
+            by_tier[price.service_tier][price.above_tokens] = price
+        rows[unit] = by_tier
+
+    def own(unit: str, service_tier: str) -> dict[int, Price]:
+        by_tier = rows.get(unit, {})
+        if service_tier in ("", ServiceTier.BATCH, ServiceTier.OFF_PEAK):
+            return by_tier.get(service_tier, {})
+        if (
+            unit == Unit.REASONING_TOKEN
+            and not by_tier.get(service_tier)
+            and rows.get(Unit.OUTPUT_TOKEN, {}).get(service_tier)
+        ):
+            return {}  # LiteLLM: the tier's output price beats the standard reasoning price
+        # A service tier's price where it has one, else the standard price at that threshold.
+        return {**by_tier.get("", {}), **by_tier.get(service_tier, {})}
+
+    def chain(unit: str, service_tier: str) -> _Candidates:
+        found: list[tuple[int, Price]] = []
+        while unit:
+            prices = own(unit, service_tier)
+            if (
+                service_tier == ServiceTier.BATCH
+                and not prices
+                and unit in _OWN_BATCH_PRICE
+                and rows.get(unit, {}).get("")
+            ):
+                break  # LiteLLM bills half the standard price, a rule the file does not state: unpriced
+            if service_tier == ServiceTier.OFF_PEAK:
+                prices = {0: prices[0]} if 0 in prices else own(unit, "")
+            found.extend(sorted(prices.items(), key=lambda item: -item[0]))
+            if 0 in prices:
+                break  # a base price always applies: the fallback is never reached
+            unit = UNIT_FALLBACK.get(unit, "")
+        return tuple(found)
+
+    units = {unit: chain(unit, tier) for unit in UNIT_QUANTITY_FIELD}
+    off_peak_units = None
+    windows: tuple[Mapping[str, object], ...] = ()
+    off_peak_rows = [p for by_tier in rows.values() for p in by_tier.get(ServiceTier.OFF_PEAK, {}).values()]
+    if not tier and off_peak_rows:
+        off_peak_units = {unit: chain(unit, ServiceTier.OFF_PEAK) for unit in UNIT_QUANTITY_FIELD}
+        windows = tuple(off_peak_rows[0].off_peak_windows or ())
+    return _Plan(
+        operation=resolved_operation,
+        units=units,
+        tiered=any(above for candidates in units.values() for above, _ in candidates),
+        off_peak_units=off_peak_units,
+        off_peak_windows=windows,
+        currency=in_force[0].currency,
+    )
+
+
+# --- off-peak windows, exactly as LiteLLM's _is_off_peak reads a DeepSeek off_peak_pricing block --------
+
+_WEEKDAY_NUMBERS = {
+    "mon": 1, "monday": 1, "tue": 2, "tues": 2, "tuesday": 2, "wed": 3, "wednesday": 3,
+    "thu": 4, "thur": 4, "thurs": 4, "thursday": 4, "fri": 5, "friday": 5,
+    "sat": 6, "saturday": 6, "sun": 7, "sunday": 7,
+}  # fmt: skip
+
+
+def _window_strings(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Sequence):
+        return tuple(entry for entry in value if isinstance(entry, str))
+    return ()
+
+
+def _within(windows: tuple[str, ...], now: time) -> bool:
+    """ "HH:MM-HH:MM" windows in UTC: start inclusive, end exclusive, wrapping past midnight;
+    start == end is the whole day; a malformed window is ignored."""
+    for window in windows:
+        try:
+            start_text, end_text = window.split("-")
+            start = datetime.strptime(start_text.strip(), "%H:%M").time()
+            end = datetime.strptime(end_text.strip(), "%H:%M").time()
+        except ValueError:
+            continue
+        if (start <= now < end) if start < end else (now >= start or now < end):
+            return True
+    return False
+
+
+def _weekday(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 1 <= value <= 7 else None
+    if isinstance(value, str):
+        return _WEEKDAY_NUMBERS.get(value.strip().lower())
+    return None
+
+
+def _calendar(name: object) -> tzinfo:
+    if isinstance(name, str) and name.strip():
+        try:
+            return ZoneInfo(name.strip())
+        except (ValueError, ZoneInfoNotFoundError):
+            return UTC
+    return UTC
+
+
+def _is_off_peak(windows: Iterable[Mapping[str, object]], at: datetime) -> bool:
+    """Whether `at` falls inside one of the windows: {"hours_utc": "HH:MM-HH:MM" or a list of them,
+    "weekdays": [1..7 or names] (absent: every day), "weekday_timezone": the calendar the weekdays
+    are read on (default UTC)}. A naive `at` is taken as UTC."""
+    reference = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    now = reference.time()
+    for window in windows:
+        if not isinstance(window, Mapping):
+            continue
+        hours = _window_strings(window.get("hours_utc"))
+        if not hours:
+            continue
+        weekdays = window.get("weekdays")
+        if weekdays is not None:
+            if isinstance(weekdays, str) or not isinstance(weekdays, Sequence):
+                continue
+            allowed = {day for day in map(_weekday, weekdays) if day is not None}
+            if reference.astimezone(_calendar(window.get("weekday_timezone"))).isoweekday() not in allowed:
+                continue
+        if _within(hours, now):
+            return True
+    return False

@@ -134,7 +134,7 @@ def test_an_event_using_a_unit_the_model_has_no_price_for_is_unpriced_not_under_
 
     assert entry.pricing_status == PricingStatus.UNPRICED
     assert entry.amount == 0
-    assert entry.prices_used == {"missing_units": ["image"]}
+    assert entry.prices_used == {"missing_units": ["image"], "reason": "no price for openai/gpt-4o: image"}
 
 
 def test_an_explicit_amount_is_kept_exactly_and_marked_actual(gpt4o_prices):
