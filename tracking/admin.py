@@ -58,6 +58,7 @@ from .provenance import (
     price_per,
     price_words,
     provenance_lines,
+    quantity_lines,
     service_tier_words,
     unit_words,
 )
@@ -220,11 +221,15 @@ def off_peak_words(windows: Any) -> str:
     return "; ".join(shown)
 
 
+ALWAYS_SHOWN_TIERS = (ServiceTier.STANDARD, ServiceTier.BATCH, ServiceTier.FLEX, ServiceTier.PRIORITY)
+
+
 def price_rules_table(prices: list[Price]) -> dict[str, Any]:
     """A model's prices as a table: a row per (operation, unit, variant, context tier), a column per
     service tier (standard first, then the others the model has, in ServiceTier order)."""
     present = {p.service_tier for p in prices}
-    tiers = [t for t in ServiceTier.values if t in present or t == ServiceTier.STANDARD]
+    # The tiers most providers sell are always shown (an empty column says "not sold"); the rare ones when priced.
+    tiers = [t for t in ServiceTier.values if t in present or t in ALWAYS_SHOWN_TIERS]
     tiers += sorted(present - set(tiers))
     operations = sorted({p.operation for p in prices})
     unit_order = {unit: i for i, unit in enumerate(Unit.values)}
@@ -241,7 +246,7 @@ def price_rules_table(prices: list[Price]) -> dict[str, Any]:
                         (unit_words(price.unit, plural=True), price.variant, context_tier_words(price.above_tokens)),
                     )
                 ),
-                "per": price_per(price.unit),
+                "per": price_per(price.unit, short=True),
                 "cells": {},
             },
         )
@@ -257,10 +262,7 @@ def price_rules_table(prices: list[Price]) -> dict[str, Any]:
         "tiers": [service_tier_words(t) for t in tiers],
         "rows": table,
         "several_operations": len(operations) > 1,
-        # Off-peak is not asked for: without it, standard prices apply all day.
-        "missing_tiers": [
-            service_tier_words(t) for t in ServiceTier.values if t not in tiers and t != ServiceTier.OFF_PEAK
-        ],
+        "missing_tiers": [service_tier_words(t) for t in tiers if t not in present],
         "off_peak": off_peak_words(windows[0]) if windows else "",
     }
 
@@ -280,20 +282,18 @@ class _CatalogRefused(Exception):
 class PriceAdmin(admin.ModelAdmin):
     form = PriceForm
     list_display = (
-        "provider",
-        "model",
-        "operation",
-        "unit",
-        "variant",
+        "provider_model",
+        "price_display",
         "service_tier_display",
         "context_tier",
-        "price_display",
-        "valid_from",
-        "valid_until",
+        "variant",
+        "validity",
         "in_force",
         "rules_link",
     )
     list_filter = ("provider", "unit", ServiceTierFilter, ContextTierFilter, InForceFilter)
+    # A unit's tiers together: standard first, then by service tier, each by context size.
+    ordering = ("provider", "model", "operation", "unit", "variant", "service_tier", "above_tokens", "-valid_from")
     search_fields = ("provider", "model")
     date_hierarchy = "valid_from"
     list_per_page = LIST_PER_PAGE
@@ -368,7 +368,7 @@ class PriceAdmin(admin.ModelAdmin):
     @admin.display(description="price", ordering="unit_price")
     def price_display(self, obj: Price) -> str:
         return format_html(
-            '<span title="{} {} per {}">{}</span>',
+            '<span style="white-space:nowrap" title="{} {} per {}">{}</span>',
             f"{obj.unit_price.normalize():f}",
             obj.currency,
             unit_words(obj.unit),
@@ -391,6 +391,17 @@ class PriceAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Price | None = None) -> bool:
         # Entries name the price versions that priced them (prices_used); deleting one loses that.
         return False
+
+    @admin.display(description="model", ordering="model")
+    def provider_model(self, obj: Price) -> str:
+        return format_html('<span style="white-space:nowrap">{}/{}</span>', obj.provider, obj.model)
+
+    @admin.display(description="valid", ordering="valid_from")
+    def validity(self, obj: Price) -> str:
+        since = f"{timezone.localtime(obj.valid_from):%Y-%m-%d %H:%M}"
+        if obj.valid_until is None:
+            return f"since {since}"
+        return f"{since} to {timezone.localtime(obj.valid_until):%Y-%m-%d %H:%M}"
 
     @admin.display(description="in force", boolean=True)
     def in_force(self, obj: Price) -> bool:
@@ -594,7 +605,7 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
                     "amount_detail",
                     "pricing_status",
                     "is_estimate",
-                    "service_tier",
+                    "service_tier_display",
                     "provenance",
                     "current_total",
                     "corrections_list",
@@ -603,7 +614,7 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
                 )
             },
         ),
-        ("Quantities", {"fields": QUANTITY_FIELDS}),
+        ("Quantities", {"fields": ("quantities",)}),
         ("Call", {"fields": ("outcome", "duration_ms", "idempotency_key")}),
     )
 
@@ -642,6 +653,21 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     def tags_pretty(self, obj: CostEntry) -> str:
         return _pretty_json(obj.tags)
 
+    @admin.display(description="service tier")
+    def service_tier_display(self, obj: CostEntry) -> str:
+        return service_tier_words(obj.service_tier)
+
+    @admin.display(description="quantities")
+    def quantities(self, obj: CostEntry) -> str:
+        """The quantities the event had (29 columns, most of them 0 for any one call)."""
+        shown = quantity_lines(obj)
+        if not shown:
+            return "none"
+        return format_html(
+            '<table class="quantities">{}</table>',
+            format_html_join("", '<tr><td>{}</td><td style="text-align:right">{}</td></tr>', shown),
+        )
+
     @admin.display(description="how it was priced")
     def provenance(self, obj: CostEntry) -> str:
         lines = provenance_lines(obj)
@@ -664,6 +690,8 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
                 for line in lines
             ),
         )
+        if sum(line.price_id is not None for line in lines) > 1:
+            items = format_html("{}<li>total: {}</li>", items, format_money(obj.amount, obj.currency))
         return format_html('<ul class="provenance" style="margin-left:0;padding-left:1.2em">{}</ul>', items)
 
     def _corrections(self, obj: CostEntry) -> list[CostEntry]:

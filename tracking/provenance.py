@@ -79,9 +79,23 @@ def price_amount(unit_price: Decimal, currency: str, unit: str) -> str:
     return format_money(unit_price.normalize(), currency)
 
 
-def price_per(unit: str) -> str:
-    """What price_amount is per: "1M input tokens", "image"."""
-    return f"1M {unit_words(unit, plural=True)}" if is_per_million(unit) else unit_words(unit)
+def price_per(unit: str, *, short: bool = False) -> str:
+    """What price_amount is per: "1M input tokens" ("1M tokens" short, beside the unit's name), "image"."""
+    if not is_per_million(unit):
+        return unit_words(unit)
+    if short:
+        return "1M pixels" if unit == Unit.PIXEL else "1M tokens" if unit.endswith("_token") else "1M characters"
+    return f"1M {unit_words(unit, plural=True)}"
+
+
+def quantity_lines(entry: CostEntry) -> list[tuple[str, str]]:
+    """(what, how many) of each quantity the entry has, in the ledger's unit order: ("input tokens", "250,000")."""
+    shown = []
+    for unit, quantity_field in UNIT_QUANTITY_FIELD.items():
+        quantity = _decimal(getattr(entry, quantity_field, None))
+        if quantity:
+            shown.append((unit_words(unit, plural=True), _quantity_words(quantity)))
+    return shown
 
 
 def price_words(unit_price: Decimal, currency: str, unit: str) -> str:
