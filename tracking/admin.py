@@ -257,12 +257,15 @@ def price_rules_table(prices: list[Price]) -> dict[str, Any]:
             "url": _change_url(price),
         }
     table = [{**row, "cells": [row["cells"].get(t) for t in tiers]} for _, row in sorted(rows.items())]
+    missing = [service_tier_words(t) for t in tiers if t not in present]
     windows = [p.off_peak_windows for p in prices if p.service_tier == ServiceTier.OFF_PEAK and p.off_peak_windows]
     return {
         "tiers": [service_tier_words(t) for t in tiers],
         "rows": table,
         "several_operations": len(operations) > 1,
-        "missing_tiers": [service_tier_words(t) for t in tiers if t not in present],
+        "missing_tiers": missing,
+        "missing_tiers_words": " or ".join(filter(None, (", ".join(missing[:-1]), *missing[-1:]))),
+        "has_context_tiers": any(p.above_tokens for p in prices),
         "off_peak": off_peak_words(windows[0]) if windows else "",
     }
 

@@ -618,6 +618,8 @@ def test_the_model_page_shows_only_prices_in_force(admin_client, versions):
 
     assert table_rows(content)[1:] == [["input tokens", "1M tokens", "0.15 USD", "-", "-", "-"]]
     assert "0.20 USD" not in content  # the superseded version
+    assert "gpt-4o-mini has no batch, flex or priority prices" in re.sub(r"\s+", " ", content)
+    assert "A context tier" not in content  # it has none
 
 
 def test_the_model_page_of_a_model_without_prices_says_so(admin_client, db):
