@@ -37,6 +37,7 @@ TARGET_INGEST_COPY_RATIO = 0.25  # HTTP batch ingest events/s / COPY rows/s of t
 TARGET_METRICS_GROWTH = 1.5  # /metrics scrape p50 at the largest ledger / at the smallest, at most
 TARGET_DASHBOARD_RATIO = 12.0  # admin dashboard p50 / GET /admin/ p50, at most
 TARGET_ALERT_PASS_RATIO = 1000.0  # alert evaluation pass p50 / one budget_check p50, at most
+TARGET_PRICING_RATIO = 1.0  # events/s priced by PriceBook.quote / by LiteLLM's cost_per_token, same events, at least
 
 
 def log(message: str) -> None:

@@ -59,6 +59,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "api_ingest": ([], ["--rounds", "1", "--batches", "10"]),
     "report_queries": ([], ["--rows", "200000", "--samples", "5"]),
     "alert_eval": ([], ["--rows", "200000", "--passes", "3"]),
+    "pricing": ([], ["--events", "20000", "--rounds", "1"]),
 }
 
 
@@ -240,7 +241,7 @@ def api_ingest_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def own_figures(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """report_queries.py and alert_eval.py put their table rows in their JSON."""
+    """report_queries.py, alert_eval.py and pricing.py put their table rows in their JSON."""
     rows = []
     for result in data["results"]:
         if "error" in result:
@@ -256,6 +257,7 @@ EXTRACT: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "api_ingest": api_ingest_rows,
     "report_queries": own_figures,
     "alert_eval": own_figures,
+    "pricing": own_figures,
 }
 
 

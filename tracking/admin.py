@@ -22,13 +22,13 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_permission_codename
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import OuterRef, Q, QuerySet, Subquery
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.http import urlencode
@@ -40,7 +40,28 @@ from core.teams import TeamScopedAdminMixin, exists_for_teams, sees_every_team, 
 from .batches import lead_unit
 from .events import QUANTITY_FIELDS
 from .gpu import gpu_burst_source, gpu_settings_ensure, gpu_settings_update
-from .models import TOKEN_FIELDS, Batch, CostEntry, GpuDevice, GpuSample, GpuSettings, Price, SpendRollup
+from .models import (
+    TOKEN_FIELDS,
+    Batch,
+    CostEntry,
+    GpuDevice,
+    GpuSample,
+    GpuSettings,
+    Price,
+    ServiceTier,
+    SpendRollup,
+    Unit,
+)
+from .provenance import (
+    context_tier_words,
+    price_amount,
+    price_per,
+    price_words,
+    provenance_lines,
+    quantity_lines,
+    service_tier_words,
+    unit_words,
+)
 from .selectors import price_history
 from .services import cost_entry_correct
 
@@ -122,6 +143,43 @@ class InForceFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ServiceTierFilter(admin.SimpleListFilter):
+    """The tiers the catalog has prices for ("standard" stands for the empty tier)."""
+
+    title = "service tier"
+    parameter_name = "service_tier"
+    STANDARD = "standard"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        present = set(Price.objects.order_by().values_list("service_tier", flat=True).distinct())
+        return [
+            (tier or self.STANDARD, service_tier_words(tier))
+            for tier in [*ServiceTier.values, *sorted(present - set(ServiceTier.values))]
+            if tier in present
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Price]) -> QuerySet[Price]:
+        if self.value():
+            return queryset.filter(service_tier="" if self.value() == self.STANDARD else self.value())
+        return queryset
+
+
+class ContextTierFilter(admin.SimpleListFilter):
+    """Context-size tiers: "any prompt size" (above 0) or "above 200k tokens" and the like."""
+
+    title = "context tier"
+    parameter_name = "above_tokens"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        present = sorted(set(Price.objects.order_by().values_list("above_tokens", flat=True).distinct()))
+        return [(str(above), context_tier_words(above) or "any prompt size") for above in present]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Price]) -> QuerySet[Price]:
+        if self.value() is not None and self.value().isdigit():
+            return queryset.filter(above_tokens=int(self.value()))
+        return queryset
+
+
 class PriceForm(forms.ModelForm):
     class Meta:
         model = Price
@@ -134,6 +192,82 @@ class PriceForm(forms.ModelForm):
         price = self.initial.get("unit_price")
         if isinstance(price, Decimal):
             self.initial["unit_price"] = price.normalize()
+
+
+def _rules_url(price: Price) -> str:
+    return reverse("admin:tracking_price_rules") + "?" + urlencode({"provider": price.provider, "model": price.model})
+
+
+def off_peak_words(windows: Any) -> str:
+    """[{"hours_utc": ["16:30-00:30"], "weekdays": [1, 2, 3, 4, 5]}] -> "16:30-00:30 UTC, Mon-Fri"."""
+    if not windows:
+        return ""
+    days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    shown = []
+    for window in windows if isinstance(windows, list) else [windows]:
+        if not isinstance(window, dict):
+            shown.append(str(window))
+            continue
+        hours = window.get("hours_utc") or []
+        text = ", ".join(map(str, hours if isinstance(hours, list) else [hours])) + " UTC"
+        weekdays = window.get("weekdays")
+        if isinstance(weekdays, list) and weekdays and sorted(weekdays) != list(range(1, 8)):
+            names = [days[d - 1] for d in sorted(weekdays) if isinstance(d, int) and 1 <= d <= 7]
+            run = sorted(weekdays) == list(range(min(weekdays), max(weekdays) + 1))
+            text += ", " + (f"{names[0]}-{names[-1]}" if run and len(names) > 2 else " ".join(names))
+        else:
+            text += ", every day"
+        shown.append(text)
+    return "; ".join(shown)
+
+
+ALWAYS_SHOWN_TIERS = (ServiceTier.STANDARD, ServiceTier.BATCH, ServiceTier.FLEX, ServiceTier.PRIORITY)
+
+
+def price_rules_table(prices: list[Price]) -> dict[str, Any]:
+    """A model's prices as a table: a row per (operation, unit, variant, context tier), a column per
+    service tier (standard first, then the others the model has, in ServiceTier order)."""
+    present = {p.service_tier for p in prices}
+    # The tiers most providers sell are always shown (an empty column says "not sold"); the rare ones when priced.
+    tiers = [t for t in ServiceTier.values if t in present or t in ALWAYS_SHOWN_TIERS]
+    tiers += sorted(present - set(tiers))
+    operations = sorted({p.operation for p in prices})
+    unit_order = {unit: i for i, unit in enumerate(Unit.values)}
+    rows: dict[tuple[str, int, str, int], dict[str, Any]] = {}
+    for price in prices:
+        key = (price.operation, unit_order.get(price.unit, len(unit_order)), price.variant, price.above_tokens)
+        row = rows.setdefault(
+            key,
+            {
+                "operation": price.operation or "any operation",
+                "label": ", ".join(
+                    filter(
+                        None,
+                        (unit_words(price.unit, plural=True), price.variant, context_tier_words(price.above_tokens)),
+                    )
+                ),
+                "per": price_per(price.unit, short=True),
+                "cells": {},
+            },
+        )
+        row["cells"][price.service_tier] = {
+            "amount": price_amount(price.unit_price, price.currency, price.unit),
+            "exact": f"{price.unit_price.normalize():f} {price.currency} per {unit_words(price.unit)}, since "
+            f"{timezone.localtime(price.valid_from):%Y-%m-%d %H:%M %Z}",
+            "url": _change_url(price),
+        }
+    table = [{**row, "cells": [row["cells"].get(t) for t in tiers]} for _, row in sorted(rows.items())]
+    missing = [service_tier_words(t) for t in tiers if t not in present]
+    windows = [p.off_peak_windows for p in prices if p.service_tier == ServiceTier.OFF_PEAK and p.off_peak_windows]
+    return {
+        "tiers": [service_tier_words(t) for t in tiers],
+        "rows": table,
+        "several_operations": len(operations) > 1,
+        "missing_tiers": missing,
+        "missing_tiers_words": " or ".join(filter(None, (", ".join(missing[:-1]), *missing[-1:]))),
+        "has_context_tiers": any(p.above_tokens for p in prices),
+        "off_peak": off_peak_words(windows[0]) if windows else "",
+    }
 
 
 THIS_VERSION = mark_safe(' style="font-weight:bold" title="this version"')
@@ -151,18 +285,18 @@ class _CatalogRefused(Exception):
 class PriceAdmin(admin.ModelAdmin):
     form = PriceForm
     list_display = (
-        "provider",
-        "model",
-        "operation",
-        "unit",
+        "provider_model",
+        "price_display",
+        "service_tier_display",
+        "context_tier",
         "variant",
-        "unit_price_display",
-        "currency",
-        "valid_from",
-        "valid_until",
+        "validity",
         "in_force",
+        "rules_link",
     )
-    list_filter = ("provider", "unit", InForceFilter)
+    list_filter = ("provider", "unit", ServiceTierFilter, ContextTierFilter, InForceFilter)
+    # A unit's tiers together: standard first, then by service tier, each by context size.
+    ordering = ("provider", "model", "operation", "unit", "variant", "service_tier", "above_tokens", "-valid_from")
     search_fields = ("provider", "model")
     date_hierarchy = "valid_from"
     list_per_page = LIST_PER_PAGE
@@ -172,19 +306,87 @@ class PriceAdmin(admin.ModelAdmin):
         ("History", {"fields": ("history",)}),
         ("Advanced", {"classes": ("collapse",), "fields": ("source", "valid_until", "created_at")}),
     )
+    # The tier a version belongs to is part of what it prices (shown, not edited: see get_readonly_fields).
+    TIER_FIELDSET = ("Tier", {"fields": ("service_tier_display", "context_tier", "off_peak", "price_display", "rules")})
 
     KEY_FIELDS = ("provider", "model", "operation", "unit", "variant")
+    TIER_FIELDS = ("service_tier_display", "context_tier", "off_peak", "price_display", "rules")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Price | None = None) -> Any:
+        if obj is None:
+            return self.fieldsets
+        return (self.fieldsets[0], self.TIER_FIELDSET, *self.fieldsets[1:])
 
     def get_readonly_fields(self, request: HttpRequest, obj: Price | None = None) -> tuple[str, ...]:
         if obj is None:
             # valid_until is the catalog's to set, when a newer version replaces this one.
             return ("history", "valid_until", "created_at")
         # What is priced and since when is this version's identity; a new price is a new version.
-        readonly = (*self.KEY_FIELDS, "valid_from", "valid_until", "history", "created_at")
-        if obj.valid_until is not None:
-            # A superseded version is history: its price can no longer change.
+        readonly = (*self.KEY_FIELDS, *self.TIER_FIELDS, "valid_from", "valid_until", "history", "created_at")
+        if obj.valid_until is not None or obj.service_tier or obj.above_tokens:
+            # A superseded version is history: its price can no longer change. A tier's price comes
+            # from the price file (import_prices): the admin's catalog call versions standard prices.
             readonly += ("unit_price", "currency")
         return readonly
+
+    def get_urls(self) -> list[Any]:
+        rules = path("rules/", self.admin_site.admin_view(self.rules_view), name="tracking_price_rules")
+        return [rules, *super().get_urls()]
+
+    def rules_view(self, request: HttpRequest) -> HttpResponse:
+        """Every unit price of one provider/model in force now, side by side by service tier."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        provider, model = request.GET.get("provider", ""), request.GET.get("model", "")
+        if not provider or not model:
+            raise Http404("Which model? Open this page from a price.")
+        prices = list(Price.objects.filter(provider=provider, model=model).filter(_in_force_now()))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"All rules of {provider}/{model}",
+            "subtitle": None,
+            "opts": self.opts,
+            "provider": provider,
+            "model": model,
+            "at": timezone.localtime(),
+            **price_rules_table(prices),
+            "superseded_url": reverse("admin:tracking_price_changelist")
+            + "?"
+            + urlencode({"provider": provider, "q": model, "in_force": "no"}),
+        }
+        return TemplateResponse(request, "admin/tracking/price/rules.html", context)
+
+    @admin.display(description="service tier", ordering="service_tier")
+    def service_tier_display(self, obj: Price) -> str:
+        return service_tier_words(obj.service_tier)
+
+    @admin.display(description="context tier", ordering="above_tokens")
+    def context_tier(self, obj: Price) -> str:
+        return context_tier_words(obj.above_tokens) or "any prompt size"
+
+    @admin.display(description="off-peak hours")
+    def off_peak(self, obj: Price) -> str:
+        return off_peak_words(obj.off_peak_windows) or EMPTY
+
+    @admin.display(description="price", ordering="unit_price")
+    def price_display(self, obj: Price) -> str:
+        return format_html(
+            '<span style="white-space:nowrap" title="{} {} per {}">{}</span>',
+            f"{obj.unit_price.normalize():f}",
+            obj.currency,
+            unit_words(obj.unit),
+            price_words(obj.unit_price, obj.currency, obj.unit),
+        )
+
+    @admin.display(description="all rules")
+    def rules_link(self, obj: Price) -> str:
+        return format_html(
+            '<a href="{}" title="all rules of {}/{}">all rules</a>', _rules_url(obj), obj.provider, obj.model
+        )
+
+    @admin.display(description="all rules")
+    def rules(self, obj: Price) -> str:
+        return format_html('<a href="{}">all rules of {}/{}</a>', _rules_url(obj), obj.provider, obj.model)
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         return {"valid_from": timezone.now(), **super().get_changeform_initial_data(request)}
@@ -193,9 +395,16 @@ class PriceAdmin(admin.ModelAdmin):
         # Entries name the price versions that priced them (prices_used); deleting one loses that.
         return False
 
-    @admin.display(description="unit price", ordering="unit_price")
-    def unit_price_display(self, obj: Price) -> str:
-        return f"{obj.unit_price.normalize():f}"
+    @admin.display(description="model", ordering="model")
+    def provider_model(self, obj: Price) -> str:
+        return format_html('<span style="white-space:nowrap">{}/{}</span>', obj.provider, obj.model)
+
+    @admin.display(description="valid", ordering="valid_from")
+    def validity(self, obj: Price) -> str:
+        since = f"{timezone.localtime(obj.valid_from):%Y-%m-%d %H:%M}"
+        if obj.valid_until is None:
+            return f"since {since}"
+        return f"{since} to {timezone.localtime(obj.valid_until):%Y-%m-%d %H:%M}"
 
     @admin.display(description="in force", boolean=True)
     def in_force(self, obj: Price) -> bool:
@@ -399,7 +608,8 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
                     "amount_detail",
                     "pricing_status",
                     "is_estimate",
-                    "prices_used_pretty",
+                    "service_tier_display",
+                    "provenance",
                     "current_total",
                     "corrections_list",
                     "corrects",
@@ -407,7 +617,7 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
                 )
             },
         ),
-        ("Quantities", {"fields": QUANTITY_FIELDS}),
+        ("Quantities", {"fields": ("quantities",)}),
         ("Call", {"fields": ("outcome", "duration_ms", "idempotency_key")}),
     )
 
@@ -446,9 +656,46 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     def tags_pretty(self, obj: CostEntry) -> str:
         return _pretty_json(obj.tags)
 
-    @admin.display(description="prices used")
-    def prices_used_pretty(self, obj: CostEntry) -> str:
-        return _pretty_json(obj.prices_used)
+    @admin.display(description="service tier")
+    def service_tier_display(self, obj: CostEntry) -> str:
+        return service_tier_words(obj.service_tier)
+
+    @admin.display(description="quantities")
+    def quantities(self, obj: CostEntry) -> str:
+        """The quantities the event had (29 columns, most of them 0 for any one call)."""
+        shown = quantity_lines(obj)
+        if not shown:
+            return "none"
+        return format_html(
+            '<table class="quantities">{}</table>',
+            format_html_join("", '<tr><td>{}</td><td style="text-align:right">{}</td></tr>', shown),
+        )
+
+    @admin.display(description="how it was priced")
+    def provenance(self, obj: CostEntry) -> str:
+        lines = provenance_lines(obj)
+        if not lines:
+            return EMPTY
+        items = format_html_join(
+            "",
+            "<li>{}{}</li>",
+            (
+                (
+                    line.text,
+                    format_html(
+                        ' (<a href="{}">price #{}</a>)',
+                        reverse("admin:tracking_price_change", args=[line.price_id]),
+                        line.price_id,
+                    )
+                    if line.price_id is not None
+                    else "",
+                )
+                for line in lines
+            ),
+        )
+        if sum(line.price_id is not None for line in lines) > 1:
+            items = format_html("{}<li>total: {}</li>", items, format_money(obj.amount, obj.currency))
+        return format_html('<ul class="provenance" style="margin-left:0;padding-left:1.2em">{}</ul>', items)
 
     def _corrections(self, obj: CostEntry) -> list[CostEntry]:
         # The change page shows both the list and the total: one query for the two.

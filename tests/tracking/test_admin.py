@@ -17,6 +17,7 @@ from django.urls import reverse
 from tests.factories import PriceFactory, TeamFactory
 from tracking.admin import EstimatedCountPaginator
 from tracking.models import CostEntry, Price, SpendRollup
+from tracking.provenance import ProvenanceLine, price_words, provenance_lines
 from tracking.selectors import ledger_differences
 from tracking.services import cost_entry_correct, cost_entry_record
 
@@ -162,7 +163,14 @@ def test_the_change_page_of_an_entry_is_read_only(admin_client, entry):
     assert 'name="_save"' not in content
     assert 'name="amount"' not in content
     assert "0.0075 USD" in content
-    assert "&quot;input_token&quot;" in content  # prices_used, as JSON
+    # How it was priced, in words (the entry predates quantities in prices_used: its own columns).
+    assert "input tokens: 1,000 x 0.0000025 = 0.0025 USD" in content
+    assert "output tokens: 500 x 0.00001 = 0.005 USD" in content
+    assert "<li>total: 0.0075 USD</li>" in content
+    # Only the quantities the call had, not 29 columns of mostly zeros.
+    assert '<tr><td>input tokens</td><td style="text-align:right">1,000</td></tr>' in content
+    assert "cache write tokens" not in content
+    assert "&quot;input_token&quot;" not in content  # no raw JSON
 
 
 def test_it_refuses_to_delete_a_cost_entry(admin_client, entry):
@@ -515,3 +523,209 @@ def test_the_unfiltered_ledger_list_is_not_counted_with_a_full_scan(admin_client
     assert response.context["cl"].result_count == 2
     counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper() and "tracking_costentry" in q["sql"]]
     assert counts == []
+
+
+# --- prices a person reads -------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiered(db):
+    """gemini-2.5-pro-like prices: a context tier above 200k tokens, a priority tier, a batch tier."""
+    since = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def price(unit: str, unit_price: str, **extra):
+        return PriceFactory(
+            provider="gemini", model="gemini-2.5-pro", unit=unit, unit_price=unit_price, valid_from=since, **extra
+        )
+
+    return {
+        "input": price("input_token", "0.00000125"),
+        "input_200k": price("input_token", "0.0000025", above_tokens=200_000),
+        "input_priority": price("input_token", "0.00000225", service_tier="priority"),
+        "input_200k_priority": price("input_token", "0.0000045", above_tokens=200_000, service_tier="priority"),
+        "input_batch": price("input_token", "0.000000625", service_tier="batch"),
+        "output": price("output_token", "0.00001"),
+        "search": price("web_search", "0.035", variant="medium"),
+        "image": price("image", "0.04"),
+    }
+
+
+def test_the_price_list_reads_token_prices_per_million_and_other_units_per_unit(admin_client, tiered):
+    response = admin_client.get(reverse("admin:tracking_price_changelist") + "?provider=gemini")
+
+    content = response.content.decode()
+    assert "1.25 USD / 1M input tokens" in content
+    assert "10.00 USD / 1M output tokens" in content
+    assert "0.04 USD / image" in content
+    assert "0.035 USD / web search query" in content
+    assert 'title="0.00000125 USD per input token"' in content  # the exact unit price on hover
+
+
+def test_the_price_list_shows_and_filters_service_and_context_tiers(admin_client, tiered):
+    changelist = reverse("admin:tracking_price_changelist")
+
+    content = admin_client.get(changelist).content.decode()
+    assert "above 200k tokens" in content
+    assert "any prompt size" in content
+    assert ">priority<" in content
+    priority = admin_client.get(changelist + "?service_tier=priority").context["cl"].result_list
+    assert set(priority) == {tiered["input_priority"], tiered["input_200k_priority"]}
+    standard = admin_client.get(changelist + "?service_tier=standard&above_tokens=200000").context["cl"].result_list
+    assert list(standard) == [tiered["input_200k"]]
+
+
+def rules_page(client, provider: str = "gemini", model: str = "gemini-2.5-pro"):
+    return client.get(reverse("admin:tracking_price_rules") + f"?provider={provider}&model={model}")
+
+
+def table_rows(content: str) -> list[list[str]]:
+    """The rules table as text: one list of cell texts per row, header first."""
+    table = content[content.index('class="price-rules"') :]
+    table = table[: table.index("</table>")]
+    return [
+        [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
+        for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)
+    ]
+
+
+def test_a_price_row_links_to_all_rules_of_its_model(admin_client, tiered):
+    content = admin_client.get(reverse("admin:tracking_price_change", args=[tiered["input"].pk])).content.decode()
+
+    url = reverse("admin:tracking_price_rules") + "?provider=gemini&amp;model=gemini-2.5-pro"
+    assert f'<a href="{url}">all rules of gemini/gemini-2.5-pro</a>' in content
+    assert url in admin_client.get(reverse("admin:tracking_price_changelist")).content.decode()
+
+
+def test_the_model_page_lists_every_rule_side_by_side_by_service_tier(admin_client, tiered):
+    response = rules_page(admin_client)
+
+    assert response.status_code == 200
+    assert table_rows(response.content.decode()) == [
+        ["what is billed", "per", "standard", "batch", "flex", "priority"],
+        ["input tokens", "1M tokens", "1.25 USD", "0.625 USD", "-", "2.25 USD"],
+        ["input tokens, above 200k tokens", "1M tokens", "2.50 USD", "-", "-", "4.50 USD"],
+        ["output tokens", "1M tokens", "10.00 USD", "-", "-", "-"],
+        ["images", "image", "0.04 USD", "-", "-", "-"],
+        ["web search queries, medium", "web search query", "0.035 USD", "-", "-", "-"],
+    ]
+    content = re.sub(r"\s+", " ", response.content.decode())
+    assert "gemini-2.5-pro has no flex prices: calls served at that tier are stored unpriced" in content
+    assert reverse("admin:tracking_price_change", args=[tiered["input_200k_priority"].pk]) in content
+
+
+def test_the_model_page_shows_only_prices_in_force(admin_client, versions):
+    content = rules_page(admin_client, "openai", "gpt-4o-mini").content.decode()
+
+    assert table_rows(content)[1:] == [["input tokens", "1M tokens", "0.15 USD", "-", "-", "-"]]
+    assert "0.20 USD" not in content  # the superseded version
+    assert "gpt-4o-mini has no batch, flex or priority prices" in re.sub(r"\s+", " ", content)
+    assert "A context tier" not in content  # it has none
+
+
+def test_the_model_page_of_a_model_without_prices_says_so(admin_client, db):
+    content = rules_page(admin_client, "openai", "no-such-model").content.decode()
+
+    assert "No price of openai/no-such-model is in force now." in content
+
+
+def test_the_model_page_needs_a_model(admin_client, db):
+    assert admin_client.get(reverse("admin:tracking_price_rules")).status_code == 404
+
+
+def entry_showing(prices_used: dict, *, pricing_status: str = "priced", **quantities) -> CostEntry:
+    """A ledger entry of gemini-2.5-pro carrying this provenance."""
+    return CostEntry.objects.create(
+        occurred_at=datetime(2025, 6, 1, tzinfo=UTC),
+        provider="gemini",
+        model="gemini-2.5-pro",
+        amount=Decimal("1.35") if pricing_status == "priced" else Decimal(0),
+        pricing_status=pricing_status,
+        prices_used=prices_used,
+        idempotency_key=f"provenance-{CostEntry.objects.count()}",
+        **quantities,
+    )
+
+
+def how_it_was_priced(client, entry: CostEntry) -> str:
+    content = client.get(reverse("admin:tracking_costentry_change", args=[entry.pk])).content.decode()
+    shown = content[content.index("How it was priced") :]
+    return re.sub(r"\s+", " ", shown[: shown.index("</div>", shown.index('class="readonly"'))])
+
+
+def test_a_cost_entry_says_which_rule_priced_each_part(admin_client, tiered):
+    price = tiered["input_200k_priority"]
+    # As tracking.pricing.Quote writes it (tier, quantity and exact amount per part).
+    entry = entry_showing(
+        {
+            "input_token": {
+                "price_id": price.pk,
+                "unit_price": "0.0000045",
+                "quantity": "300000",
+                "amount": "1.35",
+                "service_tier": "priority",
+                "above_tokens": 200000,
+                "valid_from": "2025-01-01T00:00:00+00:00",
+            }
+        },
+        input_tokens=300_000,
+        service_tier="priority",
+    )
+
+    shown = how_it_was_priced(admin_client, entry)
+
+    price_url = reverse("admin:tracking_price_change", args=[price.pk])
+    assert (
+        f'input tokens, above 200k tokens, priority: 300,000 x 0.0000045 = 1.35 USD (<a href="{price_url}">price #{price.pk}</a>)'
+    ) in shown
+    assert "&quot;" not in shown  # no raw JSON
+
+
+def test_an_unpriced_cost_entry_shows_the_reason_the_quote_gave(admin_client, db):
+    entry = entry_showing(
+        {"missing_units": ["input_token"], "reason": "no flex price for openai/gpt-4o"},
+        pricing_status="unpriced",
+        input_tokens=10,
+    )
+
+    assert "no flex price for openai/gpt-4o" in how_it_was_priced(admin_client, entry)
+
+
+def test_an_old_unpriced_cost_entry_names_the_units_without_a_price(admin_client, db):
+    entry = entry_showing({"missing_units": ["input_audio_token"]}, pricing_status="unpriced", input_audio_tokens=10)
+
+    assert "no price for input audio tokens of gemini/gemini-2.5-pro" in how_it_was_priced(admin_client, entry)
+
+
+@pytest.mark.parametrize(
+    ("unit", "unit_price", "shown"),
+    [
+        ("input_token", "0.0000025", "2.50 USD / 1M input tokens"),
+        ("cached_input_token", "0.00000125", "1.25 USD / 1M cached input tokens (cache read)"),
+        ("cache_write_1h_token", "0.000006", "6.00 USD / 1M cache write tokens (1-hour lifetime)"),
+        ("output_character", "0.000015", "15.00 USD / 1M output characters"),
+        ("image", "0.04", "0.04 USD / image"),
+        ("web_search", "0.035", "0.035 USD / web search query"),
+        ("second", "0.0001", "0.0001 USD / second"),
+    ],
+)
+def test_a_unit_price_reads_per_million_tokens_or_per_unit(unit, unit_price, shown):
+    assert price_words(Decimal(unit_price), "USD", unit) == shown
+
+
+def test_provenance_of_seconds_keeps_their_fraction_and_rounds_the_part_to_the_ledger():
+    entry = CostEntry(
+        provider="openai",
+        model="whisper-1",
+        pricing_status="priced",
+        prices_used={"second": {"price_id": 3, "unit_price": "0.0001", "quantity": "12.5", "amount": "0.00125"}},
+    )
+
+    assert provenance_lines(entry) == [ProvenanceLine("seconds: 12.5 x 0.0001 = 0.00125 USD", 3)]
+
+
+def test_provenance_of_an_explicit_amount_says_it_was_given():
+    entry = CostEntry(provider="openai", model="gpt-4o", pricing_status="explicit", prices_used={})
+
+    assert provenance_lines(entry) == [
+        ProvenanceLine("the amount was given with the event (not priced from the catalog)")
+    ]
