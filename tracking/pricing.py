@@ -123,7 +123,15 @@ class PriceBook:
         return plan
 
     def quote(
-        self, *, provider: str, model: str, operation: str, variant: str, at: datetime, quantities: Mapping[str, object]
+        self,
+        *,
+        provider: str,
+        model: str,
+        operation: str,
+        variant: str,
+        at: datetime,
+        quantities: Mapping[str, object],
+        service_tier: str = "",
     ) -> Quote:
         """Price the quantities with the versions in force at `at`.
 
