@@ -194,3 +194,10 @@ def test_a_settled_reservation_is_a_conflict_whether_settled_by_amount_or_usage(
 
     assert again.status_code == 409
     assert Reservation.objects.get(pk=reservation["id"]).actual == Decimal("0.5")
+
+
+def test_the_api_takes_as_a_usage_exactly_what_the_server_prices():
+    from api.api import UsageIn
+    from tracking.selectors import USAGE_FIELDS
+
+    assert set(UsageIn.model_fields) == USAGE_FIELDS

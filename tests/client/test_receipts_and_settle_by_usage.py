@@ -124,3 +124,11 @@ def test_an_unpriced_usage_raises_invalid_request_naming_the_missing_rule(fake_a
         client.settle(9, usage={"provider": "openai", "model": "gpt-9", "input_tokens": 1})
 
     assert "no price in force for openai/gpt-9" in str(excinfo.value)
+
+
+def test_the_client_knows_exactly_the_fields_the_server_takes_in_events_and_usages():
+    from api.api import EventIn, UsageIn
+    from costcontrol_client import EVENT_FIELDS, USAGE_FIELDS
+
+    assert set(EVENT_FIELDS) == set(EventIn.model_fields)
+    assert set(USAGE_FIELDS) == set(UsageIn.model_fields)
