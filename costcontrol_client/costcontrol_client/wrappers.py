@@ -9,10 +9,12 @@ never raising into the caller; a recording failure is logged):
                images.generate/edit/create_variation                      -> image_generation
                audio.transcriptions.create                                -> audio_transcription
     anthropic: messages.create, messages.stream, beta.messages.create/stream -> chat
+               messages.batches.results, beta.messages.batches.results   -> chat, tier "batch"
 
-Quantities follow the ledger's billing convention (see the costcontrol README): input tokens
-are the uncached ones, output tokens exclude reasoning tokens (OpenAI counts them inside
-completion_tokens), so no token is priced twice.
+Quantities follow the ledger's billing convention (see the costcontrol README): they are
+disjoint, so the counts a provider reports inside another are taken out of it (OpenAI's
+cached, audio and image prompt tokens out of prompt_tokens; reasoning, audio and image
+completion tokens out of completion_tokens), and no token is priced twice.
 
 Streams (`stream=True`) come back wrapped: iterating passes every chunk through unchanged;
 when the stream ends, is closed or is left, the usage it carried is recorded (OpenAI: the

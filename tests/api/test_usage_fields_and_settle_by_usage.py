@@ -154,6 +154,8 @@ def test_a_usage_at_a_tier_is_priced_at_that_tier(api, priority_only_prices, res
     [
         ({"usage": {**USAGE, "input_tokens": -1}}, "usage.input_tokens"),
         ({"usage": {**USAGE, "tokens": 5}}, "usage.tokens"),
+        ({"usage": {**USAGE, "seconds": "+.5962508E555"}}, "usage.seconds"),  # found by schemathesis
+        ({"usage": {**USAGE, "input_tokens": 2**62}}, "usage.input_tokens"),  # costs beyond a ledger entry
         ({"usage": {**USAGE, "service_tier": "p" * 21}}, "usage.service_tier"),
         ({"usage": {"model": "gpt-4o"}}, "usage.provider"),
         ({"usage": {**USAGE, "amount": "1"}}, "usage.amount"),
