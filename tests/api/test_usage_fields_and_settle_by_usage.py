@@ -203,3 +203,14 @@ def test_the_api_takes_as_a_usage_exactly_what_the_server_prices():
     from tracking.selectors import USAGE_FIELDS
 
     assert set(UsageIn.model_fields) == USAGE_FIELDS
+
+
+def test_a_usage_priced_in_another_currency_than_the_budgets_is_refused(api, gpt4o_prices):
+    BudgetFactory(name="Euro", scope="service:image-api", amount=Decimal("10"), currency="EUR", hard_limit=True)
+    [held] = api.post("/budgets/reserve", {"scopes": ["service:image-api"], "amount": "1"}).json()["reservations"]
+
+    response = api.post(f"/reservations/{held['id']}/settle", {"usage": USAGE})
+
+    assert response.status_code == 422
+    assert response.json()["errors"]["usage"] == ["is priced in USD; the budget counts EUR"]
+    assert Reservation.objects.get(pk=held["id"]).settled_at is None
