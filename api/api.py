@@ -315,9 +315,11 @@ def _database_down(request: HttpRequest, exc: Exception) -> HttpResponse:
 Quantity = _json_int(ge=0, le=2**62)
 
 
-class EventIn(BaseModel):
-    """One usage event. Quantities are priced from the catalog in force at occurred_at unless an
-    explicit amount is given."""
+class UsageIn(BaseModel):
+    """What a call used, as the provider reported it, in the ledger's disjoint quantities: every token
+    is counted in exactly one field (input_tokens exclude cache reads and writes and audio/image/video
+    tokens; output_tokens exclude reasoning and audio/image tokens). The README maps OpenAI's,
+    Anthropic's and Gemini's usage objects onto them."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -325,17 +327,48 @@ class EventIn(BaseModel):
     provider: Text = Field(min_length=1, max_length=100, pattern=r"\S")
     model: Text = Field(min_length=1, max_length=200, pattern=r"\S")
     operation: Text = Field(default="", max_length=50, description="chat, embedding, image_generation, ...")
-    variant: Text = Field(default="", max_length=100)
-    input_tokens: Quantity = 0
-    output_tokens: Quantity = 0
-    cached_input_tokens: Quantity = 0
-    cache_write_tokens: Quantity = 0
+    variant: Text = Field(default="", max_length=100, description="image quality/size, e.g. hd/1024-x-1792")
+    service_tier: Text = Field(
+        default="",
+        max_length=20,
+        description="the tier that served the call, as the response says: priority, flex, batch, ... "
+        '("", "default" and "standard": the standard tier); a tier the catalog has no price for is stored unpriced',
+    )
+    input_tokens: Quantity = Field(default=0, description="text tokens neither read from nor written to a cache")
+    output_tokens: Quantity = Field(default=0, description="text output tokens, without reasoning tokens")
+    cached_input_tokens: Quantity = Field(default=0, description="text tokens read from the prompt cache")
+    cache_write_tokens: Quantity = Field(default=0, description="tokens written to the cache (5-minute lifetime)")
+    cache_write_1h_tokens: Quantity = Field(default=0, description="tokens written to the cache (1-hour lifetime)")
     reasoning_tokens: Quantity = 0
     embedding_tokens: Quantity = 0
-    images: Quantity = 0
+    images: Quantity = Field(default=0, description="images generated (priced per image, by variant)")
     requests: Quantity = 0
+    input_audio_tokens: Quantity = Field(default=0, description="audio tokens in the prompt, not read from the cache")
+    output_audio_tokens: Quantity = 0
+    cached_audio_tokens: Quantity = 0
+    cache_write_audio_tokens: Quantity = 0
+    input_image_tokens: Quantity = Field(default=0, description="image tokens in the prompt, not read from the cache")
+    output_image_tokens: Quantity = 0
+    cached_image_tokens: Quantity = 0
+    input_video_tokens: Quantity = 0
+    output_video_tokens: Quantity = 0
+    input_characters: Quantity = 0
+    output_characters: Quantity = 0
+    input_images: Quantity = Field(default=0, description="images in the prompt, where priced per image")
+    pixels: Quantity = 0
+    pages: Quantity = 0
+    web_searches: Quantity = Field(default=0, description="web search queries (search context size as variant)")
+    maps_queries: Quantity = 0
     seconds: QuantityIn | None = Field(default=None, description="decimal string")
     gpu_hours: QuantityIn | None = Field(default=None, description="decimal string")
+    input_audio_seconds: QuantityIn | None = Field(default=None, description="decimal string")
+    input_video_seconds: QuantityIn | None = Field(default=None, description="decimal string")
+
+
+class EventIn(UsageIn):
+    """One usage event. Quantities are priced from the catalog in force at occurred_at unless an
+    explicit amount is given."""
+
     amount: MoneyIn | None = Field(default=None, description="explicit cost")
     currency: Text | None = Field(default=None, min_length=3, max_length=3, description="ISO 4217, with amount")
     occurred_at: datetime | None = Field(default=None, description="ISO 8601 with offset; default now")
@@ -485,6 +518,8 @@ def _batch(key: ApiKey, items: Any) -> Any:
                 "status": item.status,
                 "id": entry.pk,
                 "amount": _money(entry.amount),
+                "currency": entry.currency,
+                "pricing_status": entry.pricing_status,
                 "errors": None,
             }
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
@@ -503,7 +538,15 @@ def _batch(key: ApiKey, items: Any) -> Any:
 
 
 def _rejected(index: int, errors: dict[str, list[str]]) -> dict[str, Any]:
-    return {"index": index, "status": "rejected", "id": None, "amount": None, "errors": errors}
+    return {
+        "index": index,
+        "status": "rejected",
+        "id": None,
+        "amount": None,
+        "currency": None,
+        "pricing_status": None,
+        "errors": errors,
+    }
 
 
 # --- budgets -----------------------------------------------------------------------------------
@@ -525,8 +568,11 @@ class ReserveIn(Schema):
 
 
 class SettleIn(Schema):
+    """Exactly one of the two: the amount, or the call's usage, which the server prices now."""
+
     model_config = ConfigDict(extra="forbid")
-    actual: MoneyIn
+    actual: MoneyIn | None = Field(default=None, description="the real cost")
+    usage: UsageIn | None = Field(default=None, description="the call's usage, priced as recording it would be")
 
 
 def _scope_allowed(key: ApiKey, scope: str) -> None:
@@ -637,14 +683,20 @@ def _reservation_for(key: ApiKey, reservation_id: int) -> Reservation:
 @api.post(
     "/reservations/{reservation_id}/settle",
     response={200: dict, 403: dict, 404: dict, 409: dict, 422: dict, **COMMON},
-    summary="Settle a reservation with the real cost",
+    summary="Settle a reservation with the real cost, or with the call's usage for the server to price",
 )
 def reservations_settle(request: HttpRequest, reservation_id: int, payload: SettleIn) -> Any:
     reservation = _reservation_for(request.auth, reservation_id)  # type: ignore[arg-type]
     try:
-        reservation = reservation_settle(reservation=reservation, actual=payload.actual)
+        reservation = reservation_settle(
+            reservation=reservation,
+            actual=payload.actual,
+            usage=None if payload.usage is None else payload.usage.model_dump(exclude_none=True),
+        )
     except DjangoValidationError as exc:
         errors = _field_errors(exc)
+        if "reservation" not in errors:  # the request's amount or usage: nothing was changed
+            raise _invalid(errors) from None
         raise ApiError(409, "conflict", next(iter(errors.values()))[0], errors=errors) from None
     return Status(200, _reservation_json(reservation))
 

@@ -9,7 +9,7 @@ spent + reserved + amount <= limit and inserts the reservation before the lock i
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.money import format_money, parse_money
-from tracking.selectors import spend_total
+from tracking.selectors import spend_total, usage_quote
 
 from .levels import LEVEL_ORDER, budget_level, level_rank
 from .models import Budget, BudgetPeriod, Period, Reservation, scope_errors
@@ -167,8 +167,15 @@ def budget_reserve(*, scopes: Sequence[str], amount: Any, ttl: timedelta | None 
         )
 
 
-def reservation_settle(*, reservation: Reservation, actual: Any) -> Reservation:
+def reservation_settle(
+    *, reservation: Reservation, actual: Any = None, usage: Mapping[str, Any] | None = None
+) -> Reservation:
     """Mark a reservation settled: its amount stops counting as reserved. Records nothing in the ledger.
+
+    The real cost is either `actual` (an amount) or `usage` (the call's usage: provider, model,
+    quantities, service tier, ...), which is priced now with the price the record path would use
+    (tracking.selectors.usage_quote); exactly one of the two. A usage the catalog does not price
+    is refused, naming the missing rule: a reservation is never settled at a silent 0.
 
     The caller records the real cost with tracking's cost_entry_record. To hand the hold over to the
     ledger without a moment where neither counts, do both in one transaction:
@@ -176,6 +183,10 @@ def reservation_settle(*, reservation: Reservation, actual: Any) -> Reservation:
     budget_reserve reads spent and reserved in one statement, so it sees both changes or neither:
     never the reservation released before its cost is in the rollups.
     """
+    if (actual is None) == (usage is None):
+        raise ValidationError({"actual": "give either the amount (actual) or the call's usage (usage), not both"})
+    if usage is not None:
+        actual = _usage_amount(usage, currency=reservation.budget.currency)
     actual = parse_money(actual, field="actual")
     if actual < 0:
         raise ValidationError({"actual": "must be zero or more"})
@@ -184,6 +195,20 @@ def reservation_settle(*, reservation: Reservation, actual: Any) -> Reservation:
         raise ValidationError({"reservation": f"reservation #{reservation.pk} is already settled"})
     reservation.settled_at, reservation.actual = now, actual
     return reservation
+
+
+def _usage_amount(usage: Mapping[str, Any], *, currency: str) -> Decimal:
+    """What a usage costs now, in the budget's currency; errors name the field as usage.<field>."""
+    try:
+        quote = usage_quote(usage)
+    except ValidationError as exc:
+        errors = exc.message_dict if hasattr(exc, "error_dict") else {"usage": exc.messages}
+        raise ValidationError(
+            {(name if name == "usage" else f"usage.{name}"): messages for name, messages in errors.items()}
+        ) from None
+    if quote.currency != currency:
+        raise ValidationError({"usage": f"is priced in {quote.currency}; the budget counts {currency}"})
+    return quote.amount
 
 
 def reservation_release(*, reservation: Reservation) -> Reservation:

@@ -25,7 +25,19 @@ from core.validation import clean_text
 from .models import DECIMAL_QUANTITY_FIELDS, INTEGER_QUANTITY_FIELDS, Outcome
 
 QUANTITY_FIELDS = INTEGER_QUANTITY_FIELDS + DECIMAL_QUANTITY_FIELDS
-_LIMITS = {"provider": 100, "model": 200, "operation": 50, "variant": 100, "service": 100, "subject": 200, "job": 200}
+_LIMITS = {
+    "provider": 100,
+    "model": 200,
+    "operation": 50,
+    "variant": 100,
+    "service_tier": 20,
+    "service": 100,
+    "subject": 200,
+    "job": 200,
+}
+# What the providers call their standard tier (OpenAI answers "default", Anthropic "standard"):
+# the ledger's "" (tracking.models.ServiceTier.STANDARD).
+STANDARD_TIER_NAMES = frozenset({"", "default", "standard"})
 _DECIMAL_QUANTITY_PLACES = {"seconds": 6, "gpu_hours": 9, "input_audio_seconds": 6, "input_video_seconds": 6}
 TAG_KEY_MAX, TAG_VALUE_MAX, TAGS_MAX = 50, 100, 20
 
@@ -40,6 +52,7 @@ class UsageEvent:
     idempotency_key: str
     operation: str = ""
     variant: str = ""
+    service_tier: str = ""  # as the provider said, lowercased; "" standard. An unknown one is priced as unpriced.
     service: str = ""
     subject: str = ""
     job: str = ""
@@ -85,6 +98,11 @@ def _quantity(raw: Mapping[str, Any], name: str) -> int | Decimal:
     if number != number.quantize(Decimal(1).scaleb(-places)):
         raise ValidationError({name: f"{value} has more than {places} decimal places"})
     return number
+
+
+def _service_tier(raw: Mapping[str, Any]) -> str:
+    tier = _text(raw, "service_tier").lower()
+    return "" if tier in STANDARD_TIER_NAMES else tier
 
 
 def _tags(raw: Mapping[str, Any]) -> dict[str, str]:
@@ -134,6 +152,7 @@ def usage_event_clean(
         "model",
         "operation",
         "variant",
+        "service_tier",
         "service",
         "subject",
         "job",
@@ -157,6 +176,7 @@ def usage_event_clean(
         model=_text(raw, "model", required=True),
         operation=_text(raw, "operation"),
         variant=_text(raw, "variant"),
+        service_tier=_service_tier(raw),
         service=_text(raw, "service"),
         subject=_text(raw, "subject"),
         job=_text(raw, "job"),

@@ -6,17 +6,19 @@ The only ledger scans are the audit ones (verify_ledger, rebuild_rollups).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import Q, Sum
 from django.db.models.expressions import RawSQL
 
 from core.money import MONEY_QUANTUM, ZERO, MoneyField, from_nanos
 
+from .events import QUANTITY_FIELDS, UsageEvent, usage_event_clean
 from .models import (
     ROLLUP_COUNTERS,
     SERIES_COUNTERS,
@@ -24,9 +26,11 @@ from .models import (
     CostEntry,
     MetricSeries,
     Price,
+    PricingStatus,
     SpendRollup,
     SpendRollupDay,
 )
+from .pricing import PriceBook, Quote
 from .rollups import daily_deltas, metric_series_deltas, rollup_deltas
 
 
@@ -283,3 +287,55 @@ def ledger_totals_by_currency() -> dict[str, Decimal]:
         row["currency"]: row["total"]
         for row in CostEntry.objects.values("currency").annotate(total=Sum("amount")).order_by("currency")
     }
+
+
+# --- pricing usage -------------------------------------------------------------------------------
+
+# What a usage names (no amount, time or attribution): what usage_quote prices.
+USAGE_FIELDS = frozenset({"provider", "model", "operation", "variant", "service_tier", *QUANTITY_FIELDS})
+
+
+def event_quote(event: UsageEvent, book: PriceBook) -> Quote:
+    """The price of a validated event with the versions in force at its time: the one pricing
+    function of the record path (tracking.services) and of usage_quote."""
+    return book.quote(
+        provider=event.provider,
+        model=event.model,
+        operation=event.operation,
+        variant=event.variant,
+        at=event.occurred_at,
+        quantities=event.quantities,
+        service_tier=event.service_tier,
+    )
+
+
+def unpriced_reason(prices_used: Mapping[str, Any], *, provider: str, model: str) -> str:
+    """Why an amount is unpriced, in words (the missing rule), from a quote's prices_used."""
+    if prices_used.get("reason"):
+        return str(prices_used["reason"])
+    if prices_used.get("missing_units"):
+        return f"no price for {', '.join(map(str, prices_used['missing_units']))} of {provider}/{model}"
+    if prices_used.get("mixed_currencies"):
+        return f"{provider}/{model} is priced in several currencies ({', '.join(prices_used['mixed_currencies'])})"
+    return f"no price in force for {provider}/{model}"
+
+
+def usage_quote(raw: Mapping[str, Any], *, now: datetime | None = None) -> Quote:
+    """Price a call's usage now, as recording it would, writing nothing (settle-by-usage).
+
+    `raw` holds provider, model and, optionally, operation, variant, service_tier and quantities.
+    Raises ValidationError naming the field for a bad usage, and {"usage": <the missing rule>} for
+    one the catalog does not price: a reservation is never settled at a silent 0.
+    """
+    if not isinstance(raw, Mapping):
+        raise ValidationError({"usage": "must be an object"})
+    unknown = sorted(set(raw) - USAGE_FIELDS)
+    if unknown:
+        raise ValidationError(
+            {unknown[0]: "is not a usage field (provider, model, operation, variant, service_tier and the quantities)"}
+        )
+    event = usage_event_clean(raw, now=now)
+    quote = event_quote(event, PriceBook.load([(event.provider, event.model)]))
+    if quote.status == PricingStatus.UNPRICED:
+        raise ValidationError({"usage": unpriced_reason(quote.prices_used, provider=event.provider, model=event.model)})
+    return quote

@@ -30,7 +30,7 @@ from .events import UsageEvent, usage_event_clean
 from .models import CostEntry, MetricSeries, Price, PricingStatus, SpendRollup, SpendRollupDay
 from .pricing import PriceBook
 from .rollups import SeriesKey, metric_series_deltas, rollup_deltas, rollups_add
-from .selectors import ledger_rollup_totals
+from .selectors import event_quote, ledger_rollup_totals
 from .signals import usage_recorded
 
 
@@ -148,14 +148,7 @@ def _providers_unknown(providers: set[str]) -> set[str]:
 
 
 def _entry_from_event(event: UsageEvent, book: PriceBook) -> CostEntry:
-    quote = book.quote(
-        provider=event.provider,
-        model=event.model,
-        operation=event.operation,
-        variant=event.variant,
-        at=event.occurred_at,
-        quantities=event.quantities,
-    )
+    quote = event_quote(event, book)
     note = ""
     if event.usage_unavailable:
         # Counted as unpriced (reported, alerted on), never as a silent zero.
@@ -173,6 +166,7 @@ def _entry_from_event(event: UsageEvent, book: PriceBook) -> CostEntry:
         model=event.model,
         operation=quote.operation,
         variant=event.variant,
+        service_tier=event.service_tier,
         service=event.service,
         subject=event.subject,
         job=event.job,

@@ -10,7 +10,7 @@ Only the standard library is required; the wrappers import `openai` / `anthropic
 from __future__ import annotations
 
 from ._version import __version__
-from .client import EVENT_FIELDS, Client, default_spool_path
+from .client import EVENT_FIELDS, USAGE_FIELDS, Client, Receipt, default_spool_path
 from .errors import (
     AuthError,
     BudgetExceeded,
@@ -25,6 +25,7 @@ from .wrappers import wrap_anthropic, wrap_openai
 
 __all__ = [
     "EVENT_FIELDS",
+    "USAGE_FIELDS",
     "AuthError",
     "BudgetExceeded",
     "Client",
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidRequest",
     "NotFound",
     "RateLimited",
+    "Receipt",
     "ServerError",
     "Unavailable",
     "__version__",

@@ -24,7 +24,8 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -59,6 +60,44 @@ EVENT_FIELDS = frozenset(
         "requests",
         "seconds",
         "gpu_hours",
+        "cache_write_1h_tokens",
+        "input_audio_tokens",
+        "output_audio_tokens",
+        "cached_audio_tokens",
+        "cache_write_audio_tokens",
+        "input_image_tokens",
+        "output_image_tokens",
+        "cached_image_tokens",
+        "input_video_tokens",
+        "output_video_tokens",
+        "input_characters",
+        "output_characters",
+        "input_images",
+        "pixels",
+        "pages",
+        "web_searches",
+        "maps_queries",
+        "input_audio_seconds",
+        "input_video_seconds",
+        "service_tier",
+        "amount",
+        "currency",
+        "occurred_at",
+        "service",
+        "subject",
+        "job",
+        "tags",
+        "outcome",
+        "duration_ms",
+        "is_estimate",
+        "usage_unavailable",
+        "idempotency_key",
+    }
+)
+# What a usage (settle(usage=...)) may hold: the event's pricing fields, no amount, time or attribution.
+USAGE_FIELDS = frozenset(
+    EVENT_FIELDS
+    - {
         "amount",
         "currency",
         "occurred_at",
@@ -74,7 +113,7 @@ EVENT_FIELDS = frozenset(
     }
 )
 # Decimal on the server, which refuses floats (binary fractions are not money).
-_DECIMAL_FIELDS = ("amount", "seconds", "gpu_hours")
+_DECIMAL_FIELDS = ("amount", "seconds", "gpu_hours", "input_audio_seconds", "input_video_seconds")
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Refused because of the credentials, not the events: kept in the spool for a fixed key.
 _AUTH_STATUSES = frozenset({401, 403})
@@ -108,6 +147,63 @@ def _timestamp(value: datetime | str, name: str) -> str:
             raise ValueError(f"{name} must carry a time zone (a naive datetime is ambiguous)")
         return value.isoformat()
     return str(value)
+
+
+class Receipt(str):
+    """What `record()` returns: the event's idempotency key (it is that string), and, once the server
+    has answered for it, what the event was priced at.
+
+    `wait(timeout)` asks the sender to send now and blocks until the answer (or the spool) came;
+    then `status` is "accepted", "duplicate" (the key was recorded before: the first entry's
+    amount), "rejected" (see `errors`), "spooled" (not sent yet: kept on disk for later) or
+    "dropped"; `amount` (Decimal), `currency` and `pricing_status` ("priced", "explicit",
+    "unpriced") are the ledger entry's. Nothing waits unless you call `wait()`.
+    """
+
+    # Class-level until answered: record() sets only the client (it is on the caller's clock).
+    status: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    pricing_status: str | None = None
+    entry_id: int | None = None
+    errors: dict[str, Any] | None = None
+    _client: Client
+
+    def __new__(cls, key: str, client: Client) -> Receipt:
+        receipt = super().__new__(cls, key)
+        receipt._client = client
+        return receipt
+
+    @property
+    def key(self) -> str:
+        return str(self)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Send now and wait for the server's answer; False if `timeout` ran out first."""
+        client = self._client
+        if self.status is None and not client._worker.is_alive():
+            client._spool_queue("the sender thread is not running")
+        client._wake.set()
+        with client._progress:
+            return client._progress.wait_for(lambda: self.status is not None, timeout)
+
+    def _resolve(self, status: str, result: Mapping[str, Any] | None = None) -> None:
+        """Under the client's lock."""
+        self.status = status
+        if result:
+            amount = result.get("amount")
+            self.amount = Decimal(amount) if isinstance(amount, str) else None
+            self.currency = result.get("currency")
+            self.pricing_status = result.get("pricing_status")
+            self.entry_id = result.get("id")
+            self.errors = result.get("errors")
+
+    def __reduce__(self) -> Any:  # pickles (and copies) as the plain key
+        return (str, (str(self),))
+
+
+# The receipts of the calls made inside `Client.receipts()` (per thread and asyncio task).
+_collecting: ContextVar[list[Receipt] | None] = ContextVar("costcontrol_receipts", default=None)
 
 
 class Client:
@@ -165,6 +261,8 @@ class Client:
         self._lock = threading.Lock()
         self._progress = threading.Condition(self._lock)
         self._queue: deque[dict[str, Any]] = deque()
+        # Each queued or in-flight event's receipt, by id() of its dict (alive until resolved).
+        self._receipts: dict[int, Receipt] = {}
         self._enqueued = 0  # events ever put on the queue
         self._finished = 0  # of those, taken off and sent, spooled or dropped (FIFO: flush waits on this)
         self._inflight: list[dict[str, Any]] = []
@@ -182,8 +280,9 @@ class Client:
 
     # --- recording ---------------------------------------------------------------------
 
-    def record(self, **event: Any) -> str:
-        """Queue one usage event for the background sender; returns its idempotency key.
+    def record(self, **event: Any) -> Receipt:
+        """Queue one usage event for the background sender; returns its Receipt: the idempotency key
+        (a str) that, after `receipt.wait()`, holds the amount the server priced it at.
 
         Never blocks on the network. Raises ValueError/TypeError at once for an event the server
         would refuse for sure (no provider or model, unknown fields, floats for money), since a
@@ -208,19 +307,38 @@ class Client:
             raise ValueError("occurred_at must carry a time zone (a naive datetime is ambiguous)")
         if self.service and not event.get("service"):
             event["service"] = self.service
+        receipt = Receipt(key, self)
         with self._lock:
             self._stats["recorded"] += 1
             queued = len(self._queue) < self.max_queue and not self._closed
             if queued:
                 self._queue.append(event)
+                self._receipts[id(event)] = receipt
                 self._enqueued += 1
                 size = len(self._queue)
+        collecting = _collecting.get()
+        if collecting is not None:
+            collecting.append(receipt)
         if not queued:
             # Full (the server is slow or down) or closed: to disk rather than lost or blocking.
+            with self._lock:
+                self._receipts[id(event)] = receipt
             self._spool_events([event], reason="the queue is full" if not self._closed else "the client is closed")
         elif size >= self.batch_size:
             self._wake.set()
-        return key
+        return receipt
+
+    @contextlib.contextmanager
+    def receipts(self) -> Iterator[list[Receipt]]:
+        """Collect the receipts of what is recorded inside the block, by this thread or asyncio task,
+        wrapped SDK calls included: ``with cc.receipts() as got: openai.chat.completions.create(...)``,
+        then ``got[0].wait(5)`` and ``got[0].amount``."""
+        collected: list[Receipt] = []
+        token = _collecting.set(collected)
+        try:
+            yield collected
+        finally:
+            _collecting.reset(token)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything recorded so far is sent (or spooled). False if `timeout` ran out first."""
@@ -423,6 +541,7 @@ class Client:
                     return False
                 if response.status not in _RETRY_STATUSES:
                     error = error_from_response(response.status, response.body, None)
+                    self._resolve(batch, "dropped")
                     with self._lock:
                         self._stats["dropped"] += len(batch)
                     logger.warning(
@@ -451,6 +570,7 @@ class Client:
 
     def _take_results(self, batch: list[dict[str, Any]], response: Response, *, resending: bool) -> None:
         body = response.body if isinstance(response.body, dict) else {}
+        self._resolve(batch, "sent", body.get("results"))
         accepted = int(body.get("accepted") or 0)
         duplicates = int(body.get("duplicates") or 0)
         rejected = int(body.get("rejected") or 0)
@@ -472,14 +592,31 @@ class Client:
             if resending:
                 self._stats["resent"] += len(batch)
 
+    def _resolve(self, events: list[dict[str, Any]], status: str, results: Any = None) -> None:
+        """Give the receipts of these events their answer: `results` (the server's, by index) or `status`."""
+        by_index = {}
+        if isinstance(results, list):
+            by_index = {r.get("index"): r for r in results if isinstance(r, dict)}
+        with self._progress:
+            if not self._receipts:
+                return
+            for index, event in enumerate(events):
+                receipt = self._receipts.pop(id(event), None)
+                if receipt is not None:
+                    result = by_index.get(index)
+                    receipt._resolve(str(result.get("status") or status) if result else status, result)
+            self._progress.notify_all()
+
     def _spool_events(self, events: list[dict[str, Any]], *, reason: str) -> None:
         try:
             self.spool.append(events)
         except (SpoolFull, OSError) as exc:
+            self._resolve(events, "dropped")
             with self._lock:
                 self._stats["dropped"] += len(events)
             logger.error("costcontrol: LOST %d events (%s) and the spool failed: %s", len(events), reason, exc)
             return
+        self._resolve(events, "spooled")
         with self._lock:
             self._stats["spooled"] += len(events)
         logger.debug("costcontrol: spooled %d events (%s)", len(events), reason)
@@ -520,8 +657,32 @@ class Client:
             payload["ttl_seconds"] = ttl_seconds
         return self._call("POST", "/api/v1/budgets/reserve", payload)
 
-    def settle(self, reservation_id: int | str, actual: Decimal | str | int) -> dict[str, Any]:
-        return self._call("POST", f"/api/v1/reservations/{reservation_id}/settle", {"actual": _money(actual, "actual")})
+    def settle(
+        self,
+        reservation_id: int | str,
+        actual: Decimal | str | int | None = None,
+        usage: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Settle a reservation with the real cost: `actual` (an amount), or the call's `usage`
+        (provider, model, quantities, service_tier, ... as for record()) for the server to price
+        with the price recording it would get. Exactly one of the two. A usage the server cannot
+        price raises InvalidRequest naming the missing rule; nothing is settled then."""
+        if (actual is None) == (usage is None):
+            raise ValueError("settle() takes either actual (an amount) or usage (the call's usage), not both")
+        if actual is not None:
+            payload: dict[str, Any] = {"actual": _money(actual, "actual")}
+        else:
+            assert usage is not None
+            if not USAGE_FIELDS.issuperset(usage):
+                raise TypeError(f"unknown usage fields: {sorted(set(usage) - USAGE_FIELDS)}")
+            payload = {
+                "usage": {
+                    name: _money(value, name) if name in _DECIMAL_FIELDS else value
+                    for name, value in usage.items()
+                    if value is not None
+                }
+            }
+        return self._call("POST", f"/api/v1/reservations/{reservation_id}/settle", payload)
 
     def release(self, reservation_id: int | str) -> dict[str, Any]:
         return self._call("POST", f"/api/v1/reservations/{reservation_id}/release", {})

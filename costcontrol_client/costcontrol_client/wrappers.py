@@ -9,10 +9,12 @@ never raising into the caller; a recording failure is logged):
                images.generate/edit/create_variation                      -> image_generation
                audio.transcriptions.create                                -> audio_transcription
     anthropic: messages.create, messages.stream, beta.messages.create/stream -> chat
+               messages.batches.results, beta.messages.batches.results   -> chat, tier "batch"
 
-Quantities follow the ledger's billing convention (see the costcontrol README): input tokens
-are the uncached ones, output tokens exclude reasoning tokens (OpenAI counts them inside
-completion_tokens), so no token is priced twice.
+Quantities follow the ledger's billing convention (see the costcontrol README): they are
+disjoint, so the counts a provider reports inside another are taken out of it (OpenAI's
+cached, audio and image prompt tokens out of prompt_tokens; reasoning, audio and image
+completion tokens out of completion_tokens), and no token is priced twice.
 
 Streams (`stream=True`) come back wrapped: iterating passes every chunk through unchanged;
 when the stream ends, is closed or is left, the usage it carried is recorded (OpenAI: the
@@ -25,6 +27,17 @@ with outcome "rate_limited", any other SDK API error with outcome "error" (no qu
 a refused call is not billed); the exception is re-raised unchanged. Exceptions that are not
 the provider's answer (a TypeError in the arguments, KeyboardInterrupt) record nothing.
 
+Anthropic Message Batches: `messages.batches.results(batch_id)` records each succeeded request as
+it is read, at service tier "batch", keyed anthropic-batch/<batch id>/<custom_id> (reading the
+results twice counts once); errored requests are recorded as errors, canceled and expired ones
+not at all.
+
+Each event's pricing fields come from the response (see openai_quantities, anthropic_quantities):
+the service tier that served the call, cache reads and 5-minute/1-hour cache writes, audio and
+image tokens in and out, reasoning tokens, web searches; images: gpt-image-* token usage, or for
+DALL-E the images generated with the quality and size as the API applies them by default.
+`Client.receipts()` hands back what each wrapped call was priced at.
+
 Async clients (AsyncOpenAI, AsyncAnthropic) are wrapped the same way. Not recorded:
 `with_raw_response` / `with_streaming_response` calls and the OpenAI `.stream()` helpers.
 """
@@ -35,7 +48,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -57,11 +70,15 @@ OPENAI_ROUTES: dict[tuple[str, ...], str] = {
     ("images", "create_variation"): "image_generation",
     ("audio", "transcriptions", "create"): "audio_transcription",
 }
+# Message Batches results: each succeeded request is one event, billed at the batch tier.
+BATCH_RESULTS = "batch_results"
 ANTHROPIC_ROUTES: dict[tuple[str, ...], str] = {
     ("messages", "create"): "chat",
     ("messages", "stream"): "chat",
     ("beta", "messages", "create"): "chat",
     ("beta", "messages", "stream"): "chat",
+    ("messages", "batches", "results"): BATCH_RESULTS,
+    ("beta", "messages", "batches", "results"): BATCH_RESULTS,
 }
 # Methods of the root client that return another client (new options): wrapped again.
 _CLIENT_FACTORIES = frozenset({"with_options", "copy"})
@@ -80,24 +97,33 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def openai_quantities(operation: str, usage: Any, response: Any = None) -> dict[str, Any] | None:
-    """The event's quantities from an OpenAI response's usage; None when it reported none."""
+def openai_quantities(
+    operation: str, usage: Any, response: Any = None, request: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The event's pricing fields (the ledger's disjoint quantities, service tier, image variant)
+    from an OpenAI response and its request; None when it reported no usage.
+
+    chat.completions: input_tokens = prompt_tokens - cached - cache writes - audio - image;
+    output_tokens = completion_tokens - reasoning - audio - image (OpenAI counts those inside).
+    """
+    request = request or {}
+    tier = _get(response, "service_tier")
+    fields: dict[str, Any] = {"service_tier": tier} if isinstance(tier, str) and tier else {}
     if operation == "image_generation":
-        data = _get(response, "data")
-        return {"images": len(data)} if data is not None else None
+        return _openai_image(usage, response, request)
     if usage is None:
         return None
     if operation == "embedding":
         tokens = _get(usage, "prompt_tokens")
         tokens = _get(usage, "input_tokens") if tokens is None else tokens
         tokens = _get(usage, "total_tokens") if tokens is None else tokens
-        return None if tokens is None else {"embedding_tokens": _count(tokens)}
+        return None if tokens is None else {**fields, "embedding_tokens": _count(tokens)}
     if operation == "audio_transcription" and _get(usage, "type") == "duration":
         try:
             seconds = Decimal(str(_get(usage, "seconds"))).quantize(Decimal("0.000001"))
         except (InvalidOperation, ValueError):
             return None
-        return {"seconds": str(seconds)}
+        return {**fields, "seconds": str(seconds)}
     # chat.completions: prompt/completion tokens; responses (and token-billed audio): input/output.
     prompt, completion = _get(usage, "prompt_tokens"), _get(usage, "completion_tokens")
     input_details, output_details = _get(usage, "prompt_tokens_details"), _get(usage, "completion_tokens_details")
@@ -107,36 +133,116 @@ def openai_quantities(operation: str, usage: Any, response: Any = None) -> dict[
     if prompt is None and completion is None:
         return None
     cached = _count(_get(input_details, "cached_tokens"))
+    cache_write = _count(_get(input_details, "cache_write_tokens"))
+    audio_in = _count(_get(input_details, "audio_tokens"))
+    image_in = _count(_get(input_details, "image_tokens"))
     reasoning = _count(_get(output_details, "reasoning_tokens"))
-    return {
-        "input_tokens": max(_count(prompt) - cached, 0),
+    audio_out = _count(_get(output_details, "audio_tokens"))
+    image_out = _count(_get(output_details, "image_tokens"))
+    quantities = {
+        "input_tokens": max(_count(prompt) - cached - cache_write - audio_in - image_in, 0),
         "cached_input_tokens": cached,
-        "output_tokens": max(_count(completion) - reasoning, 0),
+        "cache_write_tokens": cache_write,
+        "input_audio_tokens": audio_in,
+        "input_image_tokens": image_in,
+        "output_tokens": max(_count(completion) - reasoning - audio_out - image_out, 0),
         "reasoning_tokens": reasoning,
+        "output_audio_tokens": audio_out,
+        "output_image_tokens": image_out,
     }
+    return {**fields, **{name: value for name, value in quantities.items() if value or name in _ALWAYS}}
 
 
-def anthropic_quantities(operation: str, usage: Any, response: Any = None) -> dict[str, Any] | None:
-    """Anthropic already reports input_tokens without cache reads and writes."""
+# Sent even when zero: an event that says "0 output tokens" reads better than one that says nothing.
+_ALWAYS = frozenset({"input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"})
+
+# What the Images API applies when the request leaves a parameter out (or says "auto").
+IMAGE_DEFAULT_MODEL = "dall-e-2"
+_IMAGE_DEFAULTS: dict[str, tuple[str, str]] = {  # model family -> (quality, size)
+    "dall-e-3": ("standard", "1024x1024"),
+    "dall-e-2": ("", "1024x1024"),  # one quality: the catalog's dall-e-2 variants are sizes only
+}
+
+
+def _openai_image(usage: Any, response: Any, request: dict[str, Any]) -> dict[str, Any] | None:
+    """gpt-image-*: the token usage the response carries (text and image tokens in, image tokens
+    out). DALL-E (no usage): the images generated, priced per image by quality and size, with the
+    API's defaults for what the request left out (dall-e-3: standard, 1024x1024)."""
+    model = request.get("model") or IMAGE_DEFAULT_MODEL
+    fields: dict[str, Any] = {} if request.get("model") else {"model": model}
+    variant = _image_variant(str(model), request, response)
+    if variant:
+        fields["variant"] = variant
+    if usage is not None and (_get(usage, "input_tokens") is not None or _get(usage, "output_tokens") is not None):
+        input_details, output_details = _get(usage, "input_tokens_details"), _get(usage, "output_tokens_details")
+        image_in = _count(_get(input_details, "image_tokens"))
+        cached = _count(_get(input_details, "cached_tokens"))
+        text_in = _get(input_details, "text_tokens")
+        text_in = (
+            _count(text_in) - cached if text_in is not None else _count(_get(usage, "input_tokens")) - image_in - cached
+        )
+        output = _count(_get(usage, "output_tokens"))
+        text_out = _count(_get(output_details, "text_tokens"))
+        image_out = _get(output_details, "image_tokens")
+        image_out = _count(image_out) if image_out is not None else output - text_out
+        quantities = {
+            "input_tokens": max(text_in, 0),
+            "cached_input_tokens": cached,
+            "input_image_tokens": image_in,
+            "output_tokens": text_out,
+            "output_image_tokens": max(image_out, 0),
+        }
+        return {**fields, **{name: value for name, value in quantities.items() if value}}
+    data = _get(response, "data")
+    return {**fields, "images": len(data)} if data is not None else None
+
+
+def _image_variant(model: str, request: dict[str, Any], response: Any) -> str:
+    """The catalog's image variant: quality="hd", size="1024x1024" -> "hd/1024-x-1024" (the catalog key
+    "hd/1024-x-1024/dall-e-3" splits into that variant and the model)."""
+    family = next((name for name in _IMAGE_DEFAULTS if model.startswith(name)), None)
+    default_quality, default_size = _IMAGE_DEFAULTS.get(family or "", ("", ""))
+
+    def chosen(name: str, default: str) -> str:
+        for value in (request.get(name), _get(response, name)):
+            if isinstance(value, str) and value and value != "auto":
+                return value.lower()
+        return default
+
+    quality = "" if family == "dall-e-2" else chosen("quality", default_quality)
+    size = chosen("size", default_size)
+    return "/".join(part for part in (quality, size.replace("x", "-x-")) if part)
+
+
+def anthropic_quantities(
+    operation: str, usage: Any, response: Any = None, request: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Anthropic reports input_tokens without cache reads and writes already; cache writes are split
+    by lifetime (cache_creation.ephemeral_5m/1h_input_tokens; without the split,
+    cache_creation_input_tokens are 5-minute writes); the tier that served it is usage.service_tier."""
     if usage is None or (_get(usage, "input_tokens") is None and _get(usage, "output_tokens") is None):
         return None
-    return {
+    creation = _get(usage, "cache_creation")
+    if creation is not None:
+        write_5m = _count(_get(creation, "ephemeral_5m_input_tokens"))
+        write_1h = _count(_get(creation, "ephemeral_1h_input_tokens"))
+    else:
+        write_5m, write_1h = _count(_get(usage, "cache_creation_input_tokens")), 0
+    fields: dict[str, Any] = {
         "input_tokens": _count(_get(usage, "input_tokens")),
         "output_tokens": _count(_get(usage, "output_tokens")),
         "cached_input_tokens": _count(_get(usage, "cache_read_input_tokens")),
-        "cache_write_tokens": _count(_get(usage, "cache_creation_input_tokens")),
+        "cache_write_tokens": write_5m,
     }
-
-
-def _image_variant(kwargs: dict[str, Any]) -> str:
-    """The catalog's image variant, e.g. quality="hd", size="1024x1024" -> "hd/1024-x-1024"."""
-    parts = []
-    quality, size = kwargs.get("quality"), kwargs.get("size")
-    if isinstance(quality, str) and quality and quality != "auto":
-        parts.append(quality.lower())
-    if isinstance(size, str) and size and size != "auto":
-        parts.append(size.lower().replace("x", "-x-"))
-    return "/".join(parts)
+    if write_1h:
+        fields["cache_write_1h_tokens"] = write_1h
+    searches = _count(_get(_get(usage, "server_tool_use"), "web_search_requests"))
+    if searches:
+        fields["web_searches"] = searches
+    tier = _get(usage, "service_tier")
+    if isinstance(tier, str) and tier:
+        fields["service_tier"] = tier
+    return fields
 
 
 @dataclass
@@ -145,7 +251,13 @@ class _StreamState:
 
     model: str | None = None
     usage: Any = None
+    service_tier: str | None = None
     anthropic_usage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def response(self) -> dict[str, Any]:
+        """What the quantity functions read from a response besides its usage."""
+        return {"service_tier": self.service_tier} if self.service_tier else {}
 
 
 def _observe_openai(state: _StreamState, chunk: Any) -> None:
@@ -155,6 +267,9 @@ def _observe_openai(state: _StreamState, chunk: Any) -> None:
     usage = _get(chunk, "usage")
     if usage is not None:
         state.usage = usage
+    tier = _get(chunk, "service_tier")
+    if isinstance(tier, str) and tier:
+        state.service_tier = tier
     response = _get(chunk, "response")  # responses API: response.created ... response.completed
     if response is not None and not isinstance(response, str | bytes):
         model = _get(response, "model")
@@ -162,9 +277,20 @@ def _observe_openai(state: _StreamState, chunk: Any) -> None:
             state.model = model
         if _get(response, "usage") is not None:
             state.usage = _get(response, "usage")
+        tier = _get(response, "service_tier")
+        if isinstance(tier, str) and tier:
+            state.service_tier = tier
 
 
-_ANTHROPIC_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+_ANTHROPIC_USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation",
+    "server_tool_use",
+    "service_tier",
+)
 
 
 def _observe_anthropic(state: _StreamState, event: Any) -> None:
@@ -176,7 +302,7 @@ def _observe_anthropic(state: _StreamState, event: Any) -> None:
             state.model = model
         usage = _get(message, "usage")
     elif kind == "message_delta":
-        usage = _get(event, "usage")  # cumulative counts; output_tokens at least
+        usage = _get(event, "usage")  # cumulative counts (output_tokens at least): the last value wins
     else:
         return
     for name in _ANTHROPIC_USAGE_FIELDS:
@@ -191,7 +317,7 @@ def _observe_anthropic(state: _StreamState, event: Any) -> None:
 class _Provider:
     name: str
     routes: dict[tuple[str, ...], str]
-    quantities: Callable[[str, Any, Any], dict[str, Any] | None]
+    quantities: Callable[[str, Any, Any, dict[str, Any]], dict[str, Any] | None]
     observe: Callable[[_StreamState, Any], None]
     stream_types: tuple[type, ...]
     api_error: type[BaseException]
@@ -242,6 +368,7 @@ class _Recorder:
         quantities: dict[str, Any] | None = None,
         outcome: str = "success",
         usage_unavailable: bool = False,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         try:
             event: dict[str, Any] = {
@@ -249,21 +376,22 @@ class _Recorder:
                 "model": model if isinstance(model, str) and model else (kwargs.get("model") or "unknown"),
                 "operation": operation,
                 "outcome": outcome,
-                "duration_ms": max(0, int((time.perf_counter() - started) * 1000)),
                 **self.context,
             }
-            if operation == "image_generation" and (variant := _image_variant(kwargs)):
-                event["variant"] = variant
+            if started:
+                event["duration_ms"] = max(0, int((time.perf_counter() - started) * 1000))
             if usage_unavailable:
                 event["usage_unavailable"] = True
             elif quantities:
                 event.update(quantities)
+            if extra:
+                event.update(extra)
             self.costcontrol.record(**event)
         except Exception:  # recording must never break the caller's model call
             logger.exception("costcontrol: could not record a %s %s call", self.provider.name, operation)
 
     def succeeded(self, operation: str, kwargs: dict[str, Any], started: float, response: Any) -> None:
-        quantities = self.provider.quantities(operation, _get(response, "usage"), response)
+        quantities = self.provider.quantities(operation, _get(response, "usage"), response, kwargs)
         self.emit(
             operation=operation,
             kwargs=kwargs,
@@ -282,7 +410,8 @@ class _Recorder:
         self, operation: str, kwargs: dict[str, Any], started: float, state: _StreamState, exc: BaseException | None
     ) -> None:
         outcome = "success" if exc is None else (self.outcome_of(exc) or "error")
-        quantities = self.provider.quantities(operation, state.usage, None) if state.usage is not None else None
+        usage = state.usage
+        quantities = self.provider.quantities(operation, usage, state.response, kwargs) if usage is not None else None
         # Tokens streamed before a failure were generated and may be billed: unpriced, not zero.
         self.emit(
             operation=operation,
@@ -312,6 +441,51 @@ class _Recorder:
         call.__doc__ = getattr(method, "__doc__", None)
         call.__wrapped__ = method  # type: ignore[attr-defined]
         return call
+
+    def instrument_batch_results(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        """messages.batches.results(batch_id): the results pass through unchanged, each recorded as it
+        is read (idempotency key anthropic-batch/<batch id>/<custom_id>: reading twice counts once)."""
+
+        def call(message_batch_id: str, *args: Any, **kwargs: Any) -> Any:
+            result = method(message_batch_id, *args, **kwargs)
+            if inspect.isawaitable(result):
+                return self._batch_results_async(result, message_batch_id)
+            return _BatchResults(result, self, message_batch_id)
+
+        call.__name__ = getattr(method, "__name__", "results")
+        call.__doc__ = getattr(method, "__doc__", None)
+        call.__wrapped__ = method  # type: ignore[attr-defined]
+        return call
+
+    async def _batch_results_async(self, awaitable: Any, batch_id: str) -> Any:
+        return _AsyncBatchResults(await awaitable, self, batch_id)
+
+    def batch_result(self, batch_id: str, item: Any) -> None:
+        """One line of a batch's results: succeeded -> its usage at the batch tier; errored -> an
+        error (not billed); canceled or expired requests never ran and are not recorded."""
+        try:
+            result = _get(item, "result")
+            kind, custom_id = _get(result, "type"), _get(item, "custom_id")
+            if kind not in ("succeeded", "errored"):
+                return
+            extra = {"idempotency_key": f"anthropic-batch/{batch_id}/{custom_id}", "service_tier": "batch"}
+            if kind == "errored":
+                self.emit(operation="chat", kwargs={}, started=0, outcome="error", extra=extra)
+                return
+            message = _get(result, "message")
+            quantities = self.provider.quantities("chat", _get(message, "usage"), message, {})
+        except Exception:  # recording must never break reading the results
+            logger.exception("costcontrol: could not read a batch result of %s", batch_id)
+            return
+        self.emit(
+            operation="chat",
+            kwargs={},
+            started=0,
+            model=_get(message, "model"),
+            quantities=quantities,
+            usage_unavailable=quantities is None,
+            extra=extra,
+        )
 
     def _finish(self, result: Any, operation: str, kwargs: dict[str, Any], started: float) -> Any:
         if isinstance(result, self.provider.stream_types):
@@ -345,6 +519,8 @@ class _Proxy:
         recorder = self._cc_recorder
         path = (*self._cc_path, name)
         operation = recorder.provider.routes.get(path)
+        if operation == BATCH_RESULTS and callable(value):
+            return recorder.instrument_batch_results(value)
         if operation is not None and callable(value):
             return recorder.instrument(value, operation, managed=name == "stream")
         if path in recorder.prefixes:
@@ -554,6 +730,42 @@ class _ManagedStream:
             return await self._cc_manager.__aexit__(*exc)
         finally:
             self._cc_end(self._cc_exit_error(exc[1]))
+
+
+class _BatchResults:
+    """A batch's results (JSONLDecoder) that records each result as it is read."""
+
+    def __init__(self, results: Any, recorder: _Recorder, batch_id: str) -> None:
+        self._cc_results = results
+        self._cc_recorder = recorder
+        self._cc_batch_id = batch_id
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_cc_"):
+            raise AttributeError(name)
+        return getattr(self._cc_results, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self._cc_results:
+            self._cc_recorder.batch_result(self._cc_batch_id, item)
+            yield item
+
+    def __next__(self) -> Any:
+        item = next(self._cc_results)
+        self._cc_recorder.batch_result(self._cc_batch_id, item)
+        return item
+
+
+class _AsyncBatchResults(_BatchResults):
+    """The AsyncJSONLDecoder counterpart."""
+
+    def __aiter__(self) -> _AsyncBatchResults:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await self._cc_results.__anext__()
+        self._cc_recorder.batch_result(self._cc_batch_id, item)
+        return item
 
 
 def wrap_openai(

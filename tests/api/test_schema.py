@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
 from costcontrol.wsgi import application
+from tracking.events import QUANTITY_FIELDS
 
 schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", application)
 
@@ -27,20 +28,24 @@ schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", application)
 #   (the decimal-string pattern allows an exponent, as str(Decimal) writes one, so neither the places
 #   nor the maximum of a decimal *string* are in the schema; a JSON number's maximum is);
 # - an event without usage carries no quantities; occurred_at is not in the future and fits the ledger;
+#   its quantities cost no more than a ledger entry holds, at the price in force (data);
+# - a reservation settles by an amount or a usage, not both or neither (two fields together), and a
+#   usage settles only if the catalog prices it (data);
 # - a spend window's end is after its start and at most ~3 years later (31 days by hour); grouping
 #   by a dimension is answered for scope=global only;
 # - a batch name or job has no spaces inside; a provider, model or scope value is more than spaces
 #   around it: the schema's patterns say so, but the regex engines of pydantic (Rust), Python and
 #   JSON Schema validators disagree on what a space is (U+001C..U+001F, U+0085), so the services,
 #   which strip with str.strip(), have the last word on those characters.
+# A decimal quantity's places and range (see above); any quantity's cost within a ledger entry.
+QUANTITY_LIMITS = tuple((field, "decimal places|less than|beyond a ledger entry") for field in QUANTITY_FIELDS)
 BUSINESS_RULES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ("POST", "/api/v1/events"): (
         ("provider", "unknown provider|is required"),
         ("model", "is required"),
         ("currency", "unknown currency"),
         ("amount", "decimal places|less than or equal"),
-        ("seconds", "decimal places|less than"),
-        ("gpu_hours", "decimal places|less than"),
+        *QUANTITY_LIMITS,
         ("usage_unavailable", "carries no quantities"),
         ("occurred_at", "in the future"),
         ("occurred_at", "out of range"),
@@ -54,7 +59,13 @@ BUSINESS_RULES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
         ("amount", "decimal places|less than or equal"),
         ("scopes", "surrounding spaces|is required"),
     ),
-    ("POST", "/api/v1/reservations/{reservation_id}/settle"): (("actual", "decimal places|less than or equal"),),
+    ("POST", "/api/v1/reservations/{reservation_id}/settle"): (
+        ("actual", "decimal places|less than or equal|give either"),
+        ("usage", "price"),
+        ("usage.provider", "is required"),
+        ("usage.model", "is required"),
+        *((f"usage.{field}", phrase) for field, phrase in QUANTITY_LIMITS),
+    ),
     ("POST", "/api/v1/batches"): (("name", "must not contain spaces|is required"), ("job", "must not contain spaces")),
     ("GET", "/api/v1/spend"): (
         ("to", "must be after|a window covers at most|group_by=hour covers at most|out of range"),

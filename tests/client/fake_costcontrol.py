@@ -53,6 +53,8 @@ class FakeCostcontrol:
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []  # (method, path+query, headers, body)
         self.script: deque[Scripted] = deque()
         self.reject: Callable[[dict[str, Any]], dict[str, list[str]] | None] = lambda event: None
+        # What an accepted event is priced at: (amount, pricing_status).
+        self.price: Callable[[dict[str, Any]], tuple[str, str]] = lambda event: ("0", "priced")
         self.max_batch = 1000
         self.routes: dict[tuple[str, str], tuple[int, Any, dict[str, str]]] = {}
         self.port = 0
@@ -127,13 +129,22 @@ class FakeCostcontrol:
                 if errors:
                     counts["rejected"] += 1
                     results.append({"index": index, "status": "rejected", "id": None, "amount": None, "errors": errors})
-                elif key in self.events:
-                    counts["duplicates"] += 1
-                    results.append({"index": index, "status": "duplicate", "id": 1, "amount": "0", "errors": None})
                 else:
-                    self.events[key] = event
-                    counts["accepted"] += 1
-                    results.append({"index": index, "status": "accepted", "id": 1, "amount": "0", "errors": None})
+                    status = "duplicate" if key in self.events else "accepted"
+                    counts["duplicates" if key in self.events else "accepted"] += 1
+                    first = self.events.setdefault(key, event)
+                    amount, pricing_status = self.price(first)
+                    results.append(
+                        {
+                            "index": index,
+                            "status": status,
+                            "id": 1,
+                            "amount": amount,
+                            "currency": "USD",
+                            "pricing_status": pricing_status,
+                            "errors": None,
+                        }
+                    )
         return {**counts, "results": results}
 
 

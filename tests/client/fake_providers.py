@@ -1,9 +1,11 @@
 """OpenAI and Anthropic, as far as the SDKs can tell, on 127.0.0.1.
 
-Answers in the providers' formats: JSON bodies and SSE streams. The requested model picks
-the answer: "rate-limited" -> 429, "broken" -> 500, anything else -> a normal answer whose
-model is the request's plus a dated suffix (as the real APIs answer "gpt-4o" with
-"gpt-4o-2024-08-06"), which shows the recorded model comes from the response.
+Answers in the providers' formats: JSON bodies, SSE streams and JSONL batch results. The
+requested model picks the answer: "rate-limited" -> 429, "broken" -> 500, anything else -> a
+normal answer whose model is the request's plus a dated suffix (as the real APIs answer
+"gpt-4o" with "gpt-4o-2024-08-06"), which shows the recorded model comes from the response.
+The usage objects and the service tier a test wants are set on the FakeProviders instance
+(openai_usage, responses_usage, image_usage, anthropic_usage, service_tier, batch_results).
 """
 
 from __future__ import annotations
@@ -29,11 +31,26 @@ ANTHROPIC_START_USAGE = {
     "cache_read_input_tokens": 100,
     "cache_creation_input_tokens": 40,
 }
+RESPONSES_USAGE = {
+    "input_tokens": 300,
+    "input_tokens_details": {"cached_tokens": 100},
+    "output_tokens": 80,
+    "output_tokens_details": {"reasoning_tokens": 30},
+    "total_tokens": 380,
+}
 
 
 class FakeProviders:
     def __init__(self) -> None:
         self.requests: list[tuple[str, Any]] = []
+        self.openai_usage: dict[str, Any] = OPENAI_USAGE
+        self.responses_usage: dict[str, Any] = RESPONSES_USAGE
+        self.image_usage: dict[str, Any] | None = None  # gpt-image-* answer with token usage
+        self.image_fields: dict[str, Any] = {}  # e.g. the size and quality gpt-image-1 says it used
+        # message_start's usage; output_tokens: the total message_delta reports
+        self.anthropic_usage: dict[str, Any] = {**ANTHROPIC_START_USAGE, "output_tokens": 15}
+        self.service_tier: str | None = None  # OpenAI: on the answer; Anthropic: in usage
+        self.batch_results: list[dict[str, Any]] = []  # Anthropic Message Batches results (JSONL lines)
         fake = self
 
         class Handler(_Handler):
@@ -63,7 +80,7 @@ def sse(events: list[tuple[str | None, Any]]) -> Iterator[bytes]:
         yield (f"event: {name}\n" if name else "").encode() + f"data: {text}\n\n".encode()
 
 
-def openai_chat(model: str) -> dict[str, Any]:
+def openai_chat(model: str, usage: dict[str, Any], tier: str | None) -> dict[str, Any]:
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -77,23 +94,28 @@ def openai_chat(model: str) -> dict[str, Any]:
                 "logprobs": None,
             }
         ],
-        "usage": OPENAI_USAGE,
+        "usage": usage,
+        **({"service_tier": tier} if tier else {}),
     }
 
 
-def openai_chat_stream(model: str, include_usage: bool) -> list[tuple[str | None, Any]]:
+def openai_chat_stream(
+    model: str, include_usage: bool, usage: dict[str, Any], tier: str | None
+) -> list[tuple[str | None, Any]]:
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1767225600, "model": model + DATED}
+    if tier:
+        base["service_tier"] = tier
     events: list[tuple[str | None, Any]] = [
         (None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]}),
         (None, {**base, "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]}),
     ]
     if include_usage:
-        events.append((None, {**base, "choices": [], "usage": OPENAI_USAGE}))
+        events.append((None, {**base, "choices": [], "usage": usage}))
     events.append((None, "[DONE]"))
     return events
 
 
-def openai_response(model: str) -> dict[str, Any]:
+def openai_response(model: str, usage: dict[str, Any], tier: str | None) -> dict[str, Any]:
     return {
         "id": "resp_1",
         "object": "response",
@@ -112,17 +134,33 @@ def openai_response(model: str) -> dict[str, Any]:
         "parallel_tool_calls": True,
         "tool_choice": "auto",
         "tools": [],
-        "usage": {
-            "input_tokens": 300,
-            "input_tokens_details": {"cached_tokens": 100},
-            "output_tokens": 80,
-            "output_tokens_details": {"reasoning_tokens": 30},
-            "total_tokens": 380,
-        },
+        "usage": usage,
+        **({"service_tier": tier} if tier else {}),
     }
 
 
-def anthropic_message(model: str) -> dict[str, Any]:
+def openai_response_stream(response: dict[str, Any]) -> list[tuple[str | None, Any]]:
+    """response.created (no usage yet) ... response.completed (the whole response, usage included)."""
+    started = {**response, "status": "in_progress", "output": [], "usage": None}
+    return [
+        ("response.created", {"type": "response.created", "sequence_number": 0, "response": started}),
+        (
+            "response.output_text.delta",
+            {
+                "type": "response.output_text.delta",
+                "sequence_number": 1,
+                "item_id": "msg_1",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": "Hello",
+                "logprobs": [],
+            },
+        ),
+        ("response.completed", {"type": "response.completed", "sequence_number": 2, "response": response}),
+    ]
+
+
+def anthropic_message(model: str, usage: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "id": "msg_1",
         "type": "message",
@@ -131,22 +169,24 @@ def anthropic_message(model: str) -> dict[str, Any]:
         "content": [{"type": "text", "text": "Hello"}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
-        "usage": {**ANTHROPIC_START_USAGE, "output_tokens": 15},
+        "usage": usage or {**ANTHROPIC_START_USAGE, "output_tokens": 15},
     }
 
 
-def anthropic_stream(model: str, with_usage: bool) -> list[tuple[str | None, Any]]:
+def anthropic_stream(model: str, usage: dict[str, Any] | None) -> list[tuple[str | None, Any]]:
+    """As the API streams usage: message_start has the input side (output_tokens 1); message_delta
+    the cumulative output tokens and the server tools used."""
     message = {**anthropic_message(model), "content": [], "stop_reason": None}
-    if with_usage:
-        message["usage"] = ANTHROPIC_START_USAGE
+    if usage is not None:
+        message["usage"] = {k: v for k, v in usage.items() if k != "server_tool_use"} | {"output_tokens": 1}
     else:
         message.pop("usage")
     delta: dict[str, Any] = {
         "type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": None},
     }
-    if with_usage:
-        delta["usage"] = {"output_tokens": 15}
+    if usage is not None:
+        delta["usage"] = {k: v for k, v in usage.items() if k in ("output_tokens", "server_tool_use")}
     return [
         ("message_start", {"type": "message_start", "message": message}),
         (
@@ -196,6 +236,38 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
 
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        self.state.requests.append((path, None))
+        prefix = "/v1/messages/batches/"
+        if path.startswith(prefix) and path.endswith("/results"):
+            data = "".join(json.dumps(line) + "\n" for line in self.state.batch_results).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/binary")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif path.startswith(prefix):
+            batch_id = path[len(prefix) :]
+            count = len(self.state.batch_results)
+            self._json(
+                200,
+                {
+                    "id": batch_id,
+                    "type": "message_batch",
+                    "processing_status": "ended",
+                    "request_counts": {"processing": 0, "succeeded": count, "errored": 0, "canceled": 0, "expired": 0},
+                    "created_at": "2026-01-01T00:00:00Z",
+                    "ended_at": "2026-01-01T01:00:00Z",
+                    "expires_at": "2026-01-02T00:00:00Z",
+                    "archived_at": None,
+                    "cancel_initiated_at": None,
+                    "results_url": f"{self.state.base}{prefix}{batch_id}/results",
+                },
+            )
+        else:
+            self._json(404, {"error": {"message": f"no route {path}"}})
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
@@ -217,14 +289,19 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._json(500, {"error": {"message": "boom", "type": "server_error", "code": None}})
             return
+        state, tier = self.state, self.state.service_tier
         if path == "/v1/chat/completions":
             if body.get("stream"):
                 include = bool((body.get("stream_options") or {}).get("include_usage"))
-                self._stream(openai_chat_stream(model, include))
+                self._stream(openai_chat_stream(model, include, state.openai_usage, tier))
             else:
-                self._json(200, openai_chat(model))
+                self._json(200, openai_chat(model, state.openai_usage, tier))
         elif path == "/v1/responses":
-            self._json(200, openai_response(model))
+            response = openai_response(model, state.responses_usage, tier)
+            if body.get("stream"):
+                self._stream(openai_response_stream(response))
+            else:
+                self._json(200, response)
         elif path == "/v1/embeddings":
             self._json(
                 200,
@@ -237,13 +314,17 @@ class _Handler(BaseHTTPRequestHandler):
             )
         elif path == "/v1/images/generations":
             count = int(body.get("n") or 1)
-            self._json(200, {"created": 1767225600, "data": [{"url": f"http://img/{i}.png"} for i in range(count)]})
+            answer = {"created": 1767225600, "data": [{"url": f"http://img/{i}.png"} for i in range(count)]}
+            answer.update(state.image_fields)
+            if state.image_usage is not None:
+                answer["usage"] = state.image_usage
+            self._json(200, answer)
         elif path == "/v1/audio/transcriptions":
             self._json(200, {"text": "hello", "usage": {"type": "duration", "seconds": 3.5}})
         elif path == "/v1/messages":
             if body.get("stream"):
-                self._stream(anthropic_stream(model, with_usage=model != "no-usage"))
+                self._stream(anthropic_stream(model, None if model == "no-usage" else state.anthropic_usage))
             else:
-                self._json(200, anthropic_message(model))
+                self._json(200, anthropic_message(model, state.anthropic_usage))
         else:
             self._json(404, {"error": {"message": f"no route {path}"}})

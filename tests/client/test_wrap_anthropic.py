@@ -151,3 +151,143 @@ def test_the_async_client_records_messages_and_streams(providers, cc, fake_api):
     assert set(events) == {MODEL + DATED, "b" + DATED, "c" + DATED}
     assert all(billed(event) == BILLED for event in events.values())
     assert {event["job"] for event in events.values()} == {"async"}
+
+
+# --- what the provider said: cache lifetimes, tier, web searches, batches -----------------------
+
+# 40 cache writes: 30 for 5 minutes, 10 for 1 hour; served at priority; 2 web searches.
+RICH_USAGE = {
+    "input_tokens": 25,
+    "output_tokens": 15,
+    "cache_read_input_tokens": 100,
+    "cache_creation_input_tokens": 40,
+    "cache_creation": {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 10},
+    "service_tier": "priority",
+    "server_tool_use": {"web_search_requests": 2},
+}
+RICH_BILLED = {
+    "input_tokens": 25,
+    "output_tokens": 15,
+    "cached_input_tokens": 100,
+    "cache_write_tokens": 30,
+    "cache_write_1h_tokens": 10,
+    "service_tier": "priority",
+    "web_searches": 2,
+}
+
+
+def rich(event):
+    return {name: event.get(name) for name in RICH_BILLED}
+
+
+@pytest.fixture
+def rich_usage(providers):
+    providers.anthropic_usage = RICH_USAGE
+
+
+def test_a_message_records_1_hour_cache_writes_apart_from_5_minute_ones_its_tier_and_web_searches(
+    rich_usage, wrapped, cc, fake_api
+):
+    wrapped.messages.create(**ASK)
+
+    assert rich(only(cc, fake_api)) == RICH_BILLED
+
+
+def test_without_the_lifetime_split_cache_writes_are_5_minute_ones(wrapped, cc, fake_api):
+    wrapped.messages.create(**ASK)
+
+    event = only(cc, fake_api)
+    assert (event["cache_write_tokens"], event.get("cache_write_1h_tokens")) == (40, None)
+
+
+def test_a_stream_records_the_lifetimes_and_tier_of_message_start_and_the_searches_of_message_delta(
+    rich_usage, wrapped, cc, fake_api
+):
+    kinds = [event.type for event in wrapped.messages.create(**ASK, stream=True)]
+
+    assert kinds[-1] == "message_stop"
+    assert rich(only(cc, fake_api)) == RICH_BILLED
+
+
+def test_the_stream_helper_records_the_lifetimes_tier_and_searches_too(rich_usage, wrapped, cc, fake_api):
+    with wrapped.messages.stream(**ASK) as stream:
+        stream.get_final_message()
+
+    assert rich(only(cc, fake_api)) == RICH_BILLED
+
+
+def test_the_async_client_records_the_lifetimes_tier_and_searches(rich_usage, providers, cc, fake_api):
+    async def main():
+        async with anthropic.AsyncAnthropic(api_key="sk", base_url=providers.base, max_retries=0) as sdk:
+            wrapped = wrap_anthropic(sdk, cc)
+            await wrapped.messages.create(**ASK)
+            [event async for event in await wrapped.messages.create(**{**ASK, "model": "b"}, stream=True)]
+
+    asyncio.run(main())
+
+    assert [rich(event) for event in recorded(cc, fake_api)] == [RICH_BILLED, RICH_BILLED]
+
+
+def batch_line(custom_id, kind, model="claude-batch"):
+    result = {"type": kind}
+    if kind == "succeeded":
+        result["message"] = anthropic_message_for_batch(model)
+    if kind == "errored":
+        result["error"] = {"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}
+    return {"custom_id": custom_id, "result": result}
+
+
+def anthropic_message_for_batch(model):
+    from .fake_providers import anthropic_message
+
+    usage = {**RICH_USAGE, "service_tier": "batch"}
+    usage.pop("server_tool_use")
+    return anthropic_message(model, usage)
+
+
+@pytest.fixture
+def batch(providers):
+    providers.batch_results = [
+        batch_line("a", "succeeded"),
+        batch_line("b", "succeeded"),
+        batch_line("c", "errored"),
+        batch_line("d", "expired"),
+    ]
+
+
+def test_batch_results_are_recorded_as_read_at_the_batch_tier_once_however_often_read(batch, wrapped, cc, fake_api):
+    results = list(wrapped.messages.batches.results("msgbatch_1"))
+    again = list(wrapped.messages.batches.results("msgbatch_1"))
+
+    assert [r.custom_id for r in results] == ["a", "b", "c", "d"] == [r.custom_id for r in again]
+    assert cc.flush(5)
+    assert fake_api.received == 6  # each read records the three that ran; the server keeps them once, by key
+    events = dict(fake_api.events)
+    assert set(events) == {
+        "anthropic-batch/msgbatch_1/a",
+        "anthropic-batch/msgbatch_1/b",
+        "anthropic-batch/msgbatch_1/c",
+    }
+    succeeded = events["anthropic-batch/msgbatch_1/a"]
+    assert succeeded["service_tier"] == "batch"
+    assert succeeded["model"] == "claude-batch" + DATED
+    assert (succeeded["input_tokens"], succeeded["cache_write_tokens"], succeeded["cache_write_1h_tokens"]) == (
+        25,
+        30,
+        10,
+    )
+    assert events["anthropic-batch/msgbatch_1/c"]["outcome"] == "error"
+    assert "input_tokens" not in events["anthropic-batch/msgbatch_1/c"]  # an errored request is not billed
+
+
+def test_async_batch_results_are_recorded_at_the_batch_tier(batch, providers, cc, fake_api):
+    async def main():
+        async with anthropic.AsyncAnthropic(api_key="sk", base_url=providers.base, max_retries=0) as sdk:
+            wrapped = wrap_anthropic(sdk, cc)
+            return [r.custom_id async for r in await wrapped.messages.batches.results("msgbatch_2")]
+
+    assert asyncio.run(main()) == ["a", "b", "c", "d"]
+    assert cc.flush(5)
+    assert {key: event["service_tier"] for key, event in fake_api.events.items()} == {
+        f"anthropic-batch/msgbatch_2/{custom_id}": "batch" for custom_id in "abc"
+    }

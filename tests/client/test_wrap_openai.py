@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -216,3 +219,160 @@ def test_the_async_client_records_calls_and_streams(providers, cc, fake_api):
     assert events["gpt-4o-mini" + DATED]["output_tokens"] == 35
     assert events["rate-limited"]["outcome"] == "rate_limited"
     assert {event["subject"] for event in events.values()} == {"async"}
+
+
+# --- what the provider said: tiers, audio, images ------------------------------------------------
+
+# 1000 prompt tokens: 200 read from the cache, 300 audio; 500 completion: 100 reasoning, 150 audio.
+AUDIO_USAGE = {
+    "prompt_tokens": 1000,
+    "completion_tokens": 500,
+    "total_tokens": 1500,
+    "prompt_tokens_details": {"cached_tokens": 200, "audio_tokens": 300},
+    "completion_tokens_details": {"reasoning_tokens": 100, "audio_tokens": 150},
+}
+AUDIO_BILLED = {
+    "input_tokens": 500,
+    "cached_input_tokens": 200,
+    "input_audio_tokens": 300,
+    "output_tokens": 250,
+    "reasoning_tokens": 100,
+    "output_audio_tokens": 150,
+    "service_tier": "priority",
+}
+
+
+def billed(event, names=AUDIO_BILLED):
+    return {name: event.get(name) for name in names}
+
+
+def test_a_chat_completion_records_the_tier_that_served_it_and_its_audio_tokens_apart(wrapped, providers, cc, fake_api):
+    providers.openai_usage, providers.service_tier = AUDIO_USAGE, "priority"
+
+    wrapped.chat.completions.create(model="gpt-4o-audio-preview", messages=[], service_tier="auto")
+
+    assert billed(only(cc, fake_api)) == AUDIO_BILLED
+
+
+def test_a_stream_records_the_tier_from_its_chunks_and_the_audio_tokens_from_the_usage_chunk(
+    wrapped, providers, cc, fake_api
+):
+    providers.openai_usage, providers.service_tier = AUDIO_USAGE, "priority"
+    kwargs = {
+        "model": "gpt-4o-audio-preview",
+        "messages": [],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+    chunks = list(wrapped.chat.completions.create(**kwargs))
+
+    assert chunks[-1].usage.prompt_tokens == 1000
+    assert billed(only(cc, fake_api)) == AUDIO_BILLED
+
+
+def test_the_standard_tier_is_recorded_as_openai_names_it(wrapped, providers, cc, fake_api):
+    providers.service_tier = "default"
+
+    wrapped.chat.completions.create(model="gpt-4o", messages=[])
+
+    assert only(cc, fake_api)["service_tier"] == "default"  # the server reads "default" as the standard tier
+
+
+def test_the_responses_api_records_the_flex_tier_sync_and_streamed(wrapped, providers, cc, fake_api):
+    providers.service_tier = "flex"
+
+    wrapped.responses.create(model="o4-mini", input="hi")
+    events = list(wrapped.responses.create(model="o4-mini-stream", input="hi", stream=True))
+
+    assert events[-1].type == "response.completed"
+    by_model = {event["model"]: event for event in recorded(cc, fake_api)}
+    expected = {"input_tokens": 200, "cached_input_tokens": 100, "output_tokens": 50, "reasoning_tokens": 30}
+    for model in ("o4-mini", "o4-mini-stream"):
+        assert billed(by_model[model + DATED], [*expected, "service_tier"]) == {**expected, "service_tier": "flex"}
+
+
+GPT_IMAGE_USAGE = {
+    "input_tokens": 50,
+    "input_tokens_details": {"text_tokens": 10, "image_tokens": 40},
+    "output_tokens": 4160,
+    "total_tokens": 4210,
+}
+
+
+def test_gpt_image_1_records_its_token_usage_not_a_per_image_count(wrapped, providers, cc, fake_api):
+    providers.image_usage = GPT_IMAGE_USAGE
+    providers.image_fields = {"size": "1024x1024", "quality": "high"}
+
+    wrapped.images.generate(model="gpt-image-1", prompt="a cat")
+
+    event = only(cc, fake_api)
+    assert billed(event, ["input_tokens", "input_image_tokens", "output_image_tokens", "images"]) == {
+        "input_tokens": 10,
+        "input_image_tokens": 40,
+        "output_image_tokens": 4160,
+        "images": None,  # the tokens are the bill: counting images too would price it twice
+    }
+    assert event["variant"] == "high/1024-x-1024"  # what the response says it made
+
+
+def catalog_keys():
+    path = Path(__file__).resolve().parents[2] / "tracking" / "data" / "default_catalog.json"
+    return set(json.loads(path.read_text()))
+
+
+@pytest.mark.parametrize(
+    ("request_", "model", "variant"),
+    [
+        ({"model": "dall-e-3"}, "dall-e-3", "standard/1024-x-1024"),
+        ({"model": "dall-e-3", "quality": "hd"}, "dall-e-3", "hd/1024-x-1024"),
+        ({"model": "dall-e-3", "size": "1792x1024"}, "dall-e-3", "standard/1792-x-1024"),
+        ({"model": "dall-e-2", "size": "512x512"}, "dall-e-2", "512-x-512"),
+        ({}, "dall-e-2", "1024-x-1024"),  # the API's default model
+    ],
+)
+def test_dall_e_records_the_quality_and_size_the_api_applies_when_the_request_leaves_them_out(
+    wrapped, cc, fake_api, request_, model, variant
+):
+    wrapped.images.generate(prompt="a cat", **request_)
+
+    event = only(cc, fake_api)
+    assert (event["model"], event["variant"], event["images"]) == (model, variant, 1)
+    assert f"{variant}/{model}" in catalog_keys()  # a price the catalog has
+
+
+def test_the_async_client_reads_tiers_audio_and_image_usage_too(providers, cc, fake_api):
+    providers.openai_usage, providers.service_tier = AUDIO_USAGE, "priority"
+    providers.image_usage = GPT_IMAGE_USAGE
+
+    async def main():
+        async with openai.AsyncOpenAI(api_key="sk", base_url=providers.base + "/v1", max_retries=0) as sdk:
+            wrapped = wrap_openai(sdk, cc)
+            await wrapped.chat.completions.create(model="gpt-4o-audio-preview", messages=[])
+            stream = await wrapped.chat.completions.create(
+                model="audio-stream", messages=[], stream=True, stream_options={"include_usage": True}
+            )
+            [chunk async for chunk in stream]
+            responses = await wrapped.responses.create(model="o4-mini", input="hi", stream=True)
+            [event async for event in responses]
+            await wrapped.images.generate(model="gpt-image-1", prompt="a cat")
+
+    asyncio.run(main())
+
+    by_model = {event["model"]: event for event in recorded(cc, fake_api)}
+    assert billed(by_model["gpt-4o-audio-preview" + DATED]) == AUDIO_BILLED
+    assert billed(by_model["audio-stream" + DATED]) == AUDIO_BILLED
+    assert by_model["o4-mini" + DATED]["service_tier"] == "priority"
+    assert by_model["o4-mini" + DATED]["reasoning_tokens"] == 30
+    assert by_model["gpt-image-1"]["output_image_tokens"] == 4160
+
+
+def test_receipts_hand_back_what_a_wrapped_call_was_priced_at(wrapped, cc, fake_api):
+    fake_api.price = lambda event: ("0.0061", "priced")
+
+    with cc.receipts() as got:
+        wrapped.chat.completions.create(model="gpt-4o", messages=[])
+
+    [receipt] = got
+    assert receipt.wait(5)
+    assert (receipt.amount, receipt.pricing_status) == (Decimal("0.0061"), "priced")

@@ -345,6 +345,11 @@ def test_recording_takes_a_few_queries_whatever_the_batch_size(gpt4o_prices, dja
         ({"outcome": "exploded"}, "outcome", "not one of"),
         ({"subject": "x" * 201}, "subject", "longer than 200"),
         ({"colour": "red"}, "colour", "not a known field"),
+        ({"service_tier": "x" * 21}, "service_tier", "longer than 20"),
+        ({"service_tier": 1}, "service_tier", "must be a string"),
+        ({"cache_write_1h_tokens": -1}, "cache_write_1h_tokens", "non-negative integer"),
+        ({"input_audio_tokens": "12"}, "input_audio_tokens", "non-negative integer"),
+        ({"input_audio_seconds": "0.0000001"}, "input_audio_seconds", "more than 6 decimal places"),
     ],
 )
 def test_bad_input_is_refused_naming_the_field_and_writes_nothing(gpt4o_prices, event, field, message):
@@ -402,3 +407,33 @@ def test_a_call_without_usage_is_recorded_as_unpriced_never_as_a_silent_zero(gpt
     with pytest.raises(ValidationError) as excinfo:
         cost_entry_record(provider="openai", model="gpt-4o", usage_unavailable="yes")
     assert "usage_unavailable" in excinfo.value.message_dict
+
+
+@pytest.mark.parametrize(
+    ("said", "stored"), [("priority", "priority"), (" Flex ", "flex"), ("default", ""), ("standard", ""), (None, "")]
+)
+def test_the_service_tier_is_stored_as_the_provider_said_it_with_its_standard_tier_as_empty(gpt4o_prices, said, stored):
+    entry = cost_entry_record(provider="openai", model="gpt-4o", input_tokens=10, service_tier=said).entry
+
+    entry.refresh_from_db()
+    assert entry.service_tier == stored
+
+
+def test_the_new_quantities_are_stored_on_the_entry_as_given(gpt4o_prices):
+    entry = cost_entry_record(
+        provider="openai",
+        model="gpt-4o",
+        cache_write_1h_tokens=10,
+        input_audio_tokens=20,
+        output_audio_tokens=30,
+        input_image_tokens=40,
+        output_image_tokens=50,
+        web_searches=2,
+        input_audio_seconds="1.25",
+    ).entry
+
+    entry.refresh_from_db()
+    assert (entry.cache_write_1h_tokens, entry.input_audio_tokens, entry.output_audio_tokens) == (10, 20, 30)
+    assert (entry.input_image_tokens, entry.output_image_tokens, entry.web_searches) == (40, 50, 2)
+    assert entry.input_audio_seconds == Decimal("1.25")
+    assert entry.pricing_status == PricingStatus.UNPRICED  # gpt-4o's prices here have none of those units

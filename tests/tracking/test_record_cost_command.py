@@ -8,6 +8,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from tracking.events import QUANTITY_FIELDS
 from tracking.models import CostEntry, SpendRollup
 
 pytestmark = pytest.mark.django_db
@@ -120,4 +121,70 @@ def test_an_unpriced_event_warns_on_stderr(gpt4o_prices):
         stderr=err,
     )
 
+    assert "stored with amount 0 and counted as unpriced" in err.getvalue()
+
+
+def test_it_records_the_service_tier_and_the_audio_image_and_1_hour_cache_quantities(gpt4o_prices):
+    printed = json.loads(
+        record(
+            "--provider", "openai", "--model", "gpt-4o", "--service-tier", "priority",
+            "--input-tokens", "100", "--cache-write-1h-tokens", "10",
+            "--input-audio-tokens", "20", "--output-audio-tokens", "30", "--cached-audio-tokens", "5",
+            "--input-image-tokens", "40", "--output-image-tokens", "50",
+            "--web-searches", "2", "--input-audio-seconds", "1.5", "--json",
+        )
+    )  # fmt: skip
+
+    assert printed["service_tier"] == "priority"
+    assert printed["quantities"] == {
+        "input_tokens": 100,
+        "cache_write_1h_tokens": 10,
+        "input_audio_tokens": 20,
+        "output_audio_tokens": 30,
+        "cached_audio_tokens": 5,
+        "input_image_tokens": 40,
+        "output_image_tokens": 50,
+        "web_searches": 2,
+        "input_audio_seconds": "1.5",
+    }
+    assert CostEntry.objects.get().service_tier == "priority"
+
+
+def test_the_default_service_tier_is_the_standard_tier(gpt4o_prices):
+    printed = json.loads(
+        record(
+            "--provider", "openai", "--model", "gpt-4o", "--input-tokens", "1000", "--service-tier", "default", "--json"
+        )
+    )
+
+    assert printed["service_tier"] == ""
+    assert printed["amount"] == "0.0025"
+
+
+def test_a_service_tier_that_is_not_one_of_the_tiers_is_refused_and_writes_nothing(gpt4o_prices):
+    with pytest.raises(CommandError) as excinfo:
+        record("--provider", "openai", "--model", "gpt-4o", "--input-tokens", "1", "--service-tier", "turbo")
+
+    assert "--service-tier: invalid choice: 'turbo'" in str(excinfo.value)
+    assert CostEntry.objects.count() == 0
+
+
+def test_every_ledger_quantity_has_an_option(gpt4o_prices):
+    values = {name: ("2.5" if name in ("seconds", "gpu_hours", "input_audio_seconds", "input_video_seconds") else "3")
+              for name in QUANTITY_FIELDS}  # fmt: skip
+    args = [arg for name, value in values.items() for arg in (f"--{name.replace('_', '-')}", value)]
+
+    printed = json.loads(record("--provider", "openai", "--model", "gpt-4o", *args, "--json"))
+
+    assert printed["quantities"] == {name: int(v) if v == "3" else v for name, v in values.items()}
+
+
+def test_an_unpriced_event_names_the_unit_without_a_price(gpt4o_prices):
+    err = StringIO()
+    call_command(
+        "record_cost", "--provider", "openai", "--model", "gpt-4o", "--input-audio-tokens", "5",
+        stdout=StringIO(), stderr=err,
+    )  # fmt: skip
+
+    assert "audio" in err.getvalue()
     assert "stored with amount 0 and counted as unpriced" in err.getvalue()

@@ -12,8 +12,38 @@ from django.utils import timezone
 
 from core.money import format_money
 from tracking.events import QUANTITY_FIELDS
-from tracking.models import CostEntry
+from tracking.models import INTEGER_QUANTITY_FIELDS, UNIT_QUANTITY_FIELD, CostEntry, ServiceTier, Unit
+from tracking.selectors import unpriced_reason
 from tracking.services import cost_entry_record
+
+# What the caller may name; off-peak is not asked for but found from the time (DeepSeek's windows).
+SERVICE_TIER_CHOICES = ["default", *(t for t in ServiceTier.values if t not in ("", ServiceTier.OFF_PEAK))]
+# The ledger's quantities are disjoint: each token is counted in exactly one of them.
+QUANTITY_HELP = {
+    "input_tokens": "Input text tokens, without cache reads and writes and without audio/image/video tokens.",
+    "output_tokens": "Output text tokens, without reasoning and audio/image tokens.",
+    "cached_input_tokens": "Input tokens read from the prompt cache.",
+    "cache_write_tokens": "Input tokens written to the prompt cache (5-minute lifetime).",
+    "cache_write_1h_tokens": "Input tokens written to the prompt cache with a 1-hour lifetime.",
+    "reasoning_tokens": "Reasoning (thinking) tokens.",
+    "input_audio_tokens": "Input audio tokens, without those read from the cache.",
+    "output_audio_tokens": "Output audio tokens.",
+    "cached_audio_tokens": "Input audio tokens read from the prompt cache.",
+    "input_image_tokens": "Input image tokens, without those read from the cache.",
+    "output_image_tokens": "Output image tokens (e.g. gpt-image-1's output_tokens).",
+    "embedding_tokens": "Embedding tokens.",
+    "images": "Images generated.",
+    "requests": "Requests (for per-request prices).",
+    "seconds": "Seconds of audio/video/compute (decimal).",
+    "gpu_hours": "GPU-hours (decimal).",
+}
+_UNIT_OF_FIELD = {field: unit for unit, field in UNIT_QUANTITY_FIELD.items()}
+
+
+def _quantity_help(name: str) -> str:
+    """'Billed per web search query.' (the unit's label)."""
+    decimal = "" if name in INTEGER_QUANTITY_FIELDS else " (decimal)"
+    return f"Billed per {Unit(_UNIT_OF_FIELD[name]).label}{decimal}."
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -32,6 +62,7 @@ def entry_as_dict(entry: CostEntry, *, created: bool) -> dict[str, Any]:
         "model": entry.model,
         "operation": entry.operation,
         "variant": entry.variant,
+        "service_tier": entry.service_tier,
         "service": entry.service,
         "subject": entry.subject,
         "job": entry.job,
@@ -56,8 +87,9 @@ def entry_as_dict(entry: CostEntry, *, created: bool) -> dict[str, Any]:
 class Command(BaseCommand):
     help = (
         "Record one usage event in the cost ledger and print it. The cost comes from the price in force at the "
-        "event's time unless --amount is given. Input tokens are the uncached ones (OpenAI: prompt_tokens minus "
-        "cached_tokens); output tokens exclude reasoning tokens."
+        "event's time unless --amount is given. The quantities are disjoint, each token counted once: input tokens "
+        "exclude cache reads and writes and audio/image tokens (OpenAI: prompt_tokens minus cached_tokens, audio_tokens "
+        "...); output tokens exclude reasoning and audio tokens."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -67,19 +99,19 @@ class Command(BaseCommand):
             "--operation", default="", help="chat, embedding, image_generation, ... (default: the catalog's)"
         )
         parser.add_argument("--variant", default="", help="Image size/quality where priced so, e.g. hd/1024-x-1024.")
-        for name, help_text in (
-            ("input-tokens", "Uncached input tokens."),
-            ("output-tokens", "Output tokens (without reasoning tokens)."),
-            ("cached-input-tokens", "Input tokens read from the prompt cache."),
-            ("cache-write-tokens", "Input tokens written to the prompt cache."),
-            ("reasoning-tokens", "Reasoning tokens."),
-            ("embedding-tokens", "Embedding tokens."),
-            ("images", "Images generated."),
-            ("requests", "Requests (for per-request prices)."),
-        ):
-            parser.add_argument(f"--{name}", type=int, default=None, help=help_text)
-        parser.add_argument("--seconds", default=None, help="Seconds of audio/video/compute (decimal).")
-        parser.add_argument("--gpu-hours", default=None, help="GPU-hours (decimal).")
+        parser.add_argument(
+            "--service-tier",
+            default="default",
+            choices=SERVICE_TIER_CHOICES,
+            help="The tier that served the call, as the provider's response says (default: the standard tier).",
+        )
+        for name in QUANTITY_FIELDS:
+            parser.add_argument(
+                f"--{name.replace('_', '-')}",
+                type=int if name in INTEGER_QUANTITY_FIELDS else str,
+                default=None,
+                help=QUANTITY_HELP.get(name) or _quantity_help(name),
+            )
         parser.add_argument("--amount", default=None, help="Explicit amount (decimal string); skips the catalog.")
         parser.add_argument("--currency", default="USD", help="ISO 4217 currency of --amount (default USD).")
         parser.add_argument("--actual", action="store_true", help="The amount is an invoiced actual, not an estimate.")
@@ -116,6 +148,7 @@ class Command(BaseCommand):
             "model": options["model"],
             "operation": options["operation"],
             "variant": options["variant"],
+            "service_tier": "" if options["service_tier"] == "default" else options["service_tier"],
             "service": options["service"],
             "subject": options["subject"],
             "job": options["job"],
@@ -146,6 +179,5 @@ class Command(BaseCommand):
         line = f"{verb} entry #{entry.pk}: {what}, {format_money(entry.amount, entry.currency)} ({entry.get_pricing_status_display()})"
         self.stdout.write(line)
         if entry.pricing_status == "unpriced":
-            missing = entry.prices_used.get("missing_units")
-            why = f"no price for {', '.join(missing)}" if missing else "no price in force for this model at that time"
+            why = unpriced_reason(entry.prices_used, provider=entry.provider, model=entry.model)
             self.stderr.write(f"warning: {why}; stored with amount 0 and counted as unpriced")
