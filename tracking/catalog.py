@@ -29,7 +29,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from itertools import pairwise
@@ -230,6 +230,7 @@ KIND_DECISIONS = "Decisions route prices (operation decisions)"
 KIND_SERVICE_TIER = "service tiers (batch/flex/priority/balanced/ultrafast)"
 KIND_SERVICE_AND_CONTEXT = "service tiers above N tokens"
 KIND_CONTEXT = "context-size tiers (above N tokens)"
+KIND_DERIVED = "audio, image and video tokens at the text price (the model takes them, the file has no price)"
 _UNIT_KINDS = {
     Unit.INPUT_TOKEN: "text tokens (input, output, cache, reasoning)",
     Unit.OUTPUT_TOKEN: "text tokens (input, output, cache, reasoning)",
@@ -261,6 +262,47 @@ _UNIT_KINDS = {
     Unit.GPU_HOUR: "GPU-hours",
 }
 
+# Audio, image and video token units -> (modality, direction, the text units whose price LiteLLM bills them
+# at when the model has none of their own, first present wins, and the words saying so). The quote engine
+# has no such fallback: the catalog writes these rows, only for a model that takes the modality
+# (modalities_taken), so an audio quantity on a text-only model is unpriced, never the text rate.
+MODALITY_UNITS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    Unit.INPUT_AUDIO_TOKEN: ("audio", "input", (Unit.INPUT_TOKEN,), "the input token price"),
+    Unit.CACHED_AUDIO_TOKEN: (
+        "audio",
+        "input",
+        (Unit.CACHED_INPUT_TOKEN, Unit.INPUT_TOKEN),
+        "the cache-read price (else the input token price)",
+    ),
+    Unit.CACHE_WRITE_AUDIO_TOKEN: (
+        "audio",
+        "input",
+        (Unit.CACHE_WRITE_TOKEN, Unit.INPUT_TOKEN),
+        "the cache-write price (else the input token price)",
+    ),
+    Unit.OUTPUT_AUDIO_TOKEN: ("audio", "output", (Unit.OUTPUT_TOKEN,), "the output token price"),
+    Unit.INPUT_IMAGE_TOKEN: ("image", "input", (Unit.INPUT_TOKEN,), "the input token price"),
+    Unit.CACHED_IMAGE_TOKEN: (
+        "image",
+        "input",
+        (Unit.CACHED_INPUT_TOKEN, Unit.INPUT_TOKEN),
+        "the cache-read price (else the input token price)",
+    ),
+    Unit.OUTPUT_IMAGE_TOKEN: ("image", "output", (Unit.OUTPUT_TOKEN,), "the output token price"),
+    Unit.INPUT_VIDEO_TOKEN: ("video", "input", (Unit.INPUT_TOKEN,), "the input token price"),
+    Unit.OUTPUT_VIDEO_TOKEN: ("video", "output", (Unit.OUTPUT_TOKEN,), "the output token price"),
+}
+# Entry flags that say a model takes (input) or produces (output) a modality.
+_MODALITY_FLAGS = {
+    "supports_audio_input": ("audio", "input"),
+    "supports_audio_output": ("audio", "output"),
+    "supports_vision": ("image", "input"),
+    "supports_image_input": ("image", "input"),
+    "supports_video_input": ("video", "input"),
+}
+_MODALITY_LISTS = {"supported_modalities": "input", "supported_output_modalities": "output"}
+MODALITY_DECLARATIONS = (*_MODALITY_FLAGS, *_MODALITY_LISTS)
+
 # Leading path segments that name a size, quality or step count rather than a model:
 # "hd/1024-x-1792/dall-e-3", "1024-x-1024/50-steps/stability.stable-diffusion-xl-v1".
 _VARIANT_SEGMENT = re.compile(
@@ -290,6 +332,8 @@ class CatalogPrice:
     # Only for the off_peak tier: [{"hours_utc": [...], "weekdays": [...], "weekday_timezone": "UTC"}].
     off_peak_windows: tuple[Mapping[str, Any], ...] = ()
     kind: str = ""
+    # Not the file's price for this unit: how it was derived ("" for the file's own prices).
+    derived: str = ""
 
     @property
     def identity(self) -> tuple[str, str, str, str, str, str, int]:
@@ -607,6 +651,7 @@ class _Row:
     value: Decimal
     kind: str
     off_peak_windows: tuple[Mapping[str, Any], ...] = ()
+    derived: str = ""
 
     @property
     def slot(self) -> tuple[str, str, str, int]:
@@ -859,7 +904,45 @@ def _entry_rows(entry: Mapping[str, Any], mode: str, where: str) -> tuple[list[_
                 del rows[slot]
                 notes.append(("not_prices", REPLACED_BY_TIERS))
         rows.update((row.slot, row) for row in tiered)
+    rows.update((row.slot, row) for row in _modality_rows(entry, list(rows.values())))
     return list(rows.values()), notes
+
+
+def modalities_taken(entry: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
+    """(modality, direction) pairs an entry declares: ("audio", "input") for supports_audio_input or
+    "audio" in supported_modalities, ("image", "output") for "image" in supported_output_modalities, ..."""
+    taken = {pair for flag, pair in _MODALITY_FLAGS.items() if entry.get(flag) is True}
+    for name, direction in _MODALITY_LISTS.items():
+        listed = entry.get(name)
+        if isinstance(listed, list):
+            taken.update((modality, direction) for modality in ("audio", "image", "video") if modality in listed)
+    return frozenset(taken)
+
+
+def _modality_rows(entry: Mapping[str, Any], rows: list[_Row]) -> list[_Row]:
+    """The audio, image and video token rows LiteLLM's cost function implies and the file does not state.
+
+    For a model that takes a modality (it declares it, or prices one of its token units), each of the
+    modality's token units without a price in the file gets the text unit's rows it is billed at
+    (MODALITY_UNITS), with the same service tiers, context tiers and off-peak windows; batch rows are
+    chosen apart, as the quote engine's batch prices stand alone.
+    """
+    by_unit: dict[str, list[_Row]] = {}
+    for row in rows:
+        by_unit.setdefault(row.unit, []).append(row)
+    taken = modalities_taken(entry) | {MODALITY_UNITS[unit][:2] for unit in by_unit if unit in MODALITY_UNITS}
+    derived = []
+    for unit, (modality, direction, sources, words) in MODALITY_UNITS.items():
+        if (modality, direction) not in taken or unit in by_unit:
+            continue
+        note = f"derived: {words}, the model takes {modality} {direction} and the file has no {Unit(unit).label} price"
+        for batch in (False, True):
+            for source in sources:
+                picked = [row for row in by_unit.get(source, ()) if (row.service_tier == ServiceTier.BATCH) == batch]
+                if picked:
+                    derived.extend(replace(row, unit=unit, kind=KIND_DERIVED, derived=note) for row in picked)
+                    break
+    return derived
 
 
 def _decisions_rows(entry: Mapping[str, Any], mode: str, where: str) -> list[_Row]:
@@ -881,6 +964,7 @@ def _decisions_rows(entry: Mapping[str, Any], mode: str, where: str) -> list[_Ro
             row.value,
             KIND_DECISIONS,
             row.off_peak_windows,
+            row.derived,
         )
         for row in rows
     ]
@@ -962,6 +1046,7 @@ def catalog_parse(data: bytes | str | Mapping[str, Any], *, source: str, provide
                 above_tokens=row.above_tokens,
                 off_peak_windows=row.off_peak_windows,
                 kind=row.kind,
+                derived=row.derived,
             )
             if price.identity not in seen:
                 seen.add(price.identity)
@@ -1206,7 +1291,9 @@ def price_catalog_import(
                     unit_price=item.unit_price,
                     currency="USD",
                     valid_from=valid_from,
-                    source=stored_source,
+                    source=f"{stored_source[: 198 - len(item.derived)]}; {item.derived}"
+                    if item.derived
+                    else stored_source,
                 )
             )
         if not dry_run:

@@ -20,6 +20,7 @@ from tracking.catalog import (
     CATALOG_EPOCH,
     KIND_CONTEXT,
     KIND_DECISIONS,
+    KIND_DERIVED,
     KIND_OFF_PEAK,
     KIND_SERVICE_AND_CONTEXT,
     KIND_SERVICE_TIER,
@@ -55,7 +56,6 @@ GPT_4O = {
     "input_cost_per_token": 2.5e-06,
     "output_cost_per_token": 1e-05,
     "max_tokens": 16384,
-    "supports_vision": True,
 }
 
 
@@ -644,7 +644,8 @@ def test_each_price_field_becomes_a_rule_of_its_unit_tier_and_variant(
     report = price_catalog_import(data=catalog(m={**BASE, "mode": mode, field: 0.25}), source="t.json")
 
     assert (mode, unit, variant, service_tier, above_tokens, Decimal("0.25")) in open_rules()
-    assert (report.added, report.ignored_fields, report.not_prices) == (2, {}, {})
+    derived = report.modelled.get(KIND_DERIVED, 0)  # a modality's other units at the text price
+    assert (report.added - derived, report.ignored_fields, report.not_prices) == (2, {}, {})
 
 
 def test_search_context_prices_become_web_search_prices_by_context_size():
@@ -874,6 +875,77 @@ def test_a_batch_price_and_a_long_prompt_price_are_versioned_apart_from_the_stan
     assert open_price("openai", "gpt-4o", "input_token", service_tier="batch").unit_price == Decimal("0.000001")
     assert open_price("openai", "gpt-4o", "input_token").valid_from == CATALOG_EPOCH
     assert open_price("openai", "gpt-4o", "input_token", above_tokens=200_000).unit_price == Decimal("0.000005")
+
+
+# --- modalities: a model that takes audio, images or video and the file prices them as text -----------
+
+GPT_4O_AUDIO = {  # openai/gpt-4o-audio-preview, as if the file had no audio prices
+    "litellm_provider": "openai",
+    "mode": "chat",
+    "input_cost_per_token": 2.5e-06,
+    "output_cost_per_token": 1e-05,
+    "input_cost_per_token_batches": 1.25e-06,
+    "input_cost_per_token_priority": 5e-06,
+    "input_cost_per_token_above_200k_tokens": 5e-06,
+    "supports_audio_input": True,
+    "supported_output_modalities": ["text", "audio"],
+}
+
+
+def test_a_model_that_takes_audio_without_an_audio_price_gets_the_text_price_rows_litellm_bills_it_at():
+    report = price_catalog_import(data=catalog(**{"gpt-4o-audio": GPT_4O_AUDIO}), source="t.json")
+
+    audio = {rule[1:] for rule in open_rules("gpt-4o-audio") if "audio" in rule[1]}
+    assert audio == {
+        ("input_audio_token", "", "", 0, Decimal("0.0000025")),
+        ("input_audio_token", "", "batch", 0, Decimal("0.00000125")),
+        ("input_audio_token", "", "priority", 0, Decimal("0.000005")),
+        ("input_audio_token", "", "", 200_000, Decimal("0.000005")),
+        ("output_audio_token", "", "", 0, Decimal("0.00001")),
+        # No cache-read or cache-write price: the input token price, as LiteLLM bills them.
+        *{(unit, "", tier, above, price) for unit in ("cached_audio_token", "cache_write_audio_token")
+          for tier, above, price in (("", 0, Decimal("0.0000025")), ("batch", 0, Decimal("0.00000125")),
+                                     ("priority", 0, Decimal("0.000005")), ("", 200_000, Decimal("0.000005")))},
+    }  # fmt: skip
+    assert report.modelled[KIND_DERIVED] == 13
+    assert open_price("openai", "gpt-4o-audio", "input_audio_token").source == (
+        "t.json; derived: the input token price, the model takes audio input and the file has no input audio "
+        "token price"
+    )
+    assert open_price("openai", "gpt-4o-audio", "input_token").source == "t.json"
+
+
+def test_a_modality_price_of_its_own_is_kept_and_a_text_only_model_gets_no_modality_rows():
+    data = catalog(
+        **{
+            "gpt-4o-audio": {**GPT_4O_AUDIO, "input_cost_per_audio_token": 4e-05},
+            "gpt-3.5-turbo": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 5e-07},
+        }
+    )
+
+    price_catalog_import(data=data, source="t.json")
+
+    assert open_price("openai", "gpt-4o-audio", "input_audio_token").unit_price == Decimal("0.00004")
+    assert {rule[1] for rule in open_rules("gpt-3.5-turbo")} == {"input_token"}
+
+
+@pytest.mark.parametrize(
+    ("declared", "units"),
+    [
+        ({"supports_vision": True}, {"input_image_token", "cached_image_token"}),
+        ({"supports_image_input": True}, {"input_image_token", "cached_image_token"}),
+        ({"supported_modalities": ["text", "image"]}, {"input_image_token", "cached_image_token"}),
+        ({"supported_output_modalities": ["image"]}, {"output_image_token"}),
+        ({"supports_video_input": True}, {"input_video_token"}),
+        ({"supported_modalities": ["video"]}, {"input_video_token"}),
+        ({"supports_audio_output": True}, {"output_audio_token"}),
+        ({"supports_audio_input": False, "supports_vision": None}, set()),
+    ],
+)
+def test_each_way_a_model_declares_a_modality_gives_that_modalitys_token_rows(declared, units):
+    price_catalog_import(data=catalog(m={**BASE, "output_cost_per_token": 2e-06, **declared}), source="t.json")
+
+    assert {rule[1] for rule in open_rules()} - {"input_token", "output_token"} == units
 
 
 def test_a_price_field_that_bills_usage_without_a_rule_yet_is_listed_under_its_own_heading():

@@ -34,7 +34,7 @@ from litellm.types.utils import (
     Usage,
 )
 
-from tracking.catalog import catalog_parse
+from tracking.catalog import catalog_parse, modalities_taken
 from tracking.models import PricingStatus
 from tracking.pricing import PriceBook
 
@@ -123,14 +123,26 @@ def _cases_for(entry):
         yield "reasoning", {**base, "reasoning_tokens": 700}, "", AT, None
     if has("cache_creation_input_token_cost_above_1hr"):
         yield "cache_1h", {**base, "cache_write_tokens": 200, "cache_write_1h_tokens": 400}, "", AT, "cache_1h"
-    if has("input_cost_per_audio_token") or has("output_cost_per_audio_token"):
-        audio = {"input_audio_tokens": 250, "output_audio_tokens": 150}
+    # A modality is fed only to a model that prices or declares it (supports_audio_input, ...): on any
+    # other LiteLLM bills it at the text price, we leave it unpriced (README, "Where we differ").
+    taken = modalities_taken(entry)
+    takes_audio_in = has("input_cost_per_audio_token") or ("audio", "input") in taken
+    takes_audio_out = has("output_cost_per_audio_token") or ("audio", "output") in taken
+    if takes_audio_in or takes_audio_out:
+        audio = {"input_audio_tokens": 250} if takes_audio_in else {}
+        if takes_audio_out:
+            audio["output_audio_tokens"] = 150
         if has("cache_read_input_audio_token_cost"):
             audio["cached_audio_tokens"] = 50
         yield "audio", {**base, **audio}, "", AT, "audio"
-    if has("input_cost_per_image_token") or has("output_cost_per_image_token"):
-        yield "image_tokens", {**base, "input_image_tokens": 250, "output_image_tokens": 120}, "", AT, "image_tokens"
-    if has("input_cost_per_video_token"):
+    takes_image_in = has("input_cost_per_image_token") or ("image", "input") in taken
+    takes_image_out = has("output_cost_per_image_token") or ("image", "output") in taken
+    if takes_image_in or takes_image_out:
+        images = {"input_image_tokens": 250} if takes_image_in else {}
+        if takes_image_out:
+            images["output_image_tokens"] = 120
+        yield "image_tokens", {**base, **images}, "", AT, "image_tokens"
+    if has("input_cost_per_video_token") or ("video", "input") in taken:
         yield "video_tokens", {**base, "input_video_tokens": 400}, "", AT, "video_tokens"
     for threshold in _thresholds(entry):
         for extra, label in ((1000, "above"), (0, "at")):

@@ -288,14 +288,7 @@ def test_claude_1_hour_cache_writes_cost_twice_the_input_price():
         ([row("input_token", "3"), row("cache_write_token", "4")], {"cache_write_1h_tokens": 1}, "4"),
         ([row("input_token", "3")], {"cache_write_1h_tokens": 1}, "3"),
         ([row("input_token", "3")], {"cache_write_tokens": 1}, "3"),
-        ([row("input_token", "3")], {"input_audio_tokens": 1}, "3"),
         ([row("input_token", "3"), row("input_audio_token", "7")], {"input_audio_tokens": 1}, "7"),
-        ([row("input_token", "3"), row("cached_input_token", "1")], {"cached_audio_tokens": 1}, "1"),
-        ([row("input_token", "3"), row("cached_input_token", "1")], {"cached_image_tokens": 1}, "1"),
-        ([row("input_token", "3")], {"input_image_tokens": 1}, "3"),
-        ([row("input_token", "3")], {"input_video_tokens": 1}, "3"),
-        ([row("output_token", "9")], {"output_audio_tokens": 1}, "9"),
-        ([row("output_token", "9")], {"output_image_tokens": 1}, "9"),
         ([row("output_token", "9"), row("output_image_token", "40")], {"output_image_tokens": 1}, "40"),
         ([row("output_token", "9")], {"reasoning_tokens": 1}, "9"),
     ],
@@ -310,6 +303,15 @@ def test_a_token_without_its_own_price_costs_the_price_litellm_falls_back_to(row
 @pytest.mark.parametrize(
     ("quantity", "unit"),
     [
+        ("input_audio_tokens", "input_audio_token"),
+        ("output_audio_tokens", "output_audio_token"),
+        ("cached_audio_tokens", "cached_audio_token"),
+        ("cache_write_audio_tokens", "cache_write_audio_token"),
+        ("input_image_tokens", "input_image_token"),
+        ("output_image_tokens", "output_image_token"),
+        ("cached_image_tokens", "cached_image_token"),
+        ("input_video_tokens", "input_video_token"),
+        ("output_video_tokens", "output_video_token"),
         ("input_characters", "input_character"),
         ("output_characters", "output_character"),
         ("input_images", "input_image"),
@@ -327,6 +329,21 @@ def test_a_quantity_the_model_has_no_price_for_is_unpriced_and_named(quantity, u
     assert (result.status, result.amount) == (PricingStatus.UNPRICED, 0)
     assert result.prices_used["missing_units"] == [unit]
     assert result.prices_used["reason"].startswith("no price for p/m: ")
+
+
+def test_audio_tokens_on_a_text_only_model_are_unpriced_not_billed_at_the_text_rate():
+    gpt_35_turbo = [
+        row("input_token", "0.0000005", model="gpt-3.5-turbo", provider="openai"),
+        row("output_token", "0.0000015", model="gpt-3.5-turbo", provider="openai"),
+    ]
+
+    result = quote(gpt_35_turbo, input_tokens=100, input_audio_tokens=50)
+
+    assert (result.status, result.amount) == (PricingStatus.UNPRICED, 0)
+    assert result.prices_used == {
+        "missing_units": ["input_audio_token"],
+        "reason": "no price for openai/gpt-3.5-turbo: input audio token",
+    }
 
 
 def test_a_missing_unit_on_a_tier_names_the_tier():
