@@ -23,6 +23,8 @@ README, "Where we differ from LiteLLM"):
   characters, images, pixels, pages, searches, seconds, requests, GPU-hours) has no fallback: a
   quantity without a price makes the event unpriced, never silently 0 or the text rate (the
   catalog writes the text-price rows of the modalities a model takes).
+* OCR credits and pages. An event reporting both is billed by credits when the model prices credits,
+  else by pages, as LiteLLM's OCR cost function.
 * Variants. A unit priced without variants ignores the event's variant; one priced by variant needs
   the event's (or the only one when the event names none). Web searches are priced by search
   context size: the event's variant when it is one of the sizes priced, else "medium" as LiteLLM.
@@ -186,6 +188,10 @@ class PriceBook:
         if plan.tiered:
             prompt = sum(q for name in PROMPT_TOKEN_FIELDS if isinstance(q := quantities.get(name), int))
         inclusive = provider in INCLUSIVE_THRESHOLD_PROVIDERS
+        # Credits and pages count the same OCR work: as LiteLLM, credits when the model prices them, else pages.
+        alternative = ""
+        if quantities.get("credits") and quantities.get("pages"):
+            alternative = Unit.PAGE if units.get(Unit.CREDIT) else Unit.CREDIT
         total = Decimal(0)
         largest = ("", Decimal(0))
         used: dict[str, object] = {}
@@ -197,6 +203,8 @@ class PriceBook:
                 continue
             if isinstance(quantity, float | bool) or not isinstance(quantity, int | Decimal):
                 raise ValidationError({quantity_field: f"must be an integer or Decimal, not {type(quantity).__name__}"})
+            if unit == alternative:
+                continue
             price = None
             for above, candidate in units.get(unit, ()):
                 if prompt > above or above == 0 or (inclusive and prompt == above):
