@@ -183,7 +183,20 @@ class ContextTierFilter(admin.SimpleListFilter):
 class PriceForm(forms.ModelForm):
     class Meta:
         model = Price
-        fields = ("provider", "model", "operation", "unit", "variant", "unit_price", "currency", "valid_from", "source")
+        fields = (
+            "provider",
+            "model",
+            "operation",
+            "unit",
+            "variant",
+            "service_tier",
+            "above_tokens",
+            "off_peak_windows",
+            "unit_price",
+            "currency",
+            "valid_from",
+            "source",
+        )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -192,6 +205,11 @@ class PriceForm(forms.ModelForm):
         price = self.initial.get("unit_price")
         if isinstance(price, Decimal):
             self.initial["unit_price"] = price.normalize()
+        if "above_tokens" in self.fields:  # left empty: from the first token
+            self.fields["above_tokens"].required = False
+
+    def clean_above_tokens(self) -> int:
+        return self.cleaned_data.get("above_tokens") or 0
 
 
 def _rules_url(price: Price) -> str:
@@ -306,15 +324,17 @@ class PriceAdmin(admin.ModelAdmin):
         ("History", {"fields": ("history",)}),
         ("Advanced", {"classes": ("collapse",), "fields": ("source", "valid_until", "created_at")}),
     )
-    # The tier a version belongs to is part of what it prices (shown, not edited: see get_readonly_fields).
+    # A new price names its tier; a version's tier is part of what it prices (shown, not edited).
+    ADD_TIER_FIELDSET = ("Tier", {"fields": ("service_tier", "above_tokens", "off_peak_windows")})
     TIER_FIELDSET = ("Tier", {"fields": ("service_tier_display", "context_tier", "off_peak", "price_display", "rules")})
 
-    KEY_FIELDS = ("provider", "model", "operation", "unit", "variant")
+    # A price's key, as the catalog's price_set versions it.
+    KEY_FIELDS = ("provider", "model", "operation", "unit", "variant", "service_tier", "above_tokens")
     TIER_FIELDS = ("service_tier_display", "context_tier", "off_peak", "price_display", "rules")
 
     def get_fieldsets(self, request: HttpRequest, obj: Price | None = None) -> Any:
         if obj is None:
-            return self.fieldsets
+            return (self.fieldsets[0], self.ADD_TIER_FIELDSET, *self.fieldsets[1:])
         return (self.fieldsets[0], self.TIER_FIELDSET, *self.fieldsets[1:])
 
     def get_readonly_fields(self, request: HttpRequest, obj: Price | None = None) -> tuple[str, ...]:
@@ -322,10 +342,17 @@ class PriceAdmin(admin.ModelAdmin):
             # valid_until is the catalog's to set, when a newer version replaces this one.
             return ("history", "valid_until", "created_at")
         # What is priced and since when is this version's identity; a new price is a new version.
-        readonly = (*self.KEY_FIELDS, *self.TIER_FIELDS, "valid_from", "valid_until", "history", "created_at")
-        if obj.valid_until is not None or obj.service_tier or obj.above_tokens:
-            # A superseded version is history: its price can no longer change. A tier's price comes
-            # from the price file (import_prices): the admin's catalog call versions standard prices.
+        readonly = (
+            *self.KEY_FIELDS,
+            *self.TIER_FIELDS,
+            "off_peak_windows",
+            "valid_from",
+            "valid_until",
+            "history",
+            "created_at",
+        )
+        if obj.valid_until is not None:
+            # A superseded version is history: its price can no longer change.
             readonly += ("unit_price", "currency")
         return readonly
 
@@ -472,6 +499,7 @@ class PriceAdmin(admin.ModelAdmin):
         try:
             new = price_set(
                 **key,
+                off_peak_windows=obj.off_peak_windows or None,
                 unit_price=obj.unit_price,
                 currency=obj.currency,
                 valid_from=obj.valid_from if not change else timezone.now(),

@@ -29,7 +29,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from itertools import pairwise
@@ -62,6 +62,8 @@ DEFAULT_CATALOG_SOURCE = "costcontrol default catalog"
 
 PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_PLACES)  # Decimal("1E-15")
 PRICE_LIMIT = Decimal(10) ** (PRICE_MAX_DIGITS - PRICE_PLACES)  # the column holds prices below 1e9
+
+EXPLICIT_CACHE_VARIANT = "explicit"
 
 # LiteLLM field -> (unit, variant). Fields of one unit and variant are listed in order of
 # preference: the first present is the price, the others are aliases of the same price and are
@@ -105,14 +107,31 @@ BASE_FIELDS: dict[str, tuple[str, str]] = {
     "input_cost_per_request": (Unit.REQUEST, ""),
     "input_cost_per_query": (Unit.REQUEST, ""),
     "cost_per_gpu_hour": (Unit.GPU_HOUR, ""),  # costcontrol's extension of the format
+    # DashScope: a read of an explicitly created cache (LiteLLM never bills it): the event's variant "explicit".
+    "explicit_cache_read_input_token_cost": (Unit.CACHED_INPUT_TOKEN, EXPLICIT_CACHE_VARIANT),
+    # OpenAI/Azure "container" entries: a code interpreter session (LiteLLM: sessions x price).
+    "code_interpreter_cost_per_session": (Unit.SESSION, ""),
+    # xAI voice: a text message sent in a realtime session (LiteLLM: text_messages x price).
+    "input_cost_per_text_message": (Unit.MESSAGE, ""),
+    # Perplexity: citation tokens, billed besides the prompt (LiteLLM: usage.citation_tokens x price).
+    "citation_cost_per_token": (Unit.CITATION_TOKEN, ""),
+    # Reducto OCR: credits (LiteLLM bills credits when the response reports them, else pages).
+    "ocr_cost_per_credit": (Unit.CREDIT, ""),
 }
 IMAGE_MODES = frozenset({"image_generation", "image_edit"})
 _IMAGE_MODE_FIELDS = {**BASE_FIELDS, "input_cost_per_image": (Unit.IMAGE, "")}
 _PREFERENCE = {name: rank for rank, name in enumerate(BASE_FIELDS)}
 # output_cost_per_image_1K (fal nano-banana), output_cost_per_second_720p (video resolutions).
+# input_cost_per_video_per_second_above_8s_interval (Vertex multimodal embeddings: a second of video
+# embedded at an interval above 8 s; LiteLLM declares it but never bills it): variant "above-8s-interval".
 _SIZED_FIELDS = (
-    (re.compile(r"output_cost_per_image_(\d+(?:\.\d+)?k?)", re.IGNORECASE), Unit.IMAGE),
-    (re.compile(r"output_cost_per_second_(\d+(?:p|k))", re.IGNORECASE), Unit.SECOND),
+    (re.compile(r"output_cost_per_image_(\d+(?:\.\d+)?k?)", re.IGNORECASE), Unit.IMAGE, "{}"),
+    (re.compile(r"output_cost_per_second_(\d+(?:p|k))", re.IGNORECASE), Unit.SECOND, "{}"),
+    (
+        re.compile(r"input_cost_per_video_per_second_above_(\d+s)_interval"),
+        Unit.INPUT_VIDEO_SECOND,
+        "above-{}-interval",
+    ),
 )
 
 SERVICE_TIER_SUFFIXES = {
@@ -130,6 +149,9 @@ _TIER_SUFFIX = re.compile(r"_(batches|flex|priority|balanced|ultrafast)$")
 _ABOVE_SUFFIX = re.compile(r"_above_(\d+)(k?)_tokens$")
 
 SEARCH_CONTEXT_FIELD = "search_context_cost_per_query"
+# Bedrock guardrails: {policy counter: price per unit} -> guardrail_unit, the counter (as Bedrock's trace
+# names it: contentPolicyUnits, ...) the variant (LiteLLM: units x the counter's price).
+GUARDRAIL_FIELD = "guardrail_cost_per_unit"
 SEARCH_CONTEXT_SIZES = {
     "search_context_size_low": "low",
     "search_context_size_medium": "medium",
@@ -171,19 +193,6 @@ NOT_A_PRICE: dict[str, str] = {
 # Fields that bill usage but have no rule in the design yet: the summary lists them under their
 # own heading (what LiteLLM does with each, and what modelling it would take).
 NO_RULE_YET: dict[str, str] = {
-    "code_interpreter_cost_per_session": "code interpreter sessions (LiteLLM: sessions x price; needs a session unit)",
-    "input_cost_per_text_message": "xAI voice text messages (LiteLLM: messages x price; needs a message unit)",
-    "citation_cost_per_token": "Perplexity citation tokens (LiteLLM adds them to the prompt cost; "
-    "needs a citation-token unit)",
-    "guardrail_cost_per_unit": "Bedrock guardrail policy units, by policy (LiteLLM: units x price per policy; "
-    "needs a guardrail-unit unit with the policy as variant)",
-    "ocr_cost_per_credit": "OCR credits (Reducto; LiteLLM: credits x price; needs a credit unit)",
-    "input_cost_per_video_per_second_above_8s_interval": "video-embedding seconds by interval length "
-    "(LiteLLM declares the field but never bills it; needs the interval as a variant)",
-    "input_cost_per_video_per_second_above_15s_interval": "video-embedding seconds by interval length "
-    "(LiteLLM declares the field but never bills it; needs the interval as a variant)",
-    "explicit_cache_read_input_token_cost": "DashScope explicit-cache reads (LiteLLM never bills the field; "
-    "needs cached_input_token variant 'explicit')",
     "regional_endpoint_uplift_multiplier": "Vertex AI regional-endpoint surcharge, a multiplier on every token "
     "price (LiteLLM applies it by vertex_location; needs a region condition)",
     "regional_processing_uplift_multiplier_eu": "OpenAI data-residency surcharge, a multiplier on every token "
@@ -230,6 +239,7 @@ KIND_DECISIONS = "Decisions route prices (operation decisions)"
 KIND_SERVICE_TIER = "service tiers (batch/flex/priority/balanced/ultrafast)"
 KIND_SERVICE_AND_CONTEXT = "service tiers above N tokens"
 KIND_CONTEXT = "context-size tiers (above N tokens)"
+KIND_DERIVED = "audio, image and video tokens at the text price (the model takes them, the file has no price)"
 _UNIT_KINDS = {
     Unit.INPUT_TOKEN: "text tokens (input, output, cache, reasoning)",
     Unit.OUTPUT_TOKEN: "text tokens (input, output, cache, reasoning)",
@@ -259,7 +269,53 @@ _UNIT_KINDS = {
     Unit.INPUT_VIDEO_SECOND: "seconds of input audio and video",
     Unit.REQUEST: "requests and queries",
     Unit.GPU_HOUR: "GPU-hours",
+    Unit.SESSION: "code interpreter sessions",
+    Unit.MESSAGE: "text messages",
+    Unit.CITATION_TOKEN: "citation tokens",
+    Unit.GUARDRAIL_UNIT: "guardrail policy units",
+    Unit.CREDIT: "credits",
 }
+
+# Audio, image and video token units -> (modality, direction, the text units whose price LiteLLM bills them
+# at when the model has none of their own, first present wins, and the words saying so). The quote engine
+# has no such fallback: the catalog writes these rows, only for a model that takes the modality
+# (modalities_taken), so an audio quantity on a text-only model is unpriced, never the text rate.
+MODALITY_UNITS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    Unit.INPUT_AUDIO_TOKEN: ("audio", "input", (Unit.INPUT_TOKEN,), "the input token price"),
+    Unit.CACHED_AUDIO_TOKEN: (
+        "audio",
+        "input",
+        (Unit.CACHED_INPUT_TOKEN, Unit.INPUT_TOKEN),
+        "the cache-read price (else the input token price)",
+    ),
+    Unit.CACHE_WRITE_AUDIO_TOKEN: (
+        "audio",
+        "input",
+        (Unit.CACHE_WRITE_TOKEN, Unit.INPUT_TOKEN),
+        "the cache-write price (else the input token price)",
+    ),
+    Unit.OUTPUT_AUDIO_TOKEN: ("audio", "output", (Unit.OUTPUT_TOKEN,), "the output token price"),
+    Unit.INPUT_IMAGE_TOKEN: ("image", "input", (Unit.INPUT_TOKEN,), "the input token price"),
+    Unit.CACHED_IMAGE_TOKEN: (
+        "image",
+        "input",
+        (Unit.CACHED_INPUT_TOKEN, Unit.INPUT_TOKEN),
+        "the cache-read price (else the input token price)",
+    ),
+    Unit.OUTPUT_IMAGE_TOKEN: ("image", "output", (Unit.OUTPUT_TOKEN,), "the output token price"),
+    Unit.INPUT_VIDEO_TOKEN: ("video", "input", (Unit.INPUT_TOKEN,), "the input token price"),
+    Unit.OUTPUT_VIDEO_TOKEN: ("video", "output", (Unit.OUTPUT_TOKEN,), "the output token price"),
+}
+# Entry flags that say a model takes (input) or produces (output) a modality.
+_MODALITY_FLAGS = {
+    "supports_audio_input": ("audio", "input"),
+    "supports_audio_output": ("audio", "output"),
+    "supports_vision": ("image", "input"),
+    "supports_image_input": ("image", "input"),
+    "supports_video_input": ("video", "input"),
+}
+_MODALITY_LISTS = {"supported_modalities": "input", "supported_output_modalities": "output"}
+MODALITY_DECLARATIONS = (*_MODALITY_FLAGS, *_MODALITY_LISTS)
 
 # Leading path segments that name a size, quality or step count rather than a model:
 # "hd/1024-x-1792/dall-e-3", "1024-x-1024/50-steps/stability.stable-diffusion-xl-v1".
@@ -290,6 +346,8 @@ class CatalogPrice:
     # Only for the off_peak tier: [{"hours_utc": [...], "weekdays": [...], "weekday_timezone": "UTC"}].
     off_peak_windows: tuple[Mapping[str, Any], ...] = ()
     kind: str = ""
+    # Not the file's price for this unit: how it was derived ("" for the file's own prices).
+    derived: str = ""
 
     @property
     def identity(self) -> tuple[str, str, str, str, str, str, int]:
@@ -580,10 +638,10 @@ def split_price_field(name: str) -> tuple[str, str, int]:
 def _base_unit(base: str, fields: Mapping[str, tuple[str, str]]) -> tuple[str, str] | None:
     if base in fields:
         return fields[base]
-    for pattern, unit in _SIZED_FIELDS:
+    for pattern, unit, variant in _SIZED_FIELDS:
         match = pattern.fullmatch(base)
         if match:
-            return unit, match.group(1).lower()
+            return unit, variant.format(match.group(1).lower())
     return None
 
 
@@ -607,6 +665,7 @@ class _Row:
     value: Decimal
     kind: str
     off_peak_windows: tuple[Mapping[str, Any], ...] = ()
+    derived: str = ""
 
     @property
     def slot(self) -> tuple[str, str, str, int]:
@@ -818,6 +877,20 @@ def _entry_rows(entry: Mapping[str, Any], mode: str, where: str) -> tuple[list[_
                 notes.append(("no_rule_yet", NO_RULE_SEARCH_RESULTS))
         elif name == OFF_PEAK_FIELD:
             candidates.extend(((0, name), row) for row in _off_peak_rows(value, place))
+        elif name == GUARDRAIL_FIELD:
+            if not isinstance(value, Mapping) or not value:
+                raise CatalogError(f"{place}: expected an object of policy counter -> price, got {_shown(value)}")
+            for counter, price in value.items():
+                row = _Row(
+                    Unit.GUARDRAIL_UNIT,
+                    counter.strip(),
+                    "",
+                    0,
+                    name,
+                    _price_value(price, where=f"{place}.{counter}"),
+                    _UNIT_KINDS[Unit.GUARDRAIL_UNIT],
+                )
+                candidates.append(((0, name), row))
         elif name == SEARCH_CONTEXT_FIELD:
             if not isinstance(value, Mapping) or not value or set(value) - set(SEARCH_CONTEXT_SIZES):
                 raise CatalogError(
@@ -859,7 +932,45 @@ def _entry_rows(entry: Mapping[str, Any], mode: str, where: str) -> tuple[list[_
                 del rows[slot]
                 notes.append(("not_prices", REPLACED_BY_TIERS))
         rows.update((row.slot, row) for row in tiered)
+    rows.update((row.slot, row) for row in _modality_rows(entry, list(rows.values())))
     return list(rows.values()), notes
+
+
+def modalities_taken(entry: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
+    """(modality, direction) pairs an entry declares: ("audio", "input") for supports_audio_input or
+    "audio" in supported_modalities, ("image", "output") for "image" in supported_output_modalities, ..."""
+    taken = {pair for flag, pair in _MODALITY_FLAGS.items() if entry.get(flag) is True}
+    for name, direction in _MODALITY_LISTS.items():
+        listed = entry.get(name)
+        if isinstance(listed, list):
+            taken.update((modality, direction) for modality in ("audio", "image", "video") if modality in listed)
+    return frozenset(taken)
+
+
+def _modality_rows(entry: Mapping[str, Any], rows: list[_Row]) -> list[_Row]:
+    """The audio, image and video token rows LiteLLM's cost function implies and the file does not state.
+
+    For a model that takes a modality (it declares it, or prices one of its token units), each of the
+    modality's token units without a price in the file gets the text unit's rows it is billed at
+    (MODALITY_UNITS), with the same service tiers, context tiers and off-peak windows; batch rows are
+    chosen apart, as the quote engine's batch prices stand alone.
+    """
+    by_unit: dict[str, list[_Row]] = {}
+    for row in rows:
+        by_unit.setdefault(row.unit, []).append(row)
+    taken = modalities_taken(entry) | {MODALITY_UNITS[unit][:2] for unit in by_unit if unit in MODALITY_UNITS}
+    derived = []
+    for unit, (modality, direction, sources, words) in MODALITY_UNITS.items():
+        if (modality, direction) not in taken or unit in by_unit:
+            continue
+        note = f"derived: {words}, the model takes {modality} {direction} and the file has no {Unit(unit).label} price"
+        for batch in (False, True):
+            for source in sources:
+                picked = [row for row in by_unit.get(source, ()) if (row.service_tier == ServiceTier.BATCH) == batch]
+                if picked:
+                    derived.extend(replace(row, unit=unit, kind=KIND_DERIVED, derived=note) for row in picked)
+                    break
+    return derived
 
 
 def _decisions_rows(entry: Mapping[str, Any], mode: str, where: str) -> list[_Row]:
@@ -881,6 +992,7 @@ def _decisions_rows(entry: Mapping[str, Any], mode: str, where: str) -> list[_Ro
             row.value,
             KIND_DECISIONS,
             row.off_peak_windows,
+            row.derived,
         )
         for row in rows
     ]
@@ -895,7 +1007,9 @@ def catalog_parse(data: bytes | str | Mapping[str, Any], *, source: str, provide
     raw = catalog_load(data, source=source)
     only = provider.strip().lower() if provider else None
     parsed = ParsedCatalog()
-    seen: set[tuple[str, str, str, str, str, str, int]] = set()
+    # identity -> its index in parsed.prices: the first key's price wins, but a price the file states
+    # beats one an earlier alias derived (an alias may price the audio its first key only declares).
+    seen: dict[tuple[str, str, str, str, str, str, int], int] = {}
     for key, entry in raw.items():
         parsed.entries_read += 1
         where = f"{source}: {json.dumps(key)}"
@@ -947,6 +1061,7 @@ def catalog_parse(data: bytes | str | Mapping[str, Any], *, source: str, provide
             continue
 
         fresh = []
+        replaced = 0
         for operation, row in operations:
             variant = "/".join(part for part in (key_variant, row.variant) if part)
             price = CatalogPrice(
@@ -962,15 +1077,20 @@ def catalog_parse(data: bytes | str | Mapping[str, Any], *, source: str, provide
                 above_tokens=row.above_tokens,
                 off_peak_windows=row.off_peak_windows,
                 kind=row.kind,
+                derived=row.derived,
             )
-            if price.identity not in seen:
-                seen.add(price.identity)
+            index = seen.get(price.identity)
+            if index is None:
+                seen[price.identity] = len(parsed.prices) + len(fresh)
                 fresh.append(price)
-        if not fresh:
+            elif parsed.prices[index].derived and not price.derived:
+                parsed.prices[index] = price
+                replaced += 1
+        if not fresh and not replaced:
             parsed.skipped[SKIP_DUPLICATE] += 1
             continue
         # An alias that adds a unit the first key lacked contributes that unit only.
-        parsed.shadowed_prices += len(operations) - len(fresh)
+        parsed.shadowed_prices += len(operations) - len(fresh) - replaced
         parsed.prices.extend(fresh)
     return parsed
 
@@ -1206,7 +1326,9 @@ def price_catalog_import(
                     unit_price=item.unit_price,
                     currency="USD",
                     valid_from=valid_from,
-                    source=stored_source,
+                    source=f"{stored_source[: 198 - len(item.derived)]}; {item.derived}"
+                    if item.derived
+                    else stored_source,
                 )
             )
         if not dry_run:

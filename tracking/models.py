@@ -42,6 +42,11 @@ class Unit(models.TextChoices):
     MAPS_QUERY = "maps_query", "maps grounding query"
     INPUT_AUDIO_SECOND = "input_audio_second", "second of input audio"
     INPUT_VIDEO_SECOND = "input_video_second", "second of input video"
+    SESSION = "session", "code interpreter session"
+    MESSAGE = "message", "text message"
+    CITATION_TOKEN = "citation_token", "citation token"
+    GUARDRAIL_UNIT = "guardrail_unit", "guardrail policy unit"
+    CREDIT = "credit", "credit"
 
 
 class ServiceTier(models.TextChoices):
@@ -88,6 +93,11 @@ UNIT_QUANTITY_FIELD: dict[str, str] = {
     Unit.MAPS_QUERY: "maps_queries",
     Unit.INPUT_AUDIO_SECOND: "input_audio_seconds",
     Unit.INPUT_VIDEO_SECOND: "input_video_seconds",
+    Unit.SESSION: "sessions",
+    Unit.MESSAGE: "messages",
+    Unit.CITATION_TOKEN: "citation_tokens",
+    Unit.GUARDRAIL_UNIT: "guardrail_units",
+    Unit.CREDIT: "credits",
 }
 # The ledger's quantities are disjoint: a token is counted in exactly one field. input_tokens are the
 # prompt's text tokens that were neither read from nor written to a cache; output_tokens exclude
@@ -118,8 +128,12 @@ INTEGER_QUANTITY_FIELDS = (
     "pages",
     "web_searches",
     "maps_queries",
+    "sessions",
+    "messages",
+    "citation_tokens",
+    "guardrail_units",
 )
-DECIMAL_QUANTITY_FIELDS = ("seconds", "gpu_hours", "input_audio_seconds", "input_video_seconds")
+DECIMAL_QUANTITY_FIELDS = ("seconds", "gpu_hours", "input_audio_seconds", "input_video_seconds", "credits")
 # Everything the prompt carried, in tokens: what a context-size tier ("above 200k tokens") is chosen by.
 PROMPT_TOKEN_FIELDS = (
     "input_tokens",
@@ -292,6 +306,20 @@ class CostEntry(models.Model):
     maps_queries = models.PositiveBigIntegerField(default=0)
     input_audio_seconds = models.DecimalField(max_digits=18, decimal_places=6, default=0)
     input_video_seconds = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+    sessions = models.PositiveBigIntegerField(default=0, help_text="Code interpreter sessions (container model).")
+    messages = models.PositiveBigIntegerField(default=0, help_text="Text messages in a voice session (xAI).")
+    citation_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Tokens of the citations the provider added (Perplexity), besides the prompt."
+    )
+    guardrail_units = models.PositiveBigIntegerField(
+        default=0, help_text="Guardrail policy text units (Bedrock); the policy is the variant."
+    )
+    credits = models.DecimalField(
+        max_digits=18,
+        decimal_places=6,
+        default=0,
+        help_text="Provider credits (Reducto OCR); billed instead of pages when the model prices credits.",
+    )
     service_tier = models.CharField(
         "service tier", max_length=20, blank=True, help_text="The tier that served the call, as the provider said."
     )

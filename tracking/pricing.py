@@ -17,11 +17,14 @@ README, "Where we differ from LiteLLM"):
   unit, the price with the highest ``above_tokens`` below it (xAI: at or below it); a unit with no
   tiered price keeps its base price.
 * Off-peak. A standard-tier event inside an off-peak row's windows uses that row for its unit.
-* Fallbacks (UNIT_FALLBACK). A unit the model has no price for is billed at another unit's price:
-  cache reads and writes, embedding, audio, image and video tokens as input tokens, 1-hour cache
-  writes as 5-minute ones, reasoning, audio, image and video output as output tokens. Every other
-  unit (characters, images, pixels, pages, searches, seconds, requests, GPU-hours) has no fallback:
-  a quantity without a price makes the event unpriced, never silently 0.
+* Fallbacks (UNIT_FALLBACK). A text unit the model has no price for is billed at another unit's
+  price: cache reads and writes and embedding tokens as input tokens, 1-hour cache writes as
+  5-minute ones, reasoning as output tokens. Every other unit (audio, image and video tokens,
+  characters, images, pixels, pages, searches, seconds, requests, GPU-hours) has no fallback: a
+  quantity without a price makes the event unpriced, never silently 0 or the text rate (the
+  catalog writes the text-price rows of the modalities a model takes).
+* OCR credits and pages. An event reporting both is billed by credits when the model prices credits,
+  else by pages, as LiteLLM's OCR cost function.
 * Variants. A unit priced without variants ignores the event's variant; one priced by variant needs
   the event's (or the only one when the event names none). Web searches are priced by search
   context size: the event's variant when it is one of the sizes priced, else "medium" as LiteLLM.
@@ -45,27 +48,16 @@ from .models import PROMPT_TOKEN_FIELDS, UNIT_QUANTITY_FIELD, Price, PricingStat
 
 # When a model has no price for a unit, the unit is billed at another unit's price, as LiteLLM and the
 # providers bill it. Followed transitively: a 1-hour cache write without its own price costs a 5-minute
-# write, and that, without a price, an input token.
+# write, and that, without a price, an input token. Audio, image and video tokens have no fallback: the
+# catalog writes their text-price rows for the models that take them (catalog.MODALITY_UNITS), so the
+# same quantity on a text-only model is unpriced.
 UNIT_FALLBACK: dict[str, str] = {
     Unit.EMBEDDING_TOKEN: Unit.INPUT_TOKEN,
     Unit.CACHED_INPUT_TOKEN: Unit.INPUT_TOKEN,
     Unit.CACHE_WRITE_TOKEN: Unit.INPUT_TOKEN,
     Unit.CACHE_WRITE_1H_TOKEN: Unit.CACHE_WRITE_TOKEN,
-    Unit.INPUT_AUDIO_TOKEN: Unit.INPUT_TOKEN,
-    Unit.CACHED_AUDIO_TOKEN: Unit.CACHED_INPUT_TOKEN,
-    Unit.CACHE_WRITE_AUDIO_TOKEN: Unit.CACHE_WRITE_TOKEN,
-    Unit.INPUT_IMAGE_TOKEN: Unit.INPUT_TOKEN,
-    Unit.CACHED_IMAGE_TOKEN: Unit.CACHED_INPUT_TOKEN,
-    Unit.INPUT_VIDEO_TOKEN: Unit.INPUT_TOKEN,
     Unit.REASONING_TOKEN: Unit.OUTPUT_TOKEN,
-    Unit.OUTPUT_AUDIO_TOKEN: Unit.OUTPUT_TOKEN,
-    Unit.OUTPUT_IMAGE_TOKEN: Unit.OUTPUT_TOKEN,
-    Unit.OUTPUT_VIDEO_TOKEN: Unit.OUTPUT_TOKEN,
 }
-
-# Units whose standard price differs from their fallback's, so a batch call needs their own batch price
-# (batch output image tokens are not batch text tokens).
-_OWN_BATCH_PRICE = frozenset({Unit.OUTPUT_IMAGE_TOKEN})
 
 # Service tier names as providers and LiteLLM spell them -> ours. Anything else is unknown (unpriced).
 SERVICE_TIER_NAMES: dict[str, str] = {
@@ -196,6 +188,10 @@ class PriceBook:
         if plan.tiered:
             prompt = sum(q for name in PROMPT_TOKEN_FIELDS if isinstance(q := quantities.get(name), int))
         inclusive = provider in INCLUSIVE_THRESHOLD_PROVIDERS
+        # Credits and pages count the same OCR work: as LiteLLM, credits when the model prices them, else pages.
+        alternative = ""
+        if quantities.get("credits") and quantities.get("pages"):
+            alternative = Unit.PAGE if units.get(Unit.CREDIT) else Unit.CREDIT
         total = Decimal(0)
         largest = ("", Decimal(0))
         used: dict[str, object] = {}
@@ -207,6 +203,8 @@ class PriceBook:
                 continue
             if isinstance(quantity, float | bool) or not isinstance(quantity, int | Decimal):
                 raise ValidationError({quantity_field: f"must be an integer or Decimal, not {type(quantity).__name__}"})
+            if unit == alternative:
+                continue
             price = None
             for above, candidate in units.get(unit, ()):
                 if prompt > above or above == 0 or (inclusive and prompt == above):
@@ -323,13 +321,6 @@ def _make_plan(provider: str, model: str, operation: str, variant: str, tier: st
         found: list[tuple[int, Price]] = []
         while unit:
             prices = own(unit, service_tier)
-            if (
-                service_tier == ServiceTier.BATCH
-                and not prices
-                and unit in _OWN_BATCH_PRICE
-                and rows.get(unit, {}).get("")
-            ):
-                break  # LiteLLM bills half the standard price, a rule the file does not state: unpriced
             if service_tier == ServiceTier.OFF_PEAK:
                 prices = {0: prices[0]} if 0 in prices else own(unit, "")
             found.extend(sorted(prices.items(), key=lambda item: -item[0]))

@@ -33,6 +33,10 @@ _PLURALS = (
     ("pixel", "pixels"),
     ("page", "pages"),
     ("request", "requests"),
+    ("session", "sessions"),
+    ("message", "messages"),
+    ("unit", "units"),
+    ("credit", "credits"),
 )
 
 

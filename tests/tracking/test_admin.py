@@ -729,3 +729,71 @@ def test_provenance_of_an_explicit_amount_says_it_was_given():
     assert provenance_lines(entry) == [
         ProvenanceLine("the amount was given with the event (not priced from the catalog)")
     ]
+
+
+def test_a_tier_price_is_edited_like_any_other_as_a_new_version_of_its_own_tier(admin_client, tiered):
+    current = tiered["input_200k_priority"]
+
+    response = admin_client.post(
+        reverse("admin:tracking_price_change", args=[current.pk]),
+        {"unit_price": "0.000005", "currency": "USD", "source": current.source, "_save": "Save"},
+    )
+
+    assert response.status_code == 302
+    versions = Price.objects.filter(model="gemini-2.5-pro", unit="input_token", service_tier="priority")
+    replaced = versions.get(above_tokens=200_000, valid_until__isnull=True)
+    assert replaced.unit_price == Decimal("0.000005")
+    assert Price.objects.get(pk=current.pk).valid_until == replaced.valid_from  # closed, not overwritten
+    # The other tiers of the unit keep their version in force.
+    for name in ("input", "input_200k", "input_priority", "input_batch"):
+        assert Price.objects.get(pk=tiered[name].pk).valid_until is None, name
+
+
+def test_an_off_peak_price_keeps_its_windows_when_its_price_changes(admin_client, db):
+    windows = [{"hours_utc": ["16:30-00:30"], "weekdays": [1, 2, 3, 4, 5, 6, 7], "weekday_timezone": "UTC"}]
+    current = PriceFactory(
+        provider="deepseek",
+        model="deepseek-chat",
+        unit="input_token",
+        unit_price="0.00000014",
+        service_tier="off_peak",
+        off_peak_windows=windows,
+        valid_from=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+
+    admin_client.post(
+        reverse("admin:tracking_price_change", args=[current.pk]),
+        {"unit_price": "0.0000001", "currency": "USD", "source": "", "_save": "Save"},
+    )
+
+    replaced = Price.objects.get(model="deepseek-chat", valid_until__isnull=True)
+    assert (replaced.service_tier, replaced.off_peak_windows, replaced.unit_price) == (
+        "off_peak",
+        windows,
+        Decimal("0.0000001"),
+    )
+
+
+def test_adding_a_batch_price_above_a_context_tier_closes_only_that_tiers_version(admin_client, tiered):
+    response = admin_client.post(
+        reverse("admin:tracking_price_add"),
+        {
+            "provider": "gemini",
+            "model": "gemini-2.5-pro",
+            "operation": tiered["input_batch"].operation,
+            "unit": "input_token",
+            "variant": "",
+            "service_tier": "batch",
+            "above_tokens": "200000",
+            "unit_price": "0.00000125",
+            "currency": "USD",
+            "valid_from_0": "2025-06-01",
+            "valid_from_1": "00:00:00",
+            "_save": "Save",
+        },
+    )
+
+    assert response.status_code == 302
+    added = Price.objects.get(model="gemini-2.5-pro", service_tier="batch", above_tokens=200_000)
+    assert (added.unit_price, added.valid_until) == (Decimal("0.00000125"), None)
+    assert Price.objects.get(pk=tiered["input_batch"].pk).valid_until is None

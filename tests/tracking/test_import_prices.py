@@ -20,6 +20,7 @@ from tracking.catalog import (
     CATALOG_EPOCH,
     KIND_CONTEXT,
     KIND_DECISIONS,
+    KIND_DERIVED,
     KIND_OFF_PEAK,
     KIND_SERVICE_AND_CONTEXT,
     KIND_SERVICE_TIER,
@@ -55,7 +56,6 @@ GPT_4O = {
     "input_cost_per_token": 2.5e-06,
     "output_cost_per_token": 1e-05,
     "max_tokens": 16384,
-    "supports_vision": True,
 }
 
 
@@ -293,7 +293,7 @@ def test_skips_and_fields_without_a_price_are_counted_by_reason_and_kind():
             "output_cost_per_token_priority": 2e-06,
             "input_cost_per_token_above_200k_tokens": 2e-06,
             "input_dbu_cost_per_token": 1e-05,
-            "code_interpreter_cost_per_session": 0.03,
+            "regional_processing_uplift_multiplier_eu": 1.1,
             "input_cost_per_hologram": 0.5,
         },
         reranker={"litellm_provider": "cohere", "mode": "rerank", "input_cost_per_hologram": 1e-06},
@@ -309,7 +309,7 @@ def test_skips_and_fields_without_a_price_are_counted_by_reason_and_kind():
         KIND_CONTEXT: 1,
     }
     assert report.not_prices == {NOT_A_PRICE["input_dbu_cost_per_token"]: 1}
-    assert report.no_rule_yet == {NO_RULE_YET["code_interpreter_cost_per_session"]: 1}
+    assert report.no_rule_yet == {NO_RULE_YET["regional_processing_uplift_multiplier_eu"]: 1}
     assert report.ignored_fields == {"other": 2}
     lines = report.summary_lines()
     assert "no usable price field (mode rerank)" in "\n".join(lines)
@@ -636,6 +636,27 @@ def open_rules(model: str = "m") -> set[tuple]:
         ("output_cost_per_second_720p", "video_generation", "second", "720p", "", 0),
         ("output_cost_per_video_per_second", "video_generation", "second", "", "", 0),
         ("input_cost_per_token_cache_hit", "chat", "cached_input_token", "", "", 0),
+        ("explicit_cache_read_input_token_cost", "chat", "cached_input_token", "explicit", "", 0),
+        ("code_interpreter_cost_per_session", "chat", "session", "", "", 0),
+        ("input_cost_per_text_message", "realtime", "message", "", "", 0),
+        ("citation_cost_per_token", "chat", "citation_token", "", "", 0),
+        ("ocr_cost_per_credit", "ocr", "credit", "", "", 0),
+        (
+            "input_cost_per_video_per_second_above_8s_interval",
+            "embedding",
+            "input_video_second",
+            "above-8s-interval",
+            "",
+            0,
+        ),
+        (
+            "input_cost_per_video_per_second_above_15s_interval",
+            "embedding",
+            "input_video_second",
+            "above-15s-interval",
+            "",
+            0,
+        ),
     ],
 )
 def test_each_price_field_becomes_a_rule_of_its_unit_tier_and_variant(
@@ -644,7 +665,20 @@ def test_each_price_field_becomes_a_rule_of_its_unit_tier_and_variant(
     report = price_catalog_import(data=catalog(m={**BASE, "mode": mode, field: 0.25}), source="t.json")
 
     assert (mode, unit, variant, service_tier, above_tokens, Decimal("0.25")) in open_rules()
-    assert (report.added, report.ignored_fields, report.not_prices) == (2, {}, {})
+    derived = report.modelled.get(KIND_DERIVED, 0)  # a modality's other units at the text price
+    assert (report.added - derived, report.ignored_fields, report.not_prices) == (2, {}, {})
+
+
+def test_bedrock_guardrail_prices_become_guardrail_units_by_policy():
+    prices = {"contentPolicyUnits": 0.00015, "wordPolicyUnits": 0.0}
+    entry = {"litellm_provider": "bedrock", "mode": "guardrail", "guardrail_cost_per_unit": prices}
+
+    price_catalog_import(data=catalog(**{"bedrock/guardrails": entry}), source="t.json")
+
+    assert open_rules("guardrails") == {
+        ("guardrail", "guardrail_unit", "contentPolicyUnits", "", 0, Decimal("0.00015")),
+        ("guardrail", "guardrail_unit", "wordPolicyUnits", "", 0, Decimal(0)),
+    }
 
 
 def test_search_context_prices_become_web_search_prices_by_context_size():
@@ -876,18 +910,89 @@ def test_a_batch_price_and_a_long_prompt_price_are_versioned_apart_from_the_stan
     assert open_price("openai", "gpt-4o", "input_token", above_tokens=200_000).unit_price == Decimal("0.000005")
 
 
+# --- modalities: a model that takes audio, images or video and the file prices them as text -----------
+
+GPT_4O_AUDIO = {  # openai/gpt-4o-audio-preview, as if the file had no audio prices
+    "litellm_provider": "openai",
+    "mode": "chat",
+    "input_cost_per_token": 2.5e-06,
+    "output_cost_per_token": 1e-05,
+    "input_cost_per_token_batches": 1.25e-06,
+    "input_cost_per_token_priority": 5e-06,
+    "input_cost_per_token_above_200k_tokens": 5e-06,
+    "supports_audio_input": True,
+    "supported_output_modalities": ["text", "audio"],
+}
+
+
+def test_a_model_that_takes_audio_without_an_audio_price_gets_the_text_price_rows_litellm_bills_it_at():
+    report = price_catalog_import(data=catalog(**{"gpt-4o-audio": GPT_4O_AUDIO}), source="t.json")
+
+    audio = {rule[1:] for rule in open_rules("gpt-4o-audio") if "audio" in rule[1]}
+    assert audio == {
+        ("input_audio_token", "", "", 0, Decimal("0.0000025")),
+        ("input_audio_token", "", "batch", 0, Decimal("0.00000125")),
+        ("input_audio_token", "", "priority", 0, Decimal("0.000005")),
+        ("input_audio_token", "", "", 200_000, Decimal("0.000005")),
+        ("output_audio_token", "", "", 0, Decimal("0.00001")),
+        # No cache-read or cache-write price: the input token price, as LiteLLM bills them.
+        *{(unit, "", tier, above, price) for unit in ("cached_audio_token", "cache_write_audio_token")
+          for tier, above, price in (("", 0, Decimal("0.0000025")), ("batch", 0, Decimal("0.00000125")),
+                                     ("priority", 0, Decimal("0.000005")), ("", 200_000, Decimal("0.000005")))},
+    }  # fmt: skip
+    assert report.modelled[KIND_DERIVED] == 13
+    assert open_price("openai", "gpt-4o-audio", "input_audio_token").source == (
+        "t.json; derived: the input token price, the model takes audio input and the file has no input audio "
+        "token price"
+    )
+    assert open_price("openai", "gpt-4o-audio", "input_token").source == "t.json"
+
+
+def test_a_modality_price_of_its_own_is_kept_and_a_text_only_model_gets_no_modality_rows():
+    data = catalog(
+        **{
+            "gpt-4o-audio": {**GPT_4O_AUDIO, "input_cost_per_audio_token": 4e-05},
+            "gpt-3.5-turbo": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 5e-07},
+        }
+    )
+
+    price_catalog_import(data=data, source="t.json")
+
+    assert open_price("openai", "gpt-4o-audio", "input_audio_token").unit_price == Decimal("0.00004")
+    assert {rule[1] for rule in open_rules("gpt-3.5-turbo")} == {"input_token"}
+
+
+@pytest.mark.parametrize(
+    ("declared", "units"),
+    [
+        ({"supports_vision": True}, {"input_image_token", "cached_image_token"}),
+        ({"supports_image_input": True}, {"input_image_token", "cached_image_token"}),
+        ({"supported_modalities": ["text", "image"]}, {"input_image_token", "cached_image_token"}),
+        ({"supported_output_modalities": ["image"]}, {"output_image_token"}),
+        ({"supports_video_input": True}, {"input_video_token"}),
+        ({"supported_modalities": ["video"]}, {"input_video_token"}),
+        ({"supports_audio_output": True}, {"output_audio_token"}),
+        ({"supports_audio_input": False, "supports_vision": None}, set()),
+    ],
+)
+def test_each_way_a_model_declares_a_modality_gives_that_modalitys_token_rows(declared, units):
+    price_catalog_import(data=catalog(m={**BASE, "output_cost_per_token": 2e-06, **declared}), source="t.json")
+
+    assert {rule[1] for rule in open_rules()} - {"input_token", "output_token"} == units
+
+
 def test_a_price_field_that_bills_usage_without_a_rule_yet_is_listed_under_its_own_heading():
     data = catalog(
         m={
             **BASE,
             "provider_specific_entry": {"us": 1.1, "bedrock_invocation_schema": "titan_v2"},
-            "citation_cost_per_token": 2e-06,
+            "search_free_requests": 1500,
         }
     )
 
     report = price_catalog_import(data=data, source="t.json")
 
-    assert report.no_rule_yet == {NO_RULE_PROVIDER_SPECIFIC["us"]: 1, NO_RULE_YET["citation_cost_per_token"]: 1}
+    assert report.no_rule_yet == {NO_RULE_PROVIDER_SPECIFIC["us"]: 1, NO_RULE_YET["search_free_requests"]: 1}
     assert report.ignored_fields == {}
 
 
@@ -897,10 +1002,17 @@ def test_the_real_file_leaves_no_price_field_that_bills_usage_ignored_and_names_
 
     assert report.ignored_fields == {}
     assert set(report.not_prices) == {ALIAS, NOT_A_PRICE["input_dbu_cost_per_token"]}
-    assert set(report.no_rule_yet) <= {
+    # Left for a rule of their own: region, speed and free-allowance conditions, result-count tiers.
+    assert set(report.no_rule_yet) == {
         *NO_RULE_YET.values(),
         *NO_RULE_PROVIDER_SPECIFIC.values(),
         NO_RULE_SEARCH_RESULTS,
+    }
+    assert set(NO_RULE_YET) == {
+        "regional_endpoint_uplift_multiplier",
+        "regional_processing_uplift_multiplier_eu",
+        "regional_processing_uplift_multiplier_us",
+        "search_free_requests",
     }
     for kind in (KIND_SERVICE_TIER, KIND_SERVICE_AND_CONTEXT, KIND_CONTEXT, KIND_TIERED, KIND_OFF_PEAK, KIND_DECISIONS):
         assert report.modelled[kind] > 0, kind

@@ -34,7 +34,7 @@ from litellm.types.utils import (
     Usage,
 )
 
-from tracking.catalog import catalog_parse
+from tracking.catalog import catalog_parse, modalities_taken
 from tracking.models import PricingStatus
 from tracking.pricing import PriceBook
 
@@ -123,14 +123,26 @@ def _cases_for(entry):
         yield "reasoning", {**base, "reasoning_tokens": 700}, "", AT, None
     if has("cache_creation_input_token_cost_above_1hr"):
         yield "cache_1h", {**base, "cache_write_tokens": 200, "cache_write_1h_tokens": 400}, "", AT, "cache_1h"
-    if has("input_cost_per_audio_token") or has("output_cost_per_audio_token"):
-        audio = {"input_audio_tokens": 250, "output_audio_tokens": 150}
+    # A modality is fed only to a model that prices or declares it (supports_audio_input, ...): on any
+    # other LiteLLM bills it at the text price, we leave it unpriced (README, "Where we differ").
+    taken = modalities_taken(entry)
+    takes_audio_in = has("input_cost_per_audio_token") or ("audio", "input") in taken
+    takes_audio_out = has("output_cost_per_audio_token") or ("audio", "output") in taken
+    if takes_audio_in or takes_audio_out:
+        audio = {"input_audio_tokens": 250} if takes_audio_in else {}
+        if takes_audio_out:
+            audio["output_audio_tokens"] = 150
         if has("cache_read_input_audio_token_cost"):
             audio["cached_audio_tokens"] = 50
         yield "audio", {**base, **audio}, "", AT, "audio"
-    if has("input_cost_per_image_token") or has("output_cost_per_image_token"):
-        yield "image_tokens", {**base, "input_image_tokens": 250, "output_image_tokens": 120}, "", AT, "image_tokens"
-    if has("input_cost_per_video_token"):
+    takes_image_in = has("input_cost_per_image_token") or ("image", "input") in taken
+    takes_image_out = has("output_cost_per_image_token") or ("image", "output") in taken
+    if takes_image_in or takes_image_out:
+        images = {"input_image_tokens": 250} if takes_image_in else {}
+        if takes_image_out:
+            images["output_image_tokens"] = 120
+        yield "image_tokens", {**base, **images}, "", AT, "image_tokens"
+    if has("input_cost_per_video_token") or ("video", "input") in taken:
         yield "video_tokens", {**base, "input_video_tokens": 400}, "", AT, "video_tokens"
     for threshold in _thresholds(entry):
         for extra, label in ((1000, "above"), (0, "at")):
@@ -295,3 +307,76 @@ def test_the_quote_equals_litellms_cost_function(kind, provider, cases):
             mismatches.append(f"{case_kind} {key}: quote {got}, LiteLLM {expected}, quantities {quantities}")
 
     assert not mismatches, f"{len(mismatches)} of {len(cases)} differ:\n" + "\n".join(mismatches[:20])
+
+
+# --- usage billed by LiteLLM's other entry points: sessions, citation tokens, guardrails, credits ------
+
+
+def _quote(key, at=AT, variant=None, **quantities):
+    rows = _price_rows(key)
+    first = rows[0]
+    return PriceBook(rows).quote(
+        provider=first.provider,
+        model=first.model,
+        operation=first.operation,
+        variant=first.variant if variant is None else variant,
+        at=at,
+        quantities=quantities,
+    )
+
+
+def _priced(quote):
+    assert quote.status == PricingStatus.PRICED, quote.prices_used
+    return _exact(quote)
+
+
+@pytest.mark.parametrize(("key", "provider"), [("openai/container", "openai"), ("azure/container", "azure")])
+def test_code_interpreter_sessions_cost_what_litellms_built_in_tool_tracking_bills(key, provider):
+    from litellm.litellm_core_utils.llm_cost_calc.tool_call_cost_tracking import StandardBuiltInToolCostTracking
+
+    expected = StandardBuiltInToolCostTracking.get_cost_for_code_interpreter(sessions=3, provider=provider)
+
+    assert abs(_priced(_quote(key, sessions=3)) - Decimal(repr(expected))) <= TOLERANCE
+
+
+def test_perplexity_citation_tokens_cost_what_litellms_perplexity_cost_function_bills():
+    from litellm.llms.perplexity.cost_calculator import cost_per_token as perplexity_cost
+
+    usage = Usage(prompt_tokens=1000, completion_tokens=500, total_tokens=1500)
+    usage.citation_tokens = 700
+    prompt, completion = perplexity_cost(model="sonar-deep-research", usage=usage, current_time=AT)
+
+    got = _priced(_quote("perplexity/sonar-deep-research", input_tokens=1000, output_tokens=500, citation_tokens=700))
+    assert abs(got - Decimal(repr(prompt)) - Decimal(repr(completion))) <= TOLERANCE
+
+
+@pytest.mark.parametrize("policy", sorted(RAW["bedrock/guardrails"]["guardrail_cost_per_unit"]))
+def test_bedrock_guardrail_units_cost_what_litellms_guardrail_cost_bills_per_policy(policy):
+    from litellm.litellm_core_utils.llm_cost_calc.guardrail_cost import bedrock_guardrail_cost
+
+    expected = bedrock_guardrail_cost({policy: 12}, None)
+
+    got = _priced(_quote("bedrock/guardrails", variant=policy, guardrail_units=12))
+    assert abs(got - Decimal(repr(expected))) <= TOLERANCE
+
+
+@pytest.mark.parametrize("key", ["reducto/parse-v3", "reducto/parse-legacy"])
+@pytest.mark.parametrize(("credits", "pages"), [(6, 4), (Decimal("2.5"), 0)])
+def test_reducto_credits_cost_what_litellms_ocr_cost_bills_and_pages_are_not_billed_twice(key, credits, pages):
+    from litellm.cost_calculator import ocr_cost
+    from litellm.llms.base_llm.ocr.transformation import OCRResponse, OCRUsageInfo
+
+    usage = OCRUsageInfo(pages_processed=pages or None, credits=float(credits))
+    expected, _ = ocr_cost(key, "reducto", OCRResponse(pages=[], model=key, usage_info=usage))
+
+    got = _priced(_quote(key, credits=Decimal(credits), pages=pages))
+    assert abs(got - Decimal(repr(expected))) <= TOLERANCE
+
+
+@pytest.mark.parametrize("key", ["xai/grok-voice-3.0", "xai/grok-voice-latest", "xai/grok-voice-2.0"])
+def test_xai_voice_text_messages_cost_messages_times_the_rate_litellms_realtime_cost_reads(key):
+    # LiteLLM's realtime path bills text_messages x the model's input_cost_per_text_message; its entry
+    # point needs a live logging object, so the rate is read as it reads it: from the model's info.
+    rate = litellm.get_model_info(model=key, custom_llm_provider="xai")["input_cost_per_text_message"]
+
+    assert abs(_priced(_quote(key, messages=5)) - 5 * Decimal(repr(rate))) <= TOLERANCE

@@ -288,14 +288,7 @@ def test_claude_1_hour_cache_writes_cost_twice_the_input_price():
         ([row("input_token", "3"), row("cache_write_token", "4")], {"cache_write_1h_tokens": 1}, "4"),
         ([row("input_token", "3")], {"cache_write_1h_tokens": 1}, "3"),
         ([row("input_token", "3")], {"cache_write_tokens": 1}, "3"),
-        ([row("input_token", "3")], {"input_audio_tokens": 1}, "3"),
         ([row("input_token", "3"), row("input_audio_token", "7")], {"input_audio_tokens": 1}, "7"),
-        ([row("input_token", "3"), row("cached_input_token", "1")], {"cached_audio_tokens": 1}, "1"),
-        ([row("input_token", "3"), row("cached_input_token", "1")], {"cached_image_tokens": 1}, "1"),
-        ([row("input_token", "3")], {"input_image_tokens": 1}, "3"),
-        ([row("input_token", "3")], {"input_video_tokens": 1}, "3"),
-        ([row("output_token", "9")], {"output_audio_tokens": 1}, "9"),
-        ([row("output_token", "9")], {"output_image_tokens": 1}, "9"),
         ([row("output_token", "9"), row("output_image_token", "40")], {"output_image_tokens": 1}, "40"),
         ([row("output_token", "9")], {"reasoning_tokens": 1}, "9"),
     ],
@@ -310,6 +303,15 @@ def test_a_token_without_its_own_price_costs_the_price_litellm_falls_back_to(row
 @pytest.mark.parametrize(
     ("quantity", "unit"),
     [
+        ("input_audio_tokens", "input_audio_token"),
+        ("output_audio_tokens", "output_audio_token"),
+        ("cached_audio_tokens", "cached_audio_token"),
+        ("cache_write_audio_tokens", "cache_write_audio_token"),
+        ("input_image_tokens", "input_image_token"),
+        ("output_image_tokens", "output_image_token"),
+        ("cached_image_tokens", "cached_image_token"),
+        ("input_video_tokens", "input_video_token"),
+        ("output_video_tokens", "output_video_token"),
         ("input_characters", "input_character"),
         ("output_characters", "output_character"),
         ("input_images", "input_image"),
@@ -327,6 +329,21 @@ def test_a_quantity_the_model_has_no_price_for_is_unpriced_and_named(quantity, u
     assert (result.status, result.amount) == (PricingStatus.UNPRICED, 0)
     assert result.prices_used["missing_units"] == [unit]
     assert result.prices_used["reason"].startswith("no price for p/m: ")
+
+
+def test_audio_tokens_on_a_text_only_model_are_unpriced_not_billed_at_the_text_rate():
+    gpt_35_turbo = [
+        row("input_token", "0.0000005", model="gpt-3.5-turbo", provider="openai"),
+        row("output_token", "0.0000015", model="gpt-3.5-turbo", provider="openai"),
+    ]
+
+    result = quote(gpt_35_turbo, input_tokens=100, input_audio_tokens=50)
+
+    assert (result.status, result.amount) == (PricingStatus.UNPRICED, 0)
+    assert result.prices_used == {
+        "missing_units": ["input_audio_token"],
+        "reason": "no price for openai/gpt-3.5-turbo: input audio token",
+    }
 
 
 def test_a_missing_unit_on_a_tier_names_the_tier():
@@ -420,3 +437,86 @@ def test_each_priced_unit_records_the_rule_that_priced_it():
 def test_a_float_quantity_is_refused_not_rounded():
     with pytest.raises(ValidationError, match="must be an integer or Decimal"):
         quote(GPT_4O, input_tokens=1.5)
+
+
+# --- sessions, messages, citation tokens, guardrail units, credits --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("unit", "quantity", "count", "unit_price", "expected"),
+    [
+        ("session", "sessions", 3, "0.03", Decimal("0.09")),  # OpenAI code interpreter
+        ("message", "messages", 5, "0.004", Decimal("0.02")),  # xAI voice text messages
+        ("citation_token", "citation_tokens", 700, "0.000002", Decimal("0.0014")),  # Perplexity
+        ("credit", "credits", Decimal("2.5"), "0.015", Decimal("0.0375")),  # Reducto (credits may be fractional)
+    ],
+)
+def test_usage_counted_in_its_own_unit_costs_count_times_price(unit, quantity, count, unit_price, expected):
+    assert amount([row(unit, unit_price)], **{quantity: count}) == expected
+
+
+@pytest.mark.parametrize("quantity", ["sessions", "messages", "citation_tokens", "guardrail_units", "credits"])
+def test_that_usage_on_a_model_without_its_price_is_unpriced_not_billed_as_tokens(quantity):
+    result = quote([row("input_token", "1"), row("output_token", "1")], input_tokens=10, **{quantity: 2})
+
+    assert (result.status, result.prices_used["missing_units"]) == (PricingStatus.UNPRICED, [quantity[:-1]])
+
+
+BEDROCK_GUARDRAILS = [
+    row("guardrail_unit", price, variant=policy, model="guardrails", provider="bedrock")
+    for policy, price in [("contentPolicyUnits", "0.00015"), ("contextualGroundingPolicyUnits", "0.0001")]
+]
+
+
+def test_guardrail_units_are_priced_by_the_policy_named_in_the_variant():
+    assert amount(BEDROCK_GUARDRAILS, variant="contentPolicyUnits", guardrail_units=10) == Decimal("0.0015")
+    unnamed = quote(BEDROCK_GUARDRAILS, guardrail_units=10)  # two policies: which one?
+    assert unnamed.prices_used == {
+        "missing_units": ["guardrail_unit"],
+        "reason": "no price for bedrock/guardrails: guardrail policy unit",
+    }
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected_units"),
+    [
+        ([row("credit", "0.015"), row("page", "0.01")], ["credit"]),
+        ([row("page", "0.01")], ["page"]),
+    ],
+)
+def test_an_ocr_call_reporting_credits_and_pages_is_billed_by_credits_where_priced_else_pages(rows, expected_units):
+    result = quote(rows, credits=Decimal(6), pages=4)
+
+    assert result.status == PricingStatus.PRICED
+    assert list(result.prices_used) == expected_units
+
+
+def test_citation_tokens_do_not_choose_the_context_tier():
+    rows = [row("input_token", "1"), row("input_token", "2", above=1000), row("citation_token", "5")]
+
+    result = quote(rows, input_tokens=10, citation_tokens=5000)
+
+    assert result.prices_used["input_token"]["above_tokens"] == 0
+
+
+def test_an_explicit_cache_read_is_priced_by_the_explicit_variant_and_an_implicit_one_by_the_plain_price():
+    qwen = [  # dashscope/qwen3.7-max: implicit cache reads 20 %, explicit ones 10 % of the input price
+        row("input_token", "0.0000025"),
+        row("cached_input_token", "0.0000005"),
+        row("cached_input_token", "0.00000025", variant="explicit"),
+    ]
+
+    assert amount(qwen, cached_input_tokens=1000) == Decimal("0.0005")
+    assert amount(qwen, cached_input_tokens=1000, variant="explicit") == Decimal("0.00025")
+    assert amount(qwen, input_tokens=1000, variant="explicit") == Decimal("0.0025")  # input: no variants
+
+
+def test_video_embedding_seconds_are_priced_by_the_interval_named_in_the_variant():
+    vertex = [
+        row("input_video_second", "0.0005"),
+        row("input_video_second", "0.001", variant="above-8s-interval"),
+        row("input_video_second", "0.002", variant="above-15s-interval"),
+    ]
+
+    assert amount(vertex, input_video_seconds=Decimal(10)) == Decimal("0.005")
+    assert amount(vertex, input_video_seconds=Decimal(10), variant="above-15s-interval") == Decimal("0.02")

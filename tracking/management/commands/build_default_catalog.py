@@ -2,7 +2,8 @@
 
 Writes the price catalog costcontrol ships (`price_catalog_load_default` imports it): the
 entries of the common providers taken from LiteLLM's file, slimmed to the price fields the
-importer uses (service tiers, context-size tiers, off-peak windows and modalities included), plus EXTRAS below for what LiteLLM lacks. Same input, same bytes out.
+importer uses (service tiers, context-size tiers, off-peak windows and modalities included, and the
+modality declarations of a model whose audio, image or video tokens are priced as text), plus EXTRAS below for what LiteLLM lacks. Same input, same bytes out.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tracking.catalog import TIERED_PRICING_FIELD, CatalogError, catalog_load, catalog_parse
+from tracking.catalog import (
+    MODALITY_DECLARATIONS,
+    TIERED_PRICING_FIELD,
+    CatalogError,
+    catalog_load,
+    catalog_parse,
+)
 
 # Providers whose every priced entry is shipped: the common LLM APIs, plus the direct image APIs.
 PROVIDERS = frozenset({"openai", "anthropic", "gemini", "mistral", "deepseek", "xai", "stability", "black_forest_labs"})
@@ -110,6 +117,8 @@ def build_catalog(raw: Mapping[str, Any], *, source: str) -> dict[str, dict[str,
         slim[name] = price.unit_price if name == price.field and isinstance(entry[name], Decimal) else entry[name]
         if name == TIERED_PRICING_FIELD and "output_cost_per_token" in entry:
             slim["output_cost_per_token"] = entry["output_cost_per_token"]  # a range without one bills this
+        if price.derived:  # a modality priced as text: the declaration that the model takes it
+            slim.update((flag, entry[flag]) for flag in MODALITY_DECLARATIONS if flag in entry)
     return output
 
 
@@ -148,7 +157,9 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"{output}: cannot write ({exc.strerror})") from None
         providers = Counter(entry["litellm_provider"] for entry in catalog.values())
-        prices = sum(len(entry) - 1 - ("mode" in entry) for entry in catalog.values())
+        prices = sum(
+            len(set(entry) - {"litellm_provider", "mode", *MODALITY_DECLARATIONS}) for entry in catalog.values()
+        )
         self.stdout.write(f"Wrote {len(catalog):,} entries ({prices:,} price fields, {len(text):,} bytes) to {output}")
         for provider, count in sorted(providers.items(), key=lambda item: (-item[1], item[0])):
             self.stdout.write(f"  {count:>5,}  {provider}")
