@@ -184,30 +184,30 @@ NO_RULE_YET: dict[str, str] = {
     "(LiteLLM declares the field but never bills it; needs the interval as a variant)",
     "explicit_cache_read_input_token_cost": "DashScope explicit-cache reads (LiteLLM never bills the field; "
     "needs cached_input_token variant 'explicit')",
-    "regional_endpoint_uplift_multiplier": "Vertex AI regional-endpoint surcharge, a multiplier on every token "
-    "price (LiteLLM applies it by vertex_location; needs a region condition)",
-    "regional_processing_uplift_multiplier_eu": "OpenAI data-residency surcharge, a multiplier on every token "
-    "price (LiteLLM applies it by data_residency; needs a region condition)",
-    "regional_processing_uplift_multiplier_us": "OpenAI data-residency surcharge, a multiplier on every token "
-    "price (LiteLLM applies it by data_residency; needs a region condition)",
-    "search_free_requests": "free web-search allowance per day or month (a quota shared across models; "
-    "needs a running count per period)",
 }
 # provider_specific_entry holds request settings too (bedrock_invocation_schema, video frame sizes):
-# only these keys bill usage.
+# only the keys of UPLIFT_PROVIDER_SPECIFIC and minimax_free_input_images bill usage.
 PROVIDER_SPECIFIC_FIELD = "provider_specific_entry"
-NO_RULE_PROVIDER_SPECIFIC = {
-    "us": "Anthropic US-only inference surcharge, a multiplier on every token price (provider_specific_entry.us; "
-    "LiteLLM applies it by usage.inference_geo; needs a region condition)",
-    "fast": "Anthropic fast mode, a multiplier on every token price (provider_specific_entry.fast; LiteLLM "
-    "applies it by usage.speed; needs a speed condition)",
-    "minimax_free_input_images": "MiniMax free prompt images per call (provider_specific_entry; needs a "
-    "free-allowance rule)",
+# Price multipliers: unit "uplift", the factor as the unit price, the condition an event must meet as the
+# variant (tracking.pricing.UPLIFT_CONDITIONS reads it against the event's region and speed).
+UPLIFT_FIELDS = {
+    "regional_processing_uplift_multiplier_eu": "data_residency:eu",
+    "regional_processing_uplift_multiplier_us": "data_residency:us",
+    "regional_endpoint_uplift_multiplier": "vertex_location:regional",
 }
-NO_RULE_SEARCH_RESULTS = (
-    "search priced by requested result count (tiered_pricing max_results_range; LiteLLM: the range holding "
-    "max_results, default 10; needs the result count as a variant)"
+UPLIFT_PROVIDER_SPECIFIC = {"us": "inference_geo:us", "fast": "speed:fast"}
+# Allowances the provider deducts on its invoice, not per event: read, and said so in the summary.
+FREE_ALLOWANCE_FIELD = "search_free_requests"
+FREE_SEARCHES = (
+    "free web-search allowance per day or month, shared by a group of models (search_free_requests): every "
+    "search is priced at list price, as LiteLLM's cost function; the provider's invoice deducts the allowance"
 )
+FREE_PROMPT_IMAGES = (
+    "MiniMax free prompt images per video call (provider_specific_entry.minimax_free_input_images): record "
+    "input_images beyond the free ones, as MiniMax bills and LiteLLM counts them (images - N, at least 0)"
+)
+# tiered_pricing of search providers: input_cost_per_query by the requested result count (Exa, Firecrawl).
+MAX_RESULTS_VARIANT = "max_results:"
 
 DOCUMENTATION_KEY = "sample_spec"
 
@@ -227,6 +227,8 @@ REPLACED_BY_TIERS = "replaced by the tiered_pricing range starting at 0 (LiteLLM
 KIND_OFF_PEAK = "off-peak windows (service tier off_peak)"
 KIND_TIERED = "tiered_pricing ranges"
 KIND_DECISIONS = "Decisions route prices (operation decisions)"
+KIND_UPLIFT = "price multipliers (data residency, regional endpoint, US-only inference, fast mode)"
+KIND_MAX_RESULTS = "search queries by requested result count (max_results ranges)"
 KIND_SERVICE_TIER = "service tiers (batch/flex/priority/balanced/ultrafast)"
 KIND_SERVICE_AND_CONTEXT = "service tiers above N tokens"
 KIND_CONTEXT = "context-size tiers (above N tokens)"
@@ -620,8 +622,9 @@ def _number(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
-def _tier_rows(value: Any, entry: Mapping[str, Any], where: str, *, entry_where: str) -> list[_Row] | None:
-    """The rows of a tiered_pricing range list (None: a search result-count table, not modelled).
+def _tier_rows(value: Any, entry: Mapping[str, Any], where: str, *, entry_where: str) -> list[_Row]:
+    """The rows of a tiered_pricing range list (of token prices by prompt size, or of a search provider's
+    query prices by result count).
 
     As LiteLLM's _get_tiered_base_costs: one range is chosen by the prompt's size and prices every
     token of the call; a range that omits cache reads or writes bills them at its input rate (and
@@ -630,10 +633,7 @@ def _tier_rows(value: Any, entry: Mapping[str, Any], where: str, *, entry_where:
     if not isinstance(value, list) or not value:
         raise CatalogError(f"{where}: expected a non-empty list of price ranges, got {_shown(value)}")
     if all(isinstance(tier, Mapping) and "max_results_range" in tier for tier in value):
-        for index, tier in enumerate(value):
-            _range(tier["max_results_range"], where=f"{where}[{index}].max_results_range")
-            _price_value(tier.get("input_cost_per_query"), where=f"{where}[{index}].input_cost_per_query")
-        return None
+        return _max_results_rows(value, where)
     ranges: list[tuple[Decimal, Decimal, Mapping[str, Decimal], str]] = []
     for index, tier in enumerate(value):
         place = f"{where}[{index}]"
@@ -681,6 +681,19 @@ def _tier_rows(value: Any, entry: Mapping[str, Any], where: str, *, entry_where:
         rows.extend(
             _Row(unit, "", "", above, TIERED_PRICING_FIELD, price, KIND_TIERED) for unit, price in chosen.items()
         )
+    return rows
+
+
+def _max_results_rows(value: list[Mapping[str, Any]], where: str) -> list[_Row]:
+    """A search provider's price per query by the requested result count: a request row per range, its
+    variant naming the range ("max_results:0-25"); tracking.pricing picks the range holding the event's
+    max_results as LiteLLM's search_provider_cost_per_query does."""
+    rows = []
+    for index, tier in enumerate(value):
+        start, end = _range(tier["max_results_range"], where=f"{where}[{index}].max_results_range")
+        price = _price_value(tier.get("input_cost_per_query"), where=f"{where}[{index}].input_cost_per_query")
+        variant = f"{MAX_RESULTS_VARIANT}{start:f}-{end:f}"
+        rows.append(_Row(Unit.REQUEST, variant, "", 0, TIERED_PRICING_FIELD, price, KIND_MAX_RESULTS))
     return rows
 
 
@@ -807,15 +820,33 @@ def _entry_rows(entry: Mapping[str, Any], mode: str, where: str) -> tuple[list[_
             notes.append(("not_prices", NOT_A_PRICE[name]))
         elif name in NO_RULE_YET:
             notes.append(("no_rule_yet", NO_RULE_YET[name]))
+        elif name in UPLIFT_FIELDS:
+            factor = _price_value(value, where=place)
+            candidates.append(((0, name), _Row(Unit.UPLIFT, UPLIFT_FIELDS[name], "", 0, name, factor, KIND_UPLIFT)))
+        elif name == FREE_ALLOWANCE_FIELD:
+            notes.append(("not_prices", FREE_SEARCHES))
         elif name == PROVIDER_SPECIFIC_FIELD:
             if isinstance(value, Mapping):
-                notes.extend(
-                    ("no_rule_yet", NO_RULE_PROVIDER_SPECIFIC[sub]) for sub in value if sub in NO_RULE_PROVIDER_SPECIFIC
+                candidates.extend(
+                    (
+                        (0, f"{name}.{sub}"),
+                        _Row(
+                            Unit.UPLIFT,
+                            condition,
+                            "",
+                            0,
+                            f"{name}.{sub}",
+                            _price_value(value[sub], where=f"{place}.{sub}"),
+                            KIND_UPLIFT,
+                        ),
+                    )
+                    for sub, condition in UPLIFT_PROVIDER_SPECIFIC.items()
+                    if sub in value
                 )
+                if "minimax_free_input_images" in value:
+                    notes.append(("not_prices", FREE_PROMPT_IMAGES))
         elif name == TIERED_PRICING_FIELD:
             tiered = _tier_rows(value, entry, place, entry_where=where)
-            if tiered is None:
-                notes.append(("no_rule_yet", NO_RULE_SEARCH_RESULTS))
         elif name == OFF_PEAK_FIELD:
             candidates.extend(((0, name), row) for row in _off_peak_rows(value, place))
         elif name == SEARCH_CONTEXT_FIELD:

@@ -42,6 +42,10 @@ class Unit(models.TextChoices):
     MAPS_QUERY = "maps_query", "maps grounding query"
     INPUT_AUDIO_SECOND = "input_audio_second", "second of input audio"
     INPUT_VIDEO_SECOND = "input_video_second", "second of input video"
+    # Not a quantity: a factor on the event's token prices, applied when the event meets the price's
+    # condition (its variant: "data_residency:eu", "vertex_location:regional", "inference_geo:us",
+    # "speed:fast"). tracking.pricing.UPLIFT_CONDITIONS.
+    UPLIFT = "uplift", "price multiplier"
 
 
 class ServiceTier(models.TextChoices):
@@ -294,6 +298,17 @@ class CostEntry(models.Model):
     input_video_seconds = models.DecimalField(max_digits=18, decimal_places=6, default=0)
     service_tier = models.CharField(
         "service tier", max_length=20, blank=True, help_text="The tier that served the call, as the provider said."
+    )
+    region = models.CharField(
+        "region",
+        max_length=50,
+        blank=True,
+        help_text="Where the provider processed the call, as it names it: OpenAI data residency (eu, us), "
+        "Vertex AI location (us-central1, global), Anthropic inference_geo (us, global). Some prices are "
+        "raised there.",
+    )
+    speed = models.CharField(
+        "speed", max_length=20, blank=True, help_text="The speed the provider served the call at (Anthropic: fast)."
     )
 
     amount = MoneyField("amount")

@@ -219,7 +219,8 @@ def anthropic_quantities(
 ) -> dict[str, Any] | None:
     """Anthropic reports input_tokens without cache reads and writes already; cache writes are split
     by lifetime (cache_creation.ephemeral_5m/1h_input_tokens; without the split,
-    cache_creation_input_tokens are 5-minute writes); the tier that served it is usage.service_tier."""
+    cache_creation_input_tokens are 5-minute writes); the tier that served it is usage.service_tier,
+    where it ran usage.inference_geo (the region: "us" costs more on some models), its speed usage.speed."""
     if usage is None or (_get(usage, "input_tokens") is None and _get(usage, "output_tokens") is None):
         return None
     creation = _get(usage, "cache_creation")
@@ -242,6 +243,10 @@ def anthropic_quantities(
     tier = _get(usage, "service_tier")
     if isinstance(tier, str) and tier:
         fields["service_tier"] = tier
+    for name, field_name in (("inference_geo", "region"), ("speed", "speed")):
+        value = _get(usage, name)
+        if isinstance(value, str) and value:
+            fields[field_name] = value
     return fields
 
 
@@ -290,6 +295,8 @@ _ANTHROPIC_USAGE_FIELDS = (
     "cache_creation",
     "server_tool_use",
     "service_tier",
+    "inference_geo",
+    "speed",
 )
 
 

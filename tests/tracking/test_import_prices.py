@@ -18,14 +18,16 @@ from tests.factories import PriceFactory
 from tracking.catalog import (
     ALIAS,
     CATALOG_EPOCH,
+    FREE_PROMPT_IMAGES,
+    FREE_SEARCHES,
     KIND_CONTEXT,
     KIND_DECISIONS,
+    KIND_MAX_RESULTS,
     KIND_OFF_PEAK,
     KIND_SERVICE_AND_CONTEXT,
     KIND_SERVICE_TIER,
     KIND_TIERED,
-    NO_RULE_PROVIDER_SPECIFIC,
-    NO_RULE_SEARCH_RESULTS,
+    KIND_UPLIFT,
     NO_RULE_YET,
     NOT_A_PRICE,
     REPLACED_BY_TIERS,
@@ -880,14 +882,14 @@ def test_a_price_field_that_bills_usage_without_a_rule_yet_is_listed_under_its_o
     data = catalog(
         m={
             **BASE,
-            "provider_specific_entry": {"us": 1.1, "bedrock_invocation_schema": "titan_v2"},
+            "provider_specific_entry": {"bedrock_invocation_schema": "titan_v2"},
             "citation_cost_per_token": 2e-06,
         }
     )
 
     report = price_catalog_import(data=data, source="t.json")
 
-    assert report.no_rule_yet == {NO_RULE_PROVIDER_SPECIFIC["us"]: 1, NO_RULE_YET["citation_cost_per_token"]: 1}
+    assert report.no_rule_yet == {NO_RULE_YET["citation_cost_per_token"]: 1}
     assert report.ignored_fields == {}
 
 
@@ -896,12 +898,14 @@ def test_the_real_file_leaves_no_price_field_that_bills_usage_ignored_and_names_
     report = price_catalog_import(data=REAL_FILE.read_bytes(), source="model_prices.json", dry_run=True)
 
     assert report.ignored_fields == {}
-    assert set(report.not_prices) == {ALIAS, NOT_A_PRICE["input_dbu_cost_per_token"]}
-    assert set(report.no_rule_yet) <= {
-        *NO_RULE_YET.values(),
-        *NO_RULE_PROVIDER_SPECIFIC.values(),
-        NO_RULE_SEARCH_RESULTS,
+    assert set(report.not_prices) == {
+        ALIAS,
+        NOT_A_PRICE["input_dbu_cost_per_token"],
+        FREE_SEARCHES,
+        FREE_PROMPT_IMAGES,
     }
-    for kind in (KIND_SERVICE_TIER, KIND_SERVICE_AND_CONTEXT, KIND_CONTEXT, KIND_TIERED, KIND_OFF_PEAK, KIND_DECISIONS):
+    assert set(report.no_rule_yet) <= set(NO_RULE_YET.values())
+    kinds = (KIND_SERVICE_TIER, KIND_SERVICE_AND_CONTEXT, KIND_CONTEXT, KIND_TIERED, KIND_OFF_PEAK, KIND_DECISIONS)
+    for kind in (*kinds, KIND_UPLIFT, KIND_MAX_RESULTS):
         assert report.modelled[kind] > 0, kind
     assert not Price.objects.exists()
