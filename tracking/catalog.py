@@ -186,7 +186,7 @@ NO_RULE_YET: dict[str, str] = {
     "needs cached_input_token variant 'explicit')",
 }
 # provider_specific_entry holds request settings too (bedrock_invocation_schema, video frame sizes):
-# only the keys of UPLIFT_PROVIDER_SPECIFIC and minimax_free_input_images bill usage.
+# only the keys of UPLIFT_PROVIDER_SPECIFIC and FREE_PER_CALL_PROVIDER_SPECIFIC bill usage.
 PROVIDER_SPECIFIC_FIELD = "provider_specific_entry"
 # Price multipliers: unit "uplift", the factor as the unit price, the condition an event must meet as the
 # variant (tracking.pricing.UPLIFT_CONDITIONS reads it against the event's region and speed).
@@ -196,15 +196,13 @@ UPLIFT_FIELDS = {
     "regional_endpoint_uplift_multiplier": "vertex_location:regional",
 }
 UPLIFT_PROVIDER_SPECIFIC = {"us": "inference_geo:us", "fast": "speed:fast"}
+# Units each call gets free: unit "free_per_call", the count as the unit price, the freed unit as the variant.
+FREE_PER_CALL_PROVIDER_SPECIFIC = {"minimax_free_input_images": Unit.INPUT_IMAGE}
 # Allowances the provider deducts on its invoice, not per event: read, and said so in the summary.
 FREE_ALLOWANCE_FIELD = "search_free_requests"
 FREE_SEARCHES = (
     "free web-search allowance per day or month, shared by a group of models (search_free_requests): every "
     "search is priced at list price, as LiteLLM's cost function; the provider's invoice deducts the allowance"
-)
-FREE_PROMPT_IMAGES = (
-    "MiniMax free prompt images per video call (provider_specific_entry.minimax_free_input_images): record "
-    "input_images beyond the free ones, as MiniMax bills and LiteLLM counts them (images - N, at least 0)"
 )
 # tiered_pricing of search providers: input_cost_per_query by the requested result count (Exa, Firecrawl).
 MAX_RESULTS_VARIANT = "max_results:"
@@ -228,6 +226,7 @@ KIND_OFF_PEAK = "off-peak windows (service tier off_peak)"
 KIND_TIERED = "tiered_pricing ranges"
 KIND_DECISIONS = "Decisions route prices (operation decisions)"
 KIND_UPLIFT = "price multipliers (data residency, regional endpoint, US-only inference, fast mode)"
+KIND_FREE_PER_CALL = "free units per call (MiniMax prompt images)"
 KIND_MAX_RESULTS = "search queries by requested result count (max_results ranges)"
 KIND_SERVICE_TIER = "service tiers (batch/flex/priority/balanced/ultrafast)"
 KIND_SERVICE_AND_CONTEXT = "service tiers above N tokens"
@@ -684,6 +683,13 @@ def _tier_rows(value: Any, entry: Mapping[str, Any], where: str, *, entry_where:
     return rows
 
 
+def _free_count(value: Any, *, where: str) -> Decimal:
+    number = _number(value)
+    if number is None or number < 0 or number != number.to_integral_value():
+        raise CatalogError(f"{where}: expected a whole number of free units, got {_shown(value)}")
+    return _price_value(value, where=where)
+
+
 def _max_results_rows(value: list[Mapping[str, Any]], where: str) -> list[_Row]:
     """A search provider's price per query by the requested result count: a request row per range, its
     variant naming the range ("max_results:0-25"); tracking.pricing picks the range holding the event's
@@ -843,8 +849,22 @@ def _entry_rows(entry: Mapping[str, Any], mode: str, where: str) -> tuple[list[_
                     for sub, condition in UPLIFT_PROVIDER_SPECIFIC.items()
                     if sub in value
                 )
-                if "minimax_free_input_images" in value:
-                    notes.append(("not_prices", FREE_PROMPT_IMAGES))
+                candidates.extend(
+                    (
+                        (0, f"{name}.{sub}"),
+                        _Row(
+                            Unit.FREE_PER_CALL,
+                            str(unit),
+                            "",
+                            0,
+                            f"{name}.{sub}",
+                            _free_count(value[sub], where=f"{place}.{sub}"),
+                            KIND_FREE_PER_CALL,
+                        ),
+                    )
+                    for sub, unit in FREE_PER_CALL_PROVIDER_SPECIFIC.items()
+                    if sub in value
+                )
         elif name == TIERED_PRICING_FIELD:
             tiered = _tier_rows(value, entry, place, entry_where=where)
         elif name == OFF_PEAK_FIELD:

@@ -46,6 +46,9 @@ class Unit(models.TextChoices):
     # condition (its variant: "data_residency:eu", "vertex_location:regional", "inference_geo:us",
     # "speed:fast"). tracking.pricing.UPLIFT_CONDITIONS.
     UPLIFT = "uplift", "price multiplier"
+    # Not a quantity: how many units of another unit (the price's variant, e.g. input_image) each call
+    # gets free, as the unit price (MiniMax: the first 5 prompt images of a video call).
+    FREE_PER_CALL = "free_per_call", "free units per call"
 
 
 class ServiceTier(models.TextChoices):

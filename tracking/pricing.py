@@ -30,6 +30,9 @@ README, "Where we differ from LiteLLM"):
   (UPLIFTED_UNITS) cost that much more, as LiteLLM's token path multiplies its prompt and completion
   cost: OpenAI data residency, Vertex AI regional endpoints, Anthropic US-only inference and fast mode.
   The parts keep their list amounts; prices_used["uplift"] holds the factors and the surcharge.
+* Free units per call. A price of unit "free_per_call" says how many of another unit (its variant)
+  each call gets free (MiniMax: the first 5 prompt images of a video call); the rest are billed, as
+  LiteLLM's billable_input_image_count. prices_used["free_per_call"] says how many were free.
 """
 
 from __future__ import annotations
@@ -144,6 +147,7 @@ class _Plan:
     off_peak_windows: tuple[Mapping[str, object], ...] = ()
     currency: str = "USD"
     uplifts: tuple[Price, ...] = ()  # unit "uplift": factors applied where the event meets their condition
+    free_per_call: tuple[Price, ...] = ()  # unit "free_per_call": the first N of the variant's unit are free
 
 
 class PriceBook:
@@ -226,6 +230,9 @@ class PriceBook:
             return Quote(Decimal(0), "USD", PricingStatus.UNPRICED, plan.operation, {"reason": plan.reason})
         if plan.off_peak_units is not None and _is_off_peak(plan.off_peak_windows, at):
             units = plan.off_peak_units
+        free: dict[str, object] = {}
+        if plan.free_per_call:
+            quantities, free = _free_per_call(plan.free_per_call, quantities)
         prompt = 0
         if plan.tiered:
             prompt = sum(q for name in PROMPT_TOKEN_FIELDS if isinstance(q := quantities.get(name), int))
@@ -275,6 +282,8 @@ class PriceBook:
                 plan.operation,
                 {"missing_units": missing, "reason": reason},
             )
+        if free:
+            used["free_per_call"] = free
         if plan.uplifts and (region or speed):
             uplift = _uplift(plan.uplifts, region.strip().lower(), speed.strip().lower(), used)
             if uplift is not None:
@@ -331,6 +340,24 @@ def _uplift(
     return surcharge, applied, provenance
 
 
+def _free_per_call(
+    allowances: tuple[Price, ...], quantities: Mapping[str, object]
+) -> tuple[Mapping[str, object], dict[str, object]]:
+    """The quantities after each call's free units, and what was free: {unit: {price_id, free, reported}}."""
+    reduced = dict(quantities)
+    free: dict[str, object] = {}
+    for price in allowances:
+        unit = price.variant.rpartition("/")[2]
+        quantity_field = UNIT_QUANTITY_FIELD.get(unit)
+        reported = quantities.get(quantity_field) if quantity_field else None
+        if not reported or not isinstance(reported, int) or isinstance(reported, bool):
+            continue  # nothing to free (a bad type is refused by the quote's own check)
+        allowance = int(price.unit_price)
+        reduced[quantity_field] = max(0, reported - allowance)
+        free[unit] = {"price_id": price.pk, "free": min(reported, allowance), "reported": reported}
+    return reduced, free
+
+
 def _max_results_range(variant: str, variants: Iterable[str]) -> str:
     """The range variant holding the event's max_results, as LiteLLM's search_provider_cost_per_query:
     start <= count <= end, the first such range; outside every range, the last one (in price order:
@@ -384,9 +411,10 @@ def _make_plan(provider: str, model: str, operation: str, variant: str, tier: st
         return _Plan(resolved_operation, None, f"no {ServiceTier(tier).label} price for {name}")
 
     uplifts = tuple(p for p in candidates if p.unit == Unit.UPLIFT)
+    free_per_call = tuple(p for p in candidates if p.unit == Unit.FREE_PER_CALL)
     by_unit: dict[str, list[Price]] = defaultdict(list)
     for price in candidates:
-        if price.unit != Unit.UPLIFT:
+        if price.unit not in (Unit.UPLIFT, Unit.FREE_PER_CALL):
             by_unit[price.unit].append(price)
     # unit -> service tier -> above_tokens -> the price, after picking the variant and the operation.
     rows: dict[str, dict[str, dict[int, Price]]] = {}
@@ -454,6 +482,7 @@ def _make_plan(provider: str, model: str, operation: str, variant: str, tier: st
         off_peak_windows=windows,
         currency=in_force[0].currency,
         uplifts=uplifts,
+        free_per_call=free_per_call,
     )
 
 

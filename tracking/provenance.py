@@ -10,6 +10,8 @@ rules and a ledger entry's provenance). The one place these words are made.
 - An unpriced entry reads as the reason the quote gave ("no flex price for openai/gpt-4o ...").
 - A price multiplier (unit "uplift") reads "x 1.1 on token prices"; applied to an entry, "x 1.1 for
   processing in the EU (data residency), on 0.0165 USD of token prices: +0.00165 USD".
+- Free units per call (unit "free_per_call") read "5 free per call"; applied, "images in the prompt:
+  5 of 7 free per call".
 """
 
 from __future__ import annotations
@@ -92,6 +94,8 @@ def price_amount(unit_price: Decimal, currency: str, unit: str) -> str:
     """The price of one unit, or of 1 M for token-like units: "2.50 USD", "0.04 USD"; a multiplier "x 1.1"."""
     if unit == Unit.UPLIFT:
         return f"x {unit_price.normalize():f}"
+    if unit == Unit.FREE_PER_CALL:
+        return f"{unit_price.normalize():f} free"
     if is_per_million(unit):
         return format_money((unit_price * MILLION).normalize(), currency)
     return format_money(unit_price.normalize(), currency)
@@ -101,6 +105,8 @@ def price_per(unit: str, *, short: bool = False) -> str:
     """What price_amount is per: "1M input tokens" ("1M tokens" short, beside the unit's name), "image"."""
     if unit == Unit.UPLIFT:
         return "token prices"
+    if unit == Unit.FREE_PER_CALL:
+        return "call"
     if not is_per_million(unit):
         return unit_words(unit)
     if short:
@@ -122,6 +128,8 @@ def price_words(unit_price: Decimal, currency: str, unit: str) -> str:
     """ "2.50 USD / 1M input tokens", "0.04 USD / image", "0.035 USD / web search query", "x 1.1 on token prices"."""
     if unit == Unit.UPLIFT:
         return f"{price_amount(unit_price, currency, unit)} on {price_per(unit)}"
+    if unit == Unit.FREE_PER_CALL:
+        return f"{price_amount(unit_price, currency, unit)} per {price_per(unit)}"
     return f"{price_amount(unit_price, currency, unit)} / {price_per(unit)}"
 
 
@@ -156,6 +164,14 @@ def provenance_lines(entry: CostEntry) -> list[ProvenanceLine]:
     if entry.pricing_status == PricingStatus.UNPRICED:
         return [ProvenanceLine(_unpriced_reason(entry, used))]
     lines = []
+    free = used.get(Unit.FREE_PER_CALL)
+    for unit, allowance in free.items() if isinstance(free, dict) else ():
+        if isinstance(allowance, dict):
+            price_id = allowance.get("price_id") if isinstance(allowance.get("price_id"), int) else None
+            text = (
+                f"{unit_words(unit, plural=True)}: {allowance.get('free')} of {allowance.get('reported')} free per call"
+            )
+            lines.append(ProvenanceLine(text, price_id))
     for unit, quantity_field in UNIT_QUANTITY_FIELD.items():
         part = used.get(unit)
         if isinstance(part, dict):

@@ -18,10 +18,10 @@ from tests.factories import PriceFactory
 from tracking.catalog import (
     ALIAS,
     CATALOG_EPOCH,
-    FREE_PROMPT_IMAGES,
     FREE_SEARCHES,
     KIND_CONTEXT,
     KIND_DECISIONS,
+    KIND_FREE_PER_CALL,
     KIND_MAX_RESULTS,
     KIND_OFF_PEAK,
     KIND_SERVICE_AND_CONTEXT,
@@ -902,10 +902,9 @@ def test_the_real_file_leaves_no_price_field_that_bills_usage_ignored_and_names_
         ALIAS,
         NOT_A_PRICE["input_dbu_cost_per_token"],
         FREE_SEARCHES,
-        FREE_PROMPT_IMAGES,
     }
     assert set(report.no_rule_yet) <= set(NO_RULE_YET.values())
     kinds = (KIND_SERVICE_TIER, KIND_SERVICE_AND_CONTEXT, KIND_CONTEXT, KIND_TIERED, KIND_OFF_PEAK, KIND_DECISIONS)
-    for kind in (*kinds, KIND_UPLIFT, KIND_MAX_RESULTS):
+    for kind in (*kinds, KIND_UPLIFT, KIND_MAX_RESULTS, KIND_FREE_PER_CALL):
         assert report.modelled[kind] > 0, kind
     assert not Price.objects.exists()

@@ -298,3 +298,58 @@ def test_an_uplift_price_reads_as_a_factor_on_token_prices():
     from tracking.provenance import price_words
 
     assert price_words(Decimal("1.1"), "USD", "uplift") == "x 1.1 on token prices"
+
+
+# --- free units per call (MiniMax prompt images) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("images", [1, 5, 7])
+def test_a_minimax_video_bills_only_the_prompt_images_beyond_the_free_ones_as_litellm(images):
+    from litellm.cost_calculator import _video_input_image_cost
+    from litellm.llms.minimax.videos.transformation import _billable_input_image_count
+
+    key = "minimax/MiniMax-H3"
+    rows = _price_rows(key)
+    first = rows[0]
+    quote = PriceBook(rows).quote(
+        provider=first.provider,
+        model=first.model,
+        operation=first.operation,
+        variant="768p",
+        at=AT,
+        quantities={"input_images": images, "seconds": Decimal(6)},
+    )
+    billable = _billable_input_image_count(key, images)
+    images_cost = _video_input_image_cost(key, "minimax", None, {"billable_input_image_count": billable})
+    seconds_cost = 6 * RAW[key]["output_cost_per_second_768p"]
+
+    assert quote.status == PricingStatus.PRICED
+    parts = [part for name, part in quote.prices_used.items() if name != "free_per_call"]
+    assert abs(sum(Decimal(part["amount"]) for part in parts) - Decimal(repr(images_cost + seconds_cost))) <= TOLERANCE
+    assert quote.prices_used["free_per_call"]["input_image"]["free"] == min(images, 5)
+
+
+@pytest.mark.django_db
+def test_the_free_prompt_images_are_said_on_the_entry():
+    from tracking.provenance import provenance_lines
+    from tracking.services import cost_entry_record
+
+    for row in _price_rows("minimax/MiniMax-H3"):
+        row.save()
+
+    entry = cost_entry_record(
+        provider="minimax",
+        model="MiniMax-H3",
+        variant="768p",
+        input_images=7,
+        seconds="6",
+        occurred_at=AT,
+        idempotency_key="minimax-1",
+    ).entry
+
+    assert entry.amount == Decimal("0.560000")  # 2 x 0.04 + 6 x 0.08
+    assert [line.text for line in provenance_lines(entry)] == [
+        "images in the prompt: 5 of 7 free per call",
+        "seconds: 6 x 0.08 = 0.48 USD",
+        "images in the prompt: 2 x 0.04 = 0.08 USD",
+    ]
