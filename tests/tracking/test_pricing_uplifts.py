@@ -353,3 +353,23 @@ def test_the_free_prompt_images_are_said_on_the_entry():
         "seconds: 6 x 0.08 = 0.48 USD",
         "images in the prompt: 2 x 0.04 = 0.08 USD",
     ]
+
+
+@pytest.mark.django_db
+def test_the_ledger_entry_page_shows_the_region_and_the_surcharge(admin_client):
+    from django.urls import reverse
+
+    from tracking.services import cost_entry_record
+
+    for row in GPT_X:
+        Price.objects.create(**{f.name: getattr(row, f.name) for f in Price._meta.concrete_fields if f.name != "id"})
+    entry = cost_entry_record(
+        provider="openai", model="gpt-x", region="eu", input_tokens=1000, occurred_at=AT, idempotency_key="eu-2"
+    ).entry
+    price_list = admin_client.get(reverse("admin:tracking_price_changelist") + "?unit=uplift").content.decode()
+
+    page = admin_client.get(reverse("admin:tracking_costentry_change", args=[entry.pk])).content.decode()
+
+    assert "x 1.1 for processing in the EU (data residency), on 0.002 USD of token prices: +0.0002 USD" in page
+    assert '<div class="readonly">eu</div>' in page
+    assert "x 1.1 on token prices" in price_list
