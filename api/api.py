@@ -334,6 +334,16 @@ class UsageIn(BaseModel):
         description="the tier that served the call, as the response says: priority, flex, batch, ... "
         '("", "default" and "standard": the standard tier); a tier the catalog has no price for is stored unpriced',
     )
+    region: Text = Field(
+        default="",
+        max_length=50,
+        description="where the provider processed the call, as it names it: OpenAI data residency (eu, us), "
+        "Vertex AI location (us-central1, global), Anthropic usage.inference_geo (us, global); "
+        "prices multiplied there (e.g. x 1.1 for processing in the EU) apply",
+    )
+    speed: Text = Field(
+        default="", max_length=20, description='the speed that served the call: Anthropic usage.speed ("fast")'
+    )
     input_tokens: Quantity = Field(default=0, description="text tokens neither read from nor written to a cache")
     output_tokens: Quantity = Field(default=0, description="text output tokens, without reasoning tokens")
     cached_input_tokens: Quantity = Field(default=0, description="text tokens read from the prompt cache")

@@ -637,6 +637,8 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
                     "pricing_status",
                     "is_estimate",
                     "service_tier_display",
+                    "region",
+                    "speed",
                     "provenance",
                     "current_total",
                     "corrections_list",

@@ -19,8 +19,7 @@ the range's start), ``off_peak_pricing`` (service tier "off_peak" with its windo
 ``search_context_cost_per_query`` (web_search by context size), ``output_cost_per_image_<size>``
 and ``output_cost_per_second_<resolution>`` (variants), and ``<field>_decisions`` (the prices of
 LiteLLM's /v1/decisions route: operation "decisions"). Every other field that looks like a price
-is reported: NOT_A_PRICE (with the reason), NO_RULE_YET (bills usage, but the design has no rule
-for it yet: listed in the summary under its own heading) or, if unknown, an "ignored price field".
+is reported: NOT_A_PRICE (with the reason) or, if unknown, an "ignored price field".
 """
 
 from __future__ import annotations
@@ -190,33 +189,27 @@ NOT_A_PRICE: dict[str, str] = {
     "output_dbu_cost_per_token": "Databricks DBUs per token: the same token's price in DBUs, not in the currency "
     "(the USD price is modelled)",
 }
-# Fields that bill usage but have no rule in the design yet: the summary lists them under their
-# own heading (what LiteLLM does with each, and what modelling it would take).
-NO_RULE_YET: dict[str, str] = {
-    "regional_endpoint_uplift_multiplier": "Vertex AI regional-endpoint surcharge, a multiplier on every token "
-    "price (LiteLLM applies it by vertex_location; needs a region condition)",
-    "regional_processing_uplift_multiplier_eu": "OpenAI data-residency surcharge, a multiplier on every token "
-    "price (LiteLLM applies it by data_residency; needs a region condition)",
-    "regional_processing_uplift_multiplier_us": "OpenAI data-residency surcharge, a multiplier on every token "
-    "price (LiteLLM applies it by data_residency; needs a region condition)",
-    "search_free_requests": "free web-search allowance per day or month (a quota shared across models; "
-    "needs a running count per period)",
-}
 # provider_specific_entry holds request settings too (bedrock_invocation_schema, video frame sizes):
-# only these keys bill usage.
+# only the keys of UPLIFT_PROVIDER_SPECIFIC and FREE_PER_CALL_PROVIDER_SPECIFIC bill usage.
 PROVIDER_SPECIFIC_FIELD = "provider_specific_entry"
-NO_RULE_PROVIDER_SPECIFIC = {
-    "us": "Anthropic US-only inference surcharge, a multiplier on every token price (provider_specific_entry.us; "
-    "LiteLLM applies it by usage.inference_geo; needs a region condition)",
-    "fast": "Anthropic fast mode, a multiplier on every token price (provider_specific_entry.fast; LiteLLM "
-    "applies it by usage.speed; needs a speed condition)",
-    "minimax_free_input_images": "MiniMax free prompt images per call (provider_specific_entry; needs a "
-    "free-allowance rule)",
+# Price multipliers: unit "uplift", the factor as the unit price, the condition an event must meet as the
+# variant (tracking.pricing.UPLIFT_CONDITIONS reads it against the event's region and speed).
+UPLIFT_FIELDS = {
+    "regional_processing_uplift_multiplier_eu": "data_residency:eu",
+    "regional_processing_uplift_multiplier_us": "data_residency:us",
+    "regional_endpoint_uplift_multiplier": "vertex_location:regional",
 }
-NO_RULE_SEARCH_RESULTS = (
-    "search priced by requested result count (tiered_pricing max_results_range; LiteLLM: the range holding "
-    "max_results, default 10; needs the result count as a variant)"
+UPLIFT_PROVIDER_SPECIFIC = {"us": "inference_geo:us", "fast": "speed:fast"}
+# Units each call gets free: unit "free_per_call", the count as the unit price, the freed unit as the variant.
+FREE_PER_CALL_PROVIDER_SPECIFIC = {"minimax_free_input_images": Unit.INPUT_IMAGE}
+# Allowances the provider deducts on its invoice, not per event: read, and said so in the summary.
+FREE_ALLOWANCE_FIELD = "search_free_requests"
+FREE_SEARCHES = (
+    "free web-search allowance per day or month, shared by a group of models (search_free_requests): every "
+    "search is priced at list price, as LiteLLM's cost function; the provider's invoice deducts the allowance"
 )
+# tiered_pricing of search providers: input_cost_per_query by the requested result count (Exa, Firecrawl).
+MAX_RESULTS_VARIANT = "max_results:"
 
 DOCUMENTATION_KEY = "sample_spec"
 
@@ -236,6 +229,9 @@ REPLACED_BY_TIERS = "replaced by the tiered_pricing range starting at 0 (LiteLLM
 KIND_OFF_PEAK = "off-peak windows (service tier off_peak)"
 KIND_TIERED = "tiered_pricing ranges"
 KIND_DECISIONS = "Decisions route prices (operation decisions)"
+KIND_UPLIFT = "price multipliers (data residency, regional endpoint, US-only inference, fast mode)"
+KIND_FREE_PER_CALL = "free units per call (MiniMax prompt images)"
+KIND_MAX_RESULTS = "search queries by requested result count (max_results ranges)"
 KIND_SERVICE_TIER = "service tiers (batch/flex/priority/balanced/ultrafast)"
 KIND_SERVICE_AND_CONTEXT = "service tiers above N tokens"
 KIND_CONTEXT = "context-size tiers (above N tokens)"
@@ -370,7 +366,6 @@ class ParsedCatalog:
     no_price_modes: Counter[str] = field(default_factory=Counter)
     ignored_fields: Counter[str] = field(default_factory=Counter)
     not_prices: Counter[str] = field(default_factory=Counter)
-    no_rule_yet: Counter[str] = field(default_factory=Counter)
     # Prices of a partly duplicate alias (it adds some units, others an earlier key already priced).
     shadowed_prices: int = 0
 
@@ -392,7 +387,6 @@ class ImportReport:
     no_price_modes: dict[str, int] = field(default_factory=dict)
     modelled: dict[str, int] = field(default_factory=dict)
     not_prices: dict[str, int] = field(default_factory=dict)
-    no_rule_yet: dict[str, int] = field(default_factory=dict)
     ignored_fields: dict[str, int] = field(default_factory=dict)
     shadowed_prices: int = 0
     dry_run: bool = False
@@ -411,7 +405,6 @@ class ImportReport:
             "no_price_modes": dict(self.no_price_modes),
             "modelled": dict(self.modelled),
             "not_prices": dict(self.not_prices),
-            "no_rule_yet": dict(self.no_rule_yet),
             "ignored_fields": dict(self.ignored_fields),
             "shadowed_prices": self.shadowed_prices,
         }
@@ -441,9 +434,6 @@ class ImportReport:
         if self.not_prices:
             lines.append("Price fields that add no price of their own (fields):")
             lines.extend(f"  {count:>6,}  {reason}" for reason, count in _by_count(self.not_prices))
-        if self.no_rule_yet:
-            lines.append("Bill usage, but no rule in the design yet (fields, not imported):")
-            lines.extend(f"  {count:>6,}  {reason}" for reason, count in _by_count(self.no_rule_yet))
         if self.ignored_fields:
             lines.append("Ignored price fields (unknown, not modelled):")
             lines.extend(f"  {count:>6,}  {kind}" for kind, count in _by_count(self.ignored_fields))
@@ -679,8 +669,9 @@ def _number(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
-def _tier_rows(value: Any, entry: Mapping[str, Any], where: str, *, entry_where: str) -> list[_Row] | None:
-    """The rows of a tiered_pricing range list (None: a search result-count table, not modelled).
+def _tier_rows(value: Any, entry: Mapping[str, Any], where: str, *, entry_where: str) -> list[_Row]:
+    """The rows of a tiered_pricing range list (of token prices by prompt size, or of a search provider's
+    query prices by result count).
 
     As LiteLLM's _get_tiered_base_costs: one range is chosen by the prompt's size and prices every
     token of the call; a range that omits cache reads or writes bills them at its input rate (and
@@ -689,10 +680,7 @@ def _tier_rows(value: Any, entry: Mapping[str, Any], where: str, *, entry_where:
     if not isinstance(value, list) or not value:
         raise CatalogError(f"{where}: expected a non-empty list of price ranges, got {_shown(value)}")
     if all(isinstance(tier, Mapping) and "max_results_range" in tier for tier in value):
-        for index, tier in enumerate(value):
-            _range(tier["max_results_range"], where=f"{where}[{index}].max_results_range")
-            _price_value(tier.get("input_cost_per_query"), where=f"{where}[{index}].input_cost_per_query")
-        return None
+        return _max_results_rows(value, where)
     ranges: list[tuple[Decimal, Decimal, Mapping[str, Decimal], str]] = []
     for index, tier in enumerate(value):
         place = f"{where}[{index}]"
@@ -740,6 +728,26 @@ def _tier_rows(value: Any, entry: Mapping[str, Any], where: str, *, entry_where:
         rows.extend(
             _Row(unit, "", "", above, TIERED_PRICING_FIELD, price, KIND_TIERED) for unit, price in chosen.items()
         )
+    return rows
+
+
+def _free_count(value: Any, *, where: str) -> Decimal:
+    number = _number(value)
+    if number is None or number < 0 or number != number.to_integral_value():
+        raise CatalogError(f"{where}: expected a whole number of free units, got {_shown(value)}")
+    return _price_value(value, where=where)
+
+
+def _max_results_rows(value: list[Mapping[str, Any]], where: str) -> list[_Row]:
+    """A search provider's price per query by the requested result count: a request row per range, its
+    variant naming the range ("max_results:0-25"); tracking.pricing picks the range holding the event's
+    max_results as LiteLLM's search_provider_cost_per_query does."""
+    rows = []
+    for index, tier in enumerate(value):
+        start, end = _range(tier["max_results_range"], where=f"{where}[{index}].max_results_range")
+        price = _price_value(tier.get("input_cost_per_query"), where=f"{where}[{index}].input_cost_per_query")
+        variant = f"{MAX_RESULTS_VARIANT}{start:f}-{end:f}"
+        rows.append(_Row(Unit.REQUEST, variant, "", 0, TIERED_PRICING_FIELD, price, KIND_MAX_RESULTS))
     return rows
 
 
@@ -854,7 +862,7 @@ def _off_peak_rows(value: Any, where: str) -> list[_Row]:
 def _entry_rows(entry: Mapping[str, Any], mode: str, where: str) -> tuple[list[_Row], list[tuple[str, str]]]:
     """The prices of one entry, and a note (category, reason) for each price field that adds none.
 
-    Categories: "not_prices", "no_rule_yet", "ignored_fields". Raises CatalogError.
+    Categories: "not_prices", "ignored_fields". Raises CatalogError.
     """
     fields = unit_fields(mode)
     candidates: list[tuple[tuple[int, str], _Row]] = []
@@ -864,17 +872,47 @@ def _entry_rows(entry: Mapping[str, Any], mode: str, where: str) -> tuple[list[_
         place = f"{where}.{name}"
         if name in NOT_A_PRICE:
             notes.append(("not_prices", NOT_A_PRICE[name]))
-        elif name in NO_RULE_YET:
-            notes.append(("no_rule_yet", NO_RULE_YET[name]))
+        elif name in UPLIFT_FIELDS:
+            factor = _price_value(value, where=place)
+            candidates.append(((0, name), _Row(Unit.UPLIFT, UPLIFT_FIELDS[name], "", 0, name, factor, KIND_UPLIFT)))
+        elif name == FREE_ALLOWANCE_FIELD:
+            notes.append(("not_prices", FREE_SEARCHES))
         elif name == PROVIDER_SPECIFIC_FIELD:
             if isinstance(value, Mapping):
-                notes.extend(
-                    ("no_rule_yet", NO_RULE_PROVIDER_SPECIFIC[sub]) for sub in value if sub in NO_RULE_PROVIDER_SPECIFIC
+                candidates.extend(
+                    (
+                        (0, f"{name}.{sub}"),
+                        _Row(
+                            Unit.UPLIFT,
+                            condition,
+                            "",
+                            0,
+                            f"{name}.{sub}",
+                            _price_value(value[sub], where=f"{place}.{sub}"),
+                            KIND_UPLIFT,
+                        ),
+                    )
+                    for sub, condition in UPLIFT_PROVIDER_SPECIFIC.items()
+                    if sub in value
+                )
+                candidates.extend(
+                    (
+                        (0, f"{name}.{sub}"),
+                        _Row(
+                            Unit.FREE_PER_CALL,
+                            str(unit),
+                            "",
+                            0,
+                            f"{name}.{sub}",
+                            _free_count(value[sub], where=f"{place}.{sub}"),
+                            KIND_FREE_PER_CALL,
+                        ),
+                    )
+                    for sub, unit in FREE_PER_CALL_PROVIDER_SPECIFIC.items()
+                    if sub in value
                 )
         elif name == TIERED_PRICING_FIELD:
             tiered = _tier_rows(value, entry, place, entry_where=where)
-            if tiered is None:
-                notes.append(("no_rule_yet", NO_RULE_SEARCH_RESULTS))
         elif name == OFF_PEAK_FIELD:
             candidates.extend(((0, name), row) for row in _off_peak_rows(value, place))
         elif name == GUARDRAIL_FIELD:
@@ -1260,7 +1298,6 @@ def price_catalog_import(
         no_price_modes=dict(parsed.no_price_modes),
         modelled=dict(parsed.modelled),
         not_prices=dict(parsed.not_prices),
-        no_rule_yet=dict(parsed.no_rule_yet),
         ignored_fields=dict(parsed.ignored_fields),
         shadowed_prices=parsed.shadowed_prices,
         dry_run=dry_run,

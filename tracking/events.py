@@ -31,6 +31,8 @@ _LIMITS = {
     "operation": 50,
     "variant": 100,
     "service_tier": 20,
+    "region": 50,
+    "speed": 20,
     "service": 100,
     "subject": 200,
     "job": 200,
@@ -53,6 +55,10 @@ class UsageEvent:
     operation: str = ""
     variant: str = ""
     service_tier: str = ""  # as the provider said, lowercased; "" standard. An unknown one is priced as unpriced.
+    # Where the provider processed the call and at what speed, as it names them, lowercased (OpenAI data
+    # residency eu/us, Vertex AI location, Anthropic inference_geo; Anthropic speed "fast"): price multipliers.
+    region: str = ""
+    speed: str = ""
     service: str = ""
     subject: str = ""
     job: str = ""
@@ -153,6 +159,8 @@ def usage_event_clean(
         "operation",
         "variant",
         "service_tier",
+        "region",
+        "speed",
         "service",
         "subject",
         "job",
@@ -177,6 +185,8 @@ def usage_event_clean(
         operation=_text(raw, "operation"),
         variant=_text(raw, "variant"),
         service_tier=_service_tier(raw),
+        region=_text(raw, "region").lower(),
+        speed=_text(raw, "speed").lower(),
         service=_text(raw, "service"),
         subject=_text(raw, "subject"),
         job=_text(raw, "job"),

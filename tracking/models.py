@@ -47,6 +47,13 @@ class Unit(models.TextChoices):
     CITATION_TOKEN = "citation_token", "citation token"
     GUARDRAIL_UNIT = "guardrail_unit", "guardrail policy unit"
     CREDIT = "credit", "credit"
+    # Not a quantity: a factor on the event's token prices, applied when the event meets the price's
+    # condition (its variant: "data_residency:eu", "vertex_location:regional", "inference_geo:us",
+    # "speed:fast"). tracking.pricing.UPLIFT_CONDITIONS.
+    UPLIFT = "uplift", "price multiplier"
+    # Not a quantity: how many units of another unit (the price's variant, e.g. input_image) each call
+    # gets free, as the unit price (MiniMax: the first 5 prompt images of a video call).
+    FREE_PER_CALL = "free_per_call", "free units per call"
 
 
 class ServiceTier(models.TextChoices):
@@ -322,6 +329,17 @@ class CostEntry(models.Model):
     )
     service_tier = models.CharField(
         "service tier", max_length=20, blank=True, help_text="The tier that served the call, as the provider said."
+    )
+    region = models.CharField(
+        "region",
+        max_length=50,
+        blank=True,
+        help_text="Where the provider processed the call, as it names it: OpenAI data residency (eu, us), "
+        "Vertex AI location (us-central1, global), Anthropic inference_geo (us, global). Some prices are "
+        "raised there.",
+    )
+    speed = models.CharField(
+        "speed", max_length=20, blank=True, help_text="The speed the provider served the call at (Anthropic: fast)."
     )
 
     amount = MoneyField("amount")

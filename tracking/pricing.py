@@ -28,13 +28,21 @@ README, "Where we differ from LiteLLM"):
 * Variants. A unit priced without variants ignores the event's variant; one priced by variant needs
   the event's (or the only one when the event names none). Web searches are priced by search
   context size: the event's variant when it is one of the sizes priced, else "medium" as LiteLLM.
+* Uplifts. A price of unit "uplift" is a factor, not a price per unit: where the event meets its
+  condition (the price's variant, UPLIFT_CONDITIONS: the event's region or speed) the token parts
+  (UPLIFTED_UNITS) cost that much more, as LiteLLM's token path multiplies its prompt and completion
+  cost: OpenAI data residency, Vertex AI regional endpoints, Anthropic US-only inference and fast mode.
+  The parts keep their list amounts; prices_used["uplift"] holds the factors and the surcharge.
+* Free units per call. A price of unit "free_per_call" says how many of another unit (its variant)
+  each call gets free (MiniMax: the first 5 prompt images of a video call); the rest are billed, as
+  LiteLLM's billable_input_image_count. prices_used["free_per_call"] says how many were free.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, tzinfo
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation, Overflow
@@ -72,6 +80,32 @@ SERVICE_TIER_NAMES: dict[str, str] = {
 INCLUSIVE_THRESHOLD_PROVIDERS = frozenset({"xai"})
 
 WEB_SEARCH_DEFAULT_VARIANT = "medium"
+# Search providers priced by the requested result count (Exa, Firecrawl): request prices whose variant
+# names a range, "max_results:0-25"; an event names its count, "max_results:40" (none: 10, as LiteLLM).
+MAX_RESULTS = "max_results:"
+MAX_RESULTS_DEFAULT = 10
+
+# An uplift price's condition (its variant, "<kind>:<value>") -> whether an event's (region, speed)
+# meets it, as LiteLLM reads each: OpenAI's data_residency (eu/us), Vertex AI's vertex_location (any
+# location but "global"), Anthropic's usage.inference_geo ("global" and "not_available" are not a
+# geo) and usage.speed.
+UPLIFT_CONDITIONS: dict[str, Callable[[str, str, str], bool]] = {
+    "data_residency": lambda value, region, speed: region == value,
+    "vertex_location": lambda value, region, speed: value == "regional" and region not in ("", "global"),
+    "inference_geo": lambda value, region, speed: region == value and region not in ("global", "not_available"),
+    "speed": lambda value, region, speed: speed == value,
+}
+# The parts an uplift multiplies: what LiteLLM's generic token path prices (every token, prompt
+# characters, prompt images, seconds of input audio and video); not searches, generated images, pages.
+UPLIFTED_UNITS = frozenset(
+    {
+        *(unit for unit in UNIT_QUANTITY_FIELD if unit.endswith("_token")),
+        Unit.INPUT_CHARACTER,
+        Unit.INPUT_IMAGE,
+        Unit.INPUT_AUDIO_SECOND,
+        Unit.INPUT_VIDEO_SECOND,
+    }
+)
 
 # Quantity x price and their sum are exact: a quantity has at most 21 digits (2**63 tokens, or 1e12
 # seconds with 9 places), a price 24, so a sum of products fits in 60. The default context's 28 digits
@@ -104,6 +138,8 @@ class _Plan:
     off_peak_units: dict[str, _Candidates] | None = None  # standard-tier events inside off_peak_windows
     off_peak_windows: tuple[Mapping[str, object], ...] = ()
     currency: str = "USD"
+    uplifts: tuple[Price, ...] = ()  # unit "uplift": factors applied where the event meets their condition
+    free_per_call: tuple[Price, ...] = ()  # unit "free_per_call": the first N of the variant's unit are free
 
 
 class PriceBook:
@@ -165,6 +201,8 @@ class PriceBook:
         at: datetime,
         quantities: Mapping[str, object],
         service_tier: str = "",
+        region: str = "",
+        speed: str = "",
     ) -> Quote:
         """Price the quantities with the rules in force at `at` (see the module's docstring).
 
@@ -184,6 +222,9 @@ class PriceBook:
             return Quote(Decimal(0), "USD", PricingStatus.UNPRICED, plan.operation, {"reason": plan.reason})
         if plan.off_peak_units is not None and _is_off_peak(plan.off_peak_windows, at):
             units = plan.off_peak_units
+        free: dict[str, object] = {}
+        if plan.free_per_call:
+            quantities, free = _free_per_call(plan.free_per_call, quantities)
         prompt = 0
         if plan.tiered:
             prompt = sum(q for name in PROMPT_TOKEN_FIELDS if isinstance(q := quantities.get(name), int))
@@ -239,6 +280,14 @@ class PriceBook:
                 plan.operation,
                 {"missing_units": missing, "reason": reason},
             )
+        if free:
+            used["free_per_call"] = free
+        if plan.uplifts and (region or speed):
+            uplift = _uplift(plan.uplifts, region.strip().lower(), speed.strip().lower(), used)
+            if uplift is not None:
+                currencies.update(price.currency for price in uplift[1])
+                total = _EXACT.add(total, uplift[0])
+                used["uplift"] = uplift[2]
         if len(currencies) > 1:
             reason = f"prices in more than one currency for {provider}/{model}: {', '.join(sorted(currencies))}"
             return Quote(
@@ -254,6 +303,81 @@ class PriceBook:
                 {largest[0]: f"costs {total:.2f} {currency} at the price in force, beyond a ledger entry's {MONEY_MAX}"}
             )
         return Quote(round_money(total), currency, PricingStatus.PRICED, plan.operation, used)
+
+
+def _uplift(
+    uplifts: tuple[Price, ...], region: str, speed: str, used: Mapping[str, object]
+) -> tuple[Decimal, list[Price], dict[str, object]] | None:
+    """(surcharge, the uplift prices applied, their provenance) for the uplifts whose condition the
+    event meets, or None. The factors multiply one another (fast mode in the US: 2 x 1.1)."""
+    applied = []
+    for price in uplifts:
+        kind, _, value = price.variant.rpartition("/")[2].partition(":")
+        meets = UPLIFT_CONDITIONS.get(kind)
+        if meets is not None and meets(value, region, speed):
+            applied.append(price)
+    if not applied:
+        return None
+    base = Decimal(0)
+    for unit, part in used.items():
+        if unit in UPLIFTED_UNITS and isinstance(part, Mapping):
+            base = _EXACT.add(base, Decimal(str(part["amount"])))
+    factor = Decimal(1)
+    for price in applied:
+        factor = _EXACT.multiply(factor, price.unit_price)
+    surcharge = _EXACT.multiply(base, _EXACT.subtract(factor, Decimal(1)))
+    provenance: dict[str, object] = {
+        "factor": _plain(factor),
+        "applies_to": _plain(base),
+        "amount": _plain(surcharge),
+        "rules": [
+            {"price_id": price.pk, "factor": _plain(price.unit_price), "condition": price.variant.rpartition("/")[2]}
+            for price in applied
+        ],
+    }
+    return surcharge, applied, provenance
+
+
+def _free_per_call(
+    allowances: tuple[Price, ...], quantities: Mapping[str, object]
+) -> tuple[Mapping[str, object], dict[str, object]]:
+    """The quantities after each call's free units, and what was free: {unit: {price_id, free, reported}}."""
+    reduced = dict(quantities)
+    free: dict[str, object] = {}
+    for price in allowances:
+        unit = price.variant.rpartition("/")[2]
+        quantity_field = UNIT_QUANTITY_FIELD.get(unit)
+        reported = quantities.get(quantity_field) if quantity_field else None
+        if not reported or not isinstance(reported, int) or isinstance(reported, bool):
+            continue  # nothing to free (a bad type is refused by the quote's own check)
+        allowance = int(price.unit_price)
+        reduced[quantity_field] = max(0, reported - allowance)
+        free[unit] = {"price_id": price.pk, "free": min(reported, allowance), "reported": reported}
+    return reduced, free
+
+
+def _max_results_range(variant: str, variants: Iterable[str]) -> str:
+    """The range variant holding the event's max_results, as LiteLLM's search_provider_cost_per_query:
+    start <= count <= end, the first such range; outside every range, the last one (in price order:
+    the variants here are unordered, so the range that ends highest). An event variant that names no
+    count is the default count, 10."""
+    text = variant.removeprefix(MAX_RESULTS) if variant.startswith(MAX_RESULTS) else ""
+    try:
+        count = Decimal(text) if text else Decimal(MAX_RESULTS_DEFAULT)
+    except InvalidOperation:
+        return variant  # not a count: no range matches, the request is unpriced with the unit named
+    ranges = []
+    for name in variants:
+        start, _, end = name.removeprefix(MAX_RESULTS).partition("-")
+        try:
+            ranges.append((Decimal(start), Decimal(end), name))
+        except InvalidOperation:
+            continue
+    ranges.sort()
+    for start, end, name in ranges:
+        if start <= count <= end:
+            return name
+    return max(ranges, key=lambda item: item[1])[2] if ranges else variant
 
 
 def _check_quantities(quantities: Mapping[str, object]) -> None:
@@ -284,9 +408,12 @@ def _make_plan(provider: str, model: str, operation: str, variant: str, tier: st
     if tier and not any(p.service_tier == tier for p in candidates):
         return _Plan(resolved_operation, None, f"no {ServiceTier(tier).label} price for {name}")
 
+    uplifts = tuple(p for p in candidates if p.unit == Unit.UPLIFT)
+    free_per_call = tuple(p for p in candidates if p.unit == Unit.FREE_PER_CALL)
     by_unit: dict[str, list[Price]] = defaultdict(list)
     for price in candidates:
-        by_unit[price.unit].append(price)
+        if price.unit not in (Unit.UPLIFT, Unit.FREE_PER_CALL):
+            by_unit[price.unit].append(price)
     # unit -> service tier -> above_tokens -> the price, after picking the variant and the operation.
     rows: dict[str, dict[str, dict[int, Price]]] = {}
     for unit, options in by_unit.items():
@@ -294,6 +421,8 @@ def _make_plan(provider: str, model: str, operation: str, variant: str, tier: st
         variants = {p.variant for p in options}
         if unit == Unit.WEB_SEARCH and variant not in variants:
             wanted = WEB_SEARCH_DEFAULT_VARIANT
+        elif unit == Unit.REQUEST and any(v.startswith(MAX_RESULTS) for v in variants):
+            wanted = _max_results_range(variant, variants)
         exact = [p for p in options if p.variant == wanted]
         if not exact and (variants == {""} or (not variant and len(variants) == 1)):
             exact = options
@@ -343,6 +472,8 @@ def _make_plan(provider: str, model: str, operation: str, variant: str, tier: st
         off_peak_units=off_peak_units,
         off_peak_windows=windows,
         currency=in_force[0].currency,
+        uplifts=uplifts,
+        free_per_call=free_per_call,
     )
 
 

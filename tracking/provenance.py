@@ -8,6 +8,10 @@ rules and a ledger entry's provenance). The one place these words are made.
   quantity and amount were recorded there ({"price_id", "unit_price"} only) take the quantity from the
   entry's own column.
 - An unpriced entry reads as the reason the quote gave ("no flex price for openai/gpt-4o ...").
+- A price multiplier (unit "uplift") reads "x 1.1 on token prices"; applied to an entry, "x 1.1 for
+  processing in the EU (data residency), on 0.0165 USD of token prices: +0.00165 USD".
+- Free units per call (unit "free_per_call") read "5 free per call"; applied, "images in the prompt:
+  5 of 7 free per call".
 """
 
 from __future__ import annotations
@@ -76,8 +80,26 @@ def service_tier_words(service_tier: str) -> str:
     return str(_TIER_WORDS.get(service_tier, service_tier))
 
 
+# An uplift price's condition (its variant) in words: what made the call cost more.
+UPLIFT_CONDITION_WORDS = {
+    "data_residency:eu": "processing in the EU (data residency)",
+    "data_residency:us": "processing in the US (data residency)",
+    "vertex_location:regional": "a regional Vertex AI endpoint (not global)",
+    "inference_geo:us": "US-only inference",
+    "speed:fast": "fast mode",
+}
+
+
+def uplift_condition_words(condition: str) -> str:
+    return UPLIFT_CONDITION_WORDS.get(condition, condition)
+
+
 def price_amount(unit_price: Decimal, currency: str, unit: str) -> str:
-    """The price of one unit, or of 1 M for token-like units: "2.50 USD", "0.04 USD"."""
+    """The price of one unit, or of 1 M for token-like units: "2.50 USD", "0.04 USD"; a multiplier "x 1.1"."""
+    if unit == Unit.UPLIFT:
+        return f"x {unit_price.normalize():f}"
+    if unit == Unit.FREE_PER_CALL:
+        return f"{unit_price.normalize():f} free"
     if is_per_million(unit):
         return format_money((unit_price * MILLION).normalize(), currency)
     return format_money(unit_price.normalize(), currency)
@@ -85,6 +107,10 @@ def price_amount(unit_price: Decimal, currency: str, unit: str) -> str:
 
 def price_per(unit: str, *, short: bool = False) -> str:
     """What price_amount is per: "1M input tokens" ("1M tokens" short, beside the unit's name), "image"."""
+    if unit == Unit.UPLIFT:
+        return "token prices"
+    if unit == Unit.FREE_PER_CALL:
+        return "call"
     if not is_per_million(unit):
         return unit_words(unit)
     if short:
@@ -103,7 +129,11 @@ def quantity_lines(entry: CostEntry) -> list[tuple[str, str]]:
 
 
 def price_words(unit_price: Decimal, currency: str, unit: str) -> str:
-    """ "2.50 USD / 1M input tokens", "0.04 USD / image", "0.035 USD / web search query"."""
+    """ "2.50 USD / 1M input tokens", "0.04 USD / image", "0.035 USD / web search query", "x 1.1 on token prices"."""
+    if unit == Unit.UPLIFT:
+        return f"{price_amount(unit_price, currency, unit)} on {price_per(unit)}"
+    if unit == Unit.FREE_PER_CALL:
+        return f"{price_amount(unit_price, currency, unit)} per {price_per(unit)}"
     return f"{price_amount(unit_price, currency, unit)} / {price_per(unit)}"
 
 
@@ -138,10 +168,39 @@ def provenance_lines(entry: CostEntry) -> list[ProvenanceLine]:
     if entry.pricing_status == PricingStatus.UNPRICED:
         return [ProvenanceLine(_unpriced_reason(entry, used))]
     lines = []
+    free = used.get(Unit.FREE_PER_CALL)
+    for unit, allowance in free.items() if isinstance(free, dict) else ():
+        if isinstance(allowance, dict):
+            price_id = allowance.get("price_id") if isinstance(allowance.get("price_id"), int) else None
+            text = (
+                f"{unit_words(unit, plural=True)}: {allowance.get('free')} of {allowance.get('reported')} free per call"
+            )
+            lines.append(ProvenanceLine(text, price_id))
     for unit, quantity_field in UNIT_QUANTITY_FIELD.items():
         part = used.get(unit)
         if isinstance(part, dict):
             lines.append(_part_line(entry, unit, quantity_field, part))
+    if isinstance(used.get(Unit.UPLIFT), dict):
+        lines.extend(_uplift_lines(entry, used[Unit.UPLIFT]))
+    return lines
+
+
+def _uplift_lines(entry: CostEntry, part: dict[str, Any]) -> list[ProvenanceLine]:
+    """One line per multiplier the entry met, the surcharge on the last (the factors multiply)."""
+    rules = [rule for rule in part.get("rules") or () if isinstance(rule, dict)]
+    base, amount = _decimal(part.get("applies_to")), _decimal(part.get("amount"))
+    lines = []
+    for index, rule in enumerate(rules):
+        factor = _decimal(rule.get("factor"))
+        text = f"x {factor.normalize():f}" if factor is not None else "x ?"
+        text += f" for {uplift_condition_words(str(rule.get('condition', '')))}"
+        if index == len(rules) - 1 and base is not None and amount is not None:
+            text += (
+                f", on {format_money(round_money(base), entry.currency)} of token prices: "
+                f"+{format_money(round_money(amount), entry.currency)}"
+            )
+        price_id = rule.get("price_id") if isinstance(rule.get("price_id"), int) else None
+        lines.append(ProvenanceLine(text, price_id))
     return lines
 
 

@@ -292,7 +292,9 @@ def ledger_totals_by_currency() -> dict[str, Decimal]:
 # --- pricing usage -------------------------------------------------------------------------------
 
 # What a usage names (no amount, time or attribution): what usage_quote prices.
-USAGE_FIELDS = frozenset({"provider", "model", "operation", "variant", "service_tier", *QUANTITY_FIELDS})
+USAGE_FIELDS = frozenset(
+    {"provider", "model", "operation", "variant", "service_tier", "region", "speed", *QUANTITY_FIELDS}
+)
 
 
 def event_quote(event: UsageEvent, book: PriceBook) -> Quote:
@@ -306,6 +308,8 @@ def event_quote(event: UsageEvent, book: PriceBook) -> Quote:
         at=event.occurred_at,
         quantities=event.quantities,
         service_tier=event.service_tier,
+        region=event.region,
+        speed=event.speed,
     )
 
 
@@ -323,7 +327,7 @@ def unpriced_reason(prices_used: Mapping[str, Any], *, provider: str, model: str
 def usage_quote(raw: Mapping[str, Any], *, now: datetime | None = None) -> Quote:
     """Price a call's usage now, as recording it would, writing nothing (settle-by-usage).
 
-    `raw` holds provider, model and, optionally, operation, variant, service_tier and quantities.
+    `raw` holds provider, model and, optionally, operation, variant, service_tier, region, speed and quantities.
     Raises ValidationError naming the field for a bad usage, and {"usage": <the missing rule>} for
     one the catalog does not price: a reservation is never settled at a silent 0.
     """
@@ -332,7 +336,10 @@ def usage_quote(raw: Mapping[str, Any], *, now: datetime | None = None) -> Quote
     unknown = sorted(set(raw) - USAGE_FIELDS)
     if unknown:
         raise ValidationError(
-            {unknown[0]: "is not a usage field (provider, model, operation, variant, service_tier and the quantities)"}
+            {
+                unknown[0]: "is not a usage field (provider, model, operation, variant, service_tier, region, speed "
+                "and the quantities)"
+            }
         )
     event = usage_event_clean(raw, now=now)
     quote = event_quote(event, PriceBook.load([(event.provider, event.model)]))

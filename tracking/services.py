@@ -167,6 +167,8 @@ def _entry_from_event(event: UsageEvent, book: PriceBook) -> CostEntry:
         operation=quote.operation,
         variant=event.variant,
         service_tier=event.service_tier,
+        region=event.region,
+        speed=event.speed,
         service=event.service,
         subject=event.subject,
         job=event.job,

@@ -80,6 +80,8 @@ EVENT_FIELDS = frozenset(
         "input_audio_seconds",
         "input_video_seconds",
         "service_tier",
+        "region",
+        "speed",
         "amount",
         "currency",
         "occurred_at",

@@ -36,6 +36,9 @@ Each event's pricing fields come from the response (see openai_quantities, anthr
 the service tier that served the call, cache reads and 5-minute/1-hour cache writes, audio and
 image tokens in and out, reasoning tokens, web searches; images: gpt-image-* token usage, or for
 DALL-E the images generated with the quality and size as the API applies them by default.
+Where the call ran, as the price depends on it (the event's `region`): for OpenAI the client's
+data-residency host (eu.api.openai.com -> "eu", us.api.openai.com -> "us"), for Anthropic the
+response's usage.inference_geo; Anthropic's usage.speed ("fast") as `speed`.
 `Client.receipts()` hands back what each wrapped call was priced at.
 
 Async clients (AsyncOpenAI, AsyncAnthropic) are wrapped the same way. Not recorded:
@@ -52,6 +55,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from .client import Client
@@ -219,7 +223,8 @@ def anthropic_quantities(
 ) -> dict[str, Any] | None:
     """Anthropic reports input_tokens without cache reads and writes already; cache writes are split
     by lifetime (cache_creation.ephemeral_5m/1h_input_tokens; without the split,
-    cache_creation_input_tokens are 5-minute writes); the tier that served it is usage.service_tier."""
+    cache_creation_input_tokens are 5-minute writes); the tier that served it is usage.service_tier,
+    where it ran usage.inference_geo (the region: "us" costs more on some models), its speed usage.speed."""
     if usage is None or (_get(usage, "input_tokens") is None and _get(usage, "output_tokens") is None):
         return None
     creation = _get(usage, "cache_creation")
@@ -242,6 +247,10 @@ def anthropic_quantities(
     tier = _get(usage, "service_tier")
     if isinstance(tier, str) and tier:
         fields["service_tier"] = tier
+    for name, field_name in (("inference_geo", "region"), ("speed", "speed")):
+        value = _get(usage, name)
+        if isinstance(value, str) and value:
+            fields[field_name] = value
     return fields
 
 
@@ -290,6 +299,8 @@ _ANTHROPIC_USAGE_FIELDS = (
     "cache_creation",
     "server_tool_use",
     "service_tier",
+    "inference_geo",
+    "speed",
 )
 
 
@@ -791,7 +802,24 @@ def wrap_openai(
         client_types=(openai.OpenAI, openai.AsyncOpenAI),
     )
     recorder = _Recorder(provider, costcontrol_client, service=service, subject=subject, job=job, tags=tags)
+    region = openai_data_residency(openai_client)
+    if region:
+        recorder.context["region"] = region
     return _Proxy(openai_client, recorder)
+
+
+# OpenAI's data-residency hosts (as LiteLLM infers data_residency from the api_base): calls there cost
+# more on the models that say so (regional_processing_uplift_multiplier_<region>).
+_OPENAI_RESIDENCY_HOSTS = {"eu.api.openai.com": "eu", "us.api.openai.com": "us"}
+
+
+def openai_data_residency(openai_client: Any) -> str:
+    """ "eu" or "us" when the client talks to OpenAI's EU or US data-residency host, else ""."""
+    try:
+        host = urlsplit(str(getattr(openai_client, "base_url", "") or "")).hostname or ""
+    except ValueError:
+        return ""
+    return _OPENAI_RESIDENCY_HOSTS.get(host.lower(), "")
 
 
 def wrap_anthropic(

@@ -155,7 +155,7 @@ def test_the_async_client_records_messages_and_streams(providers, cc, fake_api):
 
 # --- what the provider said: cache lifetimes, tier, web searches, batches -----------------------
 
-# 40 cache writes: 30 for 5 minutes, 10 for 1 hour; served at priority; 2 web searches.
+# 40 cache writes: 30 for 5 minutes, 10 for 1 hour; served at priority, in the US, in fast mode; 2 web searches.
 RICH_USAGE = {
     "input_tokens": 25,
     "output_tokens": 15,
@@ -163,6 +163,8 @@ RICH_USAGE = {
     "cache_creation_input_tokens": 40,
     "cache_creation": {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 10},
     "service_tier": "priority",
+    "inference_geo": "us",
+    "speed": "fast",
     "server_tool_use": {"web_search_requests": 2},
 }
 RICH_BILLED = {
@@ -172,6 +174,8 @@ RICH_BILLED = {
     "cache_write_tokens": 30,
     "cache_write_1h_tokens": 10,
     "service_tier": "priority",
+    "region": "us",
+    "speed": "fast",
     "web_searches": 2,
 }
 

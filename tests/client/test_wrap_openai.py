@@ -376,3 +376,28 @@ def test_receipts_hand_back_what_a_wrapped_call_was_priced_at(wrapped, cc, fake_
     [receipt] = got
     assert receipt.wait(5)
     assert (receipt.amount, receipt.pricing_status) == (Decimal("0.0061"), "priced")
+
+
+def test_a_client_of_openais_eu_data_residency_host_records_its_calls_in_the_eu(cc, fake_api):
+    import httpx
+
+    from .fake_providers import openai_chat
+
+    def answer(request):
+        return httpx.Response(200, json=openai_chat("gpt-4o", {"prompt_tokens": 7, "completion_tokens": 3}, None))
+
+    sdk = openai.OpenAI(
+        api_key="sk-test",
+        base_url="https://eu.api.openai.com/v1",
+        max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
+    )
+    wrap_openai(sdk, cc).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+    assert only(cc, fake_api)["region"] == "eu"
+
+
+def test_a_client_of_the_global_host_names_no_region(wrapped, cc, fake_api):
+    wrapped.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+    assert "region" not in only(cc, fake_api)

@@ -18,16 +18,17 @@ from tests.factories import PriceFactory
 from tracking.catalog import (
     ALIAS,
     CATALOG_EPOCH,
+    FREE_SEARCHES,
     KIND_CONTEXT,
     KIND_DECISIONS,
     KIND_DERIVED,
+    KIND_FREE_PER_CALL,
+    KIND_MAX_RESULTS,
     KIND_OFF_PEAK,
     KIND_SERVICE_AND_CONTEXT,
     KIND_SERVICE_TIER,
     KIND_TIERED,
-    NO_RULE_PROVIDER_SPECIFIC,
-    NO_RULE_SEARCH_RESULTS,
-    NO_RULE_YET,
+    KIND_UPLIFT,
     NOT_A_PRICE,
     REPLACED_BY_TIERS,
     SKIP_DOCUMENTATION,
@@ -307,9 +308,9 @@ def test_skips_and_fields_without_a_price_are_counted_by_reason_and_kind():
         "text tokens (input, output, cache, reasoning)": 1,
         KIND_SERVICE_TIER: 2,
         KIND_CONTEXT: 1,
+        KIND_UPLIFT: 1,
     }
     assert report.not_prices == {NOT_A_PRICE["input_dbu_cost_per_token"]: 1}
-    assert report.no_rule_yet == {NO_RULE_YET["regional_processing_uplift_multiplier_eu"]: 1}
     assert report.ignored_fields == {"other": 2}
     lines = report.summary_lines()
     assert "no usable price field (mode rerank)" in "\n".join(lines)
@@ -981,39 +982,17 @@ def test_each_way_a_model_declares_a_modality_gives_that_modalitys_token_rows(de
     assert {rule[1] for rule in open_rules()} - {"input_token", "output_token"} == units
 
 
-def test_a_price_field_that_bills_usage_without_a_rule_yet_is_listed_under_its_own_heading():
-    data = catalog(
-        m={
-            **BASE,
-            "provider_specific_entry": {"us": 1.1, "bedrock_invocation_schema": "titan_v2"},
-            "search_free_requests": 1500,
-        }
-    )
-
-    report = price_catalog_import(data=data, source="t.json")
-
-    assert report.no_rule_yet == {NO_RULE_PROVIDER_SPECIFIC["us"]: 1, NO_RULE_YET["search_free_requests"]: 1}
-    assert report.ignored_fields == {}
-
-
 @needs_real_file
-def test_the_real_file_leaves_no_price_field_that_bills_usage_ignored_and_names_each_one_without_a_rule():
+def test_the_real_file_leaves_no_price_field_that_bills_usage_unmodelled():
     report = price_catalog_import(data=REAL_FILE.read_bytes(), source="model_prices.json", dry_run=True)
 
     assert report.ignored_fields == {}
-    assert set(report.not_prices) == {ALIAS, NOT_A_PRICE["input_dbu_cost_per_token"]}
-    # Left for a rule of their own: region, speed and free-allowance conditions, result-count tiers.
-    assert set(report.no_rule_yet) == {
-        *NO_RULE_YET.values(),
-        *NO_RULE_PROVIDER_SPECIFIC.values(),
-        NO_RULE_SEARCH_RESULTS,
+    assert set(report.not_prices) == {
+        ALIAS,
+        NOT_A_PRICE["input_dbu_cost_per_token"],
+        FREE_SEARCHES,
     }
-    assert set(NO_RULE_YET) == {
-        "regional_endpoint_uplift_multiplier",
-        "regional_processing_uplift_multiplier_eu",
-        "regional_processing_uplift_multiplier_us",
-        "search_free_requests",
-    }
-    for kind in (KIND_SERVICE_TIER, KIND_SERVICE_AND_CONTEXT, KIND_CONTEXT, KIND_TIERED, KIND_OFF_PEAK, KIND_DECISIONS):
+    kinds = (KIND_SERVICE_TIER, KIND_SERVICE_AND_CONTEXT, KIND_CONTEXT, KIND_TIERED, KIND_OFF_PEAK, KIND_DECISIONS)
+    for kind in (*kinds, KIND_UPLIFT, KIND_MAX_RESULTS, KIND_FREE_PER_CALL):
         assert report.modelled[kind] > 0, kind
     assert not Price.objects.exists()

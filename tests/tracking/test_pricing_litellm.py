@@ -185,7 +185,8 @@ NEEDS = {  # a kind's rows, as the parser emits them: whether the model has any
 
 def _comparable_keys():
     for key, entry in RAW.items():
-        rows = ROWS_BY_KEY.get(key)
+        # Uplifts are compared in test_pricing_uplifts.py: an alias that adds only its uplift is not a model here.
+        rows = [row for row in ROWS_BY_KEY.get(key, ()) if row.unit != "uplift"]
         if not rows or entry.get("mode", "") not in TOKEN_MODES or "input_cost_per_token" not in entry:
             continue
         # An alias that shares prices with an earlier key is priced by the earlier key's rows.

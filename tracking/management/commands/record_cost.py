@@ -63,6 +63,8 @@ def entry_as_dict(entry: CostEntry, *, created: bool) -> dict[str, Any]:
         "operation": entry.operation,
         "variant": entry.variant,
         "service_tier": entry.service_tier,
+        "region": entry.region,
+        "speed": entry.speed,
         "service": entry.service,
         "subject": entry.subject,
         "job": entry.job,
@@ -105,6 +107,13 @@ class Command(BaseCommand):
             choices=SERVICE_TIER_CHOICES,
             help="The tier that served the call, as the provider's response says (default: the standard tier).",
         )
+        parser.add_argument(
+            "--region",
+            default="",
+            help="Where the provider processed the call: OpenAI data residency (eu, us), Vertex AI location "
+            "(us-central1, global), Anthropic inference_geo (us, global).",
+        )
+        parser.add_argument("--speed", default="", help="The speed that served the call (Anthropic: fast).")
         for name in QUANTITY_FIELDS:
             parser.add_argument(
                 f"--{name.replace('_', '-')}",
@@ -149,6 +158,8 @@ class Command(BaseCommand):
             "operation": options["operation"],
             "variant": options["variant"],
             "service_tier": "" if options["service_tier"] == "default" else options["service_tier"],
+            "region": options["region"],
+            "speed": options["speed"],
             "service": options["service"],
             "subject": options["subject"],
             "job": options["job"],
