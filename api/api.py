@@ -369,10 +369,17 @@ class UsageIn(BaseModel):
     pages: Quantity = 0
     web_searches: Quantity = Field(default=0, description="web search queries (search context size as variant)")
     maps_queries: Quantity = 0
+    sessions: Quantity = Field(default=0, description="code interpreter sessions")
+    messages: Quantity = Field(default=0, description="text messages (priced per message)")
+    citation_tokens: Quantity = Field(
+        default=0, description="citation tokens (Perplexity), billed on top of the prompt"
+    )
+    guardrail_units: Quantity = Field(default=0, description="guardrail policy units; the policy counter as variant")
     seconds: QuantityIn | None = Field(default=None, description="decimal string")
     gpu_hours: QuantityIn | None = Field(default=None, description="decimal string")
     input_audio_seconds: QuantityIn | None = Field(default=None, description="decimal string")
     input_video_seconds: QuantityIn | None = Field(default=None, description="decimal string")
+    credits: QuantityIn | None = Field(default=None, description="decimal string: OCR credits")
 
 
 class EventIn(UsageIn):

@@ -22,7 +22,8 @@ from core.models import Team
 from core.money import parse_currency, parse_decimal, parse_money
 from core.validation import clean_text
 
-from .models import DECIMAL_QUANTITY_FIELDS, INTEGER_QUANTITY_FIELDS, Outcome
+from .models import DECIMAL_QUANTITY_FIELDS, INTEGER_QUANTITY_FIELDS, CostEntry, Outcome
+from .pricing import STANDARD_TIER_NAMES
 
 QUANTITY_FIELDS = INTEGER_QUANTITY_FIELDS + DECIMAL_QUANTITY_FIELDS
 _LIMITS = {
@@ -37,10 +38,8 @@ _LIMITS = {
     "subject": 200,
     "job": 200,
 }
-# What the providers call their standard tier (OpenAI answers "default", Anthropic "standard"):
-# the ledger's "" (tracking.models.ServiceTier.STANDARD).
-STANDARD_TIER_NAMES = frozenset({"", "default", "standard"})
-_DECIMAL_QUANTITY_PLACES = {"seconds": 6, "gpu_hours": 9, "input_audio_seconds": 6, "input_video_seconds": 6}
+# The ledger column decides how many places a decimal quantity may have.
+_DECIMAL_QUANTITY_PLACES = {name: CostEntry._meta.get_field(name).decimal_places for name in DECIMAL_QUANTITY_FIELDS}
 TAG_KEY_MAX, TAG_VALUE_MAX, TAGS_MAX = 50, 100, 20
 
 

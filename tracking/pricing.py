@@ -75,6 +75,8 @@ SERVICE_TIER_NAMES: dict[str, str] = {
     "auto": "",
     "fast": ServiceTier.PRIORITY,
 }
+# What providers call their standard tier (OpenAI answers "default", Anthropic "standard"): stored as "".
+STANDARD_TIER_NAMES = frozenset(name for name, tier in SERVICE_TIER_NAMES.items() if tier == ServiceTier.STANDARD)
 
 # Context-size tiers include their threshold for these providers (LiteLLM _INCLUSIVE_THRESHOLD_PROVIDERS).
 INCLUSIVE_THRESHOLD_PROVIDERS = frozenset({"xai"})

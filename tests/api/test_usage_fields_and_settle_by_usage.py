@@ -183,7 +183,7 @@ def test_a_usage_the_catalog_does_not_price_is_refused_naming_the_missing_rule_n
     )
 
     assert unknown_model.status_code == 422
-    assert unknown_model.json()["errors"]["usage"] == ["no price in force for openai/gpt-4o-nonexistent"]
+    assert unknown_model.json()["errors"]["usage"] == ["no price for openai/gpt-4o-nonexistent"]
     assert audio_on_a_text_price_list.status_code == 422
     assert "audio" in audio_on_a_text_price_list.json()["errors"]["usage"][0]
     assert Reservation.objects.get(pk=reservation["id"]).settled_at is None

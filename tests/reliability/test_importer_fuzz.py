@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -23,11 +22,8 @@ from django.db import transaction
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.price_file import PRICE_FILE as REAL_FILE
 from tracking.models import Price
-
-REAL_FILE = Path(__file__).resolve().parents[3] / "shared" / "data" / "model_prices.json"
-if not REAL_FILE.exists():  # a checkout outside the shared workspace
-    REAL_FILE = Path("/work/shared/data/model_prices.json")
 
 
 def _real_entries(count: int = 24) -> dict:

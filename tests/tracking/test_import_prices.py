@@ -15,6 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from tests.factories import PriceFactory
+from tests.price_file import PRICE_FILE as REAL_FILE
 from tracking.catalog import (
     ALIAS,
     CATALOG_EPOCH,
@@ -46,8 +47,6 @@ from tracking.services import cost_entry_record
 
 pytestmark = pytest.mark.django_db
 
-REAL_FILE = Path(settings.BASE_DIR).parent / "shared/data/model_prices.json"
-needs_real_file = pytest.mark.skipif(not REAL_FILE.exists(), reason=f"LiteLLM's price file is not at {REAL_FILE}")
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -78,7 +77,6 @@ def price_rows() -> list[tuple]:
 # --- the real LiteLLM file ------------------------------------------------------------------------
 
 
-@needs_real_file
 def test_it_imports_litellms_real_file_and_a_second_import_changes_nothing():
     first = price_catalog_import(data=REAL_FILE.read_bytes(), source="model_prices.json", now=NOW)
 
@@ -103,14 +101,13 @@ def test_it_imports_litellms_real_file_and_a_second_import_changes_nothing():
     assert Price.objects.count() == first.added
 
 
-@needs_real_file
 def test_the_command_reports_the_real_file_in_a_few_grouped_lines():
     out = StringIO()
 
     call_command("import_prices", str(REAL_FILE), stdout=out)
 
     lines = out.getvalue().splitlines()
-    assert lines[0] == "Read 4,262 entries from model_prices.json"
+    assert lines[0] == f"Read 4,262 entries from {REAL_FILE.name}"
     assert lines[1].split()[:2] == ["added", f"{Price.objects.count():,}"]
     assert "  context-size tiers (above N tokens): 909 prices" in lines
     assert "Ignored price fields (unknown, not modelled):" not in lines
@@ -315,7 +312,7 @@ def test_skips_and_fields_without_a_price_are_counted_by_reason_and_kind():
     lines = report.summary_lines()
     assert "no usable price field (mode rerank)" in "\n".join(lines)
     assert "  service tiers (batch/flex/priority/balanced/ultrafast): 2 prices" in lines
-    assert "Bill usage, but no rule in the design yet (fields, not imported):" in lines
+    assert "Ignored price fields (unknown, not modelled):" in lines
 
 
 # --- versions ---------------------------------------------------------------------------------------
@@ -537,7 +534,6 @@ def test_the_default_catalog_has_image_prices_by_variant_and_a_gpu_hour_price():
     assert open_price("openai", "dall-e-3", "image", variant="hd/1024-x-1792").source == "costcontrol default catalog"
 
 
-@needs_real_file
 def test_the_committed_default_catalog_is_what_build_default_catalog_makes_from_litellms_file(tmp_path):
     output = tmp_path / "catalog.json"
 
@@ -757,7 +753,6 @@ def test_tiered_pricing_ranges_become_context_tiers_and_omitted_rates_fall_back_
     assert report.not_prices == {REPLACED_BY_TIERS: 2}
 
 
-@needs_real_file
 def test_tiered_pricing_rows_bill_what_litellms_cost_per_token_bills_in_each_range(monkeypatch):
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     litellm = pytest.importorskip("litellm")
@@ -982,7 +977,6 @@ def test_each_way_a_model_declares_a_modality_gives_that_modalitys_token_rows(de
     assert {rule[1] for rule in open_rules()} - {"input_token", "output_token"} == units
 
 
-@needs_real_file
 def test_the_real_file_leaves_no_price_field_that_bills_usage_unmodelled():
     report = price_catalog_import(data=REAL_FILE.read_bytes(), source="model_prices.json", dry_run=True)
 

@@ -20,11 +20,9 @@ import json
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import litellm
 import pytest
-from django.conf import settings
 from litellm.litellm_core_utils.llm_cost_calc.utils import generic_cost_per_token
 from litellm.types.utils import (
     CacheCreationTokenDetails,
@@ -34,14 +32,12 @@ from litellm.types.utils import (
     Usage,
 )
 
+from tests.price_file import PRICE_FILE as REAL_FILE
 from tracking.catalog import catalog_parse, modalities_taken
 from tracking.models import PricingStatus
 from tracking.pricing import PriceBook
 
 # pytest-django: quoting reads no database; Price rows are built unsaved.
-REAL_FILE = Path(settings.BASE_DIR).parent / "shared/data/model_prices.json"
-if not REAL_FILE.exists():
-    REAL_FILE = Path("/work/shared/data/model_prices.json")
 EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 AT = datetime(2026, 3, 4, 8, 0, tzinfo=UTC)  # a Wednesday, 08:00 UTC: DeepSeek's peak hours
 OFF_PEAK_AT = datetime(2026, 3, 7, 8, 0, tzinfo=UTC)  # a Saturday: off-peak all day

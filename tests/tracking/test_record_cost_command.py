@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tracking.events import QUANTITY_FIELDS
-from tracking.models import CostEntry, SpendRollup
+from tracking.models import DECIMAL_QUANTITY_FIELDS, CostEntry, SpendRollup
 
 pytestmark = pytest.mark.django_db
 
@@ -170,8 +170,7 @@ def test_a_service_tier_that_is_not_one_of_the_tiers_is_refused_and_writes_nothi
 
 
 def test_every_ledger_quantity_has_an_option(gpt4o_prices):
-    values = {name: ("2.5" if name in ("seconds", "gpu_hours", "input_audio_seconds", "input_video_seconds") else "3")
-              for name in QUANTITY_FIELDS}  # fmt: skip
+    values = {name: ("2.5" if name in DECIMAL_QUANTITY_FIELDS else "3") for name in QUANTITY_FIELDS}
     args = [arg for name, value in values.items() for arg in (f"--{name.replace('_', '-')}", value)]
 
     printed = json.loads(record("--provider", "openai", "--model", "gpt-4o", *args, "--json"))
