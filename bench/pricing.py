@@ -70,6 +70,7 @@ class Shape:
     audio: bool = False
     images_in: bool = False
     images_out: bool = False
+    text_out: bool = True  # gpt-image-1 answers with image tokens only (the file has no text output price)
 
 
 SHAPES = (
@@ -79,7 +80,7 @@ SHAPES = (
     Shape("gpt-4o", 15, ("", "", "priority", "batch"), cache_reads=True),
     Shape("o4-mini", 15, ("", "flex", "priority"), cache_reads=True, reasoning=True),
     Shape("gpt-audio", 8, audio=True),
-    Shape("gpt-image-1", 9, images_in=True, images_out=True, cache_reads=True),
+    Shape("gpt-image-1", 9, images_in=True, images_out=True, cache_reads=True, text_out=False),
     Shape("gemini/gemini-2.5-flash-image", 8, images_out=True, reasoning=True),
 )  # fmt: skip
 
@@ -149,7 +150,7 @@ def events(count: int, seed: int, catalog: dict[str, Any], book: Any) -> tuple[l
         if shape.images_in:
             q["input_image_tokens"] = prompt // 3
         q["input_tokens"] = prompt - sum(q.values())
-        output = rng.randint(50, 4_000)
+        output = rng.randint(50, 4_000) if shape.text_out else 0
         completion = output
         if shape.reasoning:
             q["reasoning_tokens"] = rng.randint(0, 3 * output)
