@@ -79,6 +79,11 @@ EVENT_FIELDS = frozenset(
         "maps_queries",
         "input_audio_seconds",
         "input_video_seconds",
+        "sessions",
+        "messages",
+        "citation_tokens",
+        "guardrail_units",
+        "credits",
         "service_tier",
         "region",
         "speed",
@@ -115,7 +120,7 @@ USAGE_FIELDS = frozenset(
     }
 )
 # Decimal on the server, which refuses floats (binary fractions are not money).
-_DECIMAL_FIELDS = ("amount", "seconds", "gpu_hours", "input_audio_seconds", "input_video_seconds")
+_DECIMAL_FIELDS = ("amount", "seconds", "gpu_hours", "input_audio_seconds", "input_video_seconds", "credits")
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Refused because of the credentials, not the events: kept in the spool for a fixed key.
 _AUTH_STATUSES = frozenset({401, 403})
