@@ -1,4 +1,4 @@
-"""tracking/0014 adds the ledger's session, message, citation-token, guardrail-unit and credit columns.
+"""tracking/0013 adds the ledger's new quantity columns (issue 17).
 SQLite adds a NOT NULL column by rebuilding the table, which drops its triggers: the ledger must stay
 append-only after the migration, forwards and backwards."""
 
@@ -11,8 +11,8 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = ("tracking", "0013_price_rules_and_usage")
-AFTER = ("tracking", "0014_usage_units_without_a_rule")
+BEFORE = ("tracking", "0012_drop_price_catalog_state")
+AFTER = ("tracking", "0013_price_rules_and_usage")
 
 
 def _migrate(target: tuple[str, str]):
