@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -45,8 +46,9 @@ from budgets.models import SCOPE_KINDS, Reservation
 from budgets.selectors import BudgetStatus, budget_check
 from budgets.services import BudgetExceeded, budget_reserve, reservation_release, reservation_settle
 from core.money import MONEY_MAX
+from core.validation import has_surrogate
 from tracking.models import Outcome
-from tracking.services import cost_entry_record, cost_entry_record_many
+from tracking.services import IdempotencyConflict, cost_entry_record, cost_entry_record_many
 
 from .models import ApiKey
 from .selectors import GROUP_BY, spend_grouped
@@ -56,7 +58,7 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 1000
 RETRY_AFTER_UNAVAILABLE = 5
 # Answers every operation may give (documented so schema checks know them).
-COMMON = {400: dict, 401: dict, 422: dict, 429: dict, 503: dict}
+COMMON = {400: dict, 401: dict, 413: dict, 415: dict, 422: dict, 429: dict, 503: dict}
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -154,12 +156,31 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
+def _json_body(request: HttpRequest) -> Any:
+    """The request body as JSON, every number that is not an integer an exact Decimal, never a float (money
+    is Decimal from the request body on); NaN and Infinity are not JSON numbers and are refused. A body
+    that is not JSON by its Content-Type is a 415, one nested too deep to read a 400."""
+    body = request.body
+    content_type = request.content_type or ""
+    if body and not (content_type == "application/json" or content_type.endswith("+json")):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the body must be JSON (Content-Type: application/json), not {content_type or 'untyped'}",
+        )
+    try:
+        return json.loads(body or b"null", parse_float=Decimal, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "the body is nested too deeply to be an event") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
 class DecimalJsonParser(Parser):
-    """Request bodies with every JSON number that is not an integer read as an exact Decimal, never a float
-    (money is Decimal from the request body on); NaN and Infinity are not JSON numbers and are refused."""
+    """Request bodies read by _json_body, for every operation."""
 
     def parse_body(self, request: HttpRequest) -> Any:
-        return json.loads(request.body, parse_float=Decimal, parse_constant=_reject_constant)
+        return _json_body(request)
 
 
 # --- the types of numbers in request bodies ---------------------------------------------------------------
@@ -208,10 +229,13 @@ def _integral(value: Any) -> Any:
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain a NUL (\\u0000) character")
+    if has_surrogate(value):
+        raise ValueError("must not contain a lone surrogate (\\ud800-\\udfff): it is not a character")
     return value
 
 
-# Every string of a request: PostgreSQL's text columns cannot hold NUL, so neither database gets one.
+# Every string of a request: PostgreSQL's text columns cannot hold NUL, and no database stores a lone
+# surrogate (it cannot be encoded), so neither gets one.
 Text = Annotated[str, AfterValidator(_no_nul)]
 
 
@@ -283,8 +307,23 @@ def _schema_invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResp
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc.__cause__, ApiError):  # django-ninja wraps what the body parser raises in a 400
+        return _error_response(exc.__cause__)
     code = "malformed_json" if exc.status_code == 400 else "error"
     return _error_response(ApiError(exc.status_code, code, str(exc)))
+
+
+@api.exception_handler(RequestDataTooBig)
+def _body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return _error_response(
+        ApiError(
+            413,
+            "body_too_large",
+            f"a request body holds at most {limit} bytes: split the batch",
+            extra={"limit_bytes": limit},
+        )
+    )
 
 
 @api.exception_handler(DataError)
@@ -422,13 +461,6 @@ _EVENTS_BODY_SCHEMA: dict[str, Any] = {
 }
 
 
-def _json_body(request: HttpRequest) -> Any:
-    try:
-        return json.loads(request.body or b"null", parse_float=Decimal, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
-
-
 def _namespaced(key: ApiKey, idempotency_key: str) -> str:
     """Idempotency keys are per service: the same key from two services is two events."""
     full = f"{key.service}/{idempotency_key}"
@@ -463,14 +495,17 @@ def _only_query_params(request: HttpRequest, *names: str) -> None:
 
 
 def _money(value: Decimal | None) -> str | None:
-    return None if value is None else format(value.normalize(), "f")
+    """An amount as a plain decimal string without trailing zeros; -0 (a JSON "-0" stored as given) is 0."""
+    if value is None:
+        return None
+    return "0" if value.is_zero() else format(value.normalize(), "f")
 
 
 @api.post(
     "/events",
     openapi_extra={"requestBody": _EVENTS_BODY_SCHEMA},
     summary="Record one usage event or a batch of up to 1000",
-    response={200: dict, 201: dict, 403: dict, 413: dict, 422: dict, **COMMON},
+    response={200: dict, 201: dict, 403: dict, 409: dict, 422: dict, **COMMON},
 )
 def events_record(request: HttpRequest) -> Any:
     key: ApiKey = request.auth  # type: ignore[attr-defined]
@@ -484,6 +519,9 @@ def events_record(request: HttpRequest) -> Any:
         result = cost_entry_record(**_raw_event(key, event))
     except PydanticValidationError as exc:
         raise _invalid(_pydantic_errors(exc)) from None
+    except IdempotencyConflict as exc:
+        conflict = _conflict(event.idempotency_key, _field_errors(exc))
+        raise ApiError(409, "idempotency_conflict", conflict["idempotency_key"][0], errors=conflict) from None
     except DjangoValidationError as exc:
         errors = _field_errors(exc)
         if "service" in errors and "records for service" in errors["service"][0]:
@@ -526,7 +564,10 @@ def _batch(key: ApiKey, items: Any) -> Any:
     recorded = cost_entry_record_many([raw for _, raw in valid]) if valid else []
     for (index, _), item in zip(valid, recorded, strict=True):
         if item.status == "rejected":
-            results[index] = _rejected(index, {k: [str(m) for m in v] for k, v in (item.errors or {}).items()})
+            errors = {k: [str(m) for m in v] for k, v in (item.errors or {}).items()}
+            if item.code:
+                errors = _conflict(items[index]["idempotency_key"], errors)
+            results[index] = {**_rejected(index, errors), "code": item.code or None}
         else:
             entry = item.entry
             assert entry is not None
@@ -538,6 +579,7 @@ def _batch(key: ApiKey, items: Any) -> Any:
                 "currency": entry.currency,
                 "pricing_status": entry.pricing_status,
                 "errors": None,
+                "code": None,
             }
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
     for result in results:
@@ -554,6 +596,11 @@ def _batch(key: ApiKey, items: Any) -> Any:
     )
 
 
+def _conflict(idempotency_key: str | None, errors: dict[str, list[str]]) -> dict[str, list[str]]:
+    """tracking's conflict, naming the key as the caller sent it (not as namespaced by service)."""
+    return {"idempotency_key": [f"idempotency key {idempotency_key!r} {errors['idempotency_key'][0]}"]}
+
+
 def _rejected(index: int, errors: dict[str, list[str]]) -> dict[str, Any]:
     return {
         "index": index,
@@ -563,6 +610,7 @@ def _rejected(index: int, errors: dict[str, list[str]]) -> dict[str, Any]:
         "currency": None,
         "pricing_status": None,
         "errors": errors,
+        "code": None,
     }
 
 

@@ -125,6 +125,8 @@ def _text(value: Any, field: str, limit: int, *, required: bool) -> str:
         raise ValidationError({field: f"is longer than {limit} characters"})
     if any(c.isspace() for c in text) and field != "note":
         raise ValidationError({field: "must not contain spaces"})
+    if field == "name" and "/" in text:  # the name is a path segment: /api/v1/batches/<name>/finish
+        raise ValidationError({field: "must not contain '/'"})
     return text
 
 

@@ -10,7 +10,7 @@ import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,9 +20,9 @@ from django.utils import timezone
 
 from core.models import Team
 from core.money import parse_currency, parse_decimal, parse_money
-from core.validation import clean_text
+from core.validation import clean_text, has_surrogate
 
-from .models import DECIMAL_QUANTITY_FIELDS, INTEGER_QUANTITY_FIELDS, CostEntry, Outcome
+from .models import DECIMAL_QUANTITY_FIELDS, INTEGER_QUANTITY_FIELDS, CostEntry, Outcome, PricingStatus
 from .pricing import STANDARD_TIER_NAMES
 
 QUANTITY_FIELDS = INTEGER_QUANTITY_FIELDS + DECIMAL_QUANTITY_FIELDS
@@ -70,6 +70,7 @@ class UsageEvent:
     duration_ms: int | None = None
     is_estimate: bool | None = None
     usage_unavailable: bool = False  # the call happened but reported no usage (e.g. a stream without it)
+    occurred_at_stated: bool = True  # False: the caller left it out and it is the time of recording
 
 
 _OUTCOMES = frozenset(Outcome.values)  # Outcome.values builds its list on every access
@@ -118,9 +119,9 @@ def _tags(raw: Mapping[str, Any]) -> dict[str, str]:
         raise ValidationError({"tags": f"at most {TAGS_MAX} tags per event"})
     tags: dict[str, str] = {}
     for key, tag_value in value.items():
-        if not isinstance(key, str) or not key.strip() or "=" in key or len(key) > TAG_KEY_MAX:
+        if not isinstance(key, str) or not key.strip() or "=" in key or len(key) > TAG_KEY_MAX or has_surrogate(key):
             raise ValidationError({"tags": f"tag key {key!r} must be 1-{TAG_KEY_MAX} characters without '='"})
-        if not isinstance(tag_value, str) or len(tag_value) > TAG_VALUE_MAX:
+        if not isinstance(tag_value, str) or len(tag_value) > TAG_VALUE_MAX or has_surrogate(tag_value):
             raise ValidationError(
                 {"tags": f"tag {key!r} must have a string value of at most {TAG_VALUE_MAX} characters"}
             )
@@ -141,6 +142,10 @@ def _occurred_at(raw: Mapping[str, Any], now: datetime) -> datetime:
         raise ValidationError({"occurred_at": "must be a timestamp"})
     if timezone.is_naive(value):
         raise ValidationError({"occurred_at": "must include a time zone offset (e.g. 2026-11-23T10:00:00+00:00)"})
+    try:
+        value.astimezone(UTC)  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC: no database holds it
+    except OverflowError:
+        raise ValidationError({"occurred_at": f"{value.isoformat()} is out of range"}) from None
     skew = timedelta(seconds=settings.COSTCONTROL_MAX_FUTURE_SKEW_SECONDS)
     if value > now + skew:
         raise ValidationError({"occurred_at": f"{value.isoformat()} is more than {skew} in the future"})
@@ -190,6 +195,7 @@ def usage_event_clean(
         subject=_text(raw, "subject"),
         job=_text(raw, "job"),
         occurred_at=_occurred_at(raw, now),
+        occurred_at_stated=raw.get("occurred_at") is not None,
         idempotency_key="",
         tags=_tags(raw),
         quantities={name: _quantity(raw, name) for name in QUANTITY_FIELDS},
@@ -205,6 +211,9 @@ def usage_event_clean(
         event.amount = parse_money(raw["amount"], field="amount")
         if event.amount < 0:
             raise ValidationError({"amount": "must not be negative (corrections are made with cost_entry_correct)"})
+    if raw.get("currency") not in (None, "") and event.amount is None:
+        # Priced events are in the catalog's currency: a currency alone would be dropped without a word.
+        raise ValidationError({"currency": "is given without an amount: a currency applies to an explicit amount"})
     event.currency = parse_currency(raw.get("currency") or "USD")
     outcome = raw.get("outcome") or Outcome.SUCCESS
     if outcome not in _OUTCOMES:
@@ -237,3 +246,43 @@ def usage_event_clean(
                 raise ValidationError({"team": f"unknown team {team!r}"})
             event.team = found
     return event
+
+
+# The fields of a ledger entry that follow from what its caller sent (the amount and occurred_at apart).
+_STATED_FIELDS = (
+    "provider",
+    "model",
+    "operation",
+    "variant",
+    "service_tier",
+    "region",
+    "speed",
+    "service",
+    "subject",
+    "job",
+    "team_id",
+    "tags",
+    "outcome",
+    "duration_ms",
+    "is_estimate",
+    "note",
+    *QUANTITY_FIELDS,
+)
+
+
+def usage_event_conflicts(event: UsageEvent, new: CostEntry, stored: CostEntry) -> list[str]:
+    """The fields in which a repeat of an idempotency key differs from the entry recorded under it.
+
+    Compared: the stored entry against the repeat's validated event as an entry would record it, so
+    spellings that validate alike ("OpenAI" and "openai", 1.50 and 1.5) are the same event. Left out:
+    occurred_at when the repeat leaves it to the time of recording, and a priced amount (the catalog
+    may have changed since); an explicit amount and its currency are compared."""
+    names = [name for name in _STATED_FIELDS if getattr(new, name) != getattr(stored, name)]
+    if event.occurred_at_stated and new.occurred_at != stored.occurred_at:
+        names.append("occurred_at")
+    explicit = PricingStatus.EXPLICIT
+    if (new.pricing_status == explicit or stored.pricing_status == explicit) and (
+        new.pricing_status != stored.pricing_status or new.amount != stored.amount or new.currency != stored.currency
+    ):
+        names.append("amount")
+    return names

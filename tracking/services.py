@@ -26,7 +26,7 @@ from django.utils import timezone
 from core.models import Team
 from core.money import parse_money
 
-from .events import UsageEvent, usage_event_clean
+from .events import UsageEvent, usage_event_clean, usage_event_conflicts
 from .models import CostEntry, MetricSeries, Price, PricingStatus, SpendRollup, SpendRollupDay
 from .pricing import PriceBook
 from .rollups import SeriesKey, metric_series_deltas, rollup_deltas, rollups_add
@@ -47,6 +47,11 @@ class BulkItemResult:
     status: str  # "accepted" | "duplicate" | "rejected"
     entry: CostEntry | None = None
     errors: dict[str, list[str]] | None = None
+    code: str = ""  # "idempotency_conflict": rejected because its key was recorded with other fields
+
+
+class IdempotencyConflict(ValidationError):
+    """The idempotency key was recorded before with other fields (a bug in the caller, never a retry)."""
 
 
 # A batch one of whose keys a concurrent writer committed between the look-up and the insert
@@ -63,7 +68,7 @@ def cost_entry_record(**raw: Any) -> RecordResult:
     """
     [item] = cost_entry_record_many([raw])
     if item.status == "rejected":
-        raise ValidationError(item.errors)
+        raise (IdempotencyConflict if item.code else ValidationError)(item.errors)
     assert item.entry is not None
     return RecordResult(item.entry, created=item.status == "accepted")
 
@@ -108,6 +113,7 @@ def _events_write(cleaned: Sequence[tuple[int, UsageEvent]]) -> tuple[dict[int, 
     unknown = _providers_unknown({e.provider for _, e in cleaned if not book.has_model(e.provider, e.model)})
     results: dict[int, BulkItemResult] = {}
     priced: list[tuple[int, CostEntry]] = []
+    events = dict(cleaned)
     for i, event in cleaned:
         if event.provider in unknown:
             error = f"unknown provider {event.provider!r} (not in the price catalog)"
@@ -125,7 +131,10 @@ def _events_write(cleaned: Sequence[tuple[int, UsageEvent]]) -> tuple[dict[int, 
     for i, entry in priced:
         key = entry.idempotency_key
         holder = existing.get(key) or fresh.get(key)
-        if holder is not None:
+        if holder is not None and (differ := usage_event_conflicts(events[i], entry, holder)):
+            error = f"was recorded before with other values of {', '.join(differ)}"
+            results[i] = BulkItemResult("rejected", errors={"idempotency_key": [error]}, code="idempotency_conflict")
+        elif holder is not None:
             results[i] = BulkItemResult("duplicate", entry=holder)
         else:
             fresh[key] = entry

@@ -33,7 +33,7 @@ schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", application)
 #   usage settles only if the catalog prices it (data);
 # - a spend window's end is after its start and at most ~3 years later (31 days by hour); grouping
 #   by a dimension is answered for scope=global only;
-# - a batch name or job has no spaces inside; a provider, model or scope value is more than spaces
+# - a batch name or job has no spaces inside, a name no '/'; a provider, model or scope value is more than spaces
 #   around it: the schema's patterns say so, but the regex engines of pydantic (Rust), Python and
 #   JSON Schema validators disagree on what a space is (U+001C..U+001F, U+0085), so the services,
 #   which strip with str.strip(), have the last word on those characters.
@@ -43,7 +43,7 @@ BUSINESS_RULES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ("POST", "/api/v1/events"): (
         ("provider", "unknown provider|is required"),
         ("model", "is required"),
-        ("currency", "unknown currency"),
+        ("currency", "unknown currency|without an amount"),  # a currency goes with an amount
         ("amount", "decimal places|less than or equal"),
         *QUANTITY_LIMITS,
         ("usage_unavailable", "carries no quantities"),
@@ -66,7 +66,10 @@ BUSINESS_RULES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
         ("usage.model", "is required"),
         *((f"usage.{field}", phrase) for field, phrase in QUANTITY_LIMITS),
     ),
-    ("POST", "/api/v1/batches"): (("name", "must not contain spaces|is required"), ("job", "must not contain spaces")),
+    ("POST", "/api/v1/batches"): (
+        ("name", "must not contain spaces|must not contain '/'|is required"),
+        ("job", "must not contain spaces"),
+    ),
     ("GET", "/api/v1/spend"): (
         ("to", "must be after|a window covers at most|group_by=hour covers at most|out of range"),
         ("scope", "surrounding spaces|is required"),

@@ -10,10 +10,10 @@ import time_machine
 from django.core.exceptions import ValidationError
 
 from tests.conftest import EPOCH
-from tests.factories import CostEntryFactory, PriceFactory, TeamFactory
+from tests.factories import PriceFactory, TeamFactory
 from tracking.models import CostEntry, PricingStatus, SpendRollup
 from tracking.selectors import ledger_differences, spend_total
-from tracking.services import cost_entry_record, cost_entry_record_many
+from tracking.services import IdempotencyConflict, cost_entry_record, cost_entry_record_many
 
 pytestmark = pytest.mark.django_db
 
@@ -111,10 +111,12 @@ def test_it_rounds_once_half_to_even_at_nine_places():
 
 def test_the_same_idempotency_key_recorded_twice_counts_once(gpt4o_prices):
     first = cost_entry_record(provider="openai", model="gpt-4o", input_tokens=1000, idempotency_key="req-1")
-    second = cost_entry_record(provider="openai", model="gpt-4o", input_tokens=5000, idempotency_key="req-1")
+    second = cost_entry_record(provider="OpenAI", model="gpt-4o", input_tokens=1000, idempotency_key="req-1")
 
     assert first.created and not second.created
     assert second.entry.pk == first.entry.pk
+    with pytest.raises(IdempotencyConflict, match="other values of input_tokens"):
+        cost_entry_record(provider="openai", model="gpt-4o", input_tokens=5000, idempotency_key="req-1")
     assert CostEntry.objects.count() == 1
     assert rollup("global").events == 1
     assert rollup("global").amount == Decimal("0.0025")
@@ -258,17 +260,19 @@ def test_a_batch_sent_twice_is_counted_once(gpt4o_prices):
 
 
 def test_a_batch_of_keys_recorded_before_and_new_ones_records_only_the_new_ones(gpt4o_prices):
-    first = CostEntryFactory(idempotency_key="old")
+    first = cost_entry_record(provider="openai", model="gpt-4o", input_tokens=1000, idempotency_key="old").entry
     results = cost_entry_record_many(
         [
             {"provider": "openai", "model": "gpt-4o", "input_tokens": 2000, "idempotency_key": "new-1"},
-            {"provider": "openai", "model": "gpt-4o", "input_tokens": 9000, "idempotency_key": "old"},
+            {"provider": "openai", "model": "gpt-4o", "input_tokens": 1000, "idempotency_key": "old"},
             {"provider": "openai", "model": "gpt-4o", "input_tokens": 3000, "idempotency_key": "new-2"},
+            {"provider": "openai", "model": "gpt-4o", "input_tokens": 2000, "idempotency_key": "new-1"},
             {"provider": "openai", "model": "gpt-4o", "input_tokens": 4000, "idempotency_key": "new-1"},
         ]
     )
 
-    assert [r.status for r in results] == ["accepted", "duplicate", "accepted", "duplicate"]
+    assert [r.status for r in results] == ["accepted", "duplicate", "accepted", "duplicate", "rejected"]
+    assert results[4].code == "idempotency_conflict" and "input_tokens" in results[4].errors["idempotency_key"][0]
     assert results[1].entry.pk == first.pk and results[1].entry.amount == Decimal("0.0025")
     assert results[3].entry is results[0].entry
     assert sorted(CostEntry.objects.values_list("idempotency_key", flat=True)) == ["new-1", "new-2", "old"]

@@ -122,7 +122,7 @@ class Command(BaseCommand):
                 help=QUANTITY_HELP.get(name) or _quantity_help(name),
             )
         parser.add_argument("--amount", default=None, help="Explicit amount (decimal string); skips the catalog.")
-        parser.add_argument("--currency", default="USD", help="ISO 4217 currency of --amount (default USD).")
+        parser.add_argument("--currency", default=None, help="ISO 4217 currency of --amount (default USD).")
         parser.add_argument("--actual", action="store_true", help="The amount is an invoiced actual, not an estimate.")
         parser.add_argument("--service", default="", help="The calling application.")
         parser.add_argument("--subject", default="", help="End user id.")
