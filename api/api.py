@@ -720,7 +720,7 @@ def budgets_reserve(request: HttpRequest, payload: ReserveIn) -> Any:
         _scope_allowed(request.auth, scope)  # type: ignore[attr-defined]
     ttl = timedelta(seconds=payload.ttl_seconds) if payload.ttl_seconds else None
     try:
-        held = budget_reserve(scopes=payload.scopes, amount=payload.amount, ttl=ttl)
+        held = budget_reserve(scopes=payload.scopes, amount=payload.amount, ttl=ttl, service=request.auth.service)  # type: ignore[attr-defined]
     except BudgetExceeded as exc:
         raise ApiError(
             409,
@@ -741,7 +741,17 @@ def _reservation_for(key: ApiKey, reservation_id: int) -> Reservation:
     reservation = Reservation.objects.select_related("budget").filter(pk=reservation_id).first()
     if reservation is None:
         raise ApiError(404, "not_found", f"no reservation #{reservation_id}")
-    _scope_allowed(key, reservation.budget.scope)
+    if reservation.service and reservation.service != key.service:
+        # Releasing would free headroom on another service's hard limit; settling would close its hold.
+        raise ApiError(
+            403,
+            "forbidden",
+            f"reservation #{reservation_id} belongs to service {reservation.service!r}; "
+            f"this API key is for {key.service!r}",
+            errors={"reservation": ["forbidden"]},
+        )
+    if not reservation.service:  # made in process: any key allowed the budget's scope
+        _scope_allowed(key, reservation.budget.scope)
     return reservation
 
 

@@ -249,6 +249,14 @@ class Reservation(models.Model):
     settled_at = models.DateTimeField("settled at", null=True, blank=True)
     released_at = models.DateTimeField("released at", null=True, blank=True)
     actual = MoneyField("actual", null=True, blank=True, help_text="The real cost reported at settlement.")
+    service = models.CharField(
+        "service",
+        max_length=60,
+        blank=True,
+        default="",
+        help_text="The service whose API key made it: only that service's keys settle or release it. "
+        "Empty: made in process (or before reservations had an owner).",
+    )
 
     class Meta:
         ordering = ["-created_at"]

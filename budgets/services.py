@@ -130,8 +130,12 @@ def budget_periods_advance(*, now: datetime | None = None) -> int:
 # --- reservations ---------------------------------------------------------------------
 
 
-def budget_reserve(*, scopes: Sequence[str], amount: Any, ttl: timedelta | None = None) -> list[Reservation]:
+def budget_reserve(
+    *, scopes: Sequence[str], amount: Any, ttl: timedelta | None = None, service: str = ""
+) -> list[Reservation]:
     """Hold `amount` on every active hard-limit budget of `scopes` (and the global ones), or on none.
+
+    `service` owns the reservations (the API key's service): only it may settle or release them.
 
     Raises BudgetExceeded naming the budget with the least room. Returns the reservations (empty
     when no hard-limit budget applies). Settle each with reservation_settle once the cost is known.
@@ -162,7 +166,9 @@ def budget_reserve(*, scopes: Sequence[str], amount: Any, ttl: timedelta | None 
             tightest = min(blocked, key=lambda s: s.available)
             raise BudgetExceeded(budget=tightest.budget, available=tightest.available, requested=amount)
         return Reservation.objects.bulk_create(
-            Reservation(budget=s.budget, period=s.period, amount=amount, created_at=now, expires_at=now + ttl)
+            Reservation(
+                budget=s.budget, period=s.period, amount=amount, created_at=now, expires_at=now + ttl, service=service
+            )
             for s in statuses
         )
 
@@ -191,8 +197,12 @@ def reservation_settle(
     if actual < 0:
         raise ValidationError({"actual": "must be zero or more"})
     now = timezone.now()
-    if not Reservation.objects.filter(pk=reservation.pk, settled_at__isnull=True).update(settled_at=now, actual=actual):
-        raise ValidationError({"reservation": f"reservation #{reservation.pk} is already settled"})
+    # A released reservation (by its caller, or by the expiry sweep) no longer holds anything: the
+    # work it was for was given up, so settling it would report a cost nobody held room for.
+    held = Reservation.objects.filter(pk=reservation.pk, settled_at__isnull=True, released_at__isnull=True)
+    if not held.update(settled_at=now, actual=actual):
+        state = Reservation.objects.get(pk=reservation.pk).status_at(now)
+        raise ValidationError({"reservation": f"reservation #{reservation.pk} is already {state}"})
     reservation.settled_at, reservation.actual = now, actual
     return reservation
 
