@@ -741,7 +741,10 @@ def _reservation_for(key: ApiKey, reservation_id: int) -> Reservation:
     reservation = Reservation.objects.select_related("budget").filter(pk=reservation_id).first()
     if reservation is None:
         raise ApiError(404, "not_found", f"no reservation #{reservation_id}")
-    if reservation.service and reservation.service != key.service:
+    if reservation.service and reservation.service == key.service:
+        return reservation  # its own hold, on whichever budgets the reserve applied (global ones too)
+    _scope_allowed(key, reservation.budget.scope)
+    if reservation.service:
         # Releasing would free headroom on another service's hard limit; settling would close its hold.
         raise ApiError(
             403,
@@ -750,8 +753,6 @@ def _reservation_for(key: ApiKey, reservation_id: int) -> Reservation:
             f"this API key is for {key.service!r}",
             errors={"reservation": ["forbidden"]},
         )
-    if not reservation.service:  # made in process: any key allowed the budget's scope
-        _scope_allowed(key, reservation.budget.scope)
     return reservation
 
 
