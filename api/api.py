@@ -858,57 +858,81 @@ class BatchFinishIn(Schema):
     leads: _json_int(ge=0, lt=2**63) = Field(description="how many leads the batch produced")
 
 
-def _batch_json(batch: Any) -> dict[str, Any]:
+def _batch_owned(key: ApiKey, batch: Any) -> None:
+    """A pipeline belongs to the service whose key started its last batch; one started in process or
+    from the command line, to keys that may read every scope."""
+    if batch.service == key.service:
+        return
+    if not batch.service:
+        _scope_allowed(key, "global")
+        return
+    raise ApiError(
+        403,
+        "forbidden",
+        f"batch {batch.name!r} belongs to service {batch.service!r}; this API key is for {key.service!r}",
+        errors={"name": ["forbidden"]},
+    )
+
+
+def _batch_json(batch: Any, key: ApiKey) -> dict[str, Any]:
+    # Month-to-date cost per lead is every service's spend: shown to keys that may read scope global.
+    month = key.allows_scope("global")
     return {
         "id": batch.pk,
         "name": batch.name,
         "job": batch.job,
+        "service": batch.service,
         "started_at": batch.started_at.isoformat(),
         "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
         "leads": batch.leads,
         "cost": _money(batch.cost),
         "cost_per_lead": _money(batch.cost_per_lead),
-        "month_cost_per_lead": _money(batch.month_cost_per_lead),
+        "month_cost_per_lead": _money(batch.month_cost_per_lead) if month else None,
         "currency": "USD",
     }
 
 
 @api.post(
     "/batches",
-    response={201: dict, 409: dict, 422: dict, **COMMON},
+    response={201: dict, 403: dict, 409: dict, 422: dict, **COMMON},
     summary="Open a batch; record its usage with its job",
 )
 def batches_start(request: HttpRequest, payload: BatchStartIn) -> Any:
-    from tracking.batches import batch_start
+    from tracking.batches import batch_latest, batch_start
 
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    if (latest := batch_latest(name=payload.name.strip())) is not None:
+        _batch_owned(key, latest)
     try:
-        batch = batch_start(name=payload.name, job=payload.job, note=payload.note)
+        batch = batch_start(name=payload.name, job=payload.job, note=payload.note, service=key.service)
     except DjangoValidationError as exc:
         errors = _field_errors(exc)
         # A batch of that name still running, or the job id taken: the request is fine, the state conflicts.
         if any("already" in message for messages in errors.values() for message in messages):
             raise ApiError(409, "conflict", next(iter(errors.values()))[0], errors=errors) from None
         raise _invalid(errors) from None
-    return Status(201, _batch_json(batch))
+    return Status(201, _batch_json(batch, key))
 
 
 @api.post(
     "/batches/{name}/finish",
-    response={200: dict, 404: dict, 422: dict, **COMMON},
+    response={200: dict, 403: dict, 404: dict, 422: dict, **COMMON},
     summary="Close the running batch of a pipeline with its lead count; answers its cost per lead",
 )
 def batches_finish(request: HttpRequest, name: str, payload: BatchFinishIn) -> Any:
     from tracking.batches import batch_cost_compute, batch_finish, batch_running
 
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
     try:
         running = batch_running(name=name)
     except DjangoValidationError as exc:
         raise ApiError(404, "not_found", _field_errors(exc)["name"][0]) from None
+    _batch_owned(key, running)
     try:
         batch = batch_cost_compute(batch=batch_finish(batch=running, leads=payload.leads))
     except DjangoValidationError as exc:
         raise _django_invalid(exc) from None
-    return Status(200, _batch_json(batch))
+    return Status(200, _batch_json(batch, key))
 
 
 @api.get("/batches", response={200: dict, **COMMON}, summary="The last batches with cost and cost per lead")
@@ -916,7 +940,11 @@ def batches_list(request: HttpRequest, limit: int = Query(20, ge=1, le=500)) -> 
     from tracking.models import Batch
 
     _only_query_params(request, "limit")
-    return Status(200, {"batches": [_batch_json(b) for b in Batch.objects.order_by("-started_at")[:limit]]})
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    batches = Batch.objects.order_by("-started_at")
+    if key.scopes:  # a restricted key sees its service's batches
+        batches = batches.filter(service=key.service)
+    return Status(200, {"batches": [_batch_json(b, key) for b in batches[:limit]]})
 
 
 __all__ = ["GROUP_BY", "api"]

@@ -130,9 +130,12 @@ def _text(value: Any, field: str, limit: int, *, required: bool) -> str:
     return text
 
 
-def batch_start(*, name: str, job: str | None = None, note: str = "", at: datetime | None = None) -> Batch:
+def batch_start(
+    *, name: str, job: str | None = None, note: str = "", at: datetime | None = None, service: str = ""
+) -> Batch:
     """Open a batch of pipeline `name`. Entries recorded with its job id belong to it. One batch of a
-    name runs at a time; the job id defaults to <name>-<UTC start time>."""
+    name runs at a time; the job id defaults to <name>-<UTC start time>. `service` (the API key's)
+    owns it."""
     at = at or timezone.now()
     name = _text(name, "name", _NAME_MAX, required=True)
     stamp = f"-{at.astimezone(UTC):%Y%m%dT%H%M%S}"
@@ -146,9 +149,14 @@ def batch_start(*, name: str, job: str | None = None, note: str = "", at: dateti
         raise ValidationError({"job": f"job id {job!r} was already used by another batch"})
     try:
         with transaction.atomic():
-            return Batch.objects.create(name=name, job=job, note=note, started_at=at)
+            return Batch.objects.create(name=name, job=job, note=note, started_at=at, service=service)
     except IntegrityError:
         raise ValidationError({"name": f"batch {name!r} is already running or job {job!r} is taken"}) from None
+
+
+def batch_latest(*, name: str) -> Batch | None:
+    """The last batch of pipeline `name`, running or not: whose pipeline it is."""
+    return Batch.objects.filter(name=name).order_by("-started_at", "-pk").first()
 
 
 def batch_running(*, name: str) -> Batch:

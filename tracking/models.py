@@ -599,6 +599,14 @@ class Batch(ExportModelOperationsMixin("batch"), models.Model):
     month_cost_per_lead = MoneyField("month-to-date cost per lead", null=True, blank=True)
     cost_computed_at = models.DateTimeField("cost computed at", null=True, blank=True)
     note = models.CharField("note", max_length=500, blank=True)
+    service = models.CharField(
+        "service",
+        max_length=60,
+        blank=True,
+        default="",
+        help_text="The service whose API key started it: only that service's keys start its pipeline again "
+        "or finish it. Empty: started in process or from the command line.",
+    )
 
     class Meta:
         verbose_name_plural = "batches"
