@@ -1,4 +1,5 @@
-"""API keys in the admin: created here, the key is shown once; revoke with an action."""
+"""API keys in the admin: created here, the key is shown once on the page that answers the save (never in
+a message: Django's messages travel in a signed, not encrypted, cookie); revoke with an action."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.views.decorators.cache import add_never_cache_headers
 
 from .keys import api_key_issue, api_key_revoke
 from .models import ApiKey
@@ -24,7 +27,7 @@ class ApiKeyForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ("name", "service", "scopes", "rate_limit_per_minute", "expires_at")
+        fields = ("name", "service", "team", "scopes", "rate_limit_per_minute", "expires_at")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -32,13 +35,8 @@ class ApiKeyForm(forms.ModelForm):
             self.initial["scopes"] = ", ".join(self.instance.scopes or [])
 
     def clean_scopes(self) -> list[str]:
-        from budgets.models import scope_errors
-
-        scopes = [s.strip() for s in (self.cleaned_data.get("scopes") or "").split(",") if s.strip()]
-        for scope in scopes:
-            if problems := scope_errors(scope):
-                raise forms.ValidationError(f"{scope}: {problems[0]}")
-        return scopes
+        # Each scope is checked by ApiKey.clean, the same check `manage.py api_key create` gets.
+        return [s.strip() for s in (self.cleaned_data.get("scopes") or "").split(",") if s.strip()]
 
 
 @admin.register(ApiKey)
@@ -47,6 +45,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_display = (
         "name",
         "service",
+        "team",
         "key_prefix",
         "scopes_shown",
         "created_at",
@@ -54,7 +53,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "state",
         "last_used_at",
     )
-    list_filter = ("service",)
+    list_filter = ("service", "team")
+    list_select_related = ("team",)
     search_fields = ("name", "service", "prefix")
     readonly_fields = ("key_prefix", "created_at", "revoked_at", "last_used_at")
     actions = ("revoke",)
@@ -80,12 +80,20 @@ class ApiKeyAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         issued = api_key_issue(name=obj.name, service=obj.service, key=obj)
-        self.message_user(
-            request,
-            f"API key for {obj.service}: {issued.plaintext} — copy it now, it is not shown again "
-            "(only its hash is stored).",
-            messages.WARNING,
-        )
+        request.issued_api_key = issued.plaintext  # type: ignore[attr-defined]  # for response_add only
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        """The key, once, in this response's body: not in a message, not in a redirect, not cached."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"API key {obj.name} created",
+            "opts": self.opts,
+            "key": obj,
+            "plaintext": request.issued_api_key,  # type: ignore[attr-defined]
+        }
+        response = TemplateResponse(request, "admin/api/apikey/issued.html", context)
+        add_never_cache_headers(response)
+        return response
 
     @admin.action(description="Revoke (requests with it get 401 from now on)")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
+from core.models import Team
+
 from .models import ApiKey
 
 KEY_PREFIX = "cc_"
@@ -36,18 +38,22 @@ def api_key_issue(
     *,
     name: str,
     service: str,
+    team: Team | None = None,
     scopes: list[str] | None = None,
     expires_at: datetime | None = None,
     rate_limit_per_minute: int | None = None,
     key: ApiKey | None = None,
 ) -> IssuedKey:
-    """Create (or fill in an unsaved admin-built) API key and return its plaintext once."""
+    """Create (or fill in an unsaved admin-built) API key and return its plaintext once.
+
+    The admin and `manage.py api_key create` both issue keys here; the plaintext is never stored."""
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)
     key = key or ApiKey(
         name=name,
         service=service,
+        team=team,
         scopes=scopes or [],
         expires_at=expires_at,
         rate_limit_per_minute=rate_limit_per_minute,

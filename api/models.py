@@ -1,8 +1,9 @@
-"""API keys: created in the admin, shown once, stored hashed, bound to a service, optionally
-restricted to scopes, revocable, expiring."""
+"""API keys: created in the admin or with `manage.py api_key`, shown once, stored hashed, bound to a
+service and optionally a team, optionally restricted to scopes, revocable, expiring."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -14,6 +15,15 @@ class ApiKey(models.Model):
         "service",
         max_length=60,
         help_text="Events recorded with this key belong to this service (an event may not name another).",
+    )
+    team = models.ForeignKey(
+        "core.Team",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="api_keys",
+        verbose_name="team",
+        help_text="The team this key belongs to; empty = organisation-wide.",
     )
     prefix = models.CharField("prefix", max_length=16, unique=True, editable=False)
     salt = models.CharField(max_length=32, editable=False)
@@ -42,6 +52,15 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.service}, cc_{self.prefix}_…)"
+
+    def clean(self) -> None:
+        from budgets.models import scope_errors
+
+        if not isinstance(self.scopes, list):
+            raise ValidationError({"scopes": "a list of scopes such as service:image-api"})
+        for scope in self.scopes:
+            if problems := scope_errors(scope):
+                raise ValidationError({"scopes": f"{scope}: {problems[0]}"})
 
     def is_usable(self, now=None) -> bool:
         now = now or timezone.now()

@@ -19,7 +19,9 @@ What is read, and what it costs, whatever the size of the ledger:
 - alerts firing by severity; notifications waiting or dead.
 
 Labels are bounded: provider, service, operation, model, budget, pipeline, GPU; never a subject,
-job or batch id. Money metrics (`_dollars`) hold USD amounts only (the ledger's currency per entry,
+job or batch id. Model names come from whoever records usage, so each provider keeps its
+METRICS_MODELS_PER_PROVIDER (default 20) models of most USD spend by name and sums the rest into
+model="other" (OTHER_MODEL): the totals stay exact, the series stay few. Money metrics (`_dollars`) hold USD amounts only (the ledger's currency per entry,
 a budget's currency); amounts in other currencies are not exported.
 """
 
@@ -29,7 +31,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -54,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 NAMESPACE = "costcontrol"
 USD = "USD"
+OTHER_MODEL = "other"  # the model label of each provider's models beyond its top METRICS_MODELS_PER_PROVIDER
 # MetricSeries token counters -> the `kind` label of costcontrol_tokens_total.
 TOKEN_KINDS = {
     "input_tokens": "input",
@@ -149,8 +152,15 @@ def series_families() -> list[Metric]:
     durations: dict[tuple[str, str], list[int]] = {}
     index = {name: i for i, name in enumerate(SERIES_COUNTERS)}
     duration_start = index["duration_count"]
-    for row in MetricSeries.objects.values_list(*SERIES_KEY, *SERIES_COUNTERS).order_by(*SERIES_KEY):
+    rows = list(MetricSeries.objects.values_list(*SERIES_KEY, *SERIES_COUNTERS).order_by(*SERIES_KEY))
+    named = _named_models(
+        ((row[0], row[3], row[5 + index["amount"]] if row[4] == USD else Decimal(0)) for row in rows),
+        per_provider=settings.METRICS_MODELS_PER_PROVIDER,
+    )
+    for row in rows:
         (provider, service, operation, model, currency), counters = row[:5], row[5:]
+        if (provider, model) not in named:
+            model = OTHER_MODEL
         if currency == USD:
             cost[(provider, service, operation, model)] += counters[index["amount"]]
         for field, kind in TOKEN_KINDS.items():
@@ -185,6 +195,19 @@ def series_families() -> list[Metric]:
         buckets = [(_le(bound), n) for bound, n in zip(DURATION_BUCKETS_MS, cumulative, strict=True)]
         histogram_family.add_metric([provider, operation], [*buckets, ("+Inf", count)], sum_ms / 1000)
     return [cost_family, token_family, requests, errors, rate_limits, unpriced_family, histogram_family]
+
+
+def _named_models(spend: Iterable[tuple[str, str, Decimal]], *, per_provider: int) -> set[tuple[str, str]]:
+    """The (provider, model) pairs that keep their name: each provider's `per_provider` models of most USD
+    spend (ties: by name), from (provider, model, amount) rows."""
+    totals: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for provider, model, amount in spend:
+        totals[provider][model] += amount
+    return {
+        (provider, model)
+        for provider, models in totals.items()
+        for model in sorted(models, key=lambda m: (-models[m], m))[:per_provider]
+    }
 
 
 def _le(bound_ms: int) -> str:

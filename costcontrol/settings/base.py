@@ -292,6 +292,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # --- metrics (/metrics, for Prometheus) ------------------------------------------------------------
 # Business metrics are read from the database at scrape time and kept this many seconds (0: never kept).
 METRICS_CACHE_SECONDS = env.float("METRICS_CACHE_SECONDS", default=5.0)
+# The model label is bounded: each provider's top N models by USD spend keep their name, the rest are
+# summed into model="other" (a key holder could otherwise add a series per invented model name).
+METRICS_MODELS_PER_PROVIDER = env.int("METRICS_MODELS_PER_PROVIDER", default=20)
+if METRICS_MODELS_PER_PROVIDER < 1:
+    raise environ.ImproperlyConfigured(f"METRICS_MODELS_PER_PROVIDER={METRICS_MODELS_PER_PROVIDER} must be 1 or more")
 # Protection of /metrics; each one set is required (both set: both). Empty: open (`check --deploy` warns).
 METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN", "")  # or METRICS_BEARER_TOKEN_FILE
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])  # addresses or networks (10.0.0.0/8) of the peer
