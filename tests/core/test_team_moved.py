@@ -4,8 +4,8 @@ links to a team survive the migration, forwards and backwards."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migrating import migrate
 
 BEFORE = {
     "tracking": "0010_spendrollupday_scope_like",
@@ -16,19 +16,9 @@ BEFORE = {
 AFTER = {"tracking": "0011_team_moved_to_core", "budgets": "0004_team_in_core", "alerts": "0006_team_in_core"}
 
 
-def _migrate(overrides: dict[str, str | None]):
-    """Every app at its latest migration but those in `overrides` (None: none of it applied)."""
-    executor = MigrationExecutor(connection)
-    leaves = dict(executor.loader.graph.leaf_nodes())
-    targets = [(app, overrides.get(app, name)) for app, name in leaves.items()]
-    executor.migrate(targets)
-    executor = MigrationExecutor(connection)
-    return executor.loader.project_state([t for t in targets if t[1] is not None]).apps
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_team_its_members_permissions_and_entries_survive_the_move_to_core():
-    old = _migrate(BEFORE)
+    old = migrate(BEFORE)
     User = old.get_model("auth", "User")
     Team = old.get_model("tracking", "Team")
     ContentType = old.get_model("contenttypes", "ContentType")
@@ -44,7 +34,7 @@ def test_a_team_its_members_permissions_and_entries_survive_the_move_to_core():
     user.user_permissions.add(permission)
     Budget.objects.create(name="alpha monthly", scope="team:alpha", amount=10, team=team)
 
-    new = _migrate(AFTER)
+    new = migrate(AFTER)
     moved = new.get_model("core", "Team").objects.get(name="alpha")
     assert list(moved.members.values_list("username", flat=True)) == ["ann"]
     assert new.get_model("budgets", "Budget").objects.get().team_id == moved.pk
@@ -52,7 +42,7 @@ def test_a_team_its_members_permissions_and_entries_survive_the_move_to_core():
     assert (kept.content_type.app_label, kept.content_type.model) == ("core", "team")
     assert new.get_model("auth", "User").objects.get(username="ann").user_permissions.get().pk == permission.pk
 
-    back = _migrate(BEFORE)
+    back = migrate(BEFORE)
     assert back.get_model("tracking", "Team").objects.get(name="alpha").members.count() == 1
     assert back.get_model("contenttypes", "ContentType").objects.get(pk=content_type.pk).app_label == "tracking"
-    _migrate({})  # every app at its latest migration again, for the tests that follow
+    migrate({})  # every app at its latest migration again, for the tests that follow

@@ -11,6 +11,8 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 
+from tests.migrating import migrate_latest
+
 BEFORE = ("tracking", "0012_drop_price_catalog_state")
 AFTER = ("tracking", "0013_price_rules_and_usage")
 
@@ -48,6 +50,4 @@ def test_the_ledger_stays_append_only_after_the_new_columns_are_added_and_after_
         before = _migrate(BEFORE)
         assert _an_update_is_refused(before, "before")
     finally:
-        _migrate(AFTER)
-        apps = MigrationExecutor(connection).loader.project_state(AFTER).apps
-        apps.get_model("tracking", "CostEntry").objects.all().delete()
+        migrate_latest().get_model("tracking", "CostEntry").objects.all().delete()

@@ -10,13 +10,14 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from tests.migrating import migrate_latest
+
 WITH_TOKEN = ("tracking", "0011_team_moved_to_core")
 WITHOUT_TOKEN = ("tracking", "0012_drop_price_catalog_state")
 
 
 def _migrate(target: tuple[str, str]):
-    executor = MigrationExecutor(connection)
-    executor.migrate([target])
+    MigrationExecutor(connection).migrate([target])
     return MigrationExecutor(connection).loader.project_state(target).apps
 
 
@@ -45,4 +46,4 @@ def test_the_catalog_token_goes_forwards_and_comes_back_backwards_with_its_trigg
         _price_write(back, "0.000003")
         assert back.get_model("tracking", "PriceCatalogState").objects.get(pk=1).token not in ("", first)
     finally:
-        _migrate(WITHOUT_TOKEN)
+        migrate_latest()
