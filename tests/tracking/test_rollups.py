@@ -33,22 +33,26 @@ def catalog(db):
 
 
 def random_event(rng: random.Random, n: int) -> dict:
+    """A random event under one of n + 1 keys (~1/3 of them repeat); a repeated key repeats its event,
+    as a retry does (the same key with other values is an idempotency conflict, not a duplicate)."""
+    key = rng.randint(0, n)
+    body = random.Random(key)
     event = {
         "provider": "acme",
-        "model": rng.choice([*MODELS, "unpriced-model"]),
-        "input_tokens": rng.randint(0, 50_000),
-        "output_tokens": rng.randint(0, 5_000),
-        "service": rng.choice(["", "chat-api", "batch"]),
-        "subject": rng.choice(["", "alice", "bob"]),
-        "job": rng.choice(["", "", "batch-1"]),
-        "team": rng.choice(["", "ml"]),
-        "tags": rng.choice([{}, {"env": "prod"}, {"env": "dev", "feature": "search"}]),
-        "outcome": rng.choice(["success"] * 8 + ["error", "rate_limited"]),
-        "occurred_at": NOW - timedelta(minutes=rng.randint(0, 60 * 72)),
-        "idempotency_key": f"k{rng.randint(0, n)}",  # ~1/3 of keys repeat
+        "model": body.choice([*MODELS, "unpriced-model"]),
+        "input_tokens": body.randint(0, 50_000),
+        "output_tokens": body.randint(0, 5_000),
+        "service": body.choice(["", "chat-api", "batch"]),
+        "subject": body.choice(["", "alice", "bob"]),
+        "job": body.choice(["", "", "batch-1"]),
+        "team": body.choice(["", "ml"]),
+        "tags": body.choice([{}, {"env": "prod"}, {"env": "dev", "feature": "search"}]),
+        "outcome": body.choice(["success"] * 8 + ["error", "rate_limited"]),
+        "occurred_at": NOW - timedelta(minutes=body.randint(0, 60 * 72)),
+        "idempotency_key": f"k{key}",
     }
-    if rng.random() < 0.1:
-        event["amount"] = f"{rng.randint(0, 10**9)}E-9"
+    if body.random() < 0.1:
+        event["amount"] = f"{body.randint(0, 10**9)}E-9"
     return event
 
 
