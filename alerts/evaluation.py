@@ -32,6 +32,7 @@ from budgets.selectors import BudgetStatus, budget_statuses, with_forecasts
 from budgets.services import budget_periods_open
 from core.money import format_money
 from core.periods import hour_floor, period_bounds
+from core.scopes import scope_inner, scope_team, team_scope
 from tracking.batches import batch_last_finished, cost_per_lead_change, lead_unit, month_to_date
 from tracking.models import TOKEN_FIELDS, Batch, CostEntry, Outcome
 from tracking.selectors import scope_totals
@@ -96,7 +97,11 @@ def window_bounds(window: str, now: datetime) -> tuple[datetime, datetime]:
 
 
 def _rollup_scope(rule: AlertRule) -> str:
-    return "provider:gpu" if rule.metric == Metric.GPU_COST and rule.scope == "global" else rule.scope
+    """The rule's scope; a GPU cost rule on the whole spend (global, or a team's) reads provider:gpu."""
+    if rule.metric == Metric.GPU_COST and scope_inner(rule.scope) == "global":
+        team = scope_team(rule.scope)
+        return "provider:gpu" if team is None else team_scope(team, "provider:gpu")
+    return rule.scope
 
 
 def _rollup_window(rule: AlertRule, now: datetime) -> tuple[datetime, datetime] | None:
@@ -164,11 +169,11 @@ def _from_counts(metric: str, counts: dict[str, Any]) -> Decimal:
 def _ledger_counts(scope: str, start: datetime, end: datetime) -> dict[str, int]:
     """Counters over a sub-hour window: a bounded range of the ledger (occurred_at index)."""
     entries = CostEntry.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
-    kind, _, value = scope.partition(":")
+    if (team := scope_team(scope)) is not None:
+        entries = entries.filter(team__name=team)
+    kind, _, value = scope_inner(scope).partition(":")
     if kind in ("provider", "model", "service", "subject", "job", "operation"):
         entries = entries.filter(**{kind: value})
-    elif kind == "team":
-        entries = entries.filter(team__name=value)
     elif kind == "tag":
         key, _, tag_value = value.partition("=")
         entries = entries.filter(**{f"tags__{key}": tag_value})

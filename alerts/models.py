@@ -19,7 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from budgets.levels import FORECAST, Level, level_label, level_rank
-from budgets.models import scope_errors
+from core.scopes import scope_errors, team_scope_errors
 
 LEVEL_CHOICES = Level.choices
 
@@ -173,7 +173,7 @@ class AlertRule(models.Model):
 
     def clean(self) -> None:
         errors: dict[str, list[str]] = {}
-        if problems := scope_errors(self.scope):
+        if problems := scope_errors(self.scope) or team_scope_errors(self.scope, self.team.name if self.team else None):
             errors["scope"] = problems
         if self.threshold is not None and self.threshold < 0:
             errors["threshold"] = ["must be zero or more"]
@@ -187,7 +187,9 @@ class AlertRule(models.Model):
             errors["window"] = ["the change of cost per lead is measured on the last closed batch"]
         elif self.metric not in per_lead and self.window == Window.LAST_BATCH:
             errors["window"] = ["only cost per lead is measured on the last closed batch"]
-        if self.metric in per_lead and self.scope != "global":
+        if self.metric in per_lead and self.team is not None:
+            errors["team"] = ["cost per lead rules watch every pipeline: they are organisation-wide (no team)"]
+        elif self.metric in per_lead and self.scope != "global":
             errors["scope"] = ["cost per lead rules watch every pipeline: use the scope global"]
         elif self.metric == Metric.ANOMALY and self.window not in ANOMALY_WINDOWS:
             errors["window"] = ["anomalies are scored per hour: use this hour, today, the last 60 minutes or 24 hours"]

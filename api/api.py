@@ -42,10 +42,11 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
-from budgets.models import SCOPE_KINDS, Reservation
+from budgets.models import Reservation
 from budgets.selectors import BudgetStatus, budget_check
 from budgets.services import BudgetExceeded, budget_reserve, reservation_release, reservation_settle
 from core.money import MONEY_MAX
+from core.scopes import SCOPE_KINDS
 from core.validation import has_surrogate
 from tracking.models import Outcome
 from tracking.services import IdempotencyConflict, cost_entry_record, cost_entry_record_many
@@ -245,7 +246,7 @@ def _json_int(**constraints: Any) -> Any:
     return Annotated[StrictInt, Field(**constraints), BeforeValidator(_integral)]
 
 
-# The scope grammar of budgets.models.scope_errors: global, KIND:VALUE (no surrounding spaces), tag:KEY=VALUE.
+# The scope grammar of core.scopes.scope_errors: global, KIND:VALUE (no surrounding spaces), tag:KEY=VALUE.
 _VALUE_KINDS = "|".join(kind for kind in SCOPE_KINDS if kind not in ("global", "tag"))
 # Whitespace spelled out: what Python's str.strip() strips (scope_errors). \s differs between
 # engines (ECMAScript's, which schema-driven clients and schemathesis use, leaves out U+0085 and
@@ -477,6 +478,8 @@ def _raw_event(key: ApiKey, event: EventIn) -> dict[str, Any]:
         )
     raw = event.model_dump(exclude_none=True)
     raw["service"] = key.service
+    if key.team is not None:
+        raw["team"] = key.team  # a team's key records its team's usage (core.scopes)
     if event.idempotency_key:
         raw["idempotency_key"] = _namespaced(key, event.idempotency_key)
     return raw
@@ -642,7 +645,10 @@ class SettleIn(Schema):
 
 def _scope_allowed(key: ApiKey, scope: str) -> None:
     if not key.allows_scope(scope):
-        raise ApiError(403, "forbidden", f"this API key may not use scope {scope!r}", errors={"scope": ["forbidden"]})
+        within = f" (a key of team {key.team.name}: its scopes are team:{key.team.name}/...)" if key.team else ""
+        raise ApiError(
+            403, "forbidden", f"this API key may not use scope {scope!r}{within}", errors={"scope": ["forbidden"]}
+        )
 
 
 def _status_json(status: BudgetStatus) -> dict[str, Any]:
@@ -695,7 +701,10 @@ def budgets_check(request: HttpRequest, payload: CheckIn) -> Any:
         statuses = budget_check(scope=payload.scope, amount=payload.amount)
     except DjangoValidationError as exc:
         raise _django_invalid(exc) from None
-    return Status(200, {"allowed": all(s.allowed for s in statuses), "budgets": [_status_json(s) for s in statuses]})
+    # A budget the key may not read (the organisation's global one, for a team's key) still decides
+    # `allowed`, but its figures are not shown.
+    shown = [_status_json(s) for s in statuses if request.auth.allows_scope(s.budget.scope)]  # type: ignore[attr-defined]
+    return Status(200, {"allowed": all(s.allowed for s in statuses), "budgets": shown})
 
 
 def _reservation_json(reservation: Reservation) -> dict[str, Any]:
@@ -722,6 +731,17 @@ def budgets_reserve(request: HttpRequest, payload: ReserveIn) -> Any:
     try:
         held = budget_reserve(scopes=payload.scopes, amount=payload.amount, ttl=ttl, service=request.auth.service)  # type: ignore[attr-defined]
     except BudgetExceeded as exc:
+        if not request.auth.allows_scope(exc.budget.scope):  # type: ignore[attr-defined]
+            raise ApiError(
+                409,
+                "budget_exceeded",
+                f"a budget of scope {exc.budget.scope} that this API key may not read has no room for it",
+                extra={
+                    "budget": {"id": None, "name": None, "scope": exc.budget.scope},
+                    "available": None,
+                    "requested": _money(exc.requested),
+                },
+            ) from None
         raise ApiError(
             409,
             "budget_exceeded",
@@ -942,7 +962,7 @@ def batches_list(request: HttpRequest, limit: int = Query(20, ge=1, le=500)) -> 
     _only_query_params(request, "limit")
     key: ApiKey = request.auth  # type: ignore[attr-defined]
     batches = Batch.objects.order_by("-started_at")
-    if key.scopes:  # a restricted key sees its service's batches
+    if key.scopes or key.team_id is not None:  # a restricted or a team's key sees its service's batches
         batches = batches.filter(service=key.service)
     return Status(200, {"batches": [_batch_json(b, key) for b in batches[:limit]]})
 

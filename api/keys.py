@@ -71,7 +71,7 @@ def api_key_verify(plaintext: str, *, now: datetime | None = None) -> ApiKey | N
     prefix, sep, secret = plaintext[len(KEY_PREFIX) :].partition("_")
     if not sep or not prefix or not secret or len(plaintext) > 200:
         return None
-    key = ApiKey.objects.filter(prefix=prefix).first()
+    key = ApiKey.objects.select_related("team").filter(prefix=prefix).first()
     if key is None:
         _digest("x" * 32, secret)  # the same work either way
         return None

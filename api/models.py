@@ -8,6 +8,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from core.scopes import scope_errors, scope_team, team_scope_errors
+
 
 class ApiKey(models.Model):
     name = models.CharField("name", max_length=200, help_text="Who uses it, e.g. image-api production.")
@@ -23,7 +25,8 @@ class ApiKey(models.Model):
         on_delete=models.PROTECT,
         related_name="api_keys",
         verbose_name="team",
-        help_text="The team this key belongs to; empty = organisation-wide.",
+        help_text="The team this key belongs to: it records the team's usage and sees only the team's "
+        "scopes (team:NAME, team:NAME/service:X ...). Empty = organisation-wide.",
     )
     prefix = models.CharField("prefix", max_length=16, unique=True, editable=False)
     salt = models.CharField(max_length=32, editable=False)
@@ -33,7 +36,8 @@ class ApiKey(models.Model):
         default=list,
         blank=True,
         help_text="Budget and spend scopes this key may check, reserve on or read, e.g. "
-        '["service:image-api", "global"]. Empty: any scope.',
+        '["service:image-api", "global"]; a team\'s key, its team\'s scopes only ("team:ml/service:image-api"). '
+        "Empty: any scope (of its team).",
     )
     rate_limit_per_minute = models.PositiveIntegerField(
         "requests per minute", null=True, blank=True, help_text="Empty: API_RATE_LIMIT_PER_MINUTE."
@@ -54,17 +58,27 @@ class ApiKey(models.Model):
         return f"{self.name} ({self.service}, cc_{self.prefix}_…)"
 
     def clean(self) -> None:
-        from budgets.models import scope_errors
-
         if not isinstance(self.scopes, list):
             raise ValidationError({"scopes": "a list of scopes such as service:image-api"})
+        team_name = self.team.name if self.team else None
         for scope in self.scopes:
-            if problems := scope_errors(scope):
+            if problems := scope_errors(scope) or team_scope_errors(scope, team_name):
                 raise ValidationError({"scopes": f"{scope}: {problems[0]}"})
+        # A service belongs to one team: its events, idempotency keys, reservations and batches are
+        # told apart by service, so a key of another team for the same service would reach them.
+        others = ApiKey.objects.filter(service=self.service).exclude(pk=self.pk).select_related("team")
+        other = (others.exclude(team=self.team) if self.team else others.exclude(team__isnull=True)).first()
+        if other is not None:
+            owner = f"team {other.team.name}" if other.team else "the organisation (a key without a team)"
+            raise ValidationError({"service": f"service {self.service!r} belongs to {owner}: key {other.name!r}"})
 
     def is_usable(self, now=None) -> bool:
         now = now or timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
     def allows_scope(self, scope: str) -> bool:
+        """A team's key reads, checks and reserves only its team's scopes (core.scopes); `scopes`
+        narrows that further (empty: every scope the key's team, or the organisation, has)."""
+        if self.team_id is not None and scope_team(scope) != self.team.name:
+            return False
         return not self.scopes or scope in self.scopes

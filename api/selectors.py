@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from budgets.models import scope_errors
+from core.scopes import scope_errors, scope_inner, scope_team, team_scope
 from tracking.models import SpendRollup
 from tracking.selectors import scope_totals, spend_total
 
@@ -36,7 +36,8 @@ def spend_grouped(*, scope: str, start: datetime, end: datetime, group_by: str |
     """Spend of `scope` over the hourly buckets that start in [start, end), optionally grouped.
 
     Grouping by provider/model/service/subject reads those scopes' own rollups, so it is offered
-    for scope=global only (rollups are per single dimension); day groups are TIME_ZONE days.
+    for scope=global and for a team's whole spend, team:NAME (its team:NAME/model:X rollups; rollups
+    are per single dimension otherwise); day groups are TIME_ZONE days.
     """
     if problems := scope_errors(scope):
         raise ValidationError({"scope": problems})
@@ -61,9 +62,9 @@ def spend_grouped(*, scope: str, start: datetime, end: datetime, group_by: str |
         return SpendAnswer(total=total, groups=[])
     if group_by in ("hour", "day"):
         return SpendAnswer(total=total, groups=_series(scope, start, end, group_by, currency))
-    if scope != "global":
-        raise ValidationError({"group_by": f"group_by={group_by} is answered for scope=global only"})
-    return SpendAnswer(total=total, groups=_by_dimension(group_by, start, end, currency))
+    if scope_inner(scope) != "global":
+        raise ValidationError({"group_by": f"group_by={group_by} is answered for scope=global or team:NAME only"})
+    return SpendAnswer(total=total, groups=_by_dimension(scope, group_by, start, end, currency))
 
 
 def _series(scope: str, start: datetime, end: datetime, step: str, currency: str) -> list[Group]:
@@ -80,8 +81,9 @@ def _series(scope: str, start: datetime, end: datetime, step: str, currency: str
     return [Group(key=k, amount=a, events=e) for k, (a, e) in groups.items()]
 
 
-def _by_dimension(kind: str, start: datetime, end: datetime, currency: str) -> list[Group]:
-    prefix = f"{kind}:"
+def _by_dimension(scope: str, kind: str, start: datetime, end: datetime, currency: str) -> list[Group]:
+    team = scope_team(scope)
+    prefix = f"{kind}:" if team is None else team_scope(team, f"{kind}:")
     found = scope_totals(start=start, end=end, prefixes=[prefix], counters=("amount", "events"), currency=currency)
     totals = {scope[len(prefix) :]: (values["amount"], values["events"]) for scope, values in found.items()}
     groups = [Group(key=k, amount=a, events=e) for k, (a, e) in totals.items()]

@@ -22,11 +22,12 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from core.money import format_money
+from core.scopes import SCOPE_KINDS
 from core.teams import TeamScopedAdminMixin, team_list_filter
 from tracking.models import SpendRollup
 
 from .levels import FORECAST_COLOUR, LEVEL_COLOURS, LEVEL_ORDER, OK, level_label
-from .models import SCOPE_KINDS, Budget, BudgetPeriod, Reservation
+from .models import Budget, BudgetPeriod, Reservation
 from .selectors import BudgetStatus, budget_burn_down, budget_statuses, with_spend
 
 EMPTY = "-"

@@ -13,40 +13,16 @@ from django.utils import timezone
 from django_prometheus.models import ExportModelOperationsMixin
 
 from core.money import CURRENCIES, MoneyField, format_money
+from core.scopes import SCOPE_KINDS, scope_errors, team_scope_errors
 
 from .levels import Level
 
-SCOPE_KINDS = ("global", "provider", "service", "model", "subject", "job", "tag", "team")
 DEFAULT_THRESHOLDS = (50, 80, 95, 100)
 THRESHOLD_MIN, THRESHOLD_MAX = 1, 1000
 
 
 def default_thresholds() -> list[int]:
     return list(DEFAULT_THRESHOLDS)
-
-
-def scope_errors(scope: Any) -> list[str]:
-    """What is wrong with a scope string (empty list: it is valid). Same grammar as the rollup scopes."""
-    if not isinstance(scope, str) or not scope:
-        return ["a scope is required, e.g. global, provider:openai or tag:team=ml"]
-    if scope == "global":
-        return []
-    kind, sep, value = scope.partition(":")
-    if not sep:
-        if kind in SCOPE_KINDS:
-            return [f"scope {scope!r} needs a value after the colon, e.g. {kind}:NAME"]
-        return [f"unknown scope kind {kind!r} (expected one of {', '.join(SCOPE_KINDS)})"]
-    if kind not in SCOPE_KINDS:
-        return [f"unknown scope kind {kind!r} (expected one of {', '.join(SCOPE_KINDS)})"]
-    if kind == "global":
-        return ["the global scope has no value: write just 'global'"]
-    if not value.strip() or value != value.strip():
-        return [f"scope {scope!r} needs a value without surrounding spaces after the colon"]
-    if kind == "tag":
-        key, eq, tag_value = value.partition("=")
-        if not eq or not key or not tag_value:
-            return [f"tag scope {scope!r} must be tag:KEY=VALUE, e.g. tag:team=ml"]
-    return []
 
 
 def threshold_errors(thresholds: Any) -> list[str]:
@@ -182,7 +158,7 @@ class Budget(ExportModelOperationsMixin("budget"), models.Model):
 
     def clean(self) -> None:
         errors: dict[str, list[str]] = {}
-        if problems := scope_errors(self.scope):
+        if problems := scope_errors(self.scope) or team_scope_errors(self.scope, self.team.name if self.team else None):
             errors["scope"] = problems
         if self.amount is not None and self.amount < 0:
             errors["amount"] = ["must be zero or more"]

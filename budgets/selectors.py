@@ -27,12 +27,13 @@ from django.utils import timezone
 
 from core.money import ZERO, MoneyField, from_nanos, parse_money, to_nanos
 from core.periods import hour_floor, period_bounds
+from core.scopes import enclosing_scopes, scope_errors
 from tracking.models import SpendRollup
 from tracking.selectors import RollupWindow, rollup_window, spend_total, window_spend
 
 from .forecast import Forecast, Question, spend_forecasts
 from .levels import budget_level, forecast_label, level_label
-from .models import Budget, BudgetPeriod, Period, Reservation, scope_errors
+from .models import Budget, BudgetPeriod, Period, Reservation
 
 _PERCENT = Decimal("0.01")
 
@@ -261,14 +262,15 @@ def with_forecasts(statuses: list[BudgetStatus]) -> list[BudgetStatus]:
 
 
 def budget_check(*, scope: str, amount: Any = ZERO, at: datetime | None = None) -> list[BudgetStatus]:
-    """Where every active budget of `scope` (and every global one) stands, and whether `amount` fits
+    """Where every active budget of `scope` and of the scopes enclosing it (global, a team's whole
+    spend: core.scopes.enclosing_scopes) stands, and whether `amount` fits
     (`allowed` is False only for a hard-limit budget where spent + reserved + amount > limit)."""
     if problems := scope_errors(scope):
         raise ValidationError({"scope": problems})
     amount = parse_money(amount, field="amount")
     if amount < 0:
         raise ValidationError({"amount": "must be zero or more"})
-    budgets = Budget.objects.filter(is_active=True, scope__in={scope, "global"}).order_by("pk")
+    budgets = Budget.objects.filter(is_active=True, scope__in=enclosing_scopes(scope)).order_by("pk")
     return budget_statuses(budgets, at=at, requested=amount)
 
 

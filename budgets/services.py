@@ -21,10 +21,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.money import format_money, parse_money
+from core.scopes import enclosing_scopes, scope_errors
 from tracking.selectors import spend_total, usage_quote
 
 from .levels import LEVEL_ORDER, budget_level, level_rank
-from .models import Budget, BudgetPeriod, Period, Reservation, scope_errors
+from .models import Budget, BudgetPeriod, Period, Reservation
 from .selectors import BudgetStatus, budget_statuses, utilisation_percent
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ def budget_periods_advance(*, now: datetime | None = None) -> int:
 def budget_reserve(
     *, scopes: Sequence[str], amount: Any, ttl: timedelta | None = None, service: str = ""
 ) -> list[Reservation]:
-    """Hold `amount` on every active hard-limit budget of `scopes` (and the global ones), or on none.
+    """Hold `amount` on every active hard-limit budget of `scopes` and of the scopes that enclose them
+    (global, and a team's whole spend for a team's scope: core.scopes.enclosing_scopes), or on none.
 
     `service` owns the reservations (the API key's service): only it may settle or release them.
 
@@ -155,7 +157,7 @@ def budget_reserve(
         #    SQLite the write lock taken at BEGIN (IMMEDIATE) already serialises writers.
         budgets = list(
             Budget.objects.select_for_update()
-            .filter(is_active=True, hard_limit=True, scope__in={*scopes, "global"})
+            .filter(is_active=True, hard_limit=True, scope__in=set().union(*map(enclosing_scopes, scopes)))
             .order_by("pk")
         )
         if not budgets:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 
 
@@ -10,7 +11,12 @@ class Team(models.Model):
     """A group of people. Entries, budgets, rules and alerts may belong to one; none = organisation-wide."""
 
     name = models.CharField(
-        "name", max_length=100, unique=True, help_text="Shown in reports; also the team:NAME scope."
+        "name",
+        max_length=100,
+        unique=True,
+        # The first "/" of a scope ends the team's name (team:NAME/model:X, core.scopes).
+        validators=[RegexValidator(r"^[^/\s]([^/]*[^/\s])?$", "A team name has no '/' and no surrounding spaces.")],
+        help_text="Shown in reports; also the team:NAME scope (and team:NAME/service:X and the like).",
     )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, blank=True, related_name="costcontrol_teams", verbose_name="members"

@@ -15,6 +15,8 @@ from typing import Any
 
 from django.db import models, transaction
 
+from core.scopes import team_scope
+
 from .models import (
     DURATION_BUCKETS_MS,
     ROLLUP_COUNTERS,
@@ -45,9 +47,11 @@ def entry_scopes(entry: CostEntry) -> list[str]:
         scopes.append(f"subject:{entry.subject}")
     if entry.job:
         scopes.append(f"job:{entry.job}")
-    if entry.team_id:
-        scopes.append(f"team:{entry.team.name}")
     scopes.extend(f"tag:{key}={value}" for key, value in sorted((entry.tags or {}).items()))
+    if entry.team_id:
+        # The team's own copy of every scope (core.scopes): its spend per dimension, read by its
+        # budgets, rules, keys and staff without seeing another team's.
+        scopes.extend([team_scope(entry.team.name, scope) for scope in scopes])
     return scopes
 
 

@@ -10,7 +10,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from budgets.models import Period, scope_errors
+from budgets.models import Period
+from core.scopes import scope_errors
 
 from ...selectors import anomaly_summary, savings_recommendations, spend_trend
 

@@ -1,0 +1,84 @@
+"""Scopes: what a rollup row, a budget, a rule or an API key counts or may read.
+
+`global`, `KIND:VALUE` (provider, service, model, operation, subject, job, team) and `tag:KEY=VALUE`.
+An entry that belongs to a team also counts towards `team:NAME` and towards its team's copy of
+each of its other scopes, `team:NAME/KIND:VALUE` ("team alpha's spend on gpt-4o"). So a team's
+spend in any dimension is read from rollups of its own, and "team alpha's scopes" are simply the
+scopes whose team is alpha (`scope_team`): what a team's budgets, rules, keys and staff may see.
+Team names hold no "/" (core.models.Team), so the first "/" ends the team's name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCOPE_KINDS = ("global", "provider", "service", "model", "subject", "job", "tag", "team")
+TEAM_SEPARATOR = "/"
+
+
+def team_scope(team_name: str, scope: str = "global") -> str:
+    """Team `team_name`'s copy of `scope`: `team:NAME` for global, else `team:NAME/SCOPE`."""
+    return f"team:{team_name}" if scope == "global" else f"team:{team_name}{TEAM_SEPARATOR}{scope}"
+
+
+def scope_team(scope: str) -> str | None:
+    """The team whose spend `scope` counts (`team:alpha` and `team:alpha/model:x`: "alpha"), else None."""
+    if not scope.startswith("team:"):
+        return None
+    return scope[len("team:") :].partition(TEAM_SEPARATOR)[0]
+
+
+def scope_inner(scope: str) -> str:
+    """`scope` without its team: `team:alpha/model:x` gives `model:x`, `team:alpha` gives `global`."""
+    if not scope.startswith("team:"):
+        return scope
+    _, sep, inner = scope[len("team:") :].partition(TEAM_SEPARATOR)
+    return inner if sep else "global"
+
+
+def enclosing_scopes(scope: str) -> set[str]:
+    """The scopes whose budgets hold spend of `scope`: itself, global, and its team's whole spend."""
+    team = scope_team(scope)
+    return {scope, "global"} | (set() if team is None else {team_scope(team)})
+
+
+def scope_errors(scope: Any) -> list[str]:
+    """What is wrong with a scope string (empty list: it is valid). Same grammar as the rollup scopes."""
+    if not isinstance(scope, str) or not scope:
+        return ["a scope is required, e.g. global, provider:openai or tag:team=ml"]
+    if scope == "global":
+        return []
+    kind, sep, value = scope.partition(":")
+    if not sep:
+        if kind in SCOPE_KINDS:
+            return [f"scope {scope!r} needs a value after the colon, e.g. {kind}:NAME"]
+        return [f"unknown scope kind {kind!r} (expected one of {', '.join(SCOPE_KINDS)})"]
+    if kind not in SCOPE_KINDS:
+        return [f"unknown scope kind {kind!r} (expected one of {', '.join(SCOPE_KINDS)})"]
+    if kind == "global":
+        return ["the global scope has no value: write just 'global'"]
+    if not value.strip() or value != value.strip():
+        return [f"scope {scope!r} needs a value without surrounding spaces after the colon"]
+    if kind == "team":
+        name, sep, inner = value.partition(TEAM_SEPARATOR)
+        if not sep:
+            return []
+        if not name.strip() or name != name.strip():
+            return [f"scope {scope!r} needs a team name before the '/', e.g. team:ml/service:NAME"]
+        if inner == "global" or inner.startswith("team:"):
+            return [f"scope {scope!r}: after team:{name}/ comes a provider, service, model, subject, job or tag scope"]
+        return [f"{scope}: {problem}" for problem in scope_errors(inner)]
+    if kind == "tag":
+        key, eq, tag_value = value.partition("=")
+        if not eq or not key or not tag_value:
+            return [f"tag scope {scope!r} must be tag:KEY=VALUE, e.g. tag:team=ml"]
+    return []
+
+
+def team_scope_errors(scope: str, team_name: str | None) -> list[str]:
+    """What keeps an object of team `team_name` (None: organisation-wide) from watching `scope`:
+    a team's budgets, rules and keys see only their team's spend."""
+    if team_name is None or scope_team(scope) == team_name:
+        return []
+    suggestion = team_scope(team_name, scope_inner(scope)) if scope_team(scope) is None else team_scope(team_name)
+    return [f"team {team_name} may only watch its own spend: {scope!r} is not one of its scopes (try {suggestion!r})"]
