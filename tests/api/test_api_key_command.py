@@ -31,11 +31,13 @@ def _record(client, plaintext: str, idempotency_key: str = "a"):
 
 def test_create_prints_a_working_key_once_with_its_team_and_scopes(client, gpt4o_prices):
     team = Team.objects.create(name="data")
-    out = api_key("create", "--service", "etl", "--team", "data", "--scope", "service:etl", "--scope", "global")
+    out = api_key(
+        "create", "--service", "etl", "--team", "data", "--scope", "team:data/service:etl", "--scope", "team:data"
+    )
     plaintext = out.splitlines()[1]
     assert "for service etl (team data)" in out and "not shown again" in out
     key = ApiKey.objects.get()
-    assert (key.name, key.service, key.team, key.scopes) == ("etl", "etl", team, ["service:etl", "global"])
+    assert (key.name, key.service, key.team, key.scopes) == ("etl", "etl", team, ["team:data/service:etl", "team:data"])
     assert plaintext.startswith(f"cc_{key.prefix}_") and plaintext.split("_", 2)[2] not in key.hashed
     assert _record(client, plaintext).status_code == 201
 

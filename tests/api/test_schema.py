@@ -32,7 +32,7 @@ schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", application)
 # - a reservation settles by an amount or a usage, not both or neither (two fields together), and a
 #   usage settles only if the catalog prices it (data);
 # - a spend window's end is after its start and at most ~3 years later (31 days by hour); grouping
-#   by a dimension is answered for scope=global only;
+#   by a dimension is answered for scope=global or team:NAME only;
 # - a batch name or job has no spaces inside, a name no '/'; a provider, model or scope value is more than spaces
 #   around it: the schema's patterns say so, but the regex engines of pydantic (Rust), Python and
 #   JSON Schema validators disagree on what a space is (U+001C..U+001F, U+0085), so the services,
@@ -75,7 +75,7 @@ BUSINESS_RULES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
         ("scope", "surrounding spaces|is required"),
         ("currency", "unknown currency"),
         ("from", "out of range"),
-        ("group_by", "for scope=global only"),
+        ("group_by", "for scope=global or team:NAME only"),
     ),
 }
 

@@ -258,7 +258,7 @@ def test_model_permissions_still_apply_on_top_of_teams(two_teams):
 
 
 BUDGET_FORM = {
-    "scope": "service:new",
+    "scope": "team:ml/service:new",
     "amount": "50",
     "currency": "USD",
     "period": "monthly",
