@@ -824,6 +824,25 @@ def budgets_list(request: HttpRequest) -> Any:
     return Status(200, {"budgets": [{**_status_json(s), "forecast": _forecast_json(s)} for s in statuses]})
 
 
+@api.get("/key", response={200: dict, **COMMON}, summary="The calling API key: its service, team, scopes and limits")
+def key_show(request: HttpRequest) -> Any:
+    """Any key reads itself (never its secret): a client learns the service its events must name."""
+    _only_query_params(request)
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    return Status(
+        200,
+        {
+            "name": key.name,
+            "prefix": key.prefix,
+            "service": key.service,
+            "team": key.team.name if key.team else None,
+            "scopes": list(key.scopes),
+            "rate_limit_per_minute": key.rate_limit_per_minute or settings.API_RATE_LIMIT_PER_MINUTE or None,
+            "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        },
+    )
+
+
 # --- spend -------------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ Only the standard library is required; the wrappers import `openai` / `anthropic
 from __future__ import annotations
 
 from ._version import __version__
-from .client import EVENT_FIELDS, USAGE_FIELDS, Client, Receipt, default_spool_path
+from .client import EVENT_FIELDS, USAGE_FIELDS, Client, Receipt, default_dead_letter_path, default_spool_path
 from .errors import (
     AuthError,
     BudgetExceeded,
@@ -19,6 +19,7 @@ from .errors import (
     NotFound,
     RateLimited,
     ServerError,
+    ServiceMismatch,
     Unavailable,
 )
 from .wrappers import wrap_anthropic, wrap_openai
@@ -35,8 +36,10 @@ __all__ = [
     "RateLimited",
     "Receipt",
     "ServerError",
+    "ServiceMismatch",
     "Unavailable",
     "__version__",
+    "default_dead_letter_path",
     "default_spool_path",
     "wrap_anthropic",
     "wrap_openai",

@@ -8,6 +8,11 @@ the client goes "offline": from then on batches go straight to the spool and the
 probed now and then (backoff again) by re-sending the spool. The first success re-sends the
 whole spool. The server dedups on the idempotency key, so a batch sent twice (a retry after
 a lost answer, a spool re-sent after a crash) is counted once.
+
+Events the server rejects for good (a 4xx other than 401, 408 and 429, or rejected one by one in
+a batch) are not retried and not dropped: each goes to the dead-letter file with the server's
+reason. The sender asks the server once for the key's service (GET /api/v1/key), so that
+`record()` refuses an event for another service at once instead of sending it to be rejected.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import atexit
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import random
 import sys
@@ -34,13 +40,14 @@ from typing import Any
 from ._http import NETWORK_ERRORS, Response, Transport
 from ._spool import Spool, SpoolFull
 from ._version import __version__
-from .errors import Unavailable, error_from_response
+from .errors import CostcontrolError, ServiceMismatch, Unavailable, error_from_response
 
 logger = logging.getLogger("costcontrol_client")
 # A library configures no logging: the application's handlers decide what is shown.
 logger.addHandler(logging.NullHandler())
 
 EVENTS_PATH = "/api/v1/events"
+KEY_PATH = "/api/v1/key"
 MAX_BATCH = 1000  # the server's limit per POST /api/v1/events
 
 # The API's EventIn fields (it refuses any other): checked in record(), where a typo can still be fixed.
@@ -122,8 +129,9 @@ USAGE_FIELDS = frozenset(
 # Decimal on the server, which refuses floats (binary fractions are not money).
 _DECIMAL_FIELDS = ("amount", "seconds", "gpu_hours", "input_audio_seconds", "input_video_seconds", "credits")
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-# Refused because of the credentials, not the events: kept in the spool for a fixed key.
-_AUTH_STATUSES = frozenset({401, 403})
+# Refused because of the credentials, not the events: kept in the spool for a fixed key. (A 403 is
+# the events': the server answers it to an event the key may not record, one for another service.)
+_AUTH_STATUSES = frozenset({401})
 
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
@@ -138,6 +146,12 @@ def default_spool_path(url: str, api_key: str) -> Path:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha256(f"{url}\n{api_key}".encode()).hexdigest()[:16]
     return base / "costcontrol" / f"spool-{digest}.jsonl"
+
+
+def default_dead_letter_path(spool_path: str | os.PathLike[str]) -> Path:
+    """Next to the spool: spool-<hash>.jsonl -> spool-<hash>.dead-letters.jsonl."""
+    path = Path(spool_path)
+    return path.with_name(f"{path.stem if path.suffix == '.jsonl' else path.name}.dead-letters.jsonl")
 
 
 def _money(value: Any, name: str) -> str:
@@ -230,6 +244,7 @@ class Client:
         flush_interval: float = 1.0,
         max_queue: int = 10_000,
         spool_path: str | os.PathLike[str] | None = None,
+        dead_letter_path: str | os.PathLike[str] | None = None,
         timeout: float = 10.0,
         max_retries: int = 5,
         backoff_base: float = 0.5,
@@ -254,8 +269,25 @@ class Client:
         self._api_key = api_key
         self._transport = self._new_transport()
         self.spool = Spool(spool_path or default_spool_path(self.url, api_key), max_bytes=max_spool_bytes)
+        # Events the server rejected for good, each with its reason (JSON lines, appended as the spool is).
+        self.dead_letters = Spool(
+            dead_letter_path or default_dead_letter_path(self.spool.path), max_bytes=max_spool_bytes
+        )
+        # The key's service, from GET /api/v1/key (the sender thread asks once): record() checks events against it.
+        self._key_service: str | None = None
         self._stats = dict.fromkeys(
-            ("recorded", "accepted", "duplicates", "rejected", "dropped", "spooled", "resent", "retries"), 0
+            (
+                "recorded",
+                "accepted",
+                "duplicates",
+                "rejected",
+                "dead_letters",
+                "dropped",
+                "spooled",
+                "resent",
+                "retries",
+            ),
+            0,
         )
         self._setup_state()
         self._closed = False
@@ -280,6 +312,8 @@ class Client:
         self._next_probe = 0.0
         self._probe_failures = 0
         self._last_retry_after: float | None = None
+        self._next_key_try = 0.0  # when the sender asks for the key's service (again); inf: never
+        self._key_failures = 0
 
     def _start_worker(self) -> None:
         self._worker = threading.Thread(target=self._run, name="costcontrol-sender", daemon=True)
@@ -292,8 +326,9 @@ class Client:
         (a str) that, after `receipt.wait()`, holds the amount the server priced it at.
 
         Never blocks on the network. Raises ValueError/TypeError at once for an event the server
-        would refuse for sure (no provider or model, unknown fields, floats for money), since a
-        dropped event found in a log later is worse than an exception now.
+        would refuse for sure (no provider or model, unknown fields, floats for money, a `service`
+        other than the API key's: ServiceMismatch, once the sender has learnt the key's service),
+        since a dropped event found in a log later is worse than an exception now.
         """
         if not event.get("provider") or not event.get("model"):
             raise ValueError("an event needs a provider and a model")
@@ -314,6 +349,9 @@ class Client:
             raise ValueError("occurred_at must carry a time zone (a naive datetime is ambiguous)")
         if self.service and not event.get("service"):
             event["service"] = self.service
+        key_service = self._key_service
+        if key_service is not None and event.get("service") and event["service"] != key_service:
+            raise _service_mismatch(event["service"], key_service, default=event["service"] == self.service)
         receipt = Receipt(key, self)
         with self._lock:
             self._stats["recorded"] += 1
@@ -395,7 +433,8 @@ class Client:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters since start: recorded, accepted, duplicates, rejected, dropped, spooled, resent, retries."""
+        """Counters since start: recorded, accepted, duplicates, rejected, dead_letters (rejected events
+        written to the dead-letter file), dropped, spooled, resent, retries."""
         with self._lock:
             return dict(self._stats)
 
@@ -421,6 +460,7 @@ class Client:
             # One try at start-up: a server still down sends us offline (spooling, probing) at once.
             self._resend_spool(attempts=1)
             while True:
+                self._learn_key_service()
                 self._wake.wait(self._wait_time())
                 self._wake.clear()
                 stopping = self._stopping.is_set()
@@ -434,6 +474,22 @@ class Client:
         except Exception:  # the thread must not die silently with events queued
             logger.exception("costcontrol: the sender thread failed; spooling the queue")
             self._spool_queue("the sender thread failed")
+
+    def _learn_key_service(self) -> None:
+        """Ask the server for the key's service, once it answers (never while offline or stopping)."""
+        if self._key_service is not None or self._offline or self._stopping.is_set():
+            return
+        if time.monotonic() < self._next_key_try:
+            return
+        try:
+            self.key()
+        except CostcontrolError as exc:
+            if exc.status is None or exc.status in _RETRY_STATUSES or exc.status in _AUTH_STATUSES:
+                self._next_key_try = time.monotonic() + self._backoff(self._key_failures)
+                self._key_failures += 1
+            else:  # a server without GET /api/v1/key: the server alone checks the service then
+                self._next_key_try = math.inf
+                logger.info("costcontrol: the server does not tell the API key's service (%s)", exc)
 
     def _wait_time(self) -> float:
         if self._offline:
@@ -547,12 +603,29 @@ class Client:
                     )
                     return False
                 if response.status not in _RETRY_STATUSES:
+                    # Refused for good: sending it again gets the same answer. Kept with the reason.
                     error = error_from_response(response.status, response.body, None)
-                    self._resolve(batch, "dropped")
+                    errors = error.errors or {"__all__": [error.message]}
+                    self._resolve(
+                        batch,
+                        "rejected",
+                        [{"index": i, "status": "rejected", "errors": errors} for i in range(len(batch))],
+                    )
                     with self._lock:
-                        self._stats["dropped"] += len(batch)
+                        self._stats["rejected"] += len(batch)
                     logger.warning(
-                        "costcontrol: dropped a batch of %d events the server refused: %s", len(batch), error
+                        "costcontrol: the server refused a batch of %d events (%s); kept in %s",
+                        len(batch),
+                        error,
+                        self.dead_letters.path,
+                    )
+                    self._dead_letter(
+                        [
+                            _dead_letter_line(
+                                event, status=error.status, code=error.code, message=error.message, errors=errors
+                            )
+                            for event in batch
+                        ]
                     )
                     return True
                 problem = f"HTTP {response.status}"
@@ -581,17 +654,28 @@ class Client:
         accepted = int(body.get("accepted") or 0)
         duplicates = int(body.get("duplicates") or 0)
         rejected = int(body.get("rejected") or 0)
+        dead: list[dict[str, Any]] = []
         for result in body.get("results") or ():
             if not isinstance(result, dict) or result.get("status") != "rejected":
                 continue
             index = result.get("index")
-            key = batch[index].get("idempotency_key") if isinstance(index, int) and 0 <= index < len(batch) else None
+            if not (isinstance(index, int) and 0 <= index < len(batch)):
+                continue
+            message = _field_errors(result.get("errors"))
             logger.warning(
-                "costcontrol: the server rejected event %s (key %s): %s",
+                "costcontrol: the server rejected event %s (key %s): %s; kept in %s",
                 index,
-                key,
-                _field_errors(result.get("errors")),
+                batch[index].get("idempotency_key"),
+                message,
+                self.dead_letters.path,
             )
+            code = str(result.get("code") or "rejected")
+            errors = result.get("errors") if isinstance(result.get("errors"), dict) else None
+            dead.append(
+                _dead_letter_line(batch[index], status=response.status, code=code, message=message, errors=errors)
+            )
+        if dead:
+            self._dead_letter(dead)
         with self._lock:
             self._stats["accepted"] += accepted
             self._stats["duplicates"] += duplicates
@@ -613,6 +697,29 @@ class Client:
                     result = by_index.get(index)
                     receipt._resolve(str(result.get("status") or status) if result else status, result)
             self._progress.notify_all()
+
+    def _dead_letter(self, letters: list[dict[str, Any]]) -> None:
+        """Keep rejected events with their reasons in the dead-letter file: never only in a log."""
+        try:
+            self.dead_letters.append(letters)
+        except (SpoolFull, OSError, TypeError, ValueError) as exc:
+            with self._lock:
+                self._stats["dropped"] += len(letters)
+            logger.error(
+                "costcontrol: LOST %d rejected events: the dead-letter file %s failed: %s",
+                len(letters),
+                self.dead_letters.path,
+                exc,
+            )
+            return
+        with self._lock:
+            self._stats["dead_letters"] += len(letters)
+
+    def _dead_letter_refused(self, event: Mapping[str, Any], error: ValueError | TypeError) -> None:
+        """Keep an event that record() refused where no caller sees the exception (the SDK wrappers)."""
+        errors = {getattr(error, "field", "__all__"): [str(error)]}
+        code = "service_mismatch" if isinstance(error, ServiceMismatch) else "refused_by_client"
+        self._dead_letter([_dead_letter_line(dict(event), status=None, code=code, message=str(error), errors=errors)])
 
     def _spool_events(self, events: list[dict[str, Any]], *, reason: str) -> None:
         try:
@@ -705,6 +812,43 @@ class Client:
     def budgets(self) -> list[dict[str, Any]]:
         body = self._call("GET", "/api/v1/budgets")
         return body["budgets"] if isinstance(body, dict) and "budgets" in body else body
+
+    def key(self) -> dict[str, Any]:
+        """What the server says about this client's API key: name, prefix, service, team, scopes,
+        rate_limit_per_minute, expires_at. The answer is kept: record() then refuses another service."""
+        body = self._call("GET", KEY_PATH)
+        if isinstance(body, dict) and isinstance(body.get("service"), str):
+            self._key_service = body["service"]
+        return body
+
+    @property
+    def key_service(self) -> str | None:
+        """The API key's service once the server told it (see key()); None until then."""
+        return self._key_service
+
+
+def _service_mismatch(service: str, key_service: str, *, default: bool) -> ServiceMismatch:
+    source = "the client's default service" if default else "service"
+    return ServiceMismatch(
+        f"service: {source} {service!r} is not this API key's service {key_service!r}; the server would "
+        f"reject the event (record with service={key_service!r}, or use a key of service {service!r})",
+        service=service,
+        key_service=key_service,
+    )
+
+
+def _dead_letter_line(
+    event: Mapping[str, Any], *, status: int | None, code: str, message: str, errors: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One line of the dead-letter file: when, the server's reason, and the event as it was sent."""
+    return {
+        "rejected_at": datetime.now(UTC).isoformat(),
+        "status": status,
+        "code": code,
+        "message": message,
+        "errors": errors,
+        "event": event,
+    }
 
 
 def _field_errors(errors: Any) -> str:

@@ -79,6 +79,20 @@ class ServerError(CostcontrolError):
     """Another 5xx: a fault on the server."""
 
 
+class ServiceMismatch(ValueError):
+    """`record()` refused an event whose `service` is not the API key's: the server would reject it.
+
+    `field` is "service"; `service` is the event's, `key_service` the key's (from GET /api/v1/key).
+    """
+
+    field = "service"
+
+    def __init__(self, message: str, *, service: str, key_service: str) -> None:
+        super().__init__(message)
+        self.service = service
+        self.key_service = key_service
+
+
 def _decimal_or_none(value: Any) -> Decimal | None:
     if value is None:
         return None

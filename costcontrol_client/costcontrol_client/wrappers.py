@@ -397,8 +397,15 @@ class _Recorder:
                 event.update(quantities)
             if extra:
                 event.update(extra)
-            self.costcontrol.record(**event)
         except Exception:  # recording must never break the caller's model call
+            logger.exception("costcontrol: could not record a %s %s call", self.provider.name, operation)
+            return
+        try:
+            self.costcontrol.record(**event)
+        except (ValueError, TypeError) as exc:  # refused (e.g. another service): kept, as a server rejection is
+            logger.error("costcontrol: could not record a %s %s call: %s", self.provider.name, operation, exc)
+            self.costcontrol._dead_letter_refused(event, exc)
+        except Exception:
             logger.exception("costcontrol: could not record a %s %s call", self.provider.name, operation)
 
     def succeeded(self, operation: str, kwargs: dict[str, Any], started: float, response: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import subprocess
@@ -271,19 +272,26 @@ def test_events_the_server_rejects_are_logged_with_their_field_errors_and_not_re
     assert client.spool.count() == 0
 
 
-def test_a_batch_refused_with_a_400_is_dropped_with_the_errors_logged_not_retried(fake_api, make_client, caplog):
+def test_a_batch_refused_with_a_400_goes_to_the_dead_letter_file_with_the_errors_not_retried(
+    fake_api, make_client, caplog
+):
     fake_api.script.append(
         Scripted(400, {"code": "invalid", "message": "bad batch", "errors": {"events": ["idempotency_key missing"]}})
     )
     client = make_client(fake_api.url, flush_interval=60)
-    client.record(**chat())
+    receipt = client.record(**chat())
 
     with caplog.at_level(logging.WARNING, logger="costcontrol_client"):
         assert client.flush(timeout=5)
 
     assert [p.status for p in fake_api.event_posts()] == [400]
-    assert client.stats["dropped"] == 1
+    assert (client.stats["rejected"], client.stats["dead_letters"], client.stats["dropped"]) == (1, 1, 0)
+    assert receipt.status == "rejected" and receipt.errors == {"events": ["idempotency_key missing"]}
     assert "idempotency_key missing" in caplog.text
+    [letter] = [json.loads(line) for line in client.dead_letters.path.read_text().splitlines()]
+    assert (letter["status"], letter["code"], letter["message"]) == (400, "invalid", "bad batch")
+    assert letter["errors"] == {"events": ["idempotency_key missing"]} and letter["event"]["idempotency_key"] == receipt
+    assert client.spool.count() == 0
     time.sleep(0.2)
     assert len(fake_api.event_posts()) == 1
 
