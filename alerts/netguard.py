@@ -97,19 +97,19 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
-def _sockaddrs(host: str, port: int | None, family: int = 0, kind: int = 0) -> list[tuple[IPAddress, tuple[Any, ...]]]:
-    """Every (address, sockaddr) `host` resolves to, as the socket would resolve it (getaddrinfo:
-    inet_aton's numeric spellings included); raises socket.gaierror."""
-    literal = _literal(host)
-    if literal is not None:
-        return [(literal, (host.strip("[]"), port))]
+def _lookup(host: str, port: int | None, family: int, kind: int) -> list[tuple[IPAddress, tuple[Any, ...]]]:
+    """(address, sockaddr) for every answer of socket.getaddrinfo, which reads numeric spellings as
+    the connection would (inet_aton: 2130706433, 0x7f000001, 127.1); raises socket.gaierror."""
     infos = socket.getaddrinfo(host, port, family, kind)
     return [(ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0]), sockaddr) for *_, sockaddr in infos]
 
 
 def resolve(host: str, port: int | None = None) -> list[IPAddress]:
     """Every address `host` resolves to (raises socket.gaierror)."""
-    return [address for address, _ in _sockaddrs(host, port, 0, socket.SOCK_STREAM)]
+    literal = _literal(host)
+    if literal is not None:
+        return [literal]
+    return [address for address, _ in _lookup(host, port, 0, socket.SOCK_STREAM)]
 
 
 def check_host(host: str, port: int | None = None, *, unresolvable_ok: bool = True) -> None:
@@ -142,27 +142,33 @@ _installed = False
 
 
 def _checked_peer(sock: socket.socket, address: Any) -> Any:
-    """The peer address to hand to the real socket call: `address` when it is an IP address that
-    may be reached, or the checked numeric address a host name resolves to (one lookup, so the
-    address checked is the address used). Outside a guarded block: `address` untouched."""
+    """The peer address to hand to the real socket call (see _peer); outside a guarded block,
+    `address` untouched."""
     guard = _ACTIVE.get()
     if guard is None:
         return address
     try:
-        if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            raise BlockedAddress(str(address), None, f"{socket.AddressFamily(sock.family).name} socket")
-        host, port = address[0], address[1]
-        host = host.decode("idna") if isinstance(host, bytes) else str(host)
-        resolved = _sockaddrs(host, port, sock.family, sock.type)  # gaierror: reported as the socket would
-        for candidate, _ in resolved:
-            if reason := address_problem(candidate):
-                raise BlockedAddress(host, candidate, reason)
+        return _peer(sock, address)
     except BlockedAddress as error:
         guard.blocked.append(error)
         raise
-    if _literal(host) is not None:
-        return address  # keeps an IPv6 address's flow info and scope
-    return resolved[0][1] if resolved else address
+
+
+def _peer(sock: socket.socket, address: Any) -> Any:
+    """`address` when it is an IP address that may be reached, or the checked numeric address a
+    host name resolves to (one lookup: the address checked is the address used)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        raise BlockedAddress(str(address), None, f"{socket.AddressFamily(sock.family).name} socket")
+    host = address[0].decode("idna") if isinstance(address[0], bytes) else str(address[0])
+    literal = _literal(host)
+    if literal is not None:
+        resolved = [(literal, address)]  # as given: keeps an IPv6 address's flow info and scope
+    else:
+        resolved = _lookup(host, address[1], sock.family, sock.type)  # gaierror: as the socket would
+    for candidate, _ in resolved:
+        if reason := address_problem(candidate):
+            raise BlockedAddress(host, candidate, reason)
+    return resolved[0][1]
 
 
 def _wrap_connect(original: Callable[..., Any]) -> Callable[..., Any]:
