@@ -34,11 +34,11 @@ def names(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     table: dict[str, list[str]] = {}
     real = socket.getaddrinfo
 
-    def getaddrinfo(host: Any, port: Any, family: int = 0, kind: int = 0, *args: Any) -> list[Any]:
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
         name = host.decode() if isinstance(host, bytes) else host
         if name not in table:
-            return real(host, port, family, kind, *args)
-        kind = kind or socket.SOCK_STREAM
+            return real(host, port, *args, **kwargs)
+        kind = (args[1] if len(args) > 1 else kwargs.get("type", 0)) or socket.SOCK_STREAM
         result = []
         for address in table[name]:
             v6 = ipaddress.ip_address(address).version == 6
