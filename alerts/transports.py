@@ -6,7 +6,9 @@
   the notification goes to the dead letters and the channel is disabled with the reason.
 
 Email goes through Django's mail backend; the generic webhook is a signed JSON POST (requests);
-every other kind goes through apprise, so no service's HTTP API is written by hand here.
+every other kind goes through apprise (the services in APPRISE_SCHEMES only), so no service's HTTP
+API is written by hand here. Webhook and apprise deliveries run inside netguard.guarded_connections():
+every connection they make is checked (the SSRF guard); email's server is the operator's and is not.
 """
 
 from __future__ import annotations
@@ -82,14 +84,6 @@ class Transport:
                 netguard.check_host(host, port)
             except netguard.BlockedAddress as exc:
                 raise ValidationError({"target": str(exc)}) from None
-
-    def guard_before_sending(self) -> None:
-        """At delivery: resolve again (DNS changes); a blocked address is a permanent failure."""
-        for host, port in self.hosts():
-            try:
-                netguard.check_host(host, port)
-            except netguard.BlockedAddress as exc:
-                raise TransportError(f"{self.kind}: {exc}", permanent=True) from None
 
     def scrub(self, text: str) -> str:
         """`text` with the secret parts of the target (tokens in its path, query, user info) masked:
@@ -209,14 +203,13 @@ class WebhookTransport(Transport):
             DELIVERY_HEADER: message.delivery_id,
             SIGNATURE_HEADER: webhook_signature(self.channel.secret, body),
         }
-        self.guard_before_sending()
         with netguard.guarded_connections() as guard:
             try:
                 response = requests.post(
                     self.channel.target.strip(), data=body, headers=headers, timeout=TIMEOUT_SECONDS
                 )
             except requests.RequestException as exc:
-                if guard.blocked:  # a redirect, or DNS that changed since the check above
+                if guard.blocked:  # DNS that changed since the save, or a redirect
                     raise TransportError(f"webhook: {guard.blocked[0]}", permanent=True) from exc
                 raise TransportError(self.scrub(f"webhook unreachable: {exc.__class__.__name__}: {exc}")) from exc
         status = response.status_code
@@ -235,57 +228,90 @@ def _url_host(url: str) -> list[tuple[str, int | None]]:
     return [(parts.hostname, port)] if parts.scheme in ("http", "https") and parts.hostname else []
 
 
-# --- apprise: Slack, Teams, Discord, PagerDuty and anything else ------------------------------------
+# --- apprise: Slack, Teams, Discord, PagerDuty and the services below --------------------------------
+
+# The apprise services a channel may use, by the schemes that name them, and the server each one
+# connects to: "host", the host (and port) its URL names; "smtp_host", the mail server apprise takes
+# from the URL (the address's domain, a known provider's server, or ?smtp=); None, the vendor's own
+# public API. Each was tried here, and all of them connect through Python sockets, which the guard
+# checks at delivery. Any other scheme is refused: apprise also speaks to local services (D-Bus, the
+# local syslog, desktop notifications) and through libraries that no guard here sees.
+APPRISE_SCHEMES: dict[str, str | None] = {
+    "json": "host",
+    "jsons": "host",
+    "xml": "host",
+    "xmls": "host",
+    "form": "host",
+    "forms": "host",
+    "mmost": "host",  # Mattermost
+    "mmosts": "host",
+    "ntfy": "host",  # a self-hosted ntfy; ntfy.sh (mode "cloud") when the URL names a topic only
+    "ntfys": "host",
+    "workflow": "host",  # Microsoft Teams (Power Automate workflows)
+    "workflows": "host",
+    "rsyslog": "host",  # one UDP datagram to a remote syslog server
+    "mailto": "smtp_host",
+    "mailtos": "smtp_host",
+    "slack": None,
+    "discord": None,
+    "pagerduty": None,
+}
 
 _STATUS_IN_LOG = re.compile(r"error=(\d{3})")
 
 
 class AppriseTransport(Transport):
     kind = "apprise"
-    # The apprise services a kind accepts (its plugin's protocols); empty: any.
+    # The apprise services a kind accepts (its plugin's protocols); empty: any of APPRISE_SCHEMES.
     services: ClassVar[tuple[str, ...]] = ()
-    example: ClassVar[str] = "e.g. json://host/path or mailto://..."
+    example: ClassVar[str] = "e.g. json://host/path or mailtos://user:password@host/?to=ops@example.com"
 
     def _plugin(self) -> Any:
         return apprise.Apprise.instantiate(self.channel.target.strip(), suppress_exceptions=True)
 
+    def _refusal(self, plugin: Any) -> str | None:
+        """Why apprise's plugin for this target may not be used here, or None."""
+        if plugin is None:
+            return f"not a URL apprise can send to ({self.example})"
+        protocols = _protocols(plugin)
+        if self.services and not protocols & set(self.services):
+            return f"not a {self.kind} URL ({self.example})"
+        if not protocols & APPRISE_SCHEMES.keys():
+            scheme = (self.channel.target or "").strip().partition("://")[0] or "this"
+            return f"{scheme}:// cannot be used for a channel; the services that can: " + ", ".join(
+                f"{s}://" for s in sorted(APPRISE_SCHEMES)
+            )
+        return None
+
     def validate(self) -> None:
         url = (self.channel.target or "").strip()
-        plugin = self._plugin() if url else None
-        if plugin is None:
-            raise ValidationError({"target": f"not a URL apprise can send to ({self.example})"})
-        if self.services:
-            protocols = _protocols(plugin)
-            if not protocols & set(self.services):
-                raise ValidationError({"target": f"not a {self.kind} URL ({self.example})"})
+        if refusal := self._refusal(self._plugin() if url else None):
+            raise ValidationError({"target": refusal})
         self.check_addresses()
 
     def hosts(self) -> list[tuple[str, int | None]]:
-        """The URL's own host when it is http(s), and the host apprise parsed from it when that looks
-        like one (an address, localhost or a dotted name: Slack's or PagerDuty's "host" is a token and
-        they post to their own service). Any other connection is still checked where it is made."""
-        found = _url_host(self.channel.target or "")
-        plugin = self._plugin() if (self.channel.target or "").strip() else None
-        host = getattr(plugin, "host", None)
-        if isinstance(host, str) and host and (netguard.resolve_is_literal(host) or "." in host or host == "localhost"):
-            port = getattr(plugin, "port", None)
-            found.append((host, port if isinstance(port, int) else None))
+        """The host of an https:// URL apprise recognises (Slack's, Discord's, Teams') and the server
+        apprise parsed from the URL for a service that connects to one the URL names."""
+        target = (self.channel.target or "").strip()
+        found = _url_host(target)
+        plugin = self._plugin() if target else None
+        if plugin is not None:
+            found += _apprise_hosts(plugin)
         return list(dict.fromkeys(found))
 
     def notify(self, message: Message) -> None:
         plugin = self._plugin()
-        if plugin is None:
-            raise TransportError("the channel's URL is not one apprise can send to", permanent=True)
-        self.guard_before_sending()
+        if refusal := self._refusal(plugin):  # a channel saved before its scheme was refused
+            raise TransportError(f"{self.kind}: {refusal}", permanent=True)
         sender = apprise.Apprise()
         sender.add(plugin)
         with netguard.guarded_connections() as guard, apprise.LogCapture(level=apprise.logging.INFO) as log:
             ok = sender.notify(title=message.subject, body=message.text, body_format=apprise.NotifyFormat.TEXT)
             output = log.getvalue()
-        if guard.blocked:
-            raise TransportError(f"{self.kind}: {guard.blocked[0]}", permanent=True)
         if ok:
             return
+        if guard.blocked:
+            raise TransportError(f"{self.kind}: {guard.blocked[0]}", permanent=True)
         statuses = [int(s) for s in _STATUS_IN_LOG.findall(output)]
         permanent = any(400 <= s < 500 and s not in (408, 429) for s in statuses)
         last = output.strip().splitlines()[-1] if output.strip() else "no detail"
@@ -301,6 +327,16 @@ def _protocols(plugin: Any) -> set[str]:
         elif isinstance(value, list | tuple):
             found.update(v for v in value if isinstance(v, str))
     return found
+
+
+def _apprise_hosts(plugin: Any) -> list[tuple[str, int | None]]:
+    """The (host, port) of the server apprise's plugin connects to when its URL names one (see
+    APPRISE_SCHEMES), taken from apprise's own parse of the URL."""
+    attribute = next((APPRISE_SCHEMES[p] for p in sorted(_protocols(plugin)) if p in APPRISE_SCHEMES), None)
+    if attribute is None or getattr(plugin, "mode", None) == "cloud":  # ntfy.sh, ntfy's own service
+        return []
+    host, port = getattr(plugin, attribute, None), getattr(plugin, "port", None)
+    return [(host, port if isinstance(port, int) else None)] if isinstance(host, str) and host else []
 
 
 class SlackTransport(AppriseTransport):

@@ -246,9 +246,11 @@ ALERT_ERROR_RATE_PERCENT = env_decimal("ALERT_ERROR_RATE_PERCENT", "10")
 ALERT_TOKENS_HOURLY_THRESHOLD = env_decimal("ALERT_TOKENS_HOURLY_THRESHOLD", "10000")
 # An alert rule whose evaluation raises is tried again after this long.
 ALERT_RULE_ERROR_BACKOFF_SECONDS = env.int("ALERT_RULE_ERROR_BACKOFF_SECONDS", default=300)
-# SSRF guard: channel targets (webhook, Slack, apprise URLs) may not reach private, loopback,
-# link-local, multicast, reserved or unspecified addresses, except inside these networks
-# (comma-separated CIDRs, e.g. 10.20.0.0/16,fd00::/8 for an internal receiver). Default: none.
+# SSRF guard: channel targets (webhook, Slack, apprise URLs: HTTP, SMTP, syslog alike) may not
+# reach private, loopback, link-local, multicast, reserved or unspecified addresses, checked at save
+# and on every connection a delivery makes, except inside these networks (comma-separated CIDRs,
+# e.g. 10.20.0.0/16,fd00::/8 for an internal receiver). Default: none. Email channels use EMAIL_HOST,
+# the operator's own mail server, which is not checked.
 CHANNEL_ALLOWED_NETWORKS = env.list("CHANNEL_ALLOWED_NETWORKS", default=[])
 for _network in CHANNEL_ALLOWED_NETWORKS:
     try:
