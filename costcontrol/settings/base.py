@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "django_prometheus",
+    "ninja",  # its templates and static files: /api/v1/docs loads Swagger UI from here, not a CDN
     "costcontrol",
     "core",
     "tracking",
