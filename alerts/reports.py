@@ -444,12 +444,14 @@ def _signed_money(value: str, currency: str) -> str:
     return text if text.startswith("-") else f"+{text}"
 
 
-def _signed_percent(value: str | None, *, places: int = 1) -> str:
+def _signed_percent(value: str | None) -> str:
+    """A change in percent to one place, as the title and the body both show it."""
     if value is None:
         return "n/a"
-    quantum = Decimal(1).scaleb(-places)
-    rounded = Decimal(value).quantize(quantum, rounding=ROUND_HALF_EVEN)
-    return f"{'+' if rounded >= 0 else ''}{rounded} %"
+    rounded = Decimal(value).quantize(Decimal("0.1"), rounding=ROUND_HALF_EVEN)
+    if rounded == 0:
+        return f"{abs(rounded)} %"  # neither "+-0" nor "-0.0" for a change that rounds to nothing
+    return f"{'+' if rounded > 0 else ''}{rounded} %"
 
 
 def _percent_text(value: str | None) -> str:
@@ -691,9 +693,7 @@ def daily_report_subject(report: Mapping[str, Any]) -> str:
     """e.g. "costcontrol daily report for Sun 22 Nov 2026: 1,234.56 USD (+12 % vs the day before)"."""
     main = next(t for t in report["totals"] if t["currency"] == report["currency"])
     percent = main["previous_day"]["change_percent"]
-    change = (
-        "nothing spent the day before" if percent is None else f"{_signed_percent(percent, places=0)} vs the day before"
-    )
+    change = "nothing spent the day before" if percent is None else f"{_signed_percent(percent)} vs the day before"
     day = date.fromisoformat(report["day"])
     return f"costcontrol daily report for {_day_label(day)}: {_money(main['amount'], main['currency'])} ({change})"
 

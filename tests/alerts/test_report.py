@@ -526,11 +526,23 @@ def test_the_subject_names_the_day_the_total_and_the_change(frozen, prices):
     record(datetime(2026, 10, 25, 12, tzinfo=BERLIN), amount="1120.00")
 
     assert daily_report_subject(daily_report_build(day=DAY)) == (
-        "costcontrol daily report for Sun 25 Oct 2026: 1,120.00 USD (+12 % vs the day before)"
+        "costcontrol daily report for Sun 25 Oct 2026: 1,120.00 USD (+12.0 % vs the day before)"
     )
     assert daily_report_subject(daily_report_build(day=date(2026, 10, 24))) == (
         "costcontrol daily report for Sat 24 Oct 2026: 1,000.00 USD (nothing spent the day before)"
     )
+
+
+def test_the_subject_and_the_body_show_the_same_change(frozen, prices):
+    record(datetime(2026, 10, 24, 12, tzinfo=BERLIN), amount="1000.00")
+    record(datetime(2026, 10, 25, 12, tzinfo=BERLIN), amount="995.00")
+    report = daily_report_build(day=DAY)
+
+    assert daily_report_subject(report).endswith("(-0.5 % vs the day before)")  # was "(+-0 % ...)"
+    assert "-0.5 %" in run_report("--date", "2026-10-25")
+
+    record(datetime(2026, 10, 25, 13, tzinfo=BERLIN), amount="4.99")  # +0.0 % would say "grew"
+    assert daily_report_subject(daily_report_build(day=DAY)).endswith("(0.0 % vs the day before)")
 
 
 # --- sending ---------------------------------------------------------------------------------------
