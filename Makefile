@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
+# Where `make run` serves, for the links in notifications (SITE_URL, if set, wins).
+export COSTCONTROL_RUN_URL := http://127.0.0.1:$(PORT)
 
 .PHONY: run test bench lint fmt venv bootstrap migrate clean
 

@@ -231,8 +231,10 @@ ALERT_EMAIL_TO = env.list("ALERT_EMAIL_TO", default=[])
 BUDGET_RESERVATION_TTL_SECONDS = env.int("BUDGET_RESERVATION_TTL_SECONDS", default=15 * 60)
 
 # --- alerts and notifications --------------------------------------------------
-# Links in notifications point here (the admin's address as users reach it).
-SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Links in notifications point here (the admin's address as users reach it). Unset, the address
+# `make run` serves (COSTCONTROL_RUN_URL, which the Makefile exports to web, worker and beat alike:
+# honcho gives each process its own PORT). Required in production (settings/production.py).
+SITE_URL = env.str("SITE_URL", default=env.str("COSTCONTROL_RUN_URL", default="http://127.0.0.1:8000"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="costcontrol@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Transient delivery errors are retried after 30 s, 1 min, 2 min ... at most 1 h apart;

@@ -12,6 +12,11 @@ SECRET_KEY = env_secret("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set in production")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
+# The address users reach the admin at, for the links in notifications (behind a proxy, this
+# process cannot know it).
+SITE_URL = env.str("SITE_URL", default="")
+if not SITE_URL:
+    raise ImproperlyConfigured("SITE_URL (e.g. https://costcontrol.example.com) must be set in production")
 
 # TLS ends at the reverse proxy, which must set X-Forwarded-Proto (and drop any the client sent);
 # docker/nginx does. Without a proxy (TLS in the app server itself) set DJANGO_BEHIND_PROXY=false.

@@ -555,6 +555,7 @@ def _deploy_check(**overrides: str) -> subprocess.CompletedProcess[str]:
             "DJANGO_SETTINGS_MODULE": "costcontrol.settings.production",
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
             "DJANGO_ALLOWED_HOSTS": "costcontrol.example.com",
+            "SITE_URL": "https://costcontrol.example.com",
             "METRICS_BEARER_TOKEN": secrets.token_urlsafe(24),
             **overrides,
         }

@@ -63,6 +63,7 @@ def start_worker(redis: RedisServer, transactional_db: None, tmp_path: Path) -> 
             "DJANGO_SETTINGS_MODULE": "costcontrol.settings.production",
             "DJANGO_SECRET_KEY": "worker-crash-test-" + "x" * 40,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+            "SITE_URL": "http://127.0.0.1:8000",
             "DATABASE_URL": database_url(connection.settings_dict),
             "CONN_MAX_AGE": "0",
             "CELERY_BROKER_URL": redis.url,
