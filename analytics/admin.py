@@ -4,10 +4,15 @@ Registered as the admin of a table-less model (analytics.Dashboard) so that it l
 admin site's own URLs, login and permission checks: staff users with analytics.view_dashboard
 (superusers have every permission). Its change list is the dashboard; export/<table>.csv
 streams any of its tables as CSV with the same filters.
+
+Whose spend (analytics.dashboard): a superuser views the organisation, or a team they pick; any
+other staff member views one of their own teams (their first unless they pick another of theirs),
+and a staff member in no team sees no figures, only a sentence saying why.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.contrib import admin
@@ -17,6 +22,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from core.csv import csv_response
+from core.models import Team
+from core.teams import sees_every_team, user_teams
 
 from .dashboard import DashboardData, DashboardFilterForm, chart_series
 from .models import Dashboard
@@ -47,10 +54,15 @@ class DashboardAdmin(admin.ModelAdmin):
             path("export/<slug:table>.csv", view(self.export_view), name="analytics_dashboard_export"),
         ]
 
-    def _data(self, request: HttpRequest) -> tuple[DashboardFilterForm, DashboardData | None]:
+    def _data(self, request: HttpRequest) -> tuple[DashboardFilterForm | None, DashboardData | None]:
+        """The filter form and what it selects; (None, None) for a staff member in no team."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        form = DashboardFilterForm(request.GET)
+        organisation = sees_every_team(request)
+        teams = list((Team.objects.all() if organisation else user_teams(request)).values_list("name", flat=True))
+        if not organisation and not teams:
+            return None, None
+        form = DashboardFilterForm(request.GET, teams=sorted(teams), organisation=organisation)
         if not form.is_valid():
             return form, None
         return form, DashboardData(filters=form.filters())
@@ -62,6 +74,7 @@ class DashboardAdmin(admin.ModelAdmin):
             "title": "Cost dashboard",
             "opts": self.opts,
             "form": form,
+            "no_team": form is None,
             "data": data,
             "query": request.GET.urlencode(),
             "export_url": reverse("admin:analytics_dashboard_export", args=["TABLE"]).replace("TABLE.csv", ""),
@@ -85,6 +98,8 @@ class DashboardAdmin(admin.ModelAdmin):
 
     def export_view(self, request: HttpRequest, table: str) -> HttpResponse:
         form, data = self._data(request)
+        if form is None:
+            raise PermissionDenied("you belong to no team: there is no spend to export")
         if data is None:
             raise Http404("invalid filters: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
         try:
@@ -92,7 +107,8 @@ class DashboardAdmin(admin.ModelAdmin):
         except KeyError:
             raise Http404(f"no dashboard table {table!r}") from None
         f = data.filters
-        suffix = "" if f.scope == "global" else "-" + f.scope.replace(":", "-").replace("=", "-")
+        # Scopes hold team names, services and tag values as recorded: only safe characters go in the header.
+        suffix = "" if f.scope == "global" else "-" + re.sub(r"[^A-Za-z0-9._]+", "-", f.scope).strip("-")
         filename = f"costcontrol-{table}-{f.start:%Y%m%d}-{f.end:%Y%m%d}{suffix}.csv"
         return csv_response(filename=filename, rows=exported.csv_rows())
 

@@ -12,7 +12,10 @@ of its parents instead). Consecutive anomalous hours of one scope make one anoma
 (actual - expected, summed) must reach min_excess. Only spikes are reported: a drop saves money.
 
 Every scope of every dimension (global, provider, model, service, subject) is scored on its own,
-so a spike in one model is not hidden by a drop in another.
+so a spike in one model is not hidden by a drop in another. A team's view scores its team's copies
+of the scopes (team:NAME, team:NAME/model:X, ... core.scopes) instead of the organisation's; the
+children of a scope are always of its own team (or of the organisation's for its scopes), so one
+team's anomaly is never explained by, and never shows, another team's spend.
 
 Root cause. Rollups hold one dimension per row (model:X does not know which service called it),
 so an anomaly of scope P is attributed by coincident excess: every scope C of the child dimensions
@@ -38,6 +41,7 @@ from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from django.db.models import Min, Q, QuerySet, Sum
 
 from core.money import MONEY_QUANTUM, ZERO, round_money
+from core.scopes import scope_team, team_scope
 from tracking.models import Price, SpendRollup, SpendRollupDay
 from tracking.selectors import scope_filter
 
@@ -186,18 +190,28 @@ class _Rollups:
             condition, currency=self.currency, bucket__gte=self.start, bucket__lt=self.end, amount__gt=0
         ).order_by()
 
-    def kept(self, *, dimensions: set[str], scopes: set[str]) -> list[str]:
+    def kept(self, *, dimensions: set[str], scopes: set[str], teams: set[str | None]) -> list[str]:
         """The scopes worked on, among those that spent in the window: each of `scopes`, and the
-        biggest spenders of each of `dimensions` (bounded work)."""
-        prefixes = ["global" if d == "global" else f"{d}:" for d in sorted(dimensions)]
-        totals = self._spent(scope_filter(scopes, prefixes)).values("scope").annotate(total=Sum("amount"))
+        biggest spenders of each of `dimensions` of each of `teams` (None: the organisation's
+        scopes; a name: that team's copies of them), bounded work."""
+        named, prefixes = set(scopes), []
+        for team in teams:
+            for d in sorted(dimensions):
+                if team is None:
+                    prefixes.append("global" if d == "global" else f"{d}:")
+                elif d == "global":
+                    named.add(team_scope(team))
+                else:
+                    prefixes.append(team_scope(team, f"{d}:"))
+        totals = self._spent(scope_filter(named, prefixes)).values("scope").annotate(total=Sum("amount"))
         kept: set[str] = set()
-        spenders: dict[str, list[tuple[Decimal, str]]] = {}
+        spenders: dict[tuple[str | None, str], list[tuple[Decimal, str]]] = {}
         for row in totals:
-            if row["scope"] in scopes:
-                kept.add(row["scope"])
-            if scope_kind(row["scope"]) in dimensions:
-                spenders.setdefault(scope_kind(row["scope"]), []).append((row["total"], row["scope"]))
+            scope = row["scope"]
+            if scope in scopes:
+                kept.add(scope)
+            if scope_kind(scope) in dimensions and scope_team(scope) in teams:
+                spenders.setdefault((scope_team(scope), scope_kind(scope)), []).append((row["total"], scope))
         for biggest in spenders.values():
             biggest.sort(key=lambda total_scope: (-total_scope[0], total_scope[1]))
             kept.update(scope for _, scope in biggest[:MAX_SCOPES_PER_DIMENSION])
@@ -268,21 +282,24 @@ def spend_anomalies(
     end: datetime,
     dimensions: Sequence[str] = DIMENSIONS,
     scopes: Iterable[str] | None = None,
+    team: str | None = None,
     threshold: Decimal = THRESHOLD,
     min_excess: Decimal = MIN_EXCESS,
     weeks: int = HISTORY_WEEKS,
     currency: str = "USD",
 ) -> list[Anomaly]:
     """Anomalies in the hours of [start, end) of every scope of `dimensions` (or only `scopes`),
-    worst first (see the module docstring for the method)."""
+    worst first (see the module docstring for the method). With `team`, of that team's copies of
+    the scopes (team:NAME for global, team:NAME/model:X ...) rather than the organisation's."""
     hours = hour_buckets(start, end)
     if not hours:
         return []
     only = set(scopes) if scopes is not None else None
+    teams = {scope_team(s) for s in only} if only is not None else {team}
     wanted = {scope_kind(s) for s in only} if only is not None else set(dimensions)
     children = {child for d in wanted for child in CHILD_DIMENSIONS.get(d, ())}
     rollups = _Rollups(hours=hours, currency=currency, weeks=weeks)
-    scored = sorted(only) if only is not None else rollups.kept(dimensions=wanted, scopes=set())
+    scored = sorted(only) if only is not None else rollups.kept(dimensions=wanted, scopes=set(), teams=teams)
     if threshold > 0:
         # Hourly rollups are never negative (a correction lands in its entry's hour and leaves a
         # total >= 0), so an expected spend is >= 0 and, the spread being at least ABS_FLOOR, a
@@ -310,7 +327,7 @@ def spend_anomalies(
     if not spikes:
         return []
     # The children that spent in a spike's hours may explain it: their amounts and history then.
-    kept = rollups.kept(dimensions=children, scopes=only or set())
+    kept = rollups.kept(dimensions=children, scopes=only or set(), teams=teams)
     rollups.read_window(kept, hours={hour for _, run in spikes for hour, _ in run})
     catalog_models = _catalog_models()
     with_children = [
@@ -340,15 +357,15 @@ def _runs(flagged: list[tuple[datetime, Decimal]]) -> list[list[tuple[datetime, 
 def _children(
     rollups: _Rollups, kept: list[str], parent: str, hours: list[datetime], catalog_models: dict[str, set[str]]
 ) -> list[str]:
-    """The kept scopes of the parent's child dimensions that spent in `hours` (one that spent nothing
-    has no excess: its history is never negative) and may be part of it."""
+    """The kept scopes of the parent's child dimensions, of its own team, that spent in `hours` (one
+    that spent nothing has no excess: its history is never negative) and may be part of it."""
     kind = scope_kind(parent)
     dimensions = CHILD_DIMENSIONS.get(kind, ())
     provider = scope_value(parent) if kind == "provider" else None
     found = []
     for child in kept:
         child_kind = scope_kind(child)
-        if child_kind not in dimensions or child == parent:
+        if child_kind not in dimensions or child == parent or scope_team(child) != scope_team(parent):
             continue
         if (
             child_kind == "model"

@@ -1,5 +1,12 @@
 """What the admin cost dashboard shows, as tables (the charts draw the same rows).
 
+Whose spend: the organisation's, or one team's. A team's view reads every figure from the team's
+copies of the scopes (core.scopes: `team:NAME` for its whole spend, `team:NAME/model:X` for its
+spend on a model, ...), its budgets, alerts and the batches its spend was charged to; one function,
+DashboardFilters.within, turns each scope the dashboard reads into the viewed team's copy. A staff
+member who is not a superuser views one of their teams (the `team` filter, their first team by
+name unless they pick another); a superuser views the organisation unless they pick a team.
+
 Filters: a date range (local days, TIME_ZONE) and at most one of provider, service or tag.
 Rollups are kept per single dimension (provider:X, service:X, tag:K=V), so a filter selects the
 scope every figure is read from; the intersection of two filters (provider X *and* service Y) is
@@ -19,7 +26,8 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import CharField, Exists, OuterRef, QuerySet, Sum, Value
+from django.db.models.functions import Concat
 from django.urls import reverse
 from django.utils import timezone
 
@@ -27,10 +35,12 @@ from alerts.models import Alert, AlertState
 from budgets.levels import Level, level_rank
 from budgets.models import Budget
 from budgets.selectors import budget_statuses
+from core.models import Team
 from core.money import MONEY_QUANTUM, ZERO
 from core.periods import period_bounds
+from core.scopes import scope_inner, team_scope
 from tracking.gpu import OPERATION_BUSY, OPERATION_IDLE
-from tracking.models import TOKEN_FIELDS, Batch, GpuSample, Price
+from tracking.models import TOKEN_FIELDS, Batch, GpuSample, Price, SpendRollupDay
 from tracking.selectors import scope_totals, spend_totals
 
 from .anomalies import Anomaly, spend_anomalies
@@ -65,6 +75,7 @@ def percent_change(now: Decimal, before: Decimal) -> Decimal | None:
 
 
 class DashboardFilterForm(forms.Form):
+    team = forms.ChoiceField(label="Team", required=False)
     start = forms.DateField(
         label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="First day (local)."
     )
@@ -75,9 +86,16 @@ class DashboardFilterForm(forms.Form):
     service = forms.ChoiceField(label="Service", required=False)
     tag = forms.ChoiceField(label="Tag", required=False)
 
-    def __init__(self, data: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, data: Any = None, *, teams: list[str] | None = None, organisation: bool = True, **kwargs: Any
+    ) -> None:
+        """`teams`: the names of the teams the viewer may pick (every team by default); `organisation`:
+        whether they may view the whole organisation (superusers), else their first team is the default."""
+        teams = list(Team.objects.order_by("name").values_list("name", flat=True)) if teams is None else teams
         # The empty form shows the range it stands for: the last 30 days up to today.
         data = data.copy() if data is not None else {}
+        if not organisation and not data.get("team") and teams:
+            data["team"] = teams[0]
         today = timezone.localdate()
         end = data.get("end") or today.isoformat()
         data.setdefault("end", end)
@@ -89,9 +107,17 @@ class DashboardFilterForm(forms.Form):
         if not data.get("end"):
             data["end"] = today.isoformat()
         super().__init__(data, **kwargs)
-        scopes = _known_scopes()
+        self.fields["team"].choices = [
+            *([("", "whole organisation")] if organisation else []),
+            *((t, t) for t in teams),
+        ]
+        self.fields["team"].required = not organisation
+        # The other filters offer what the viewed team (or the organisation) spent on; none for a
+        # team the viewer may not pick, which the team field refuses.
+        team = data.get("team") or ""
+        scopes = _known_scopes(team) if team in teams or (organisation and not team) else []
         for name in ("provider", "service", "tag"):
-            values = sorted(scope_value(s) for s in scopes if s.startswith(f"{name}:"))
+            values = sorted(scope_value(s) for s in scopes if scope_inner(s).startswith(f"{name}:"))
             self.fields[name].choices = [("", "all"), *((v, v) for v in values)]
 
     def clean(self) -> dict[str, Any]:
@@ -120,14 +146,19 @@ class DashboardFilterForm(forms.Form):
             provider=data.get("provider") or "",
             service=data.get("service") or "",
             tag=data.get("tag") or "",
+            team=data.get("team") or "",
         )
 
 
-def _known_scopes() -> list[str]:
-    """Provider, service and tag scopes that spent in the last 400 days (for the filter choices)."""
+def _known_scopes(team: str = "") -> list[str]:
+    """Provider, service and tag scopes that spent in the last 400 days (for the filter choices): the
+    organisation's, or team `team`'s copies of them."""
     since = local_midnight(timezone.localdate() - timedelta(days=400))
+    within = DashboardFilters(start=since.date(), end=since.date(), team=team).within
     totals = scope_totals(
-        start=since, end=hour_floor(timezone.now()) + HOUR, prefixes=["provider:", "service:", "tag:"]
+        start=since,
+        end=hour_floor(timezone.now()) + HOUR,
+        prefixes=[within("provider:"), within("service:"), within("tag:")],
     )
     return sorted(totals)
 
@@ -139,9 +170,17 @@ class DashboardFilters:
     provider: str = ""
     service: str = ""
     tag: str = ""
+    team: str = ""  # a team's name: its view; empty: the organisation's
+
+    def within(self, scope: str) -> str:
+        """`scope` (or a prefix such as "model:") as this view reads it: the viewed team's copy of it
+        (team:NAME, team:NAME/model:X; core.scopes), or itself in the organisation's view. Every
+        rollup the dashboard reads goes through here."""
+        return team_scope(self.team, scope) if self.team else scope
 
     @property
-    def scope(self) -> str:
+    def dimension(self) -> str:
+        """The filter's own scope, whoever's spend is viewed: provider:X, service:X, tag:K=V or global."""
         if self.provider:
             return f"provider:{self.provider}"
         if self.service:
@@ -149,6 +188,15 @@ class DashboardFilters:
         if self.tag:
             return f"tag:{self.tag}"
         return "global"
+
+    @property
+    def filtered(self) -> bool:
+        return self.dimension != "global"
+
+    @property
+    def scope(self) -> str:
+        """The scope every figure is read from (`global`, `provider:openai`, `team:ml`, `team:ml/service:x`)."""
+        return self.within(self.dimension)
 
     @property
     def window(self) -> tuple[datetime, datetime]:
@@ -255,12 +303,22 @@ class DashboardData:
 
     # --- budgets and alerts ---
 
+    @property
+    def team(self) -> str:
+        return self.filters.team
+
+    def _of_view(self, query: QuerySet[Any]) -> QuerySet[Any]:
+        """Budgets or alerts of the view: the viewed team's (every one in the organisation's view),
+        on the filter's scope when there is one."""
+        if self.team:
+            query = query.filter(team__name=self.team)
+        if self.filters.filtered:
+            query = query.filter(scope=self.scope)
+        return query
+
     @cached_property
     def budgets_at_risk(self) -> Table:
-        query = Budget.objects.filter(is_active=True).order_by("name")
-        if self.scope != "global":
-            query = query.filter(scope=self.scope)
-        budgets = list(query)
+        budgets = list(self._of_view(Budget.objects.filter(is_active=True).order_by("name")))
         rows = []
         for status in budget_statuses(budgets, at=self.now, forecasts=True):
             budget = status.budget
@@ -288,9 +346,7 @@ class DashboardData:
 
     @cached_property
     def open_alerts(self) -> Table:
-        alerts = Alert.objects.filter(state=AlertState.FIRING).order_by("-last_fired_at")
-        if self.scope != "global":
-            alerts = alerts.filter(scope=self.scope)
+        alerts = self._of_view(Alert.objects.filter(state=AlertState.FIRING).order_by("-last_fired_at"))
         rows = [
             [
                 timezone.localtime(a.last_fired_at).strftime("%Y-%m-%d %H:%M"),
@@ -305,18 +361,15 @@ class DashboardData:
 
     @cached_property
     def open_alert_count(self) -> int:
-        alerts = Alert.objects.filter(state=AlertState.FIRING)
-        if self.scope != "global":
-            alerts = alerts.filter(scope=self.scope)
-        return alerts.count()
+        return self._of_view(Alert.objects.filter(state=AlertState.FIRING)).count()
 
     # --- spend over time, stacked by provider ---
 
     @cached_property
     def spend_by_provider(self) -> Table:
         start, end = self.filters.window
-        if self.scope == "global":
-            series = spend_series_many(start=start, end=end, step="day", prefixes=["provider:"])
+        if not self.filters.filtered:
+            series = spend_series_many(start=start, end=end, step="day", prefixes=[self.filters.within("provider:")])
             note = ""
         else:
             series = spend_series_many(start=start, end=end, step="day", scopes=[self.scope])
@@ -333,7 +386,7 @@ class DashboardData:
             rows.append([timezone.localtime(day).date().isoformat(), *map(money, values), money(sum(values, ZERO))])
         return Table(
             "spend_by_provider",
-            "Spend per day" + (" by provider" if self.scope == "global" else f" of {self.scope}"),
+            "Spend per day" + (f" of {self.scope}" if self.filters.filtered else " by provider"),
             ["day", *[scope_value(n) for n in names], "total"],
             rows,
             note=note,
@@ -346,12 +399,14 @@ class DashboardData:
         """Totals of every model and subject over the range: one read for both tables (subjects only
         without a filter, where their table is shown)."""
         start, end = self.filters.window
-        prefixes = ["model:", "subject:"] if self.scope == "global" else ["model:"]
+        kinds = ["model:"] if self.filters.filtered else ["model:", "subject:"]
+        prefixes = [self.filters.within(kind) for kind in kinds]
         return scope_totals(
             start=start, end=end, prefixes=prefixes, counters=("amount", "events", "errors", *TOKEN_FIELDS)
         )
 
-    def _totals(self, prefix: str) -> dict[str, dict[str, Any]]:
+    def _totals(self, kind: str) -> dict[str, dict[str, Any]]:
+        prefix = self.filters.within(kind)
         return {s: v for s, v in self._model_subject_totals.items() if s.startswith(prefix)}
 
     def models_table(self, limit: int | None = TOP) -> Table:
@@ -361,7 +416,7 @@ class DashboardData:
             catalog = set(Price.objects.filter(provider=self.filters.provider).values_list("model", flat=True))
             totals = {s: v for s, v in totals.items() if scope_value(s) in catalog}
             note = f"Models the price catalog lists for {self.filters.provider}."
-        elif self.scope != "global":
+        elif self.filters.filtered:
             return Table(
                 "models", "Top models", ["model", "spend", "calls", "tokens"], [], note=_one_dimension(self.scope)
             )
@@ -373,7 +428,7 @@ class DashboardData:
         return Table("models", "Top models", ["model", "spend", "calls", "tokens"], rows, note=note)
 
     def subjects_table(self, limit: int | None = TOP) -> Table:
-        if self.scope != "global":
+        if self.filters.filtered:
             return Table("subjects", "Top subjects", ["subject", "spend", "calls"], [], note=_one_dimension(self.scope))
         totals = self._totals("subject:")
         ordered = sorted(totals.items(), key=lambda kv: (-kv[1]["amount"], kv[0]))
@@ -399,6 +454,11 @@ class DashboardData:
         batches = Batch.objects.filter(
             finished_at__gte=start, finished_at__lt=end, cost_computed_at__isnull=False
         ).order_by("finished_at")
+        if self.team:
+            # A batch carries no team: a team's batches are those its spend was charged to (its
+            # team:NAME/job:ID rollups), as in the batch admin. Their cost is the whole job's.
+            job_scope = Concat(Value(self.filters.within("job:")), OuterRef("job"), output_field=CharField())
+            batches = batches.filter(Exists(SpendRollupDay.objects.filter(scope=job_scope)))
         rows = [
             [
                 timezone.localtime(b.finished_at).strftime("%Y-%m-%d %H:%M"),
@@ -422,7 +482,8 @@ class DashboardData:
     @cached_property
     def gpu(self) -> Table:
         start, end = self.filters.window
-        busy_scope, idle_scope = f"operation:{OPERATION_BUSY}", f"operation:{OPERATION_IDLE}"
+        busy_scope = self.filters.within(f"operation:{OPERATION_BUSY}")
+        idle_scope = self.filters.within(f"operation:{OPERATION_IDLE}")
         series = spend_series_many(start=start, end=end, step="day", scopes=[busy_scope, idle_scope])
         rows = [
             [timezone.localtime(b.start).date().isoformat(), money(b.amount), money(i.amount)]
@@ -431,7 +492,10 @@ class DashboardData:
         return Table("gpu", "GPU cost: busy vs idle", ["day", "busy", "idle"], rows)
 
     @cached_property
-    def gpu_hours(self) -> dict[str, Decimal]:
+    def gpu_hours(self) -> dict[str, Decimal] | None:
+        """Billed GPU-hours of the organisation's GPUs (None in a team's view: samples have no team)."""
+        if self.team:
+            return None
         start, end = self.filters.window
         sums = GpuSample.objects.filter(sampled_at__gte=start, sampled_at__lt=end, billed=True).aggregate(
             busy=Sum("busy_gpu_hours"), idle=Sum("idle_gpu_hours")
@@ -444,14 +508,15 @@ class DashboardData:
     def anomaly_list(self) -> list[Anomaly]:
         _, end = self.filters.window
         start = end - timedelta(hours=ANOMALY_HOURS)
-        scopes = None if self.scope == "global" else [self.scope]
-        return spend_anomalies(start=start, end=end, scopes=scopes)
+        if self.filters.filtered:
+            return spend_anomalies(start=start, end=end, scopes=[self.scope])
+        return spend_anomalies(start=start, end=end, team=self.team or None)
 
     @cached_property
     def anomalies(self) -> Table:
         rows = [
             [
-                a.scope,
+                scope_inner(a.scope),
                 timezone.localtime(a.start).strftime("%Y-%m-%d %H:%M"),
                 timezone.localtime(a.end).strftime("%H:%M"),
                 money(a.expected),
@@ -459,7 +524,7 @@ class DashboardData:
                 money(a.excess),
                 f"{a.score}",
                 a.severity,
-                "" if a.root_cause is None else a.root_cause.scope,
+                "" if a.root_cause is None else scope_inner(a.root_cause.scope),
                 "" if a.root_cause is None else f"{(a.root_cause.share * 100).quantize(Decimal(1))}",
             ]
             for a in self.anomaly_list
@@ -485,7 +550,7 @@ class DashboardData:
 
     @cached_property
     def recommendation_list(self) -> list[Recommendation]:
-        found = savings_recommendations(at=self.now, provider=self.filters.provider or None)
+        found = savings_recommendations(at=self.now, provider=self.filters.provider or None, team=self.team or None)
         if self.filters.service or self.filters.tag:
             found = [r for r in found if r.scope == self.scope]
         return found

@@ -22,10 +22,15 @@ tokens at today's prices".
 - failed_calls: rollups count failed calls (errors + rate limited) but do not split the amount
   by outcome, so their cost is estimated as failed calls x the model's mean cost per call (an
   upper estimate where failures are billed less than successes).
+
+A team's recommendations (team=NAME) read its copies of the scopes (team:NAME/model:X ...,
+core.scopes) and its own budgets, and carry those scopes; GPU samples belong to no team, so idle
+GPUs are the organisation's recommendation only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
@@ -39,6 +44,7 @@ from django.db.models import Min, Q, Sum
 from budgets.models import Budget
 from core.money import MONEY_QUANTUM, round_money
 from core.periods import period_bounds
+from core.scopes import scope_inner, team_scope
 from tracking.gpu import OPERATION_IDLE, gpu_burst_enabled
 from tracking.models import TOKEN_FIELDS, GpuSample, Price, PricingStatus, SpendRollupDay
 from tracking.pricing import PriceBook
@@ -92,23 +98,36 @@ def _usd(value: Decimal) -> str:
 
 
 def savings_recommendations(
-    *, at: datetime, days: int = 30, provider: str | None = None, currency: str = "USD"
+    *, at: datetime, days: int = 30, provider: str | None = None, currency: str = "USD", team: str | None = None
 ) -> list[Recommendation]:
-    """Every recommendation, biggest monthly saving first (budget suggestions last)."""
+    """Every recommendation, biggest monthly saving first (budget suggestions last): the
+    organisation's, or with `team` that team's (its scopes' usage, its budgets)."""
+
+    def within(scope: str) -> str:
+        return scope if team is None else team_scope(team, scope)
+
     end = hour_floor(at)
     start = end - timedelta(days=days)
     scale = Decimal(MONTH_DAYS) / Decimal(days)
     # Models' and providers' usage in one read (the providers' amounts only are used).
-    totals = scope_totals(start=start, end=end, prefixes=["model:", "provider:"], counters=_COUNTERS, currency=currency)
+    totals = scope_totals(
+        start=start, end=end, prefixes=[within("model:"), within("provider:")], counters=_COUNTERS, currency=currency
+    )
+    totals = {scope_inner(s): v for s, v in totals.items()}
     usage = {s: v for s, v in totals.items() if s.startswith("model:")}
     providers_spending = {scope_value(s) for s, v in totals.items() if s.startswith("provider:") and v["amount"] > 0}
     found: list[Recommendation] = []
-    found += model_recommendations(
-        usage=usage, at=at, scale=scale, providers_spending=providers_spending, days=days, only_provider=provider
-    )
-    if provider in (None, "gpu"):
+    found += [
+        dataclasses.replace(r, scope=within(r.scope))
+        for r in model_recommendations(
+            usage=usage, at=at, scale=scale, providers_spending=providers_spending, days=days, only_provider=provider
+        )
+    ]
+    if provider in (None, "gpu") and team is None:
         found += gpu_recommendations(start=start, end=end, scale=scale, days=days, currency=currency)
-    found += budget_recommendations(at=at, scope=None if provider is None else f"provider:{provider}")
+    found += budget_recommendations(
+        at=at, scope=None if provider is None else within(f"provider:{provider}"), team=team
+    )
     found.sort(key=lambda r: (r.monthly_saving is None, -(r.monthly_saving or 0), r.kind, r.scope))
     return found
 
@@ -346,8 +365,10 @@ def _nice_ceiling(value: Decimal) -> Decimal:
     return (value / step).to_integral_value(ROUND_CEILING) * step
 
 
-def budget_recommendations(*, at: datetime, scope: str | None = None) -> list[Recommendation]:
+def budget_recommendations(*, at: datetime, scope: str | None = None, team: str | None = None) -> list[Recommendation]:
     budgets = Budget.objects.filter(is_active=True, period__in=list(BUDGET_HISTORY)).order_by("pk")
+    if team is not None:
+        budgets = budgets.filter(team__name=team)
     if scope is not None:
         budgets = budgets.filter(scope=scope)
     plans: list[tuple[Budget, list[tuple[datetime, datetime]]]] = []
@@ -398,7 +419,7 @@ def budget_recommendations(*, at: datetime, scope: str | None = None) -> list[Re
             Recommendation(
                 kind="budget_amount",
                 scope=budget.scope,
-                provider=budget.scope.partition(":")[2] if budget.scope.startswith("provider:") else "",
+                provider=scope_value(budget.scope) if scope_inner(budget.scope).startswith("provider:") else "",
                 title=f"Budget '{budget.name}': {_usd(budget.amount)} -> {_usd(suggested)}",
                 detail=(
                     f"The last {len(spent)} {budget.period} periods spent {shown}: always "

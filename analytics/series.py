@@ -23,6 +23,7 @@ from django.db.models import QuerySet
 
 from core.money import ZERO
 from core.periods import hour_floor
+from core.scopes import scope_inner
 from tracking.models import SpendRollup, SpendRollupDay
 from tracking.selectors import scope_filter
 
@@ -159,9 +160,12 @@ def spend_series_many(
 
 
 def scope_value(scope: str) -> str:
-    """ "model:gpt-4o" -> "gpt-4o"; "global" -> "global"."""
-    return scope.partition(":")[2] or scope
+    """ "model:gpt-4o" and a team's copy "team:ml/model:gpt-4o" -> "gpt-4o"; "global" and "team:ml" -> "global"."""
+    inner = scope_inner(scope)
+    return inner.partition(":")[2] or inner
 
 
 def scope_kind(scope: str) -> str:
-    return scope.partition(":")[0]
+    """The dimension a scope counts, a team's copy like the organisation's: "team:ml/model:x" -> "model",
+    "team:ml" -> "global"."""
+    return scope_inner(scope).partition(":")[0]

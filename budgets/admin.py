@@ -22,8 +22,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from core.money import format_money
-from core.scopes import SCOPE_KINDS
-from core.teams import TeamScopedAdminMixin, team_list_filter
+from core.scopes import SCOPE_KINDS, team_scope
+from core.teams import TeamScopedAdminMixin, sees_every_team, team_list_filter, user_teams
+from tracking.admin import rollup_scopes_seen_by
 from tracking.models import SpendRollup
 
 from .levels import FORECAST_COLOUR, LEVEL_COLOURS, LEVEL_ORDER, OK, level_label
@@ -289,7 +290,7 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         return changelist
 
     def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        context["scope_suggestions"] = _scope_suggestions()
+        context["scope_suggestions"] = _scope_suggestions(request)
         return super().render_change_form(request, context, *args, **kwargs)
 
     def _status(self, obj: Budget) -> BudgetStatus | None:
@@ -415,11 +416,18 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         )
 
 
-def _scope_suggestions() -> list[str]:
-    """Scopes seen in the last 31 days (for the scope field's datalist), at most 300."""
+def _scope_suggestions(request: HttpRequest) -> list[str]:
+    """Hints for the scope field's datalist, the scopes the user may see: first the whole spend they
+    may budget (`global` for a superuser, `team:NAME` for each of a member's teams), then the scopes
+    seen in the last 31 days (every one for a superuser, their teams' for a member), at most 300."""
     since = timezone.now() - timedelta(days=31)
-    scopes = SpendRollup.objects.filter(bucket__gte=since).values_list("scope", flat=True).distinct().order_by("scope")
-    return list(scopes[:300])
+    seen = SpendRollup.objects.filter(rollup_scopes_seen_by(request), bucket__gte=since)
+    if sees_every_team(request):
+        first = ["global"]
+    else:
+        first = [team_scope(name) for name in user_teams(request).order_by("name").values_list("name", flat=True)]
+    scopes = seen.values_list("scope", flat=True).distinct().order_by("scope")[:300]
+    return [*first, *(scope for scope in scopes if scope not in first)]
 
 
 # --- the burn-down chart (inline SVG: no JavaScript, no external assets) ------------------------

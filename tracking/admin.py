@@ -35,7 +35,8 @@ from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
 from core.money import format_money
-from core.teams import TeamScopedAdminMixin, exists_for_teams, sees_every_team, team_list_filter
+from core.scopes import team_scope
+from core.teams import TeamScopedAdminMixin, exists_for_teams, sees_every_team, team_list_filter, user_teams
 
 from .batches import lead_unit
 from .events import QUANTITY_FIELDS
@@ -62,7 +63,7 @@ from .provenance import (
     service_tier_words,
     unit_words,
 )
-from .selectors import price_history
+from .selectors import price_history, team_scopes_filter
 from .services import cost_entry_correct
 
 LIST_PER_PAGE = 100
@@ -858,14 +859,29 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
 # --- rollups -------------------------------------------------------------------------------
 
 
+def rollup_scopes_seen_by(request: HttpRequest) -> Q:
+    """The rollup scopes a user may read (the rollup admin, the budget form's scope hints): every
+    one for a superuser; for other staff their teams' copies only (team:NAME and team:NAME/...),
+    never the organisation's scopes, which count every team's spend."""
+    if sees_every_team(request):
+        return Q()
+    return team_scopes_filter(user_teams(request).values_list("name", flat=True))
+
+
 class RollupCurrencyFilter(admin.SimpleListFilter):
-    """Currencies from the global scope's rows (every entry counts there), not a DISTINCT over all rollups."""
+    """Currencies from the global scope's rows (every entry counts there), not a DISTINCT over all
+    rollups; a team member's from their teams' team:NAME rows (every entry of the team counts there)."""
 
     title = "currency"
     parameter_name = "currency"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> Iterable[tuple[str, str]]:
-        currencies = SpendRollup.objects.filter(scope="global").values_list("currency", flat=True).distinct()
+        if sees_every_team(request):
+            totals = SpendRollup.objects.filter(scope="global")
+        else:
+            names = user_teams(request).values_list("name", flat=True)
+            totals = SpendRollup.objects.filter(scope__in=[team_scope(name) for name in names])
+        currencies = totals.values_list("currency", flat=True).distinct().order_by()
         return [(currency, currency) for currency in sorted(set(currencies))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[SpendRollup]) -> QuerySet[SpendRollup]:
@@ -900,6 +916,10 @@ class SpendRollupAdmin(admin.ModelAdmin):
     )
 
     # Derived from the ledger in the entry's own transaction; rebuilt with `rebuild_rollups`.
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SpendRollup]:
+        # A team member's rows are their teams' scopes (change list, search, change page by URL).
+        return super().get_queryset(request).filter(rollup_scopes_seen_by(request))
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

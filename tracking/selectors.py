@@ -17,6 +17,7 @@ from django.db.models import Q, Sum
 from django.db.models.expressions import RawSQL
 
 from core.money import MONEY_QUANTUM, ZERO, MoneyField, from_nanos
+from core.scopes import TEAM_SEPARATOR, team_scope
 
 from .events import QUANTITY_FIELDS, UsageEvent, usage_event_clean
 from .models import (
@@ -81,6 +82,12 @@ def scope_filter(scopes: Iterable[str] | None, prefixes: Sequence[str] | None) -
     for prefix in prefixes or ():
         condition |= Q(scope="global") if prefix == "global" else Q(scope__startswith=prefix)
     return condition
+
+
+def team_scopes_filter(team_names: Iterable[str]) -> Q:
+    """Rollup rows of these teams' scopes only: `team:NAME` and `team:NAME/...` (none for no team)."""
+    names = sorted(set(team_names))
+    return scope_filter([team_scope(name) for name in names], [team_scope(name) + TEAM_SEPARATOR for name in names])
 
 
 def scope_totals(
