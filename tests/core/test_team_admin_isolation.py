@@ -15,6 +15,8 @@ from django.urls import reverse
 
 from alerts.models import AlertRule, Channel, Notification
 from alerts.services import alert_fire
+from api.keys import api_key_issue
+from api.models import ApiKey
 from budgets.models import Budget
 from core.models import Team
 from tests.factories import AlertRuleFactory, ChannelFactory, TeamFactory
@@ -237,6 +239,57 @@ def test_a_channel_in_use_by_a_team_cannot_be_moved_to_another_team(teams, chann
     )
     assert "1 rule(s) of another team" in str(form_of(response).errors["team"])
     assert Channel.objects.get(pk=channels["alpha"].pk).team == alpha
+
+
+# --- API keys ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def keys(teams: tuple[Team, Team]) -> dict[str, ApiKey]:
+    alpha, bravo = teams
+    return {
+        "alpha": api_key_issue(name="alpha key", service="alpha-svc", team=alpha).key,
+        "bravo": api_key_issue(
+            name="bravo key", service="bravo-svc", team=bravo, scopes=["team:bravo/service:bravo-svc"]
+        ).key,
+        "org": api_key_issue(name="org key", service="org-svc").key,
+    }
+
+
+def test_staff_list_and_revoke_only_their_teams_keys(teams, keys):
+    _, alice = staff("alice", [teams[0]])
+    changelist = reverse("admin:api_apikey_changelist")
+    response = alice.get(changelist)
+    assert names(response) == {"alpha key"}
+    assert "bravo" not in response.content.decode()  # no key, service or team filter entry of theirs
+    assert_doesnt_exist(alice.get(reverse("admin:api_apikey_change", args=[keys["bravo"].pk])))
+    assert_doesnt_exist(alice.post(reverse("admin:api_apikey_delete", args=[keys["bravo"].pk]), {"post": "yes"}))
+
+    alice.post(changelist, {"action": "revoke", "_selected_action": [keys["bravo"].pk, keys["alpha"].pk]})
+    assert ApiKey.objects.get(pk=keys["bravo"].pk).revoked_at is None
+    assert ApiKey.objects.get(pk=keys["alpha"].pk).revoked_at is not None
+
+
+def test_a_key_created_by_team_staff_has_their_team_and_their_scopes_only(teams, keys):
+    alpha, bravo = teams
+    _, alice = staff("alice", [alpha])
+    add = reverse("admin:api_apikey_add")
+    form = form_of(alice.get(add))
+    assert list(form.fields["team"].queryset) == [alpha] and form.fields["team"].required
+
+    assert "team" in form_of(alice.post(add, {**KEY_FORM, "name": "no team"})).errors
+    assert "team" in form_of(alice.post(add, {**KEY_FORM, "name": "theirs", "team": bravo.pk})).errors
+    scoped = alice.post(add, {**KEY_FORM, "name": "peek", "team": alpha.pk, "scopes": "team:bravo"})
+    assert "scopes" in form_of(scoped).errors
+    # Another team's service is refused without naming that team or its key.
+    taken = alice.post(add, {**KEY_FORM, "name": "taken", "team": alpha.pk, "service": "bravo-svc"})
+    assert "belongs to another team" in str(form_of(taken).errors["service"])
+    assert "bravo" not in taken.content.decode().replace("bravo-svc", "")
+
+    ok = alice.post(add, {**KEY_FORM, "name": "ours", "team": alpha.pk, "scopes": "team:alpha/service:alpha-svc"})
+    assert ok.status_code == 200 and "cc_" in ok.content.decode()  # the key, shown once
+    assert ApiKey.objects.get(name="ours").team == alpha
+    assert not ApiKey.objects.filter(name__in=["no team", "theirs", "peek", "taken"]).exists()
 
 
 # --- forms ------------------------------------------------------------------------------------------
