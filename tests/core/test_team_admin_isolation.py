@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, Permission, User
 from django.contrib.messages import get_messages
 from django.db import IntegrityError
 from django.test import Client
@@ -290,6 +290,82 @@ def test_a_key_created_by_team_staff_has_their_team_and_their_scopes_only(teams,
     assert ok.status_code == 200 and "cc_" in ok.content.decode()  # the key, shown once
     assert ApiKey.objects.get(name="ours").team == alpha
     assert not ApiKey.objects.filter(name__in=["no team", "theirs", "peek", "taken"]).exists()
+
+
+# --- team membership, users and groups ------------------------------------------------------------
+
+
+def test_team_membership_is_changed_only_by_superusers(teams):
+    alpha, bravo = teams
+    alice, client = staff("alice", [alpha])
+    changelist = reverse("admin:core_team_changelist")
+    assert names(client.get(changelist)) == {"alpha"}
+
+    own = reverse("admin:core_team_change", args=[alpha.pk])
+    page = client.get(own)
+    assert page.status_code == 200 and not page.context["has_change_permission"]  # read-only
+    assert client.post(own, {"name": "alpha", "members": [alice.pk]}).status_code == 403
+    assert_doesnt_exist(client.get(reverse("admin:core_team_change", args=[bravo.pk])))
+    join = client.post(reverse("admin:core_team_change", args=[bravo.pk]), {"name": "bravo", "members": [alice.pk]})
+    assert join.status_code == 403
+    assert client.get(reverse("admin:core_team_add")).status_code == 403
+    assert client.post(reverse("admin:core_team_delete", args=[alpha.pk]), {"post": "yes"}).status_code == 403
+    assert_doesnt_exist(client.get(reverse("admin:core_team_history", args=[bravo.pk])))
+    teams_found = client.get(
+        reverse("admin:autocomplete"),
+        {"app_label": "budgets", "model_name": "budget", "field_name": "team", "term": ""},
+    ).json()["results"]
+    assert [t["text"] for t in teams_found] == ["alpha"]
+    assert set(bravo.members.all()) == set() and Team.objects.filter(name="alpha").exists()
+
+    root = superuser()
+    response = root.post(own, {"name": "alpha", "members": [alice.pk]})
+    assert response.status_code == 302
+    assert list(alpha.members.all()) == [alice]
+
+
+def test_a_staff_member_with_user_and_group_permissions_cannot_make_themself_more(teams):
+    alice, client = staff("alice", [teams[0]])
+    boss = User.objects.create_superuser("boss", password="pw-not-used")
+    everything = Group.objects.create(name="everything")
+    own = reverse("admin:auth_user_change", args=[alice.pk])
+
+    assert client.get(own).status_code == 200  # they may look
+    grab = {
+        "username": "alice",
+        "is_active": "on",
+        "is_staff": "on",
+        "is_superuser": "on",
+        "groups": [everything.pk],
+        "user_permissions": list(Permission.objects.values_list("pk", flat=True)),
+        "date_joined_0": "2024-01-01",
+        "date_joined_1": "00:00:00",
+    }
+    assert client.post(own, grab).status_code == 403
+    group = reverse("admin:auth_group_change", args=[everything.pk])
+    assert (
+        client.post(
+            group, {"name": "everything", "permissions": list(Permission.objects.values_list("pk", flat=True))}
+        ).status_code
+        == 403
+    )
+    password = reverse("admin:auth_user_password_change", args=[boss.pk])
+    assert client.post(password, {"password1": "Taken-over-42!", "password2": "Taken-over-42!"}).status_code == 403
+    assert (
+        client.post(
+            reverse("admin:auth_user_add"),
+            {"username": "mallory", "password1": "Mallory-pw-42!", "password2": "Mallory-pw-42!"},
+        ).status_code
+        == 403
+    )
+    assert client.post(reverse("admin:auth_user_delete", args=[boss.pk]), {"post": "yes"}).status_code == 403
+
+    alice.refresh_from_db()
+    boss.refresh_from_db()
+    assert not alice.is_superuser and not alice.groups.exists()
+    assert alice.user_permissions.count() == Permission.objects.filter(content_type__app_label__in=APPS).count()
+    assert not everything.permissions.exists() and boss.check_password("pw-not-used")
+    assert not User.objects.filter(username="mallory").exists()
 
 
 # --- forms ------------------------------------------------------------------------------------------
