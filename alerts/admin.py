@@ -7,13 +7,13 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
 from budgets.admin import forecast_badge, level_badge
-from core.teams import TeamScopedAdminMixin, team_list_filter
+from core.teams import TeamScopedAdminMixin, sees_every_team, team_list_filter, user_teams
 
 from .models import (
     Alert,
@@ -154,9 +154,12 @@ class AlertAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Channel)
-class ChannelAdmin(admin.ModelAdmin):
+class ChannelAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
+    # A team's staff see, test and edit their team's channels (their URLs carry tokens); organisation-wide
+    # ones are the superusers'.
     list_display = (
         "name",
+        "team",
         "kind",
         "min_level",
         "max_per_hour",
@@ -165,7 +168,8 @@ class ChannelAdmin(admin.ModelAdmin):
         "is_enabled",
         "disabled_reason",
     )
-    list_filter = ("kind", "is_enabled", "min_level")
+    list_filter = ("kind", "is_enabled", "min_level", team_list_filter("team"))
+    list_select_related = ("team",)
     search_fields = ("name", "target")
     actions = ("send_test", "enable")
     readonly_fields = ("disabled_reason", "created_at", "updated_at")
@@ -212,9 +216,9 @@ class DeadLetterFilter(admin.SimpleListFilter):
 
 
 @admin.register(Notification)
-class NotificationAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
-    # A notification belongs to its alert's team; reports, tests and digests (no alert) are organisation-wide.
-    team_path = "alert__team"
+class NotificationAdmin(admin.ModelAdmin):
+    # A notification belongs to its alert's team; one without an alert (a test, a digest, the report) to
+    # its channel's team: organisation-wide channels' are the superusers'.
     list_display = (
         "subject",
         "kind",
@@ -226,13 +230,21 @@ class NotificationAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         "sent_at",
         "last_error_short",
     )
-    list_filter = (DeadLetterFilter, "status", "kind", "channel")
+    # Only the channels of the notifications shown (the plain filter would list every channel's name).
+    list_filter = (DeadLetterFilter, "status", "kind", ("channel", admin.RelatedOnlyFieldListFilter))
     search_fields = ("subject", "dedup_key")
     list_select_related = ("channel",)
     date_hierarchy = "created_at"
     inlines = (DeliveryAttemptInline,)
     actions = ("retry",)
     readonly_fields = [f.name for f in Notification._meta.fields]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
+        queryset = super().get_queryset(request)
+        if sees_every_team(request):
+            return queryset
+        teams = user_teams(request).values("pk")
+        return queryset.filter(Q(alert__team__in=teams) | Q(alert__isnull=True, channel__team__in=teams))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -66,16 +66,53 @@ class Channel(models.Model):
     )
     receives_reports = models.BooleanField("receives the daily report", default=False)
     is_default = models.BooleanField(
-        "default channel", default=False, help_text="Used by budgets and rules that choose no channel."
+        "default channel",
+        default=False,
+        help_text="Used by budgets and rules that choose no channel (a team's channel: by its team's only).",
+    )
+    team = models.ForeignKey(
+        "core.Team",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="channels",
+        verbose_name="team",
+        help_text="The team this channel belongs to: only its team's budgets and rules send here. "
+        "Empty = organisation-wide (set up by superusers).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # The daily report sums every team's spend.
+            models.CheckConstraint(
+                condition=Q(team__isnull=True) | Q(receives_reports=False),
+                name="channel_reports_organisation_wide",
+                violation_error_message="The daily report covers every team: only an organisation-wide channel "
+                "(no team) receives it.",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
+
+    def serves(self, team_id: int | None) -> bool:
+        """Whether alerts of the team `team_id` (None: organisation-wide) may go here: a team's channel
+        serves its team; an organisation-wide one serves everyone."""
+        return self.team_id is None or self.team_id == team_id
+
+    def other_teams_links(self) -> str:
+        """The budgets and rules linked here that this channel may not serve (after its team changed):
+        e.g. "2 budget(s) and 1 rule(s)", or "" when none."""
+        if self.team_id is None:
+            return ""
+        other = ~Q(team=self.team_id) | Q(team__isnull=True)
+        rules = self.rules.filter(other).count()
+        budgets = self.budgets.filter(other).count()
+        parts = [f"{n} {what}" for n, what in ((budgets, "budget(s)"), (rules, "rule(s)")) if n]
+        return " and ".join(parts)
 
     def accepts(self, level: str | None) -> bool:
         """Whether an alert of `level` goes to this channel (resolves follow their alert's level)."""
@@ -89,6 +126,14 @@ class Channel(models.Model):
             transport_for(self).validate()
         except ValidationError as exc:
             errors.update(exc.message_dict if hasattr(exc, "error_dict") else {"target": exc.messages})
+        if self.team_id is not None and self.receives_reports:
+            errors["receives_reports"] = [
+                "The daily report covers every team: only an organisation-wide channel (no team) receives it."
+            ]
+        if self.pk is not None and (links := self.other_teams_links()):
+            errors["team"] = [
+                f"{links} of another team (or organisation-wide) send here: choose other channels there first."
+            ]
         if errors:
             raise ValidationError(errors)
 

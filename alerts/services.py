@@ -56,9 +56,11 @@ CLAIM_LEASE = timedelta(minutes=5)
 # --- channels -------------------------------------------------------------------------------------
 
 
-def channels_default() -> list[Channel]:
-    """The channels of a budget or rule that chose none: the enabled-or-not default ones."""
-    return list(Channel.objects.filter(is_default=True).order_by("pk"))
+def channels_default(*, team_id: int | None = None) -> list[Channel]:
+    """The channels of a budget or rule that chose none: the enabled-or-not default ones that serve
+    its team (organisation-wide ones, and the team's own)."""
+    serving = Q(team__isnull=True) if team_id is None else Q(team__isnull=True) | Q(team=team_id)
+    return list(Channel.objects.filter(serving, is_default=True).order_by("pk"))
 
 
 def channel_default_email_ensure() -> Channel | None:
@@ -144,13 +146,19 @@ class AlertChange:
 
 
 def _alert_channels(alert: Alert) -> list[Channel]:
+    """Where an alert goes. Whatever wrote a budget's or rule's channels (the admin checks them, the
+    ORM does not), a team's alert reaches only its team's and organisation-wide channels, and an
+    organisation-wide alert only organisation-wide ones."""
     if alert.rule_id is not None:
         chosen = list(alert.rule.channels.all())
     elif alert.budget_id is not None:
         chosen = list(alert.budget.channels.all())
     else:
         chosen = []
-    return chosen or channels_default()
+    serving = [channel for channel in chosen if channel.serves(alert.team_id)]
+    if len(serving) < len(chosen):
+        logger.warning("alert %s: skipped %d channel(s) of another team", alert.key, len(chosen) - len(serving))
+    return serving or channels_default(team_id=alert.team_id)
 
 
 def _notify(alert: Alert, *, kind: str, sequence: int, now: datetime) -> int:

@@ -13,6 +13,8 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.views.decorators.cache import add_never_cache_headers
 
+from core.teams import TeamScopedAdminMixin, team_list_filter
+
 from .keys import api_key_issue, api_key_revoke
 from .models import ApiKey
 
@@ -40,7 +42,9 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
+    # A team's staff list, create and revoke their team's keys (a key they create has their team);
+    # organisation-wide keys are the superusers'.
     form = ApiKeyForm
     list_display = (
         "name",
@@ -53,7 +57,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "state",
         "last_used_at",
     )
-    list_filter = ("service", "team")
+    list_filter = ("service", team_list_filter("team"))
     list_select_related = ("team",)
     search_fields = ("name", "service", "prefix")
     readonly_fields = ("key_prefix", "created_at", "revoked_at", "last_used_at")

@@ -69,6 +69,9 @@ class ApiKey(models.Model):
         others = ApiKey.objects.filter(service=self.service).exclude(pk=self.pk).select_related("team")
         other = (others.exclude(team=self.team) if self.team else others.exclude(team__isnull=True)).first()
         if other is not None:
+            if self.team is not None and other.team is not None:
+                # Said to another team's staff: no name of that team or its key.
+                raise ValidationError({"service": f"service {self.service!r} belongs to another team"})
             owner = f"team {other.team.name}" if other.team else "the organisation (a key without a team)"
             raise ValidationError({"service": f"service {self.service!r} belongs to {owner}: key {other.name!r}"})
 

@@ -8,6 +8,12 @@ A model admin mixes in `TeamScopedAdminMixin` and names the path from its model 
   gives the admin's usual "doesn't exist" redirect. Organisation-wide rows (no team) are not
   shown to them: they are the superusers' business.
 - the `team` choice on add and change forms lists only their teams and is required.
+- the choices of a relation to another model that carries a team (a budget's channels) list only
+  their teams' objects and organisation-wide ones.
+
+For everyone, superusers included, a form links a team's object only to objects of its own team or
+organisation-wide ones, and an organisation-wide object only to organisation-wide ones (a team's
+budget sends to its team's channels, never to another team's).
 
 Superusers see everything, and may leave the team empty (organisation-wide). Django's model
 permissions apply on top, as everywhere in the admin.
@@ -17,8 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
-from django.db.models import Exists, OuterRef, QuerySet
+from django.core.exceptions import FieldDoesNotExist
+from django.db.models import Exists, Model, OuterRef, Q, QuerySet
 from django.http import HttpRequest
 
 from core.models import Team
@@ -40,6 +48,63 @@ def team_scoped(queryset: QuerySet[Any], request: HttpRequest, team_path: str) -
     return queryset.filter(**{f"{team_path}__in": user_teams(request).values("pk")})
 
 
+def carries_team(model: Any) -> bool:
+    """Whether `model` belongs to a team by a `team` foreign key (Budget, Channel, ...)."""
+    try:
+        field = model._meta.get_field("team")
+    except FieldDoesNotExist:
+        return False
+    return bool(field.is_relation and field.related_model is Team)
+
+
+def linkable(queryset: QuerySet[Any], request: HttpRequest) -> QuerySet[Any]:
+    """The objects of a team-carrying model that the user may link to: their teams' and organisation-wide
+    ones (all of them for a superuser)."""
+    if sees_every_team(request):
+        return queryset
+    return queryset.filter(Q(team__in=user_teams(request).values("pk")) | Q(team__isnull=True))
+
+
+def team_link_errors(team: Team | None, linked: list[Model]) -> list[str]:
+    """Why an object of `team` (None: organisation-wide) may not link to these objects: one message per
+    object of another team (or, for an organisation-wide object, of any team)."""
+    team_id = team.pk if team is not None else None
+    owner = f"team {team.name}" if team is not None else "an organisation-wide object"
+    return [
+        f"{obj} belongs to team {obj.team}: {owner} may use only "
+        + ("its team's or organisation-wide ones." if team is not None else "organisation-wide ones.")
+        for obj in linked
+        if obj.team_id is not None and obj.team_id != team_id
+    ]
+
+
+class TeamLinksForm(forms.ModelForm):
+    """Checks that the object's team-carrying relations (channels ...) stay within its team."""
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if not carries_team(self._meta.model):
+            return cleaned
+        if "team" in self.fields:
+            team = cleaned.get("team")
+            if self.has_error("team"):
+                return cleaned
+        else:
+            team = getattr(self.instance, "team", None)
+        for name in self.fields:
+            try:
+                field = self._meta.model._meta.get_field(name)
+            except FieldDoesNotExist:  # a form's own field
+                continue
+            if name == "team" or not field.is_relation or not carries_team(field.related_model):
+                continue
+            value = cleaned.get(name)
+            linked = [value] if isinstance(value, Model) else list(value or [])
+            for message in team_link_errors(team, linked):
+                self.add_error(name, message)
+        return cleaned
+
+
 class TeamScopedAdminMixin:
     """Put before admin.ModelAdmin (or an InlineModelAdmin) in the bases."""
 
@@ -48,11 +113,29 @@ class TeamScopedAdminMixin:
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return team_scoped(super().get_queryset(request), request, self.team_path)  # type: ignore[misc]
 
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)  # type: ignore[misc]
+        return type(form.__name__, (TeamLinksForm, form), {})
+
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "team" and db_field.related_model is Team and not sees_every_team(request):
             kwargs["queryset"] = user_teams(request).order_by("name")
             kwargs["required"] = True
+        elif carries_team(db_field.related_model) and "queryset" not in kwargs:
+            kwargs["queryset"] = self._linkable_choices(db_field, request, kwargs.get("using"))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if carries_team(db_field.related_model) and "queryset" not in kwargs:
+            kwargs["queryset"] = self._linkable_choices(db_field, request, kwargs.get("using"))
+        return super().formfield_for_manytomany(db_field, request, **kwargs)  # type: ignore[misc]
+
+    def _linkable_choices(self, db_field: Any, request: HttpRequest, using: str | None) -> QuerySet[Any]:
+        """The related objects Django would offer (in the related admin's order), less other teams'."""
+        queryset = self.get_field_queryset(using, db_field, request)  # type: ignore[attr-defined]
+        if queryset is None:
+            queryset = db_field.remote_field.model._default_manager.using(using).all()
+        return linkable(queryset, request)
 
 
 class TeamListFilter(admin.SimpleListFilter):

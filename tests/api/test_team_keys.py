@@ -123,7 +123,7 @@ def test_a_teams_key_is_limited_to_its_teams_scopes_and_a_service_belongs_to_one
         api_key_issue(name="a", service="svc-a", team=alpha, scopes=["team:bravo"])
     api_key_issue(name="a", service="svc-a", team=alpha, scopes=["team:alpha/service:svc-a"])
 
-    with pytest.raises(ValidationError, match="service 'svc-a' belongs to team alpha"):
+    with pytest.raises(ValidationError, match="service 'svc-a' belongs to another team"):
         api_key_issue(name="b", service="svc-a", team=bravo)
     with pytest.raises(ValidationError, match="service 'svc-a' belongs to team alpha"):
         api_key_issue(name="org", service="svc-a")
