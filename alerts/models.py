@@ -40,7 +40,8 @@ class Channel(models.Model):
     target = models.TextField(
         "target",
         help_text="email: addresses separated by commas; webhook: the https:// URL to POST to; Slack, Teams, "
-        "Discord: the incoming-webhook URL; PagerDuty: pagerduty://INTEGRATION_KEY@API_KEY; other: any apprise URL.",
+        "Discord: the incoming-webhook URL; PagerDuty: pagerduty://INTEGRATION_KEY@API_KEY; other: an apprise URL "
+        "of json, xml, form, Mattermost (mmost), ntfy, Power Automate (workflow), rsyslog or mailto.",
     )
     secret = models.CharField(
         "signing secret",

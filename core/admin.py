@@ -37,6 +37,7 @@ class TeamAdmin(SuperusersChangeAdminMixin, admin.ModelAdmin):
     list_display = ("name", "member_count", "created_at")
     search_fields = ("name",)
     filter_horizontal = ("members",)
+    ordering = ("name",)
     readonly_fields = ("created_at",)
     list_per_page = 100
 

@@ -1,4 +1,5 @@
-"""A channel may belong to a team (issue 18); the existing ones stay organisation-wide."""
+"""A channel may belong to a team (issue 18); the existing ones stay organisation-wide. Apprise targets name
+the services the SSRF guard allows."""
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -21,6 +22,11 @@ class Migration(migrations.Migration):
             model_name='channel',
             name='is_default',
             field=models.BooleanField(default=False, help_text="Used by budgets and rules that choose no channel (a team's channel: by its team's only).", verbose_name='default channel'),
+        ),
+        migrations.AlterField(
+            model_name='channel',
+            name='target',
+            field=models.TextField(help_text='email: addresses separated by commas; webhook: the https:// URL to POST to; Slack, Teams, Discord: the incoming-webhook URL; PagerDuty: pagerduty://INTEGRATION_KEY@API_KEY; other: an apprise URL of json, xml, form, Mattermost (mmost), ntfy, Power Automate (workflow), rsyslog or mailto.', verbose_name='target'),
         ),
         migrations.AddConstraint(
             model_name='channel',
