@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 import time_machine
-from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
 from analytics.dashboard import DashboardData
+from tests.admin_clients import staff_client, superuser_client
 from tests.analytics.conftest import HOUR, T0, Stream, entry, seasonal_entries, write
 from tests.factories import AlertFactory, BatchFactory, BudgetFactory, PriceFactory, TeamFactory
 from tracking.selectors import spend_total
@@ -100,23 +100,6 @@ def two_teams(db):
     return alpha, bravo
 
 
-def staff(username: str, teams: list[Any]) -> Client:
-    """A logged-in staff member (not a superuser) with every permission there is, member of `teams`."""
-    user = User.objects.create_user(username, password="not-used", is_staff=True)
-    user.user_permissions.set(Permission.objects.all())
-    for team in teams:
-        team.members.add(user)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def superuser() -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("root", "root@example.com", "not-used"))
-    return client
-
-
 def export(client: Client, table: str, **params: str) -> Any:
     return client.get(reverse("admin:analytics_dashboard_export", args=[table]), params)
 
@@ -126,7 +109,7 @@ def month_spend(scope: str) -> Decimal:
 
 
 def test_a_team_member_sees_their_teams_spend_and_nothing_of_another_team(two_teams):
-    alpha_client = staff("alice", [two_teams[0]])
+    alpha_client = staff_client("alice", [two_teams[0]])[1]
     with time_machine.travel(NOW, tick=False):
         response = alpha_client.get(DASHBOARD)
         html = body(response)
@@ -156,7 +139,7 @@ def test_a_team_member_sees_their_teams_spend_and_nothing_of_another_team(two_te
 
 
 def test_the_csv_export_adds_up_to_the_teams_spend(two_teams):
-    alpha_client = staff("alice", [two_teams[0]])
+    alpha_client = staff_client("alice", [two_teams[0]])[1]
     with time_machine.travel(NOW, tick=False):
         response = export(alpha_client, "spend_by_provider", start=MONTH_START.date().isoformat())
         rows = list(csv.DictReader(io.StringIO(body(response))))
@@ -169,7 +152,7 @@ def test_the_csv_export_adds_up_to_the_teams_spend(two_teams):
 
 
 def test_a_team_member_cannot_pick_another_team(two_teams):
-    alpha_client = staff("alice", [two_teams[0]])
+    alpha_client = staff_client("alice", [two_teams[0]])[1]
     with time_machine.travel(NOW, tick=False):
         response = alpha_client.get(DASHBOARD, {"team": "bravo"})
         filtered = alpha_client.get(DASHBOARD, {"service": "bravo-svc"})
@@ -184,7 +167,7 @@ def test_a_team_member_cannot_pick_another_team(two_teams):
 
 def test_a_member_of_two_teams_picks_one_their_first_by_default(two_teams):
     alpha, bravo = two_teams
-    both = staff("bob", [bravo, alpha])
+    both = staff_client("bob", [bravo, alpha])[1]
     with time_machine.travel(NOW, tick=False):
         first = both.get(DASHBOARD).context["data"]
         second = both.get(DASHBOARD, {"team": "bravo"}).context["data"]
@@ -196,7 +179,7 @@ def test_a_member_of_two_teams_picks_one_their_first_by_default(two_teams):
 
 
 def test_a_superuser_sees_the_organisation_and_may_pick_a_team(two_teams):
-    root = superuser()
+    root = superuser_client()
     with time_machine.travel(NOW, tick=False):
         response = root.get(DASHBOARD)
         data = response.context["data"]
@@ -219,7 +202,7 @@ def test_a_superuser_sees_the_organisation_and_may_pick_a_team(two_teams):
 
 
 def test_a_staff_member_in_no_team_sees_an_empty_dashboard_saying_why(two_teams):
-    loner = staff("lone", [])
+    loner = staff_client("lone", [])[1]
     with time_machine.travel(NOW, tick=False):
         response = loner.get(DASHBOARD)
         html = body(response)

@@ -10,7 +10,6 @@ import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.contrib.messages import get_messages
 from django.db import IntegrityError
-from django.test import Client
 from django.urls import reverse
 
 from alerts.models import AlertRule, Channel, Notification
@@ -19,6 +18,7 @@ from api.keys import api_key_issue
 from api.models import ApiKey
 from budgets.models import Budget
 from core.models import Team
+from tests.admin_clients import staff_client, superuser_client
 from tests.factories import AlertRuleFactory, ChannelFactory, TeamFactory
 
 pytestmark = pytest.mark.django_db
@@ -26,24 +26,6 @@ pytestmark = pytest.mark.django_db
 APPS = ["core", "tracking", "budgets", "alerts", "api", "analytics", "auth"]
 BRAVO_TOKEN = "T00BRAVO/B00BRAVO/bravo-secret-token"
 BRAVO_SECRET = "bravo-signing-secret-4f1c"
-
-
-def staff(username: str, teams: list[Team]) -> tuple[User, Client]:
-    """A logged-in staff member (not a superuser) with every permission of the app's models (and of
-    users and groups), member of `teams`."""
-    user = User.objects.create_user(username, password="pw-not-used", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label__in=APPS))
-    for team in teams:
-        team.members.add(user)
-    client = Client()
-    client.force_login(user)
-    return user, client
-
-
-def superuser() -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("root", password="pw-not-used"))
-    return client
 
 
 def assert_doesnt_exist(response: Any) -> None:
@@ -88,7 +70,7 @@ def channels(teams: tuple[Team, Team]) -> dict[str, Channel]:
 
 
 def test_staff_see_only_their_teams_channels_and_never_another_teams_url_or_secret(teams, channels):
-    _, alice = staff("alice", [teams[0]])
+    _, alice = staff_client("alice", [teams[0]])
     changelist = reverse("admin:alerts_channel_changelist")
 
     response = alice.get(changelist)
@@ -102,7 +84,7 @@ def test_staff_see_only_their_teams_channels_and_never_another_teams_url_or_secr
 
 
 def test_another_teams_channel_cannot_be_opened_changed_tested_or_deleted(teams, channels):
-    _, alice = staff("alice", [teams[0]])
+    _, alice = staff_client("alice", [teams[0]])
     bravo = channels["bravo"]
     change = reverse("admin:alerts_channel_change", args=[bravo.pk])
 
@@ -127,7 +109,7 @@ def test_another_teams_channel_cannot_be_opened_changed_tested_or_deleted(teams,
 
 
 def test_the_channel_autocomplete_lists_only_the_users_teams_channels(teams, channels):
-    _, alice = staff("alice", [teams[0]])
+    _, alice = staff_client("alice", [teams[0]])
     for source, field in (("alertrule", "channels"), ("budget", "channels"), ("notification", "channel")):
         app = "budgets" if source == "budget" else "alerts"
         response = alice.get(
@@ -139,7 +121,7 @@ def test_the_channel_autocomplete_lists_only_the_users_teams_channels(teams, cha
 
 def test_rule_and_budget_forms_offer_only_their_teams_and_organisation_wide_channels(teams, channels):
     alpha, _ = teams
-    _, alice = staff("alice", [alpha])
+    _, alice = staff_client("alice", [alpha])
     for add in (reverse("admin:alerts_alertrule_add"), reverse("admin:budgets_budget_add")):
         response = alice.get(add)
         assert list(form_of(response).fields["channels"].queryset) == [channels["alpha"], channels["org"]]
@@ -168,7 +150,7 @@ def test_a_teams_budget_or_rule_sends_only_to_its_teams_or_organisation_wide_cha
     teams, channels
 ):
     alpha, _ = teams
-    root = superuser()
+    root = superuser_client()
     rule = root.post(
         reverse("admin:alerts_alertrule_add"), {**RULE_FORM, "team": alpha.pk, "channels": [channels["bravo"].pk]}
     )
@@ -210,7 +192,7 @@ def test_an_alert_never_reaches_another_teams_channel_whatever_wrote_the_link(te
 
 def test_a_channel_created_by_team_staff_belongs_to_their_team_and_a_team_channel_gets_no_daily_report(teams, channels):
     alpha, bravo = teams
-    _, alice = staff("alice", [alpha])
+    _, alice = staff_client("alice", [alpha])
     add = reverse("admin:alerts_channel_add")
     form = form_of(alice.get(add))
     assert list(form.fields["team"].queryset) == [alpha] and form.fields["team"].required
@@ -232,7 +214,7 @@ def test_a_channel_in_use_by_a_team_cannot_be_moved_to_another_team(teams, chann
     alpha, bravo = teams
     rule = AlertRuleFactory(name="alpha rule", scope="team:alpha", team=alpha)
     rule.channels.set([channels["alpha"]])
-    root = superuser()
+    root = superuser_client()
     change = reverse("admin:alerts_channel_change", args=[channels["alpha"].pk])
     response = root.post(
         change, {**CHANNEL_FORM, "name": "alpha mail", "target": "ops@alpha.example", "team": bravo.pk}
@@ -257,7 +239,7 @@ def keys(teams: tuple[Team, Team]) -> dict[str, ApiKey]:
 
 
 def test_staff_list_and_revoke_only_their_teams_keys(teams, keys):
-    _, alice = staff("alice", [teams[0]])
+    _, alice = staff_client("alice", [teams[0]])
     changelist = reverse("admin:api_apikey_changelist")
     response = alice.get(changelist)
     assert names(response) == {"alpha key"}
@@ -272,7 +254,7 @@ def test_staff_list_and_revoke_only_their_teams_keys(teams, keys):
 
 def test_a_key_created_by_team_staff_has_their_team_and_their_scopes_only(teams, keys):
     alpha, bravo = teams
-    _, alice = staff("alice", [alpha])
+    _, alice = staff_client("alice", [alpha])
     add = reverse("admin:api_apikey_add")
     form = form_of(alice.get(add))
     assert list(form.fields["team"].queryset) == [alpha] and form.fields["team"].required
@@ -297,7 +279,7 @@ def test_a_key_created_by_team_staff_has_their_team_and_their_scopes_only(teams,
 
 def test_team_membership_is_changed_only_by_superusers(teams):
     alpha, bravo = teams
-    alice, client = staff("alice", [alpha])
+    alice, client = staff_client("alice", [alpha])
     changelist = reverse("admin:core_team_changelist")
     assert names(client.get(changelist)) == {"alpha"}
 
@@ -318,14 +300,14 @@ def test_team_membership_is_changed_only_by_superusers(teams):
     assert [t["text"] for t in teams_found] == ["alpha"]
     assert set(bravo.members.all()) == set() and Team.objects.filter(name="alpha").exists()
 
-    root = superuser()
+    root = superuser_client()
     response = root.post(own, {"name": "alpha", "members": [alice.pk]})
     assert response.status_code == 302
     assert list(alpha.members.all()) == [alice]
 
 
 def test_a_staff_member_with_user_and_group_permissions_cannot_make_themself_more(teams):
-    alice, client = staff("alice", [teams[0]])
+    alice, client = staff_client("alice", [teams[0]])
     boss = User.objects.create_superuser("boss", password="pw-not-used")
     everything = Group.objects.create(name="everything")
     own = reverse("admin:auth_user_change", args=[alice.pk])
@@ -363,7 +345,7 @@ def test_a_staff_member_with_user_and_group_permissions_cannot_make_themself_mor
     alice.refresh_from_db()
     boss.refresh_from_db()
     assert not alice.is_superuser and not alice.groups.exists()
-    assert alice.user_permissions.count() == Permission.objects.filter(content_type__app_label__in=APPS).count()
+    assert alice.user_permissions.count() == Permission.objects.count()
     assert not everything.permissions.exists() and boss.check_password("pw-not-used")
     assert not User.objects.filter(username="mallory").exists()
 

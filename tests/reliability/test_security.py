@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.contrib.messages import get_messages
 from django.core.exceptions import ValidationError
 from django.db import connection
@@ -42,6 +42,7 @@ from alerts.services import alert_fire, channel_test_send, notification_deliver,
 from api.keys import KEY_PREFIX, api_key_issue, api_key_revoke
 from budgets.models import Budget, Reservation
 from budgets.services import budget_reserve
+from tests.admin_clients import staff_client
 from tests.alerts.servers import smtp_server, webhook_receiver
 from tests.factories import (
     AlertFactory,
@@ -66,17 +67,6 @@ EVENT = {"provider": "openai", "model": "gpt-4o", "input_tokens": 1000, "output_
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def staff_client(username: str, teams: list[Any], perms: list[str]) -> tuple[User, Client]:
-    """A logged-in staff user (not a superuser) with these model permissions, member of `teams`."""
-    user = User.objects.create_user(username, password="pw-not-used", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename__in=perms))
-    for team in teams:
-        team.members.add(user)
-    client = Client()
-    client.force_login(user)
-    return user, client
 
 
 def shown(response: Any) -> set[int]:

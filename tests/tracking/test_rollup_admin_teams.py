@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
+from tests.admin_clients import staff_client, superuser_client
 from tests.factories import CostEntryFactory, TeamFactory
 from tracking.models import SpendRollup
 
@@ -30,23 +29,6 @@ def two_teams(db, gpt4o_prices):
     return alpha, bravo
 
 
-def staff(username: str, teams: list[Any]) -> Client:
-    """A logged-in staff member (not a superuser) with every permission there is, member of `teams`."""
-    user = User.objects.create_user(username, password="not-used", is_staff=True)
-    user.user_permissions.set(Permission.objects.all())
-    for team in teams:
-        team.members.add(user)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def superuser() -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("root", "root@example.com", "not-used"))
-    return client
-
-
 def listed(client: Client, **params: str) -> set[str]:
     response = client.get(CHANGELIST, params)
     assert response.status_code == 200
@@ -54,7 +36,7 @@ def listed(client: Client, **params: str) -> set[str]:
 
 
 def test_a_team_member_lists_only_their_teams_rollups(two_teams):
-    alice = staff("alice", [two_teams[0]])
+    alice = staff_client("alice", [two_teams[0]])[1]
 
     response = alice.get(CHANGELIST)
     scopes = listed(alice)
@@ -78,7 +60,7 @@ def test_a_team_member_lists_only_their_teams_rollups(two_teams):
 
 
 def test_another_teams_rollup_cannot_be_opened_by_url(two_teams):
-    alice = staff("alice", [two_teams[0]])
+    alice = staff_client("alice", [two_teams[0]])[1]
     theirs = SpendRollup.objects.get(scope="team:bravo/subject:bravo-user")
     organisation = SpendRollup.objects.get(scope="global")
 
@@ -90,13 +72,13 @@ def test_another_teams_rollup_cannot_be_opened_by_url(two_teams):
 
 
 def test_a_superuser_lists_every_rollup_and_a_user_in_no_team_none(two_teams):
-    assert {"global", "team:alpha", "team:bravo", "subject:bravo-user", "service:org-svc"} <= listed(superuser())
-    assert listed(staff("lone", [])) == set()
+    assert {"global", "team:alpha", "team:bravo", "subject:bravo-user", "service:org-svc"} <= listed(superuser_client())
+    assert listed(staff_client("lone", [])[1]) == set()
 
 
 def test_the_budget_forms_scope_hints_are_the_teams_own_scopes_and_every_scope_for_a_superuser(two_teams):
     alpha, bravo = two_teams
-    alice = staff("alice", [alpha])
+    alice = staff_client("alice", [alpha])[1]
 
     response = alice.get(BUDGET_ADD)
     hints = response.context["scope_suggestions"]
@@ -107,11 +89,11 @@ def test_the_budget_forms_scope_hints_are_the_teams_own_scopes_and_every_scope_f
     html = response.content.decode()
     assert "bravo" not in html and "org-svc" not in html and '<option value="global">' not in html
 
-    both = staff("bob", [alpha, bravo])
+    both = staff_client("bob", [alpha, bravo])[1]
     assert {h.split("/")[0] for h in both.get(BUDGET_ADD).context["scope_suggestions"]} == {"team:alpha", "team:bravo"}
-    assert staff("lone", []).get(BUDGET_ADD).context["scope_suggestions"] == []
+    assert staff_client("lone", [])[1].get(BUDGET_ADD).context["scope_suggestions"] == []
 
-    everything = superuser().get(BUDGET_ADD)
+    everything = superuser_client().get(BUDGET_ADD)
     hints = everything.context["scope_suggestions"]
     assert {"global", "service:org-svc", "team:bravo/service:bravo-svc", "team:alpha"} <= set(hints)
     assert '<option value="global">' in everything.content.decode()
