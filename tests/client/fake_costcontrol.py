@@ -62,6 +62,11 @@ class FakeCostcontrol:
         self._thread: threading.Thread | None = None
         self._sockets: set[socket.socket] = set()
 
+    def calls(self) -> list[tuple[str, str, dict[str, str], Any]]:
+        """The requests the test's own calls made: all but the sender thread's GET /api/v1/key, which
+        it sends at start, at a moment of its own."""
+        return [request for request in self.requests if request[1] != "/api/v1/key"]
+
     # --- lifecycle -------------------------------------------------------------------
 
     @property

@@ -87,7 +87,7 @@ def test_settle_sends_the_calls_usage_for_the_server_to_price(fake_api, client):
     )
 
     assert settled["actual"] == "0.004"
-    assert fake_api.requests[-1][3] == {
+    assert fake_api.calls()[-1][3] == {
         "usage": {
             "provider": "openai",
             "model": "gpt-4o",
