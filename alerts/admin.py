@@ -12,7 +12,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from budgets.admin import forecast_badge, level_badge
+from budgets.admin import ScopeChoiceAdminMixin, forecast_badge, level_badge
 from core.teams import TeamScopedAdminMixin, sees_every_team, team_list_filter, user_teams
 
 from .models import (
@@ -35,7 +35,7 @@ from .services import (
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
+class AlertRuleAdmin(ScopeChoiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "team",
@@ -64,7 +64,7 @@ class AlertRuleAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     )
     fieldsets = (
         (None, {"fields": ("name", "team", "is_enabled")}),
-        ("Condition", {"fields": ("metric", "scope", "window", "threshold")}),
+        ("Condition", {"fields": ("metric", "scope", "confirm_scope", "window", "threshold")}),
         ("Notify", {"fields": ("level", "cooldown", "channels")}),
         (
             "Last evaluation",

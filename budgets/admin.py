@@ -1,14 +1,20 @@
-"""Budgets in the admin: where every budget stands, its period history and the current burn-down.
+"""Budgets in the admin: where every budget stands, the current period's burn-down, the period history.
 
 Reads here never write: a period not opened yet is shown as it would open (budgets.selectors.budget_statuses);
-the beat task and the first write open it for real.
+the beat task and the first write open it for real. The charts are drawn in the browser by the vendored
+Chart.js (budgets/static/budgets/budget.js) from data the page carries (json_script), built here from the
+same status the tables beside them show.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+import difflib
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from itertools import pairwise
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from django import forms
@@ -17,31 +23,41 @@ from django.contrib import admin
 from django.db.models import BigIntegerField, ExpressionWrapper, F, QuerySet, Value
 from django.db.models.functions import Cast, NullIf
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.safestring import SafeString
 
+from core.models import Team
 from core.money import format_money
-from core.scopes import SCOPE_KINDS, team_scope
+from core.scopes import SCOPE_KINDS, scope_errors, scope_inner, scope_team, team_scope, team_scope_errors
 from core.teams import TeamScopedAdminMixin, sees_every_team, team_list_filter, user_teams
 from tracking.admin import rollup_scopes_seen_by
 from tracking.models import SpendRollup
 
-from .levels import FORECAST_COLOUR, LEVEL_COLOURS, LEVEL_ORDER, OK, level_label
-from .models import Budget, BudgetPeriod, Reservation
+from .levels import FORECAST_COLOUR, LEVEL_COLOURS, LEVEL_ORDER, OK, level_label, percent_level
+from .models import Budget, BudgetPeriod, Reservation, default_thresholds
 from .selectors import BudgetStatus, budget_burn_down, budget_statuses, with_spend
 
 EMPTY = "-"
 CENTS = Decimal("0.01")
+MICRO = Decimal("0.000001")
+DATE = "%Y-%m-%d"
+MINUTE = "%Y-%m-%d %H:%M"
 
 
 def _money(value: Decimal | None, currency: str) -> str:
-    """Amounts in lists to the cent (the change page and the JSON command show them exactly)."""
+    """A budget's amounts to the cent, with the currency and thousands separators."""
     return EMPTY if value is None else format_money(value.quantize(CENTS), currency)
 
 
+def _money_fine(value: Decimal | None, currency: str) -> str:
+    """One call's amount (a reservation): cents, or up to 6 places where it needs them (0.0042 USD)."""
+    return EMPTY if value is None else format_money(value.quantize(MICRO), currency)
+
+
 def _right(text: str) -> SafeString:
-    return format_html('<span style="display:block;text-align:right;font-variant-numeric:tabular-nums">{}</span>', text)
+    return format_html('<span class="cc-num">{}</span>', text)
 
 
 def level_badge(level: str | None) -> SafeString:
@@ -64,6 +80,128 @@ def forecast_badge(label: str) -> SafeString:
 
 def _local(moment: datetime) -> datetime:
     return moment.astimezone(ZoneInfo(settings.TIME_ZONE))
+
+
+def _percent(value: Decimal | None) -> str:
+    return EMPTY if value is None else f"{value.quantize(Decimal('0.1'))} %"
+
+
+# --- scopes: chosen from those that exist, a never-seen one confirmed ---------------------------------
+
+_SUGGESTIONS_DAYS = 31
+_SUGGESTIONS_MAX = 300
+
+
+def scope_suggestions(request: HttpRequest) -> list[str]:
+    """The scopes a user may choose (the scope field's suggestions): first the whole spend they may
+    watch (`global` and every team's `team:NAME` for a superuser, `team:NAME` for each of a member's
+    teams), then the scopes with spend in the last 31 days (every one for a superuser, their teams' for
+    a member), at most 300. Read once per request."""
+    cached = getattr(request, "_scope_suggestions", None)
+    if cached is not None:
+        return cached
+    since = timezone.now() - timedelta(days=_SUGGESTIONS_DAYS)
+    seen = SpendRollup.objects.filter(rollup_scopes_seen_by(request), bucket__gte=since)
+    teams = (Team.objects.all() if sees_every_team(request) else user_teams(request)).order_by("name")
+    first = [team_scope(name) for name in teams.values_list("name", flat=True)]
+    if sees_every_team(request):
+        first.insert(0, "global")
+    scopes = seen.values_list("scope", flat=True).distinct().order_by("scope")[:_SUGGESTIONS_MAX]
+    # Rollups also count operations (for the daily report); budgets and rules cannot watch those.
+    found = [*first, *(scope for scope in scopes if scope not in first and not scope_errors(scope))]
+    request._scope_suggestions = found  # type: ignore[attr-defined]
+    return found
+
+
+def scope_known(request: HttpRequest, scope: str) -> bool:
+    """Whether `scope` is one the user may watch that exists: a whole spend they may choose, or a scope
+    with spend recorded at any time (among the scopes they may read)."""
+    if scope in scope_suggestions(request):
+        return True
+    return SpendRollup.objects.filter(rollup_scopes_seen_by(request), scope=scope).exists()
+
+
+class ScopeInput(forms.TextInput):
+    """A text box suggesting the scopes that exist (a datalist), with a note shown while the typed
+    scope is none of them (budgets/static/budgets/scope.js)."""
+
+    class Media:
+        js = ("budgets/scope.js",)
+
+    def __init__(self, suggestions: list[str], attrs: dict[str, Any] | None = None) -> None:
+        super().__init__({"placeholder": "e.g. provider:openai", "size": 50, "autocomplete": "off", **(attrs or {})})
+        self.suggestions = suggestions
+
+    def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None) -> SafeString:
+        attrs = dict(attrs or {})
+        datalist = f"{attrs.get('id') or 'id_' + name}-suggestions"
+        attrs.update({"list": datalist, "data-scope-input": "1"})
+        return format_html(
+            '{}<datalist id="{}">{}</datalist><p class="cc-scope-note" hidden>{}</p>',
+            super().render(name, value, attrs, renderer),
+            datalist,
+            format_html_join("", '<option value="{}">', ((s,) for s in self.suggestions)),
+            "None of the scopes with recent spend: check the spelling. "
+            "Saving a scope that never had spend asks you to confirm it.",
+        )
+
+
+class ScopeConfirmForm(forms.ModelForm):
+    """A form with a scope: a scope that no spend has ever counted towards (a typo such as
+    provider:antropic) is refused once with a warning, and a "save anyway" box appears beside it;
+    ticked, the form saves. The admin sets `scope_request` (ScopeChoiceAdminMixin)."""
+
+    scope_request: HttpRequest | None = None
+
+    confirm_scope = forms.BooleanField(
+        label="Save with this scope anyway",
+        required=False,
+        widget=forms.HiddenInput,
+        help_text="No spend has been recorded for this scope yet. Tick to keep it all the same, "
+        "e.g. for a service that has not started spending.",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        scope = cleaned.get("scope")
+        if not scope or self.scope_request is None or "scope" in self.errors:
+            return cleaned
+        if self.instance.pk is not None and "scope" not in self.changed_data:
+            return cleaned  # confirmed when it was chosen
+        team = cleaned.get("team")
+        if scope_errors(scope) or team_scope_errors(scope, team.name if team else None):
+            return cleaned  # the model's own message says what is wrong
+        if scope_known(self.scope_request, scope):
+            return cleaned
+        self.fields["confirm_scope"].widget = forms.CheckboxInput()
+        if not cleaned.get("confirm_scope"):
+            close = difflib.get_close_matches(scope, scope_suggestions(self.scope_request), n=1, cutoff=0.8)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            self.add_error(
+                "scope",
+                f"No spend has ever been recorded for {scope}, so nothing counts towards it yet.{hint} "
+                "Check the spelling, or tick “Save with this scope anyway” below if its spend is still to come.",
+            )
+            # add_error drops the scope from cleaned_data; the model's checks would then call it missing.
+            cleaned["scope"] = scope
+        return cleaned
+
+
+class ScopeChoiceAdminMixin:
+    """For the admins of budgets and alert rules (put before admin.ModelAdmin): the scope field
+    suggests the scopes that exist, and a never-seen scope asks for confirmation (ScopeConfirmForm).
+    The fieldsets name "confirm_scope" right after "scope"."""
+
+    form: type[forms.ModelForm] = ScopeConfirmForm
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "scope":
+            kwargs["widget"] = ScopeInput(scope_suggestions(request))
+        return super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)  # type: ignore[misc]
+        return type(form.__name__, (form,), {"scope_request": request})
 
 
 # --- the form: thresholds as "50, 80, 95, 100" ------------------------------------------------
@@ -94,8 +232,17 @@ class ThresholdsField(forms.CharField):
         return result
 
 
-class BudgetForm(forms.ModelForm):
+def _plain_amount(value: Decimal) -> str:
+    """An amount as a form shows it for editing: to the cent, more places only where it has them
+    (2500.00, not 2500.000000000), no separators (it is read back as typed)."""
+    exponent = value.normalize().as_tuple().exponent
+    places = max(2, -exponent) if isinstance(exponent, int) else 2
+    return f"{value.quantize(Decimal(1).scaleb(-places)):f}"
+
+
+class BudgetForm(ScopeConfirmForm):
     thresholds = ThresholdsField(
+        initial=default_thresholds,
         label="Thresholds (%)",
         help_text="Percents of the limit at which the budget speaks up, e.g. 50, 80, 95, 100. Each one's level "
         "follows from its value: below 80 info, 80 to 95 warning, 95 to 100 critical, 100 and above exceeded.",
@@ -123,8 +270,9 @@ class BudgetForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        scope = self.fields["scope"]
-        scope.widget.attrs.update({"list": "budget-scopes", "placeholder": "e.g. provider:openai", "size": 50})
+        for name in ("amount", "rollover_cap"):
+            if isinstance(value := self.initial.get(name), Decimal):
+                self.initial[name] = _plain_amount(value)
 
 
 # --- list filters ------------------------------------------------------------------------------
@@ -162,59 +310,420 @@ class ScopeKindFilter(admin.SimpleListFilter):
         return queryset.filter(scope__startswith=f"{kind}:")
 
 
-# --- period history ------------------------------------------------------------------------------
+# --- the change page: this period (burn-down), the period history, links --------------------------
 
 
-class BudgetPeriodInline(admin.TabularInline):
-    model = BudgetPeriod
-    verbose_name = "period"
-    verbose_name_plural = "period history"
-    fields = ("period_range", "limit_shown", "carried_shown", "spent_shown", "utilisation_shown", "peak_shown")
-    readonly_fields = fields
-    ordering = ("-start",)
-    extra = 0
-    can_delete = False
-    show_change_link = False
+def _ms(moment: datetime) -> int:
+    """A moment as the milliseconds since the epoch the chart's time axis counts in."""
+    return int(moment.timestamp() * 1000)
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+def _point(moment: datetime, value: Decimal, currency: str, text: str | None = None) -> dict[str, Any]:
+    """A chart point: x (ms), y (the exact amount as a decimal string), and the words its tooltip shows."""
+    return {
+        "x": _ms(moment),
+        "y": str(value),
+        "text": _money(value, currency) if text is None else text,
+        "when": f"{_local(moment):{MINUTE}}",
+    }
 
-    @admin.display(description="period")
-    def period_range(self, obj: BudgetPeriod) -> str:
-        start = _local(obj.start)
-        if obj.end is None:
-            return f"from {start:%Y-%m-%d} (lifetime)"
-        last_day = _local(obj.end) - timedelta(microseconds=1)
-        text = f"{start:%Y-%m-%d}" if start.date() == last_day.date() else f"{start:%Y-%m-%d} - {last_day:%Y-%m-%d}"
-        return text if obj.closed_at else f"{text} (open)"
 
-    @admin.display(description="limit")
-    def limit_shown(self, obj: BudgetPeriod) -> str:
-        limit = obj.limit if obj.closed_at else obj.budget.amount + obj.carried_over
-        return _money(limit, obj.budget.currency)
+def _ticks(start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The time axis's ticks at local boundaries: every 3 hours for a day, midnights up to two months,
+    the first of each month beyond."""
+    tz = ZoneInfo(settings.TIME_ZONE)
+    first, last = _local(start), _local(end)
+    moments: list[tuple[datetime, str]] = []
+    if end - start <= timedelta(days=1):
+        moment = first
+        while moment <= last:
+            moments.append((moment, f"{moment:%H:%M}"))
+            moment = (moment.astimezone(UTC) + timedelta(hours=3)).astimezone(tz)
+    else:
+        day = first.date()
+        while (midnight := datetime.combine(day, time(0), tzinfo=tz)) <= last:
+            if end - start <= timedelta(days=62):
+                moments.append((midnight, f"{midnight:%-d %b}"))
+            elif day.day == 1:
+                moments.append((midnight, f"{midnight:%b %Y}"))
+            day += timedelta(days=1)
+    return [{"x": _ms(moment), "label": label} for moment, label in moments if start <= moment <= end]
 
-    @admin.display(description="carried over")
-    def carried_shown(self, obj: BudgetPeriod) -> str:
-        return _money(obj.carried_over, obj.budget.currency)
 
-    @admin.display(description="spent")
-    def spent_shown(self, obj: BudgetPeriod) -> str:
-        if obj.closed_at is None:
-            return "(open: see this period above)"
-        return _money(obj.spent_at_close, obj.budget.currency)
+def _round_up(value: Decimal) -> Decimal:
+    """`value` rounded up to a half or whole power of ten's multiple (3,803.70 -> 4,000), for an axis's top."""
+    if value <= 0:
+        return Decimal(1)
+    step = Decimal(10) ** (value.adjusted()) / 2
+    return (value / step).to_integral_value(rounding=ROUND_CEILING) * step
 
-    @admin.display(description="used")
-    def utilisation_shown(self, obj: BudgetPeriod) -> str:
-        if obj.closed_at is None or obj.spent_at_close is None or obj.limit <= 0:
-            return EMPTY
-        return f"{(obj.spent_at_close * 100 / obj.limit).quantize(Decimal('0.1'))} %"
 
-    @admin.display(description="peak level")
-    def peak_shown(self, obj: BudgetPeriod) -> SafeString:
-        return level_badge(obj.peak_level or None)
+@dataclass(frozen=True)
+class Step:
+    """A row of the burn-down's table: what was spent in one step (a local hour or day) of the period."""
+
+    until: str
+    spent: str
+    spent_to_date: str
+    remaining: str
+
+
+def burn_down(status: BudgetStatus) -> tuple[dict[str, Any] | None, list[Step]]:
+    """The current period's burn-down as the chart draws it (spent so far, even pace, forecast with its
+    interval, a line per threshold, the limit, now) and its steps as a table, from budget_burn_down."""
+    chart = budget_burn_down(status)
+    if chart is None:
+        return None, []
+    currency, limit, start, end, at = status.currency, chart.limit, chart.start, chart.end, status.at
+    spent = [(moment, limit - remaining) for moment, remaining in chart.points]
+    steps = [
+        Step(
+            until=f"{_local(moment):{MINUTE}}",
+            spent=_money(value - before, currency),
+            spent_to_date=_money(value, currency),
+            remaining=_money(limit - value, currency),
+        )
+        for (_, before), (moment, value) in pairwise(spent)
+    ]
+    series: list[dict[str, Any]] = [
+        {
+            "label": "spent so far",
+            "name": "spent so far",
+            "colour": "#417690",
+            "style": "actual",
+            "points": [_point(moment, value, currency) for moment, value in spent],
+        },
+        {
+            "label": "even pace (the limit spent evenly)",
+            "name": "even pace",
+            "colour": "#868e96",
+            "style": "dashed",
+            "points": [_point(start, Decimal(0), currency), _point(end, limit, currency)],
+        },
+    ]
+    forecast = status.forecast
+    thresholds = [
+        (percent, percent_level(Decimal(str(percent))), limit * Decimal(str(percent)) / 100)
+        for percent in status.budget.thresholds
+        if Decimal(str(percent)) != 100  # the limit's own line
+    ]
+    top = max([limit, *(value for _, value in spent), *(amount for _, _, amount in thresholds)])
+    if forecast is not None:
+        top = max(top, forecast.amount)
+    # The chart compares spend with the limit: an interval reaching far above everything else (a young
+    # or erratic history) is cut at the chart's top, its reach said in the legend and the table.
+    y_max = _round_up(top * Decimal("1.25")) if forecast is not None and forecast.high > top * Decimal("1.25") else None
+    if forecast is not None:
+        now_spent = status.spent
+        series.append(
+            {
+                "label": f"forecast ({forecast.method})",
+                "name": "forecast",
+                "colour": FORECAST_COLOUR,
+                "style": "forecast",
+                "points": [_point(at, now_spent, currency), _point(end, forecast.amount, currency)],
+            }
+        )
+        interval = f"{forecast.interval * 100:.0f} % interval"
+        series.append(
+            {
+                "label": f"{interval} (low)",
+                "name": interval,
+                "colour": FORECAST_COLOUR,
+                "style": "band-low",
+                "legend": False,
+                "points": [_point(at, now_spent, currency), _point(end, forecast.low, currency)],
+            }
+        )
+        reach = f"{_money(forecast.low, currency)} to {_money(forecast.high, currency)}"
+        series.append(
+            {
+                "label": f"forecast, {interval}" + (f" ({reach}, cut at the top)" if y_max else ""),
+                "name": f"forecast, {interval}",
+                "colour": FORECAST_COLOUR,
+                "style": "band-high",
+                "points": [_point(at, now_spent, currency), _point(end, forecast.high, currency, reach)],
+            }
+        )
+        top = max(top, forecast.high) if y_max is None else y_max
+    for percent, level, amount in thresholds:
+        series.append(
+            {
+                "label": f"{percent} % threshold ({level_label(level)}): {_money(amount, currency)}",
+                "name": f"{percent} % threshold ({level_label(level)})",
+                "colour": LEVEL_COLOURS[level],
+                "style": "threshold",
+                "points": [_point(start, amount, currency), _point(end, amount, currency)],
+            }
+        )
+    carried = (
+        f" (incl. {_money(status.period.carried_over, currency)} carried over)" if status.period.carried_over else ""
+    )
+    series.append(
+        {
+            "label": f"limit: {_money(limit, currency)}{carried}",
+            "name": "limit",
+            "colour": LEVEL_COLOURS["exceeded"],
+            "style": "limit",
+            "points": [_point(start, limit, currency), _point(end, limit, currency)],
+        }
+    )
+    when = f"{_local(at):{MINUTE}}"
+    series.append(
+        {
+            "label": f"now ({when})",
+            "name": "now",
+            "colour": "#212529",
+            "style": "now",
+            "points": [_point(at, Decimal(0), currency, when), _point(at, top, currency, when)],
+        }
+    )
+    data = {
+        "currency": currency,
+        "yMax": None if y_max is None else str(y_max),
+        "step": chart.step,
+        "timeZone": settings.TIME_ZONE,
+        "start": _ms(start),
+        "end": _ms(end),
+        "ticks": _ticks(start, end),
+        "series": series,
+    }
+    return data, steps
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """A row of the period history: one period's limit (the budget's amount + what was carried in),
+    what was spent and the highest level it reached; the open period's as it stands now."""
+
+    short: str  # the chart's label
+    range: str  # the table's
+    amount: Decimal
+    carried: Decimal
+    limit: Decimal
+    spent: Decimal | None
+    used: Decimal | None
+    level: str | None
+    is_open: bool
+
+
+HISTORY_CHART_PERIODS = 24
+
+
+def _period_names(period: BudgetPeriod) -> tuple[str, str]:
+    """(short, range): "Oct 2026" and "2026-10-01 - 2026-10-31" for a calendar month."""
+    start = _local(period.start)
+    if period.end is None:
+        return "lifetime", f"from {start:{DATE}} (lifetime)"
+    last_day = _local(period.end) - timedelta(microseconds=1)
+    days = (last_day.date() - start.date()).days + 1
+    text = f"{start:{DATE}}" if days == 1 else f"{start:{DATE}} - {last_day:{DATE}}"
+    if days == 1:
+        short = f"{start:%-d %b %Y}"
+    elif days <= 7:
+        short = f"week of {start:%-d %b %Y}"
+    elif start.day == 1 and days <= 31:
+        short = f"{start:%b %Y}"
+    elif start.day == 1 and start.month % 3 == 1 and days <= 92:
+        short = f"Q{(start.month - 1) // 3 + 1} {start:%Y}"
+    elif start.day == 1 and start.month == 1:
+        short = f"{start:%Y}"
+    else:
+        short = f"{start:%-d %b} - {last_day:%-d %b %Y}"
+    return short, text
+
+
+def period_history(budget: Budget, status: BudgetStatus | None) -> list[HistoryRow]:
+    """Every period of `budget`, newest first; the open one with what `status` says now (also when it
+    is not opened yet: the beat or the first reservation opens it)."""
+    rows = []
+    periods = list(budget.periods.order_by("-start"))
+    if status is not None and status.period.pk is None:
+        periods.insert(0, status.period)
+    for period in periods:
+        short, text = _period_names(period)
+        if period.closed_at is not None:
+            limit, spent, level = period.limit, period.spent_at_close, period.peak_level or None
+        elif status is not None and period.start == status.period.start:
+            limit, spent, level = status.limit, status.spent, status.level
+        else:
+            limit, spent, level = budget.amount + period.carried_over, None, period.peak_level or None
+        used = None if spent is None or limit <= 0 else spent * 100 / limit
+        rows.append(
+            HistoryRow(
+                short=short,
+                range=text if period.closed_at else f"{text} (open)",
+                amount=limit - period.carried_over,
+                carried=period.carried_over,
+                limit=limit,
+                spent=spent,
+                used=used,
+                level=level,
+                is_open=period.closed_at is None,
+            )
+        )
+    return rows
+
+
+def history_chart(rows: list[HistoryRow], currency: str) -> dict[str, Any] | None:
+    """The closed periods (the last 24, oldest first) as bars: the limit (the budget's amount and what
+    was carried in, stacked) beside what was spent, coloured by the period's peak level."""
+    closed = [row for row in rows if not row.is_open][:HISTORY_CHART_PERIODS][::-1]
+    if not closed:
+        return None
+
+    def bar(value: Decimal, text: str | None = None) -> dict[str, str]:
+        return {"y": str(value), "text": _money(value, currency) if text is None else text}
+
+    levels = [row.level for row in closed]
+    return {
+        "currency": currency,
+        "labels": [row.short for row in closed],
+        "ranges": [row.range for row in closed],
+        "bars": [
+            {
+                "label": "budget amount",
+                "stack": "limit",
+                "colours": ["#adb5bd"] * len(closed),
+                "points": [bar(row.amount) for row in closed],
+            },
+            {
+                "label": "carried over",
+                "stack": "limit",
+                "colours": ["#74c0fc"] * len(closed),
+                "points": [bar(row.carried) for row in closed],
+            },
+            {
+                "label": "spent (colour: peak level)",
+                "stack": "spent",
+                "colours": [LEVEL_COLOURS[level] for level in levels],
+                "points": [
+                    bar(
+                        row.spent or Decimal(0),
+                        f"{_money(row.spent, currency)} ({_percent(row.used)} of "
+                        f"{_money(row.limit, currency)}; peak level {level_label(row.level)})",
+                    )
+                    for row in closed
+                ],
+            },
+        ],
+        "levels": [
+            {"label": f"peak level {level_label(level)}", "colour": LEVEL_COLOURS[level]}
+            for level in (None, *LEVEL_ORDER)
+            if level in levels
+        ],
+    }
+
+
+def _cost_entry_filters(budget: Budget, status: BudgetStatus) -> dict[str, str]:
+    """The cost entry list's filters that show the entries counting towards `budget` this period: its
+    currency, the period's dates (occurred_at__gte/__lt, the date filter's own parameters), the team
+    of a team's scope (the team filter's `team`) and the scope's dimension as a field lookup
+    (provider, service, model, subject, job, tags__KEY)."""
+    found = {
+        "currency": budget.currency,
+        "occurred_at__gte": status.period.start.isoformat(),
+    }
+    if status.period.end is not None:
+        found["occurred_at__lt"] = status.period.end.isoformat()
+    if (team := scope_team(budget.scope)) is not None:
+        team_pk = Team.objects.filter(name=team).values_list("pk", flat=True).first()
+        found["team"] = str(team_pk or 0)
+    inner = scope_inner(budget.scope)
+    kind, _, value = inner.partition(":")
+    if kind == "tag":
+        key, _, tag_value = value.partition("=")
+        found[f"tags__{key}"] = tag_value
+    elif kind in ("provider", "service", "model", "subject", "job"):
+        found[kind] = value
+    return found
+
+
+def budget_links(request: HttpRequest, budget: Budget, status: BudgetStatus | None) -> list[tuple[str, str]]:
+    """(text, url) of the pages about `budget` the user may open: its alerts, its cost entries this
+    period, its reservations."""
+    links = []
+    user = request.user
+    if user.has_perm("alerts.view_alert"):
+        count = budget.alerts.count()
+        url = f"{reverse('admin:alerts_alert_changelist')}?{urlencode({'budget__id__exact': budget.pk})}"
+        links.append((f"Its alerts ({count})", url))
+    if status is not None and user.has_perm("tracking.view_costentry"):
+        url = f"{reverse('admin:tracking_costentry_changelist')}?{urlencode(_cost_entry_filters(budget, status))}"
+        links.append(("Its cost entries this period", url))
+    if user.has_perm("budgets.view_reservation"):
+        count = budget.reservations.count()
+        url = f"{reverse('admin:budgets_reservation_changelist')}?{urlencode({'budget__id__exact': budget.pk})}"
+        links.append((f"Its reservations ({count})", url))
+    return links
+
+
+def this_period_rows(status: BudgetStatus) -> list[tuple[str, str]]:
+    """The current period in words and numbers (the table beside the burn-down)."""
+    currency, period = status.currency, status.period
+    rows = [
+        ("period", f"{_period_names(period)[1]} ({settings.TIME_ZONE})"),
+        ("spent so far", _money(status.spent, currency)),
+        (
+            "limit",
+            _money(status.limit, currency)
+            + (f" (incl. {_money(period.carried_over, currency)} carried over)" if period.carried_over else ""),
+        ),
+        ("remaining", _money(status.remaining, currency)),
+        ("reserved", _money(status.reserved, currency)),
+        ("used", EMPTY if status.utilisation is None else f"{status.utilisation} %"),
+    ]
+    if period.end is not None:
+        elapsed = Decimal((status.at - period.start) / (period.end - period.start))
+        rows.append(("even pace by now", _money(status.limit * min(max(elapsed, Decimal(0)), Decimal(1)), currency)))
+    rows.append(("days left", EMPTY if status.days_left is None else str(status.days_left)))
+    if status.forecast is not None:
+        rows.append(("forecast at period end", status.forecast.describe(currency)))
+    for percent in status.budget.thresholds:
+        share = Decimal(str(percent))
+        rows.append(
+            (
+                f"{percent} % threshold ({level_label(percent_level(share))})",
+                _money(status.limit * share / 100, currency),
+            )
+        )
+    return rows
+
+
+def budget_page(request: HttpRequest, budget: Budget) -> dict[str, Any]:
+    """What the change page shows above and below the form, from one status read."""
+    status = None
+    if budget.is_active:
+        [status] = budget_statuses([budget], at=timezone.now(), forecasts=True)
+    chart, steps = burn_down(status) if status is not None else (None, [])
+    history = period_history(budget, status)
+    bars = history_chart(history, budget.currency)
+    return {
+        "status": status,
+        "level": level_badge(status.level) if status else "",
+        "forecast_badge": forecast_badge(status.forecast_label) if status and status.forecast_label else "",
+        "rows": this_period_rows(status) if status else [],
+        "burn_down": chart,
+        "steps": steps,
+        "history": [
+            {
+                "range": row.range,
+                "amount": _money(row.amount, budget.currency),
+                "carried": _money(row.carried, budget.currency),
+                "limit": _money(row.limit, budget.currency),
+                "spent": _money(row.spent, budget.currency)
+                + (" so far" if row.is_open and row.spent is not None else ""),
+                "used": _percent(row.used),
+                "level": level_badge(row.level),
+                "is_open": row.is_open,
+            }
+            for row in history
+        ],
+        "history_chart": bars,
+        "charts": {"burnDown": chart, "history": bars},
+        "history_charted": min(HISTORY_CHART_PERIODS, sum(1 for row in history if not row.is_open)),
+        "links": budget_links(request, budget, status),
+    }
 
 
 # --- the budget admin ----------------------------------------------------------------------------
@@ -235,33 +744,29 @@ def _with_status(queryset: QuerySet[Budget], at: datetime) -> QuerySet[Budget]:
 
 
 @admin.register(Budget)
-class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
+class BudgetAdmin(ScopeChoiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin):
     form = BudgetForm
+    # What fits at 1440 px between the navigation and the filters: the scope, period and whether it is a
+    # hard limit under the name; what is left and carried under the limit; the level under the bar;
+    # long titles wrap to two lines (budgets/static/budgets/budget.css).
     list_display = (
-        "name",
-        "scope",
-        "period_shown",
+        "name_shown",
         "spent_shown",
         "limit_shown",
-        "remaining_shown",
         "progress",
-        "level_shown",
         "forecast_shown",
         "days_left_shown",
-        "hard_limit",
-        "is_active",
     )
-    list_display_links = ("name",)
+    list_display_links = ("name_shown",)
     list_filter = (LevelFilter, "period", ScopeKindFilter, team_list_filter("team"), "hard_limit", "is_active")
     search_fields = ("name", "scope", "owner__username", "team__name")
     autocomplete_fields = ()
     list_select_related = ("owner", "team")
     list_per_page = 100
-    inlines = (BudgetPeriodInline,)
     filter_horizontal = ("channels",)
-    readonly_fields = ("this_period", "created_at", "updated_at")
+    readonly_fields = ("created_at", "updated_at")
     fieldsets = (
-        (None, {"fields": ("name", "scope", "team", "owner", "is_active")}),
+        (None, {"fields": ("name", "scope", "confirm_scope", "team", "owner", "is_active")}),
         ("Limit", {"fields": ("amount", "currency", "period", "hard_limit")}),
         ("Thresholds and alerts", {"fields": ("thresholds", "forecast_alerts", "channels")}),
         ("Rollover", {"fields": ("rollover", "rollover_cap")}),
@@ -269,11 +774,8 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     )
     change_form_template = "admin/budgets/budget/change_form.html"
 
-    def get_fieldsets(self, request: HttpRequest, obj: Budget | None = None) -> Any:
-        fieldsets = super().get_fieldsets(request, obj)
-        if obj is None:
-            return fieldsets
-        return (("This period", {"fields": ("this_period",)}), *fieldsets)
+    class Media:
+        css = {"all": ("budgets/budget.css",)}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
         self._now = timezone.now()
@@ -289,9 +791,19 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             budget._status_cache = status  # type: ignore[attr-defined]
         return changelist
 
-    def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        context["scope_suggestions"] = _scope_suggestions(request)
-        return super().render_change_form(request, context, *args, **kwargs)
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Budget | None = None,
+    ) -> Any:
+        context["scope_suggestions"] = scope_suggestions(request)
+        if obj is not None and obj.pk is not None:
+            context["budget_page"] = budget_page(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _status(self, obj: Budget) -> BudgetStatus | None:
         if not obj.is_active:
@@ -302,9 +814,19 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             obj._status_cache = cached  # type: ignore[attr-defined]
         return cached
 
-    @admin.display(description="period", ordering="period")
-    def period_shown(self, obj: Budget) -> str:
-        return obj.period  # the short name; the form shows the long one
+    @admin.display(description="budget", ordering="name")
+    def name_shown(self, obj: Budget) -> SafeString:
+        # The period's short name (the form shows the long one).
+        notes = [
+            obj.period,
+            *(text for text, on in (("hard limit", obj.hard_limit), ("inactive", not obj.is_active)) if on),
+        ]
+        return format_html(
+            '{}<span class="cc-note"><span class="cc-scope">{}</span> · {}</span>',
+            obj.name,
+            obj.scope,
+            ", ".join(notes),
+        )
 
     @admin.display(description="spent")
     def spent_shown(self, obj: Budget) -> str:
@@ -316,15 +838,21 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         status = self._status(obj)
         if not status:
             return _right(_money(obj.amount, obj.currency))
-        text = _money(status.limit, obj.currency)
-        if status.period.carried_over:
-            text += f" (incl. {_money(status.period.carried_over, obj.currency)} carried)"
-        return _right(text)
-
-    @admin.display(description="remaining")
-    def remaining_shown(self, obj: Budget) -> str:
-        status = self._status(obj)
-        return _right(_money(status.remaining, obj.currency)) if status else EMPTY
+        currency = obj.currency
+        left = (
+            f"{_money(status.remaining, currency)} left"
+            if status.remaining >= 0
+            else f"{_money(-status.remaining, currency)} over"
+        )
+        carried = status.period.carried_over
+        return format_html(
+            '{}<span class="cc-num cc-note">{}</span>{}',
+            _right(_money(status.limit, currency)),
+            left,
+            format_html('<span class="cc-num cc-note">incl. {} carried</span>', _money(carried, currency))
+            if carried
+            else "",
+        )
 
     @admin.display(description="used", ordering="_utilisation_bp")
     def progress(self, obj: Budget) -> SafeString | str:
@@ -335,21 +863,16 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             return "over a zero limit" if status.spent > 0 else EMPTY
         width = min(status.utilisation, Decimal(100))
         return format_html(
-            '<div title="{} %" style="width:120px;background:#e8e8e8;border-radius:3px;position:relative;'
-            'height:16px"><div class="budget-progress" data-level="{}" style="width:{}%;background:{};height:16px;'
-            'border-radius:3px"></div><span style="position:absolute;top:0;left:4px;font-size:11px;line-height:16px;'
-            'color:#000">{} %</span></div>',
+            '<div class="cc-used" title="{} %"><div class="cc-bar"><div class="budget-progress" data-level="{}" '
+            'style="width:{}%;background:{}"></div></div><span class="cc-num">{} %</span></div>'
+            '<div class="cc-level">{}</div>',
             status.utilisation,
             status.level_label,
             f"{width:f}",
             LEVEL_COLOURS[status.level],
             status.utilisation.quantize(Decimal("0.1")),
+            level_badge(status.level),
         )
-
-    @admin.display(description="level")
-    def level_shown(self, obj: Budget) -> SafeString | str:
-        status = self._status(obj)
-        return level_badge(status.level) if status else EMPTY
 
     @admin.display(description="forecast at period end")
     def forecast_shown(self, obj: Budget) -> SafeString | str:
@@ -357,12 +880,12 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         if not status or status.forecast is None:
             return EMPTY
         text = format_html(
-            '<span title="{}">{}</span>',
+            '<span class="cc-num" title="{}">{}</span>',
             status.forecast.describe(obj.currency),
             _money(status.forecast.amount, obj.currency),
         )
         if status.forecast_label:
-            return format_html("{}<br>{}", text, forecast_badge(status.forecast_label))
+            return format_html("{}{}", text, forecast_badge(status.forecast_label))
         return text
 
     @admin.display(description="days left")
@@ -370,122 +893,7 @@ class BudgetAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         status = self._status(obj)
         if not status or status.days_left is None:
             return EMPTY
-        return str(status.days_left)
-
-    @admin.display(description="this period")
-    def this_period(self, obj: Budget) -> SafeString | str:
-        if obj.pk is None:
-            return EMPTY
-        if not obj.is_active:
-            return "Inactive: not checked."
-        [status] = budget_statuses([obj], at=timezone.now(), forecasts=True)
-        currency = obj.currency
-        start = _local(status.period.start)
-        rows = [
-            (
-                "period",
-                f"{start:%Y-%m-%d %H:%M}"
-                + (f" to {_local(status.period.end):%Y-%m-%d %H:%M}" if status.period.end else " (lifetime)")
-                + f" {settings.TIME_ZONE}",
-            ),
-            ("spent", format_money(status.spent, currency)),
-            (
-                "limit",
-                format_money(status.limit, currency)
-                + (
-                    f" (incl. {format_money(status.period.carried_over, currency)} carried over)"
-                    if status.period.carried_over
-                    else ""
-                ),
-            ),
-            ("remaining", format_money(status.remaining, currency)),
-            ("reserved", format_money(status.reserved, currency)),
-            ("used", EMPTY if status.utilisation is None else f"{status.utilisation} %"),
-            ("days left", EMPTY if status.days_left is None else str(status.days_left)),
-        ]
-        if status.forecast is not None:
-            rows.append(("forecast at period end", status.forecast.describe(currency)))
-        table = format_html_join("", "<tr><th style='padding-right:1em'>{}</th><td>{}</td></tr>", rows)
-        forecast = format_html(" {}", forecast_badge(status.forecast_label)) if status.forecast_label else ""
-        return format_html(
-            "<table>{}<tr><th>level</th><td>{}{}</td></tr></table>{}",
-            table,
-            level_badge(status.level),
-            forecast,
-            burn_down_svg(status),
-        )
-
-
-def _scope_suggestions(request: HttpRequest) -> list[str]:
-    """Hints for the scope field's datalist, the scopes the user may see: first the whole spend they
-    may budget (`global` for a superuser, `team:NAME` for each of a member's teams), then the scopes
-    seen in the last 31 days (every one for a superuser, their teams' for a member), at most 300."""
-    since = timezone.now() - timedelta(days=31)
-    seen = SpendRollup.objects.filter(rollup_scopes_seen_by(request), bucket__gte=since)
-    if sees_every_team(request):
-        first = ["global"]
-    else:
-        first = [team_scope(name) for name in user_teams(request).order_by("name").values_list("name", flat=True)]
-    scopes = seen.values_list("scope", flat=True).distinct().order_by("scope")[:300]
-    return [*first, *(scope for scope in scopes if scope not in first)]
-
-
-# --- the burn-down chart (inline SVG: no JavaScript, no external assets) ------------------------
-
-_W, _H, _PAD_L, _PAD_R, _PAD_T, _PAD_B = 640, 220, 70, 16, 12, 28
-
-
-def burn_down_svg(status: BudgetStatus) -> SafeString | str:
-    chart = budget_burn_down(status)
-    if chart is None:
-        return format_html("<p>{}</p>", "No burn-down for a lifetime budget.")
-    span = (chart.end - chart.start).total_seconds()
-    values = [v for _, v in chart.points] + [chart.limit, Decimal(0)]
-    if chart.forecast_end is not None:
-        values.append(chart.forecast_end)
-    top, bottom = max(values), min(values)
-    if top == bottom:
-        top = bottom + 1
-
-    def x(moment: datetime) -> float:
-        return _PAD_L + (_W - _PAD_L - _PAD_R) * (moment - chart.start).total_seconds() / span
-
-    def y(value: Decimal) -> float:
-        return _PAD_T + (_H - _PAD_T - _PAD_B) * float((top - value) / (top - bottom))
-
-    actual = " ".join(f"{x(m):.1f},{y(v):.1f}" for m, v in chart.points)
-    last_moment, last_value = chart.points[-1]
-    parts = [
-        f'<svg class="burn-down" role="img" aria-label="burn-down of the current period" width="{_W}" height="{_H}" '
-        f'viewBox="0 0 {_W} {_H}" style="background:#fafafa;border:1px solid #ddd;margin-top:8px">',
-        f'<line x1="{_PAD_L}" y1="{y(Decimal(0)):.1f}" x2="{_W - _PAD_R}" y2="{y(Decimal(0)):.1f}" stroke="#999"/>',
-        # Ideal: the limit spent evenly to zero at the period's end.
-        f'<line class="ideal" x1="{x(chart.start):.1f}" y1="{y(chart.limit):.1f}" x2="{x(chart.end):.1f}" '
-        f'y2="{y(Decimal(0)):.1f}" stroke="#aaa" stroke-dasharray="4 3"/>',
-        f'<polyline class="actual" fill="none" stroke="{LEVEL_COLOURS[status.level]}" stroke-width="2" '
-        f'points="{actual}"/>',
-    ]
-    if chart.forecast_end is not None:
-        parts.append(
-            f'<line class="forecast" x1="{x(last_moment):.1f}" y1="{y(last_value):.1f}" x2="{x(chart.end):.1f}" '
-            f'y2="{y(chart.forecast_end):.1f}" stroke="{LEVEL_COLOURS[status.level]}" stroke-dasharray="6 4"/>'
-        )
-    currency = status.currency
-    for value in (top, bottom) if bottom < 0 else (top, Decimal(0)):
-        parts.append(
-            f'<text x="{_PAD_L - 6}" y="{y(value) + 4:.1f}" text-anchor="end" font-size="11">'
-            f"{_money(value, currency).replace(' ' + currency, '')}</text>"
-        )
-    first, last = _local(chart.start), _local(chart.end) - timedelta(microseconds=1)
-    fmt = "%d %b %H:%M" if chart.step == "hour" else "%d %b"
-    parts.append(f'<text x="{_PAD_L}" y="{_H - 8}" font-size="11">{first:{fmt}}</text>')
-    parts.append(f'<text x="{_W - _PAD_R}" y="{_H - 8}" font-size="11" text-anchor="end">{last:{fmt}}</text>')
-    parts.append(
-        f'<text x="{(_PAD_L + _W) / 2:.0f}" y="{_H - 8}" font-size="11" text-anchor="middle">remaining {currency} '
-        f"(solid: actual, dashed: even pace and forecast)</text>"
-    )
-    parts.append("</svg>")
-    return mark_safe("".join(parts))  # noqa: S308 - built from numbers and dates formatted above
+        return _right(str(status.days_left))
 
 
 # --- reservations (read-only) --------------------------------------------------------------------
@@ -512,11 +920,11 @@ class ReservationAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="amount")
     def amount_shown(self, obj: Reservation) -> str:
-        return format_money(obj.amount, obj.budget.currency)
+        return _money_fine(obj.amount, obj.budget.currency)
 
     @admin.display(description="actual")
     def actual_shown(self, obj: Reservation) -> str:
-        return EMPTY if obj.actual is None else format_money(obj.actual, obj.budget.currency)
+        return _money_fine(obj.actual, obj.budget.currency)
 
     @admin.display(description="status")
     def status_shown(self, obj: Reservation) -> str:

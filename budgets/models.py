@@ -61,21 +61,30 @@ class Budget(ExportModelOperationsMixin("budget"), models.Model):
     scope = models.CharField(
         "scope",
         max_length=320,
-        help_text="What spend counts: global, provider:X, service:X, model:X, subject:X, job:X, team:NAME or tag:K=V.",
+        help_text="Which spend counts against this budget. Choose from the list (the scopes with spend) or type "
+        "one: global (everything), provider:openai, service:NAME, model:NAME, subject:USER, job:ID, "
+        "tag:KEY=VALUE, team:NAME (a team's whole spend) or team:NAME/provider:openai (a team's spend on one provider).",
     )
     amount = MoneyField("amount", help_text="What may be spent per period, in the budget's currency.")
-    currency = models.CharField("currency", max_length=3, default="USD", help_text="ISO 4217 code, e.g. USD.")
+    currency = models.CharField(
+        "currency",
+        max_length=3,
+        default="USD",
+        help_text="The three-letter code of the amount's currency, e.g. USD or EUR. Only spend recorded in this "
+        "currency counts.",
+    )
     period = models.CharField(
         "period",
         max_length=10,
         choices=Period.choices,
         default=Period.MONTHLY,
-        help_text="Periods follow the calendar in the configured time zone.",
+        help_text="How often the budget starts again. Periods follow the calendar in the server's time zone: "
+        "a month starts on the 1st at midnight, a week on Monday.",
     )
     thresholds = models.JSONField(
         "thresholds (%)",
         default=default_thresholds,
-        help_text="Percents of the limit, strictly increasing, each 1-1000, at which the budget speaks up. "
+        help_text="Percents of the limit at which the budget raises an alert, lowest first, each from 1 to 1000. "
         "Each one's level follows from its value: below 80 info, 80 to 95 warning, 95 to 100 critical, "
         "100 and above exceeded.",
     )
@@ -89,7 +98,10 @@ class Budget(ExportModelOperationsMixin("budget"), models.Model):
         help_text="The most that may be carried into one period. Empty: no cap.",
     )
     hard_limit = models.BooleanField(
-        "hard limit", default=False, help_text="Deny reservations and checks that would go over the limit."
+        "hard limit",
+        default=False,
+        help_text="Refuse spending that would go over the limit: the budget check of the API answers "
+        '"deny" and reservations are refused. Without it the budget only warns.',
     )
     forecast_alerts = models.BooleanField(
         "forecast alerts",
@@ -122,8 +134,17 @@ class Budget(ExportModelOperationsMixin("budget"), models.Model):
         verbose_name="channels",
         help_text="Where this budget's alerts go. Empty: the default channels.",
     )
-    metadata = models.JSONField("metadata", default=dict, blank=True, help_text="Free key/value notes.")
-    is_active = models.BooleanField("active", default=True, help_text="Inactive budgets are neither checked nor shown.")
+    metadata = models.JSONField(
+        "notes",
+        default=dict,
+        blank=True,
+        help_text='Your own notes as key/value pairs, e.g. {"cost_centre": "R&D"}.',
+    )
+    is_active = models.BooleanField(
+        "active",
+        default=True,
+        help_text="Untick to stop checking this budget: no alerts and no status, but it stays in the list.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -180,9 +201,8 @@ class BudgetPeriod(models.Model):
     budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="periods")
     start = models.DateTimeField("start")
     end = models.DateTimeField("end", null=True, blank=True, help_text="Empty for a lifetime budget.")
-    limit = MoneyField(
-        "limit", help_text="Amount plus carried over; while open it follows the budget, frozen at close."
-    )
+    # While open, the limit follows the budget's amount (+ carried over); closing freezes it.
+    limit = MoneyField("limit", help_text="The budget's amount plus what was carried over into the period.")
     carried_over = MoneyField("carried over", default=0)
     spent_at_close = MoneyField("spent at close", null=True, blank=True)
     peak_level = models.CharField("peak level", max_length=10, choices=Level.choices, blank=True)
@@ -230,8 +250,8 @@ class Reservation(models.Model):
         max_length=60,
         blank=True,
         default="",
-        help_text="The service whose API key made it: only that service's keys settle or release it. "
-        "Empty: made in process (or before reservations had an owner).",
+        help_text="The service whose API key asked for the reservation: only that service may settle or "
+        "release it. Empty: asked for by the application itself.",
     )
 
     class Meta:

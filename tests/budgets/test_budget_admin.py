@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -84,9 +85,12 @@ def test_the_change_page_shows_period_history_and_the_burn_down(admin_client, sp
     assert "2026-10-01 - 2026-10-31" in html and "40.00 USD" in html and "40.0 %" in html
     # This period: 130 = 100 + 30 carried, 55 spent.
     assert "<td>130.00 USD (incl. 30.00 USD carried over)</td>" in html
-    assert '<svg class="burn-down"' in html and 'class="actual"' in html and 'class="forecast"' in html
-    points = re.search(r'class="actual"[^>]*points="([^"]+)"', html).group(1).split()
-    assert len(points) == 22  # the start, then one point per day from the 1st to the 21st
+    # The burn-down's data (drawn by Chart.js): spent so far, from the start, then one point per day
+    # from the 1st to the 21st; the forecast.
+    charts = json.loads(re.search(r'id="budget-chart-data"[^>]*>(.*?)</script>', html, re.S).group(1))
+    series = {s["style"]: s for s in charts["burnDown"]["series"]}
+    assert len(series["actual"]["points"]) == 22 and series["actual"]["points"][-1]["text"] == "55.00 USD"
+    assert "forecast" in series
 
 
 def test_the_admin_refuses_invalid_input_naming_each_field_and_saves_nothing(admin_client):
@@ -122,6 +126,7 @@ def test_the_admin_creates_a_budget_for_a_tag_scope_with_custom_thresholds(admin
         {
             "name": "ML team",
             "scope": "tag:team=ml",
+            "confirm_scope": "on",  # no spend recorded for it yet
             "amount": "500",
             "currency": "USD",
             "period": "quarterly",

@@ -249,6 +249,7 @@ def test_model_permissions_still_apply_on_top_of_teams(two_teams):
 
 BUDGET_FORM = {
     "scope": "team:ml/service:new",
+    "confirm_scope": "on",  # a service with no spend yet
     "amount": "50",
     "currency": "USD",
     "period": "monthly",
