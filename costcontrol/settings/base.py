@@ -68,6 +68,10 @@ DATETIME_FORMAT = SHORT_DATETIME_FORMAT = "Y-m-d H:i"
 TIME_FORMAT = "H:i"
 # Weeks start on Monday, as weekly budget periods do (the admin's calendar widget).
 FIRST_DAY_OF_WEEK = 1
+# Numbers the admin prints are grouped by thousands (558,378 tokens); form inputs are not localized,
+# so what a form shows it parses back (1234.50).
+USE_THOUSAND_SEPARATOR = True
+NUMBER_GROUPING = 3
 
 INSTALLED_APPS = [
     "django.contrib.admin",
