@@ -55,7 +55,7 @@ def model_id(model: type[models.Model]) -> str:
 # A ledger amount as stored (9 places: 0.002500000), or any number with more than 2 decimal places
 # that ends in a zero (1.500, 0.0250), or with more than 6: money is shown to cents, or to the places
 # the amount needs, at most 6 (unit costs).
-RAW_NUMBER = re.compile(r"(?<![\d.])\d+\.(?:\d{7,}|\d{2,}0)(?![\d.])")
+RAW_NUMBER = re.compile(r"(?<![\d.,])\d[\d,]*\.(?:\d{7,}|\d{2,}0)(?![\d.])")
 # Where such numbers are right: (screens, numbers, why).
 RAW_NUMBER_ALLOWED = (
     (
@@ -82,7 +82,15 @@ OTHER_DATE_FORMATS = {
 }
 
 
+def readable(screen: Screen, text: str) -> str:
+    """The text a person reads as numbers and dates: keys shown verbatim (walk.VERBATIM) are left out."""
+    for verbatim in screen.verbatim:
+        text = text.replace(verbatim, " ")
+    return text
+
+
 def raw_numbers(screen: Screen, text: str) -> list[str]:
+    text = readable(screen, text)
     for pattern in OTHER_DATE_FORMATS.values():
         text = pattern.sub(" ", text)  # reported as dates, not again as numbers
     return [
@@ -110,7 +118,7 @@ def format_problems(screen: Screen) -> list[str]:
     if elsewhere := [n for n in raw_numbers(screen, screen.text) if n not in in_cells]:
         problems.append(f"raw numbers on the page: {examples(elsewhere)}")
     for what, pattern in OTHER_DATE_FORMATS.items():
-        if found := pattern.findall(screen.text):
+        if found := pattern.findall(readable(screen, screen.text)):
             problems.append(f"{what} where the admin writes 2026-12-04 14:05: {examples(found)}")
     return problems
 
@@ -248,7 +256,9 @@ document.querySelector('#content').insertAdjacentHTML('beforeend', `
   <div style="width: 3000px">a page wider than the window</div>
   <canvas id="probe-chart" width="200" height="100"></canvas>
   <img src="http://127.0.0.2:9/elsewhere.png" alt="">
-  <p>0.002500000 USD, 12.500 %, on Dec. 4, 2026, 2:05 p.m.</p>`);
+  <p>0.002500000 USD, 12.500 %, 10,000.000000000 tokens on Dec. 4, 2026, 2:05 p.m.,
+     recorded 2026-12-04T14:05:00+00:00</p>
+  <div class="field-idempotency_key">key:2025-01-02T03:04:05+00:00:0.100000000</div>`);
 const script = document.createElement('script');
 script.src = '/static/no-such-file.js';
 document.body.appendChild(script);
@@ -275,8 +285,11 @@ def test_the_walk_sees_every_kind_of_problem_it_looks_for(walk: Walk) -> None:
         "/static/no-such-file.js answered 404",
         "browser console error:",
         "a broken script",
-        "raw numbers on the page: 0.002500000, 12.500",
+        "raw numbers on the page: 0.002500000, 12.500, 10,000.000000000",
         "a month-name date where the admin writes 2026-12-04 14:05: Dec. 4, 2026",
         "a 12-hour time where the admin writes 2026-12-04 14:05: 2:05 p.m.",
+        "a raw timestamp where the admin writes 2026-12-04 14:05: 2026-12-04T14:05:00+00:00\n",
     ):
-        assert expected.lower() in problems.lower(), f"the walk missed {expected!r}; it saw:\n{problems}"
+        assert expected.lower() in problems.lower() + "\n", f"the walk missed {expected!r}; it saw:\n{problems}"
+    # A key is shown as stored: what it holds is neither a date nor a number to format.
+    assert "2025-01-02" not in problems and "0.100000000" not in problems, problems

@@ -89,7 +89,11 @@ def seed_every_screen() -> None:
     notifications_flush()
 
 
-# What the page tells the walk about itself, in one round trip.
+# Fields shown exactly as they are stored, whatever they look like: keys that a client or the system
+# wrote (an idempotency key may hold an ISO timestamp, 'gpu:...:2026-12-04T14:59:00+00:00:idle').
+VERBATIM = ".field-idempotency_key, .field-dedup_key, .field-key"
+
+# What the page tells the walk about itself, in one round trip (arguments[0]: VERBATIM).
 INSPECT_JS = """
 const describe = (el) => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
     + (typeof el.className === 'string' && el.className.trim() ? '.' + el.className.trim().split(/\\s+/).join('.') : '');
@@ -107,6 +111,7 @@ const out = {
         Array.from(th.classList).filter((k) => k.startsWith('column-')).join(' ').slice(7),
         (th.querySelector('.text') || th).innerText.replace(/\\s+/g, ' ').trim().toLowerCase()])),
     links: Array.from(document.querySelectorAll('a[href]')).map((a) => a.href),
+    verbatim: Array.from(document.querySelectorAll(arguments[0])).map((e) => e.innerText),
     scrollers: [],
 };
 // Anything that scrolls sideways inside the page (Django's change list table scrolls in its own box);
@@ -160,6 +165,7 @@ class Screen:
     text: str = ""
     cells: list[tuple[str, str]] = field(default_factory=list)  # (field name, text) of change list cells
     headers: dict[str, str] = field(default_factory=dict)  # field name -> column title
+    verbatim: list[str] = field(default_factory=list)  # texts of VERBATIM fields
     canvases: list[dict[str, Any]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     screenshot: Path | None = None
@@ -202,11 +208,12 @@ class Walk:
             screen.problems.append(f"never showed {css!r} (30 s)")
 
     def inspect(self, screen: Screen, *, screenshot: bool = True) -> None:
-        page = self.driver.execute_script(INSPECT_JS)
+        page = self.driver.execute_script(INSPECT_JS, VERBATIM)
         screen.final_path, screen.title, screen.text = page["path"], page["title"], page["text"]
         screen.links = page["links"]
         screen.cells = [tuple(cell) for cell in page["cells"]]
         screen.headers = page["headers"]
+        screen.verbatim = [text for text in page["verbatim"] if text.strip()]
         if screen.final_path == "/admin/login/" != urlsplit(screen.url).path:
             screen.problems.append("sent back to the login page")
         if page["scrollWidth"] > page["innerWidth"] + 1:
