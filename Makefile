@@ -8,7 +8,7 @@ export PORT
 # Where `make run` serves, for the links in notifications (SITE_URL, if set, wins).
 export COSTCONTROL_RUN_URL := http://127.0.0.1:$(PORT)
 
-.PHONY: run test bench lint fmt venv bootstrap migrate clean
+.PHONY: run test screenshots bench lint fmt venv bootstrap migrate clean
 
 venv: $(VENV)/.installed
 
@@ -38,6 +38,13 @@ run: venv
 ## make test: the whole suite on SQLite, then on a PostgreSQL it starts itself.
 test: venv $(VENV)/.installed-litellm
 	bin/run-tests
+
+## make screenshots: the browser walk of every screen alone (tests/browser, SQLite, headless Chromium),
+## one full-page screenshot per screen in var/screenshots/ (COSTCONTROL_SCREENSHOTS=dir to change).
+COSTCONTROL_SCREENSHOTS ?= var/screenshots
+screenshots: venv
+	@env -u DATABASE_URL COSTCONTROL_SCREENSHOTS=$(COSTCONTROL_SCREENSHOTS) $(PY) -m pytest tests/browser -q; \
+	status=$$?; echo "screenshots: $(COSTCONTROL_SCREENSHOTS)/"; exit $$status
 
 ## make bench: every benchmark (not tests), each under its own throwaway PostgreSQL, then one table
 ## (medians, ratios to a reference measured in the same run, targets) also written to bench/latest.md.

@@ -60,6 +60,18 @@ TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_TZ = True
 LANGUAGE_CODE = "en-us"
 USE_I18N = True
+# One way to write a date in the whole admin, the ISO order with a 24-hour clock: 2026-12-04 14:05.
+# Django takes a locale's formats before these; costcontrol/formats/ hands these to the locale.
+FORMAT_MODULE_PATH = ["costcontrol.formats"]
+DATE_FORMAT = SHORT_DATE_FORMAT = "Y-m-d"
+DATETIME_FORMAT = SHORT_DATETIME_FORMAT = "Y-m-d H:i"
+TIME_FORMAT = "H:i"
+# Weeks start on Monday, as weekly budget periods do (the admin's calendar widget).
+FIRST_DAY_OF_WEEK = 1
+# Numbers the admin prints are grouped by thousands (558,378 tokens); form inputs are not localized,
+# so what a form shows it parses back (1234.50).
+USE_THOUSAND_SEPARATOR = True
+NUMBER_GROUPING = 3
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -1,0 +1,89 @@
+"""Fixtures of the every-screen browser walk: a seeded site, a live server and one logged-in Chromium
+for the whole module (Debian's chromium + chromium-driver through Selenium, started as
+tests/analytics/test_browser.py starts it, with the browser console and the network log kept).
+
+pytest-django's own live_server fixture makes every test that uses it transactional (the database is
+emptied after each test), so the walk, whose tests share one seeded database and one browser, runs its
+own server (pytest-django's LiveServer, on the same test database), seeds once, commits, and empties
+the database itself once the module is done, as a transactional test does. Its tests use the `db`
+fixture all the same: that is what makes pytest-django create the test database at all, and it rolls
+back whatever a test writes itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from .walk import CHROMEDRIVER, CHROMIUM, HEIGHT, PASSWORD, USERNAME, WIDTH, Walk, seed_every_screen
+
+
+@pytest.fixture(scope="module")
+def site(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+    """The seeded site's base URL; the database is open to the module's tests and emptied after."""
+    from pytest_django.live_server_helper import LiveServer
+
+    with django_db_blocker.unblock():
+        if connection.settings_dict["NAME"] != connection.creation._get_test_db_name():
+            pytest.fail(
+                f"refusing to seed {connection.settings_dict['NAME']}: not a test database (use the db fixture)"
+            )
+        try:
+            seed_every_screen()
+            server = LiveServer("localhost")
+            server._live_server_modified_settings.enable()
+            try:
+                yield server.url
+            finally:
+                server._live_server_modified_settings.disable()
+                server.stop()
+        finally:
+            call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={WIDTH},{HEIGHT}"):
+        options.add_argument(argument)
+    # The console (JS errors) and the network log (every request the page makes, and its answer).
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        # The viewport, not the window, is 1440 x 1000.
+        inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+        outer = driver.get_window_size()
+        driver.set_window_size(outer["width"] + WIDTH - inner[0], outer["height"] + HEIGHT - inner[1])
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def walk(site: str, chromium: Any) -> Walk:
+    """Logged in through the login form, as a person would."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    walk = Walk(driver=chromium, base_url=site)
+    login = walk.open("login", "/admin/login/?next=/admin/")
+    chromium.find_element(By.NAME, "username").send_keys(USERNAME)
+    chromium.find_element(By.NAME, "password").send_keys(PASSWORD)
+    chromium.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    try:
+        WebDriverWait(chromium, 30).until(lambda driver: urlsplit(driver.current_url).path == "/admin/")
+    except TimeoutException:
+        pytest.fail(f"logging in as {USERNAME!r} failed: the form led to {chromium.current_url}")
+    walk._read_logs(login)  # what the form's submission asked for counts for the login screen
+    return walk
