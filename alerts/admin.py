@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -19,7 +19,8 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.template.defaultfilters import pluralize
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -41,8 +42,16 @@ from .models import (
     DeliveryAttempt,
     Metric,
     Notification,
+    NotificationKind,
     NotificationStatus,
     Window,
+)
+from .reports import (
+    daily_report_build,
+    daily_report_html,
+    daily_report_subject,
+    daily_report_text,
+    report_day_default,
 )
 from .selectors import (
     NOBODY_TOLD,
@@ -304,6 +313,10 @@ class AlertAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Alert]:
         return with_delivery(super().get_queryset(request))
 
+    def get_urls(self) -> list[Any]:
+        preview = path("daily-report/", self.admin_site.admin_view(self.daily_report_view), name="alerts_daily_report")
+        return [preview, *super().get_urls()]
+
     # Alerts are raised by evaluation and kept as history: nobody adds, edits or deletes them here.
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -522,6 +535,53 @@ class AlertAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     ) -> HttpResponse:
         context["alert_buttons"] = [] if obj is None else self.buttons(request, obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        extra = {"daily_report_url": reverse("admin:alerts_daily_report") if sees_every_team(request) else ""}
+        return super().changelist_view(request, {**(extra_context or {}), **extra})
+
+    # --- the daily report, as the email shows it --------------------------------------------------
+
+    def daily_report_view(self, request: HttpRequest) -> HttpResponse:
+        """The daily report of any day, with the email's own subject, HTML and text. It sums every
+        team's spend, so it is the superusers' (as the channels that receive it are organisation-wide)."""
+        if not (sees_every_team(request) and self.has_view_permission(request)):
+            raise PermissionDenied
+        today = timezone.localdate()
+        raw = request.GET.get("day", "").strip()
+        error = ""
+        day = report_day_default()
+        if raw:
+            try:
+                day = date.fromisoformat(raw)
+            except ValueError:
+                error = f"day: {raw!r} is not a date; write it as YYYY-MM-DD (e.g. {day.isoformat()})."
+            else:
+                if day > today:
+                    error = f"day: {day.isoformat()} has not begun yet; choose today ({today.isoformat()}) or earlier."
+        context: dict[str, Any] = {
+            **self.admin_site.each_context(request),
+            "title": "Daily report preview",
+            "subtitle": None,
+            "opts": self.opts,
+            "day": day,
+            "today": today,
+            "error": error,
+        }
+        if error:
+            return TemplateResponse(request, "admin/alerts/daily_report.html", context, status=400)
+        report = daily_report_build(day=day)
+        context.update(
+            {
+                "subject": daily_report_subject(report),
+                "html": daily_report_html(report),
+                "text": daily_report_text(report),
+                "previous_day": day - timedelta(days=1),
+                "next_day": day + timedelta(days=1) if day < today else None,
+                "receivers": list(Channel.objects.filter(receives_reports=True, is_enabled=True).order_by("name")),
+            }
+        )
+        return TemplateResponse(request, "admin/alerts/daily_report.html", context)
 
 
 @admin.register(Channel)
@@ -771,6 +831,16 @@ class NotificationAdmin(admin.ModelAdmin):
 
     @admin.display(description="payload")
     def payload_shown(self, obj: Notification) -> str:
+        report = obj.payload.get("report") if isinstance(obj.payload, Mapping) else None
+        if obj.kind == NotificationKind.REPORT and isinstance(report, Mapping):
+            # The whole report's figures: the preview shows them as the email does.
+            day = str(report.get("day", ""))
+            return format_html(
+                'The daily report for {}: <a href="{}?{}">see it as the email shows it</a>.',
+                day,
+                reverse("admin:alerts_daily_report"),
+                urlencode({"day": day}),
+            )
         return payload_table(obj.payload)
 
     @admin.action(description="Retry (dead letters only)")

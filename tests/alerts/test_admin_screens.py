@@ -583,3 +583,12 @@ def test_the_alert_and_notification_screens_fit_1440_pixels_without_scrolling_si
         assert banner.is_displayed() and "1 open alert has nowhere to go" in banner.text
         assert browser.execute_script("return arguments[0].getBoundingClientRect().bottom", banner) < 1000
         assert size["scroll"] <= size["inner"]
+
+    # The daily report preview: the email's HTML in its frame, sized to it.
+    size = look(browser, live_server.url + reverse("admin:alerts_daily_report"), "daily-report-preview.png")
+    assert size["scroll"] <= size["inner"]
+    frame = browser.find_element(By.ID, "cc-report-html")
+    assert browser.execute_script("return arguments[0].contentDocument.body.innerText", frame).startswith(
+        "costcontrol daily report"
+    )
+    assert frame.size["height"] > 600
