@@ -267,7 +267,7 @@ MUTE_FOR = {"mute_1h": timedelta(hours=1), "mute_24h": timedelta(days=1)}
 class AlertAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     # At 1440 px beside the navigation and the filters: the title on two lines; state, acknowledged and
     # muted in one column; the scope is on the alert's page (and searched).
-    list_display = ("title_shown", "level_shown", "state_shown", "told", "last_fired_at")
+    list_display = ("title_shown", "level_shown", "state_shown", "told", "fired")
     list_display_links = ("title_shown",)
     list_filter = ("state", AcknowledgedFilter, HeardFilter, "level", "source", team_list_filter("team"))
     search_fields = ("title", "key", "scope")
@@ -349,6 +349,11 @@ class AlertAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         if words == NOBODY_TOLD:
             return format_html('<span class="cc-untold">{}</span>', words)
         return words
+
+    @admin.display(description="fired", ordering="last_fired_at")
+    def fired(self, obj: Alert) -> str:
+        """When it fired (this time), wrapping where it must (the admin keeps a date field on one line)."""
+        return _when(obj.last_fired_at)
 
     @admin.display(description="state", ordering="state")
     def state_shown(self, obj: Alert) -> str:
