@@ -200,7 +200,10 @@ class AlertRule(models.Model):
     )
     is_enabled = models.BooleanField("enabled", default=True)
     next_evaluation_at = models.DateTimeField(
-        "next evaluation", null=True, blank=True, help_text="Pushed back after an evaluation error."
+        "next check",
+        null=True,
+        blank=True,
+        help_text="When the rule is checked again. After a failed check it waits a while before trying again.",
     )
     last_error = models.TextField("last error", blank=True)
     last_value = models.DecimalField("last value", max_digits=24, decimal_places=9, null=True, blank=True)
@@ -290,18 +293,38 @@ class Alert(models.Model):
     first_fired_at = models.DateTimeField("first fired")
     last_fired_at = models.DateTimeField("fired (this time)")
     resolved_at = models.DateTimeField("resolved", null=True, blank=True)
+    # Advanced by a conditional UPDATE, so that two evaluators never notify twice.
     next_notify_at = models.DateTimeField(
-        "next notification",
+        "next reminder",
         null=True,
         blank=True,
-        help_text="Advanced by a conditional UPDATE: two evaluators never notify twice. Empty: never again.",
+        help_text="If it is still firing then (and not acknowledged or muted), its channels are reminded. "
+        "Empty: no reminder.",
     )
-    notify_count = models.PositiveIntegerField("notifications sent", default=0)
-    acknowledged_at = models.DateTimeField("acknowledged", null=True, blank=True)
+    # The sequence number of the announcements in the notifications' dedup keys: an announcement that no
+    # channel took is not counted. What the notifications became is counted from them (alerts.selectors).
+    notify_count = models.PositiveIntegerField(
+        "times announced",
+        default=0,
+        help_text="How many times it was announced to its channels (the first time and the reminders).",
+    )
+    acknowledged_at = models.DateTimeField(
+        "acknowledged",
+        null=True,
+        blank=True,
+        help_text="Someone is on it: no more reminders; its channels still hear when it resolves.",
+    )
     acknowledged_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name="acknowledged by",
     )
-    muted_until = models.DateTimeField("muted until", null=True, blank=True)
+    muted_until = models.DateTimeField(
+        "muted until", null=True, blank=True, help_text="Nothing about this alert is sent until then."
+    )
 
     class Meta:
         ordering = ["-last_fired_at"]
@@ -352,7 +375,8 @@ class Notification(models.Model):
         "dedup key",
         max_length=450,
         unique=True,
-        help_text="alert key + what happened + the how-manieth notification: written once, whatever retries.",
+        help_text="Names this message (the alert, what happened, which announcement): it is written once, "
+        "and a receiver sees the same key on every retry.",
     )
     subject = models.CharField("subject", max_length=300)
     text = models.TextField("text")
@@ -363,13 +387,19 @@ class Notification(models.Model):
     )
     attempts = models.PositiveIntegerField("attempts", default=0)
     next_attempt_at = models.DateTimeField("next attempt", default=timezone.now)
-    claimed_until = models.DateTimeField("claimed until", null=True, blank=True)
+    claimed_until = models.DateTimeField(
+        "being sent until",
+        null=True,
+        blank=True,
+        help_text="A worker is sending it; if that worker stops, another tries again after this time.",
+    )
+    # The same task delivered again after its worker died takes its claim over at once; any other
+    # delivery waits for the claim to run out.
     claimed_by = models.CharField(
-        "claimed by",
+        "sent by",
         max_length=255,
         blank=True,
-        help_text="The delivery (Celery task id) sending it now: the same task delivered again after its "
-        "worker died takes its claim over at once; any other waits for the claim to run out.",
+        help_text="The worker's task sending it now.",
     )
     last_error = models.TextField("last error", blank=True)
     digest = models.ForeignKey(

@@ -46,6 +46,7 @@ from .models import (
     NotificationKind,
     NotificationStatus,
 )
+from .selectors import alert_channels
 from .transports import Message, TransportError, transport_for
 
 logger = logging.getLogger(__name__)
@@ -54,13 +55,6 @@ CLAIM_LEASE = timedelta(minutes=5)
 
 
 # --- channels -------------------------------------------------------------------------------------
-
-
-def channels_default(*, team_id: int | None = None) -> list[Channel]:
-    """The channels of a budget or rule that chose none: the enabled-or-not default ones that serve
-    its team (organisation-wide ones, and the team's own)."""
-    serving = Q(team__isnull=True) if team_id is None else Q(team__isnull=True) | Q(team=team_id)
-    return list(Channel.objects.filter(serving, is_default=True).order_by("pk"))
 
 
 def channel_default_email_ensure() -> Channel | None:
@@ -145,22 +139,6 @@ class AlertChange:
     notified: int  # how many notifications were written
 
 
-def _alert_channels(alert: Alert) -> list[Channel]:
-    """Where an alert goes. Whatever wrote a budget's or rule's channels (the admin checks them, the
-    ORM does not), a team's alert reaches only its team's and organisation-wide channels, and an
-    organisation-wide alert only organisation-wide ones."""
-    if alert.rule_id is not None:
-        chosen = list(alert.rule.channels.all())
-    elif alert.budget_id is not None:
-        chosen = list(alert.budget.channels.all())
-    else:
-        chosen = []
-    serving = [channel for channel in chosen if channel.serves(alert.team_id)]
-    if len(serving) < len(chosen):
-        logger.warning("alert %s: skipped %d channel(s) of another team", alert.key, len(chosen) - len(serving))
-    return serving or channels_default(team_id=alert.team_id)
-
-
 def _notify(alert: Alert, *, kind: str, sequence: int, now: datetime) -> int:
     """Write the notifications of one alert event (inside the caller's transaction)."""
     written = 0
@@ -170,7 +148,7 @@ def _notify(alert: Alert, *, kind: str, sequence: int, now: datetime) -> int:
         text = f"{text}\n\n{admin_url}"
     prefix = {NotificationKind.RESOLVED: "[resolved]", NotificationKind.REPEAT: "[still firing]"}.get(kind, "")
     subject = f"{prefix} [{alert.label}] {alert.title}".strip() if prefix else f"[{alert.label}] {alert.title}"
-    for channel in _alert_channels(alert):
+    for channel in alert_channels(alert):
         if not channel.accepts(alert.level):
             continue
         created = notification_enqueue(
@@ -288,6 +266,11 @@ def alert_fire(
         if won:
             kind = NotificationKind.FIRING if alert.last_fired_at == now else NotificationKind.REPEAT
             notified = _notify(alert, kind=kind, sequence=alert.notify_count, now=now)
+            if not notified:
+                # No channel took it: nobody was told, so it does not count as announced (its resolve
+                # is not announced either, and the next announcement reuses the unused sequence).
+                Alert.objects.filter(pk=alert.pk).update(notify_count=F("notify_count") - 1)
+                alert.notify_count -= 1
     return AlertChange(alert=alert, notified=notified)
 
 
