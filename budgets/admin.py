@@ -908,6 +908,19 @@ class ReservationAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     list_select_related = ("budget",)
     date_hierarchy = "created_at"
     list_per_page = 100
+    # Read-only: the page shows the amounts as the list does (not the ledger's nine places).
+    fields = readonly_fields = (
+        "budget",
+        "period",
+        "service",
+        "amount_shown",
+        "status_shown",
+        "created_at",
+        "expires_at",
+        "settled_at",
+        "released_at",
+        "actual_shown",
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
