@@ -28,16 +28,35 @@ import pytest
 import time_machine
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
+from django.test import Client
 from django.urls import reverse
 
 from analytics.dashboard import DashboardData
 from tests.analytics.conftest import HOUR, T0, Stream, entry, seasonal_entries, write
-from tests.analytics.test_dashboard_teams import DASHBOARD, NOW, staff, superuser, two_teams  # noqa: F401
+from tests.analytics.test_dashboard_teams import DASHBOARD, NOW, two_teams  # noqa: F401
 from tests.factories import AlertFactory, BatchFactory, BudgetFactory, PriceFactory
 
 VENDOR = Path(settings.BASE_DIR) / "analytics" / "static" / "analytics" / "vendor"
 CHARTS = ("spend_by_provider", "top_models", "top_subjects", "cost_per_lead", "gpu")
+
+
+def staff(username: str, teams: list[Any]) -> Client:
+    """A logged-in staff member (not a superuser) with every permission there is, member of `teams`."""
+    user = User.objects.create_user(username, password="not-used", is_staff=True)
+    user.user_permissions.set(Permission.objects.all())
+    for team in teams:
+        team.members.add(user)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def superuser() -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", "root@example.com", "not-used"))
+    return client
 
 
 def entries_page(client: Any, url: str) -> Any:
@@ -126,12 +145,14 @@ def test_long_tables_wait_behind_a_details_and_charts_tables_stand_beside_them(b
     alerts = alerts[: alerts.index("</section>")]
     assert alerts[: alerts.index("<details")].count("spend alert") == 5
     assert "Show all 9 rows" in alerts
-    # Thirty batches: their table is the chart's, in the chart's panel, with its CSV.
+    # Thirty batches: their table is the chart's, in the chart's panel with its CSV, collapsed.
     assert len(data.cost_per_lead.rows) == 30
     panel = html[html.index('id="p-cost_per_lead"') :]
     panel = panel[: panel.index("</section>")]
     assert 'id="chart-cost_per_lead"' in panel and 'id="t-cost_per_lead"' in panel
     assert "export/cost_per_lead.csv" in panel
+    assert panel.index("export/cost_per_lead.csv") < panel.index("<summary>Show the 30 rows</summary>")
+    assert panel.index("<summary>Show the 30 rows</summary>") < panel.index("nightly-leads</td>")
     for chart in CHARTS:
         assert html.count(f'id="chart-{chart}"') == 1
     # What is wrong comes before the charts.
