@@ -597,6 +597,7 @@ class ProviderFilter(admin.SimpleListFilter):
 #                                  team:NAME/KIND:VALUE (a budget's or an alert's scope, as it is)
 #   occurred_at__gte, occurred_at__lt  the window [from, until): an ISO date (local midnight) or date-time
 #                                  (2026-03-18T00:00:00+00:00; without an offset: local time)
+#   currency                       an ISO code (a budget counts the entries of its currency only)
 #   team (a team's id, or "none"), pricing_status__exact, outcome__exact, is_estimate__exact, q (search)
 # A staff member who is not a superuser sees their teams' entries whatever the parameters say.
 ENTRY_FIELD_SCOPES = ("provider", "model", "operation", "service", "subject", "job")
@@ -828,6 +829,31 @@ class CorrectAmountForm(forms.Form):
     token = forms.RegexField(regex=re.compile(r"^[0-9a-f]{32}$"), widget=forms.HiddenInput)
 
 
+class RollupCurrencyFilter(admin.SimpleListFilter):
+    """Currencies (of the rollups and of the ledger) from the global scope's rows (every entry counts
+    there), not a DISTINCT over all rollups or the ledger; a team member's from their teams' team:NAME
+    rows (every entry of the team counts there). A currency given in the URL is offered, and filters."""
+
+    title = "currency"
+    parameter_name = "currency"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> Iterable[tuple[str, str]]:
+        if sees_every_team(request):
+            totals = SpendRollup.objects.filter(scope="global")
+        else:
+            names = user_teams(request).values_list("name", flat=True)
+            totals = SpendRollup.objects.filter(scope__in=[team_scope(name) for name in names])
+        currencies = set(totals.values_list("currency", flat=True).distinct().order_by())
+        if self.value():
+            currencies.add(self.value())
+        return [(currency, currency) for currency in sorted(currencies)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value():
+            return queryset.filter(currency=self.value())
+        return queryset
+
+
 @admin.register(CostEntry)
 class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     # At 1440 px, beside the filters: when, what (model, provider, operation), who (service, subject,
@@ -851,6 +877,7 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         "pricing_status",
         "outcome",
         "is_estimate",
+        RollupCurrencyFilter,
         ScopeFilter,
     )
     search_fields = ("model", "service", "subject", "job", "idempotency_key")
@@ -1202,28 +1229,6 @@ def rollup_scopes_seen_by(request: HttpRequest) -> Q:
     if sees_every_team(request):
         return Q()
     return team_scopes_filter(user_teams(request).values_list("name", flat=True))
-
-
-class RollupCurrencyFilter(admin.SimpleListFilter):
-    """Currencies from the global scope's rows (every entry counts there), not a DISTINCT over all
-    rollups; a team member's from their teams' team:NAME rows (every entry of the team counts there)."""
-
-    title = "currency"
-    parameter_name = "currency"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> Iterable[tuple[str, str]]:
-        if sees_every_team(request):
-            totals = SpendRollup.objects.filter(scope="global")
-        else:
-            names = user_teams(request).values_list("name", flat=True)
-            totals = SpendRollup.objects.filter(scope__in=[team_scope(name) for name in names])
-        currencies = totals.values_list("currency", flat=True).distinct().order_by()
-        return [(currency, currency) for currency in sorted(set(currencies))]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[SpendRollup]) -> QuerySet[SpendRollup]:
-        if self.value():
-            return queryset.filter(currency=self.value())
-        return queryset
 
 
 @admin.register(SpendRollup)

@@ -174,6 +174,9 @@ def test_a_scope_parameter_lists_exactly_the_entries_its_rollup_counts(root, led
     assert shown(response) == pks(ledger, "yesterday", "yesterday_late")
     assert totals(response) == {"USD": Decimal("1002.205")}
     assert shown(get_list(root, scope="tag:env=prod")) == pks(ledger, "today")
+    # A budget counts the entries of its own currency.
+    response = get_list(root, scope="provider:openai", currency="EUR")
+    assert shown(response) == pks(ledger, "euro") and totals(response) == {"EUR": Decimal("5.50")}
     assert shown(get_list(root, scope="operation:gpu_idle")) == pks(ledger, "gpu")
 
 
