@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
@@ -25,7 +26,7 @@ from core.csv import csv_response
 from core.models import Team
 from core.teams import sees_every_team, user_teams
 
-from .dashboard import DashboardData, DashboardFilterForm, chart_series
+from .dashboard import DashboardData, DashboardFilterForm, Table, chart_series
 from .models import Dashboard
 
 
@@ -80,19 +81,19 @@ class DashboardAdmin(admin.ModelAdmin):
             "export_url": reverse("admin:analytics_dashboard_export", args=["TABLE"]).replace("TABLE.csv", ""),
         }
         if data is not None:
-            gpu = data.gpu
+            # Every chart draws one of the tables beside it; axes name their units.
+            spend = "spend (USD)"
             context["charts"] = {
-                "spend_by_provider": chart_series(data.spend_by_provider),
-                "top_models": _bars(data.top_models.rows),
-                "top_subjects": _bars(data.top_subjects.rows),
-                "cost_per_lead": {
-                    "labels": [r[0] for r in data.cost_per_lead.rows],
-                    "datasets": [
-                        {"label": "per batch", "data": [r[5] or None for r in data.cost_per_lead.rows]},
-                        {"label": "month to date", "data": [r[6] or None for r in data.cost_per_lead.rows]},
-                    ],
-                },
-                "gpu": chart_series(gpu),
+                "spend_by_provider": chart_series(data.spend_by_provider, x="day", y=spend),
+                "top_models": _bars(data.top_models, x="spend in the range (USD)", y="model"),
+                "top_subjects": _bars(data.top_subjects, x="spend in the range (USD)", y="subject"),
+                "cost_per_lead": chart_series(
+                    data.cost_per_lead,
+                    columns=[5, 6],
+                    x="batch finished",
+                    y=f"cost per {settings.LEAD_UNIT_NAME} (USD)",
+                ),
+                "gpu": chart_series(data.gpu, x="day", y="GPU cost (USD)"),
             }
         return TemplateResponse(request, "admin/analytics/dashboard/dashboard.html", context)
 
@@ -113,6 +114,8 @@ class DashboardAdmin(admin.ModelAdmin):
         return csv_response(filename=filename, rows=exported.csv_rows())
 
 
-def _bars(rows: list[list[Any]]) -> dict[str, Any]:
-    """A one-dataset bar chart of (name, spend) rows."""
-    return {"labels": [r[0] for r in rows], "datasets": [{"label": "spend (USD)", "data": [r[1] for r in rows]}]}
+def _bars(table: Table, *, x: str, y: str) -> dict[str, Any]:
+    """A one-dataset bar chart of a (name, spend, ...) table."""
+    series = chart_series(table, columns=[1], x=x, y=y)
+    series["datasets"][0]["label"] = x
+    return series

@@ -17,7 +17,7 @@ are those the catalog prices for that provider; subjects are shown unfiltered on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -36,11 +36,13 @@ from budgets.levels import Level, level_rank
 from budgets.models import Budget
 from budgets.selectors import budget_statuses
 from core.models import Team
-from core.money import MONEY_QUANTUM, ZERO
+from core.money import MONEY_QUANTUM, ZERO, format_money
 from core.periods import period_bounds
-from core.scopes import scope_inner, team_scope
+from core.scopes import scope_inner, scope_team, team_scope
+from tracking.admin import entries_url
 from tracking.gpu import OPERATION_BUSY, OPERATION_IDLE
 from tracking.models import TOKEN_FIELDS, Batch, GpuSample, Price, SpendRollupDay
+from tracking.provenance import operation_words
 from tracking.selectors import scope_totals, spend_totals
 
 from .anomalies import Anomaly, spend_anomalies
@@ -56,6 +58,7 @@ from .series import (
 from .trends import Trend, spend_trend
 
 CENT = Decimal("0.01")
+UNIT_QUANTUM = Decimal("0.000001")  # a unit cost (per lead) shows up to 6 places
 TOP = 10
 MAX_RANGE_DAYS = 366
 ANOMALY_HOURS = 24
@@ -63,6 +66,47 @@ ANOMALY_HOURS = 24
 
 def money(value: Decimal | None) -> str:
     return "" if value is None else f"{value.quantize(CENT, ROUND_HALF_EVEN)}"
+
+
+def cents(value: Decimal) -> Decimal:
+    """An amount as the dashboard's tables and exports carry it: to the cent."""
+    return value.quantize(CENT, ROUND_HALF_EVEN)
+
+
+def money_words(value: Decimal | None, currency: str = "USD") -> str:
+    """An amount as people read it on the dashboard: to the cent, thousands separated, with its currency."""
+    return "" if value is None else format_money(cents(value), currency)
+
+
+def unit_cost_words(value: Decimal | None, currency: str = "USD") -> str:
+    """A unit cost (per lead): the places it needs, up to 6."""
+    return "" if value is None else format_money(value.quantize(UNIT_QUANTUM, ROUND_HALF_EVEN), currency)
+
+
+def scope_words(scope: str) -> str:
+    """A scope as people say it: "provider openai", "team ml: model gpt-4o", "GPU idle", "all spend"."""
+    team, inner = scope_team(scope), scope_inner(scope)
+    if inner == "global":
+        words = "all spend"
+    else:
+        kind, _, value = inner.partition(":")
+        if kind == "operation":
+            words = operation_words(value)
+        elif kind == "tag":
+            key, _, tag_value = value.partition("=")
+            words = f"tag {key} = {tag_value}"
+        else:
+            words = f"{kind} {value}"
+    return words if team is None else f"team {team}: {words}"
+
+
+RECOMMENDATION_WORDS = {
+    "cheaper_model": "cheaper model",
+    "cached_input": "prompt caching",
+    "idle_gpu": "GPU idle",
+    "budget_amount": "budget amount",
+    "failed_calls": "failed calls",
+}
 
 
 def percent_change(now: Decimal, before: Decimal) -> Decimal | None:
@@ -209,6 +253,29 @@ class DashboardFilters:
 # --- tables -------------------------------------------------------------------------------------
 
 
+# How a column's values read on the page (the CSV export keeps them plain: 1234.50, gpt-4o, provider:openai).
+TEXT, MONEY, UNIT_COST, COUNT, PERCENT, SCOPE, KIND = "text", "money", "unit", "count", "percent", "scope", "kind"
+NUMERIC = (MONEY, UNIT_COST, COUNT, PERCENT)
+
+
+def cell_words(value: Any, kind: str) -> str:
+    if value is None or value == "":
+        return ""
+    if kind == MONEY:
+        return money_words(Decimal(value))
+    if kind == UNIT_COST:
+        return unit_cost_words(Decimal(value))
+    if kind == COUNT:
+        return f"{int(value):,}"
+    if kind == PERCENT:
+        return f"{value} %"
+    if kind == SCOPE:
+        return scope_words(str(value))
+    if kind == KIND:
+        return RECOMMENDATION_WORDS.get(str(value), str(value).replace("_", " "))
+    return str(value)
+
+
 @dataclass
 class Table:
     key: str
@@ -216,10 +283,37 @@ class Table:
     columns: list[str]
     rows: list[list[Any]]
     note: str = ""
+    kinds: list[str] = field(default_factory=list)  # per column (TEXT when absent)
+    links: list[dict[int, str]] = field(default_factory=list)  # per row: column -> URL (its drill-down)
 
     def csv_rows(self) -> Iterator[list[Any]]:
         yield self.columns
         yield from self.rows
+
+    def kind(self, column: int) -> str:
+        return self.kinds[column] if column < len(self.kinds) else TEXT
+
+    @property
+    def header(self) -> list[dict[str, Any]]:
+        return [{"name": name, "numeric": self.kind(i) in NUMERIC} for i, name in enumerate(self.columns)]
+
+    @cached_property
+    def shown_rows(self) -> list[list[dict[str, Any]]]:
+        """The rows as the page shows them: each cell's words, whether it is a number, its link."""
+        shown = []
+        for index, row in enumerate(self.rows):
+            links = self.links[index] if index < len(self.links) else {}
+            shown.append(
+                [
+                    {
+                        "text": cell_words(value, self.kind(i)),
+                        "numeric": self.kind(i) in NUMERIC,
+                        "link": links.get(i, ""),
+                    }
+                    for i, value in enumerate(row)
+                ]
+            )
+        return shown
 
 
 @dataclass
@@ -230,6 +324,14 @@ class Card:
     compare: Decimal | None = None
     change: Decimal | None = None
     text: str = ""
+
+    @property
+    def value_words(self) -> str:
+        return money_words(self.value)
+
+    @property
+    def compare_words(self) -> str:
+        return money_words(self.compare)
 
 
 @dataclass
@@ -293,13 +395,17 @@ class DashboardData:
         return Card(
             "Forecast this month",
             forecast.amount,
-            text=f"{forecast.method}, {forecast.interval * 100:.0f} % interval {money(forecast.low)} - "
-            f"{money(forecast.high)} USD; 28-day trend {trend.direction}{slope}",
+            text=f"{forecast.interval * 100:.0f} % likely between {money_words(forecast.low)} and "
+            f"{money_words(forecast.high)} ({forecast.method}); 28-day trend {trend.direction}{slope}",
         )
 
     @cached_property
     def range_total(self) -> Decimal:
         return self._spend_windows[5]
+
+    @property
+    def range_total_words(self) -> str:
+        return money_words(self.range_total)
 
     # --- budgets and alerts ---
 
@@ -317,51 +423,108 @@ class DashboardData:
         return query
 
     @cached_property
-    def budgets_at_risk(self) -> Table:
+    def budget_status_list(self) -> list[Any]:
+        """The status of every active budget of the view (budgets.selectors.budget_statuses), the most
+        used first."""
         budgets = list(self._of_view(Budget.objects.filter(is_active=True).order_by("name")))
-        rows = []
-        for status in budget_statuses(budgets, at=self.now, forecasts=True):
+        statuses = budget_statuses(budgets, at=self.now, forecasts=True)
+        return sorted(statuses, key=lambda s: (-(s.utilisation if s.utilisation is not None else -1), s.budget.name))
+
+    @staticmethod
+    def at_risk(status: Any) -> bool:
+        return level_rank(status.level) >= level_rank(Level.WARNING) or bool(status.forecast_label)
+
+    @cached_property
+    def budget_summary(self) -> dict[str, Any]:
+        """The budgets card: how many, how many at risk, and the most used one (spent of its limit)."""
+        statuses = self.budget_status_list
+        top = statuses[0] if statuses else None
+        return {
+            "count": len(statuses),
+            "at_risk": sum(1 for s in statuses if self.at_risk(s)),
+            "top": top,
+            "top_spent": money_words(top.spent, top.currency) if top else "",
+            "top_limit": money_words(top.limit, top.currency) if top else "",
+            "top_percent": min(top.utilisation, Decimal(100)) if top and top.utilisation is not None else None,
+        }
+
+    @cached_property
+    def budgets_at_risk(self) -> Table:
+        rows, links = [], []
+        for status in sorted(self.budget_status_list, key=lambda s: s.budget.name):
             budget = status.budget
-            if level_rank(status.level) < level_rank(Level.WARNING) and not status.forecast_label:
+            if not self.at_risk(status):
                 continue
             rows.append(
                 [
                     budget.name,
                     budget.scope,
-                    money(status.spent),
-                    money(status.limit),
-                    "" if status.utilisation is None else f"{status.utilisation}",
+                    cents(status.spent),
+                    cents(status.limit),
+                    "" if status.utilisation is None else status.utilisation,
                     "" if status.forecast is None else status.forecast.describe(budget.currency),
                     "; ".join(filter(None, [status.level_label, status.forecast_label])),
-                    reverse("admin:budgets_budget_change", args=[budget.pk]),
                 ]
+            )
+            period = status.period
+            links.append(
+                {
+                    0: reverse("admin:budgets_budget_change", args=[budget.pk]),
+                    # What the spent figure adds up: the scope's entries in the period so far.
+                    2: entries_url(budget.scope, start=period.start, end=period.end),
+                }
             )
         return Table(
             "budgets",
             "Budgets at risk",
-            ["budget", "scope", "spent", "limit", "used %", "forecast at period end", "level", "link"],
+            ["budget", "scope", "spent", "limit", "used %", "forecast at period end", "level"],
             rows,
             note="Level warning or above, or forecast to exceed the limit before the period ends.",
+            kinds=[TEXT, SCOPE, MONEY, MONEY, PERCENT, TEXT, TEXT],
+            links=links,
         )
 
     @cached_property
     def open_alerts(self) -> Table:
-        alerts = self._of_view(Alert.objects.filter(state=AlertState.FIRING).order_by("-last_fired_at"))
-        rows = [
-            [
-                timezone.localtime(a.last_fired_at).strftime("%Y-%m-%d %H:%M"),
-                a.label,
-                a.title,
-                a.scope,
-                reverse("admin:alerts_alert_change", args=[a.pk]),
-            ]
-            for a in alerts[:50]
-        ]
-        return Table("alerts", "Open alerts", ["fired", "level", "title", "scope", "link"], rows)
+        alerts = list(
+            self._of_view(Alert.objects.filter(state=AlertState.FIRING).order_by("-last_fired_at")).select_related(
+                "acknowledged_by"
+            )[:50]
+        )
+        rows, links = [], []
+        for a in alerts:
+            handled = []
+            if a.acknowledged_at is not None:
+                by = a.acknowledged_by.get_username() if a.acknowledged_by else ""
+                handled.append(f"acknowledged{' by ' + by if by else ''}")
+            if a.is_muted:
+                handled.append(f"muted until {timezone.localtime(a.muted_until):%Y-%m-%d %H:%M}")
+            rows.append(
+                [
+                    timezone.localtime(a.last_fired_at).strftime("%Y-%m-%d %H:%M"),
+                    a.label,
+                    a.title,
+                    a.scope,
+                    "; ".join(handled) or "not acknowledged",
+                ]
+            )
+            links.append({2: reverse("admin:alerts_alert_change", args=[a.pk])})
+        return Table(
+            "alerts",
+            "Open alerts",
+            ["fired", "level", "title", "scope", "handled"],
+            rows,
+            kinds=[TEXT, TEXT, TEXT, SCOPE, TEXT],
+            links=links,
+        )
 
     @cached_property
     def open_alert_count(self) -> int:
         return self._of_view(Alert.objects.filter(state=AlertState.FIRING)).count()
+
+    @property
+    def open_alert_count_words(self) -> str:
+        return f"{self.open_alert_count:,}"
 
     # --- spend over time, stacked by provider ---
 
@@ -380,16 +543,27 @@ class DashboardData:
             )
         names = sorted(series, key=lambda s: -sum((p.amount for p in series[s]), ZERO))
         days = [p.start for p in next(iter(series.values()))] if series else []
-        rows = []
+        rows, links = [], []
         for index, day in enumerate(days):
             values = [series[name][index].amount for name in names]
-            rows.append([timezone.localtime(day).date().isoformat(), *map(money, values), money(sum(values, ZERO))])
+            rows.append([timezone.localtime(day).date().isoformat(), *map(cents, values), cents(sum(values, ZERO))])
+            until = min(day + DAY, end)
+            # Each day's amounts drill down to the entries they add up: a provider's, and the day's.
+            links.append(
+                {
+                    **{i + 1: entries_url(name, start=day, end=until) for i, name in enumerate(names)},
+                    0: entries_url(self.scope, start=day, end=until),
+                    len(names) + 1: entries_url(self.scope, start=day, end=until),
+                }
+            )
         return Table(
             "spend_by_provider",
-            "Spend per day" + (f" of {self.scope}" if self.filters.filtered else " by provider"),
+            "Spend per day" + (f" of {scope_words(self.scope)}" if self.filters.filtered else " by provider"),
             ["day", *[scope_value(n) for n in names], "total"],
             rows,
             note=note,
+            kinds=[TEXT, *[MONEY] * (len(names) + 1)],
+            links=links,
         )
 
     # --- top models and subjects ---
@@ -418,25 +592,57 @@ class DashboardData:
             note = f"Models the price catalog lists for {self.filters.provider}."
         elif self.filters.filtered:
             return Table(
-                "models", "Top models", ["model", "spend", "calls", "tokens"], [], note=_one_dimension(self.scope)
+                "models",
+                "Top models",
+                ["model", "spend", "calls", "tokens"],
+                [],
+                note=_one_dimension(self.scope),
+                kinds=[TEXT, MONEY, COUNT, COUNT],
             )
         ordered = sorted(totals.items(), key=lambda kv: (-kv[1]["amount"], kv[0]))
+        shown = ordered if limit is None else ordered[:limit]
         rows = [
-            [scope_value(s), money(v["amount"]), v["events"], sum(int(v[n] or 0) for n in TOKEN_FIELDS)]
-            for s, v in (ordered if limit is None else ordered[:limit])
+            [scope_value(s), cents(v["amount"]), v["events"], sum(int(v[n] or 0) for n in TOKEN_FIELDS)]
+            for s, v in shown
         ]
-        return Table("models", "Top models", ["model", "spend", "calls", "tokens"], rows, note=note)
+        return Table(
+            "models",
+            "Top models",
+            ["model", "spend", "calls", "tokens"],
+            rows,
+            note=note,
+            kinds=[TEXT, MONEY, COUNT, COUNT],
+            links=self._entry_links(s for s, _ in shown),
+        )
+
+    def _entry_links(self, scopes: Iterable[str]) -> list[dict[int, str]]:
+        """Each row's name and amount drill down to the entries of its scope in the range."""
+        start, end = self.filters.window
+        return [dict.fromkeys((0, 1), entries_url(scope, start=start, end=end)) for scope in scopes]
 
     def subjects_table(self, limit: int | None = TOP) -> Table:
+        kinds = [TEXT, MONEY, COUNT]
         if self.filters.filtered:
-            return Table("subjects", "Top subjects", ["subject", "spend", "calls"], [], note=_one_dimension(self.scope))
+            return Table(
+                "subjects",
+                "Top subjects",
+                ["subject", "spend", "calls"],
+                [],
+                note=_one_dimension(self.scope),
+                kinds=kinds,
+            )
         totals = self._totals("subject:")
         ordered = sorted(totals.items(), key=lambda kv: (-kv[1]["amount"], kv[0]))
-        rows = [
-            [scope_value(s), money(v["amount"]), v["events"]]
-            for s, v in (ordered if limit is None else ordered[:limit])
-        ]
-        return Table("subjects", "Top subjects", ["subject", "spend", "calls"], rows)
+        shown = ordered if limit is None else ordered[:limit]
+        rows = [[scope_value(s), cents(v["amount"]), v["events"]] for s, v in shown]
+        return Table(
+            "subjects",
+            "Top subjects",
+            ["subject", "spend", "calls"],
+            rows,
+            kinds=kinds,
+            links=self._entry_links(s for s, _ in shown),
+        )
 
     @cached_property
     def top_models(self) -> Table:
@@ -459,24 +665,31 @@ class DashboardData:
             # team:NAME/job:ID rollups), as in the batch admin. Their cost is the whole job's.
             job_scope = Concat(Value(self.filters.within("job:")), OuterRef("job"), output_field=CharField())
             batches = batches.filter(Exists(SpendRollupDay.objects.filter(scope=job_scope)))
-        rows = [
-            [
-                timezone.localtime(b.finished_at).strftime("%Y-%m-%d %H:%M"),
-                b.name,
-                b.job,
-                b.leads,
-                money(b.cost),
-                "" if b.cost_per_lead is None else f"{b.cost_per_lead.quantize(Decimal('0.0001'))}",
-                "" if b.month_cost_per_lead is None else f"{b.month_cost_per_lead.quantize(Decimal('0.0001'))}",
-            ]
-            for b in batches[:1000]
-        ]
+        rows, links = [], []
+        for b in batches[:1000]:
+            rows.append(
+                [
+                    timezone.localtime(b.finished_at).strftime("%Y-%m-%d %H:%M"),
+                    b.name,
+                    b.job,
+                    b.leads,
+                    None if b.cost is None else cents(b.cost),
+                    None if b.cost_per_lead is None else b.cost_per_lead.quantize(UNIT_QUANTUM, ROUND_HALF_EVEN),
+                    None
+                    if b.month_cost_per_lead is None
+                    else b.month_cost_per_lead.quantize(UNIT_QUANTUM, ROUND_HALF_EVEN),
+                ]
+            )
+            # The job's entries (in a team's view: those charged to the team).
+            links.append(dict.fromkeys((2, 4), entries_url(self.filters.within(f"job:{b.job}"))))
         unit = settings.LEAD_UNIT_NAME
         return Table(
             "cost_per_lead",
             f"Cost per {unit}",
             ["finished", "pipeline", "job", f"{unit}s", "cost", f"cost per {unit}", f"month to date per {unit}"],
             rows,
+            kinds=[TEXT, TEXT, TEXT, COUNT, MONEY, UNIT_COST, UNIT_COST],
+            links=links,
         )
 
     @cached_property
@@ -485,11 +698,30 @@ class DashboardData:
         busy_scope = self.filters.within(f"operation:{OPERATION_BUSY}")
         idle_scope = self.filters.within(f"operation:{OPERATION_IDLE}")
         series = spend_series_many(start=start, end=end, step="day", scopes=[busy_scope, idle_scope])
-        rows = [
-            [timezone.localtime(b.start).date().isoformat(), money(b.amount), money(i.amount)]
-            for b, i in zip(series[busy_scope], series[idle_scope], strict=True)
-        ]
-        return Table("gpu", "GPU cost: busy vs idle", ["day", "busy", "idle"], rows)
+        rows, links = [], []
+        for b, i in zip(series[busy_scope], series[idle_scope], strict=True):
+            rows.append([timezone.localtime(b.start).date().isoformat(), cents(b.amount), cents(i.amount)])
+            until = min(b.start + DAY, end)
+            links.append(
+                {
+                    1: entries_url(busy_scope, start=b.start, end=until),
+                    2: entries_url(idle_scope, start=b.start, end=until),
+                }
+            )
+        return Table(
+            "gpu", "GPU cost: busy vs idle", ["day", "busy", "idle"], rows, kinds=[TEXT, MONEY, MONEY], links=links
+        )
+
+    @property
+    def cost_per_lead_title(self) -> str:
+        return f"{self.cost_per_lead.title} of the finished batches"
+
+    @property
+    def gpu_hours_words(self) -> str:
+        hours = self.gpu_hours
+        if hours is None:
+            return ""
+        return f"Billed GPU-hours in the range: {hours['busy']:,} busy, {hours['idle']:,} idle."
 
     @cached_property
     def gpu_hours(self) -> dict[str, Decimal] | None:
@@ -512,23 +744,36 @@ class DashboardData:
             return spend_anomalies(start=start, end=end, scopes=[self.scope])
         return spend_anomalies(start=start, end=end, team=self.team or None)
 
+    anomaly_hours = ANOMALY_HOURS
+
+    @property
+    def anomaly_excess_words(self) -> str:
+        return money_words(sum((a.excess for a in self.anomaly_list), ZERO))
+
     @cached_property
     def anomalies(self) -> Table:
-        rows = [
-            [
-                scope_inner(a.scope),
-                timezone.localtime(a.start).strftime("%Y-%m-%d %H:%M"),
-                timezone.localtime(a.end).strftime("%H:%M"),
-                money(a.expected),
-                money(a.actual),
-                money(a.excess),
-                f"{a.score}",
-                a.severity,
-                "" if a.root_cause is None else scope_inner(a.root_cause.scope),
-                "" if a.root_cause is None else f"{(a.root_cause.share * 100).quantize(Decimal(1))}",
-            ]
-            for a in self.anomaly_list
-        ]
+        rows, links = [], []
+        for a in self.anomaly_list:
+            rows.append(
+                [
+                    scope_inner(a.scope),
+                    timezone.localtime(a.start).strftime("%Y-%m-%d %H:%M"),
+                    timezone.localtime(a.end).strftime("%H:%M"),
+                    cents(a.expected),
+                    cents(a.actual),
+                    cents(a.excess),
+                    f"{a.score}",
+                    a.severity,
+                    "" if a.root_cause is None else scope_inner(a.root_cause.scope),
+                    "" if a.root_cause is None else (a.root_cause.share * 100).quantize(Decimal(1)),
+                ]
+            )
+            # The entries of the anomalous hours: the scope's, and its root cause's.
+            row_links = {0: entries_url(a.scope, start=a.start, end=a.end)}
+            row_links[4] = row_links[0]
+            if a.root_cause is not None:
+                row_links[8] = entries_url(a.root_cause.scope, start=a.start, end=a.end)
+            links.append(row_links)
         return Table(
             "anomalies",
             f"Anomalies in the last {ANOMALY_HOURS} hours of the range",
@@ -545,7 +790,10 @@ class DashboardData:
                 "root cause % of excess",
             ],
             rows,
-            note="Robust baseline: median and MAD of the same hour of the week over up to 8 weeks.",
+            note="Spend far above the usual for the hour: compared with the same hour of the week over up to 8 "
+            "weeks (median and spread).",
+            kinds=[SCOPE, TEXT, TEXT, MONEY, MONEY, MONEY, TEXT, TEXT, SCOPE, PERCENT],
+            links=links,
         )
 
     @cached_property
@@ -557,18 +805,29 @@ class DashboardData:
 
     @cached_property
     def recommendations(self) -> Table:
-        rows = [[r.kind, r.title, r.detail, money(r.monthly_saving)] for r in self.recommendation_list]
+        rows = [
+            [r.kind, r.title, r.detail, None if r.monthly_saving is None else cents(r.monthly_saving)]
+            for r in self.recommendation_list
+        ]
+        since = self.now - timedelta(days=30)
+        links = [{1: entries_url(r.scope, start=since, end=self.now)} for r in self.recommendation_list]
         return Table(
             "recommendations",
             "Recommendations",
             ["kind", "recommendation", "detail", "estimated monthly saving (USD)"],
             rows,
             note="From the last 30 days of your own usage at today's catalog prices.",
+            kinds=[KIND, TEXT, TEXT, MONEY],
+            links=links,
         )
 
     @cached_property
     def total_monthly_saving(self) -> Decimal:
         return sum((r.monthly_saving or ZERO for r in self.recommendation_list), ZERO).quantize(MONEY_QUANTUM)
+
+    @property
+    def total_monthly_saving_words(self) -> str:
+        return money_words(self.total_monthly_saving)
 
     # --- export ---
 
@@ -594,11 +853,26 @@ def _one_dimension(scope: str) -> str:
     return f"Not available under the filter {scope}: spend is rolled up per dimension, not per pair of them."
 
 
-def chart_series(table: Table, *, label_column: int = 0) -> dict[str, Any]:
-    """Chart.js data from a table whose first column labels the x axis and whose other money
-    columns are datasets (the 'total' column is left out). Amounts travel as decimal strings."""
-    columns = [i for i, name in enumerate(table.columns) if i != label_column and name != "total"]
+def chart_series(
+    table: Table, *, columns: list[int] | None = None, label_column: int = 0, x: str = "", y: str = ""
+) -> dict[str, Any]:
+    """Chart.js data from a table: the label column along one axis, each of `columns` (by default every
+    column but the labels and the 'total') a dataset. Amounts travel as decimal strings, drawn as
+    numbers; `text` carries each value as the table shows it (the tooltips' exact amounts), `totals`
+    the table's total column, if any. x and y name the axes, units included."""
+    if columns is None:
+        columns = [i for i, name in enumerate(table.columns) if i != label_column and name != "total"]
+    total = table.columns.index("total") if "total" in table.columns else None
     return {
         "labels": [row[label_column] for row in table.rows],
-        "datasets": [{"label": table.columns[i], "data": [row[i] for row in table.rows]} for i in columns],
+        "datasets": [
+            {
+                "label": table.columns[i],
+                "data": [row[i] for row in table.rows],
+                "text": [cell_words(row[i], table.kind(i)) for row in table.rows],
+            }
+            for i in columns
+        ],
+        "totals": [] if total is None else [cell_words(row[total], table.kind(total)) for row in table.rows],
+        "axes": {"x": x, "y": y},
     }

@@ -13,6 +13,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
@@ -25,17 +26,20 @@ from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.lookups import Exact
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
-from core.money import format_money
-from core.scopes import team_scope
+from core.money import MoneyField, format_money
+from core.scopes import scope_errors, scope_inner, scope_team, team_scope
 from core.teams import TeamScopedAdminMixin, exists_for_teams, sees_every_team, team_list_filter, user_teams
 
 from .batches import lead_unit
@@ -51,10 +55,12 @@ from .models import (
     Price,
     ServiceTier,
     SpendRollup,
+    SpendRollupDay,
     Unit,
 )
 from .provenance import (
     context_tier_words,
+    operation_words,
     price_amount,
     price_per,
     price_words,
@@ -63,7 +69,7 @@ from .provenance import (
     service_tier_words,
     unit_words,
 )
-from .selectors import price_history, team_scopes_filter
+from .selectors import price_history, scope_filter, team_scopes_filter
 from .services import cost_entry_correct
 
 LIST_PER_PAGE = 100
@@ -85,12 +91,6 @@ def _change_url(obj: Any) -> str:
 def _right(text: str) -> str:
     # Amounts line up on their decimals in the change list.
     return format_html('<span style="display:block;text-align:right;font-variant-numeric:tabular-nums">{}</span>', text)
-
-
-def _pretty_json(value: Any) -> str:
-    if not value:
-        return EMPTY
-    return format_html('<pre style="margin:0">{}</pre>', json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 class EstimatedCountPaginator(Paginator):
@@ -445,7 +445,7 @@ class PriceAdmin(admin.ModelAdmin):
             return EMPTY
         rows = format_html_join(
             "",
-            '<tr{}><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            '<tr{}><td><a href="{}">{}</a></td><td>{}</td><td title="{}">{}</td><td>{}</td></tr>',
             (
                 (
                     THIS_VERSION if version.pk == obj.pk else "",
@@ -454,7 +454,8 @@ class PriceAdmin(admin.ModelAdmin):
                     f"{timezone.localtime(version.valid_until):%Y-%m-%d %H:%M:%S %Z}"
                     if version.valid_until
                     else "in force",
-                    f"{version.unit_price.normalize():f} {version.currency}",
+                    f"{version.unit_price.normalize():f} {version.currency} per {unit_words(version.unit)}",
+                    price_words(version.unit_price, version.currency, version.unit),
                     version.source or EMPTY,
                 )
                 for version in price_history(obj)
@@ -462,7 +463,7 @@ class PriceAdmin(admin.ModelAdmin):
         )
         return format_html(
             '<table class="price-history"><thead><tr><th>valid from</th><th>valid until</th>'
-            "<th>unit price</th><th>source</th></tr></thead><tbody>{}</tbody></table>",
+            "<th>price</th><th>source</th></tr></thead><tbody>{}</tbody></table>",
             rows,
         )
 
@@ -589,6 +590,231 @@ class ProviderFilter(admin.SimpleListFilter):
         return queryset
 
 
+# Query parameters of the cost entry list that other pages link to (each is a list filter here):
+#   provider, model, service, job  an entry field equal to the value (?model=gpt-4o&service=support)
+#   scope                          every entry that counts towards a rollup scope: global, provider:X,
+#                                  model:X, operation:X, service:X, subject:X, job:X, tag:K=V, team:NAME,
+#                                  team:NAME/KIND:VALUE (a budget's or an alert's scope, as it is)
+#   occurred_at__gte, occurred_at__lt  the window [from, until): an ISO date (local midnight) or date-time
+#                                  (2026-03-18T00:00:00+00:00; without an offset: local time)
+#   currency                       an ISO code (a budget counts the entries of its currency only)
+#   team (a team's id, or "none"), pricing_status__exact, outcome__exact, is_estimate__exact, q (search)
+# A staff member who is not a superuser sees their teams' entries whatever the parameters say.
+ENTRY_FIELD_SCOPES = ("provider", "model", "operation", "service", "subject", "job")
+ENTRY_WINDOW_PARAMETERS = ("occurred_at__gte", "occurred_at__lt")
+
+
+def entry_scope_errors(scope: Any) -> list[str]:
+    """What is wrong with `scope` as a filter of the ledger: the rollups' grammar (core.scopes), with the
+    operation scopes that the rollups also keep (operation:gpu_idle)."""
+    if not isinstance(scope, str):
+        return ["a scope is required, e.g. provider:openai or team:ml/service:search"]
+    team, inner = scope_team(scope), scope_inner(scope)
+    kind, sep, value = inner.partition(":")
+    if kind == "operation" and team != "":
+        if not sep or not value.strip() or value != value.strip():
+            return [f"scope {scope!r} needs an operation after the colon, e.g. operation:chat"]
+        return [] if team is None else scope_errors(team_scope(team))
+    return scope_errors(scope)
+
+
+def entry_scope_q(scope: str) -> Q:
+    """The ledger entries that count towards `scope`: the inverse of tracking.rollups.entry_scopes, so a
+    link from a budget, an alert or a dashboard figure lists exactly the entries the figure adds up
+    (over the same window). The scope must be valid (entry_scope_errors)."""
+    team, inner = scope_team(scope), scope_inner(scope)
+    condition = Q() if team is None else Q(team__name=team)
+    if inner == "global":
+        return condition
+    kind, _, value = inner.partition(":")
+    if kind == "tag":
+        key, _, tag_value = value.partition("=")
+        # The key as one JSON key (a "__" in it is no lookup).
+        return condition & Q(Exact(KeyTextTransform(key, "tags"), tag_value))
+    if kind not in ENTRY_FIELD_SCOPES:
+        raise ValidationError({"scope": f"unknown scope kind {kind!r}"})
+    return condition & Q(**{kind: value})
+
+
+def entry_moment(value: str, *, field: str = "occurred_at") -> datetime:
+    """A window bound from a query parameter: an ISO date (local midnight) or date-time (local time
+    without an offset). A "+" of an offset that arrived as a space (an unencoded link) is read as "+"."""
+    text = str(value).strip()
+    spaced = re.fullmatch(r"(.+[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})", text)
+    if spaced:
+        text = f"{spaced.group(1)}+{spaced.group(2)}"
+    try:
+        moment = parse_datetime(text)
+        if moment is None:
+            day = parse_date(text)
+            moment = None if day is None else datetime.combine(day, time.min)
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise ValidationError(
+            {field: f"{value!r} is not a date or a time (e.g. 2026-03-18 or 2026-03-18T09:00:00+00:00)"}
+        )
+    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+
+
+def entry_filter_errors(params: Any) -> list[str]:
+    """What is wrong with the cost entry list's linkable parameters, each naming its parameter."""
+    errors = []
+    if "scope" in params:
+        errors += [f"scope: {problem}" for problem in entry_scope_errors(params.get("scope"))]
+    for name in ENTRY_WINDOW_PARAMETERS:
+        if name in params:
+            try:
+                entry_moment(params.get(name), field=name)
+            except ValidationError as exc:
+                errors.append(_describe(exc))
+    return errors
+
+
+def entries_url(
+    scope: str = "global", *, start: datetime | None = None, end: datetime | None = None, **fields: str
+) -> str:
+    """The cost entry list filtered to `scope` over [start, end) (and any entry fields, job=...)."""
+    params = {} if scope == "global" else {"scope": scope}
+    params.update({name: value for name, value in fields.items() if value})
+    if start is not None:
+        params["occurred_at__gte"] = start.isoformat()
+    if end is not None:
+        params["occurred_at__lt"] = end.isoformat()
+    url = reverse("admin:tracking_costentry_changelist")
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def _local_midnight(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+class OccurredAtFilter(admin.DateFieldListFilter):
+    """When: today, yesterday, the past 7 days, this and last month, this year; and any window given
+    as occurred_at__gte / occurred_at__lt (a budget's period, an alert's window), read in local time."""
+
+    def __init__(self, field: Any, request: HttpRequest, params: Any, model: Any, model_admin: Any, field_path: str):
+        super().__init__(field, request, params, model, model_admin, field_path)
+        today = timezone.localdate()
+        first = today.replace(day=1)
+        last_month = (first - timedelta(days=1)).replace(day=1)
+        next_month = (first + timedelta(days=32)).replace(day=1)
+        since, until = self.lookup_kwarg_since, self.lookup_kwarg_until
+
+        def days(start: date, end: date) -> dict[str, datetime]:
+            return {since: _local_midnight(start), until: _local_midnight(end)}
+
+        self.links = (
+            ("Any date", {}),
+            ("Today", days(today, today + timedelta(days=1))),
+            ("Yesterday", days(today - timedelta(days=1), today)),
+            ("Past 7 days", days(today - timedelta(days=6), today + timedelta(days=1))),
+            ("This month", days(first, next_month)),
+            ("Last month", days(last_month, first)),
+            ("This year", days(today.replace(month=1, day=1), today.replace(year=today.year + 1, month=1, day=1))),
+        )
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[CostEntry]) -> QuerySet[CostEntry]:
+        bounds = {name: entry_moment(values[-1], field=name) for name, values in self.used_parameters.items()}
+        return queryset.filter(**bounds)
+
+
+class ScopeFilter(admin.SimpleListFilter):
+    """?scope=...: the entries counting towards a budget's or an alert's scope (entry_scope_q). Shown only
+    while it filters (the other filters choose the dimensions one by one)."""
+
+    title = "scope"
+    parameter_name = "scope"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        value = self.value()
+        return [(value, value)] if value else []
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[CostEntry]) -> QuerySet[CostEntry]:
+        if self.value():
+            return queryset.filter(entry_scope_q(self.value()))
+        return queryset
+
+
+class LedgerValueFilter(admin.SimpleListFilter):
+    """One of the entry's dimensions (model, service, job). The choices are the values that spent in the
+    last `recent_days` as the daily rollups know them (a team member: their teams' copies only), the
+    most recent `most` of them: never a DISTINCT over the ledger. Any value given in the URL filters,
+    and is shown as chosen."""
+
+    recent_days = 92
+    most = 40
+    newest_first = False
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        kind = f"{self.parameter_name}:"
+        if sees_every_team(request):
+            prefixes = [kind]
+        else:
+            prefixes = [team_scope(name, kind) for name in user_teams(request).values_list("name", flat=True)]
+        values: list[str] = []
+        if prefixes:
+            since = (timezone.now() - timedelta(days=self.recent_days)).replace(hour=0, minute=0, second=0)
+            rows = (
+                SpendRollupDay.objects.filter(scope_filter(None, prefixes), bucket__gte=since)
+                .values("scope")
+                .annotate(last=Max("bucket"))
+                .order_by("-last", "scope")
+            )
+            for row in rows[: self.most * max(len(prefixes), 1)]:
+                value = scope_inner(row["scope"])[len(kind) :]
+                if value not in values:
+                    values.append(value)
+            values = values[: self.most]
+        if not self.newest_first:
+            values.sort()
+        if self.value() and self.value() not in values:
+            values.insert(0, self.value())
+        return [(value, value) for value in values]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[CostEntry]) -> QuerySet[CostEntry]:
+        if self.value():
+            return queryset.filter(**{self.parameter_name: self.value()})
+        return queryset
+
+
+class ModelFilter(LedgerValueFilter):
+    title = "model"
+    parameter_name = "model"
+
+
+class ServiceFilter(LedgerValueFilter):
+    title = "service"
+    parameter_name = "service"
+
+
+class JobFilter(LedgerValueFilter):
+    title = "job (batch)"
+    parameter_name = "job"
+    recent_days = 31
+    most = 20
+    newest_first = True
+
+
+def filtered_totals(queryset: QuerySet[CostEntry]) -> list[dict[str, Any]]:
+    """[{currency, total, entries}] of the entries `queryset` selects: one aggregate query, exact Decimal."""
+    rows = (
+        queryset.order_by()
+        .values("currency")
+        .annotate(total=Sum("amount", output_field=MoneyField()), entries=Count("pk"))
+        .order_by("currency")
+    )
+    return [{**row, "total": row["total"] if row["total"] is not None else Decimal(0)} for row in rows]
+
+
+def total_words(value: Decimal, currency: str) -> str:
+    """A sum of entries to the cent; a sum under a cent to the places it needs (up to 6)."""
+    cents = value.quantize(Decimal("0.01"))
+    if cents == 0 and value != 0:
+        return format_money(value.quantize(Decimal("0.000001")), currency)
+    return format_money(cents, currency)
+
+
 class CorrectAmountForm(forms.Form):
     amount = forms.CharField(
         label="Corrected total",
@@ -603,22 +829,57 @@ class CorrectAmountForm(forms.Form):
     token = forms.RegexField(regex=re.compile(r"^[0-9a-f]{32}$"), widget=forms.HiddenInput)
 
 
+class RollupCurrencyFilter(admin.SimpleListFilter):
+    """Currencies (of the rollups and of the ledger) from the global scope's rows (every entry counts
+    there), not a DISTINCT over all rollups or the ledger; a team member's from their teams' team:NAME
+    rows (every entry of the team counts there). A currency given in the URL is offered, and filters."""
+
+    title = "currency"
+    parameter_name = "currency"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> Iterable[tuple[str, str]]:
+        if sees_every_team(request):
+            totals = SpendRollup.objects.filter(scope="global")
+        else:
+            names = user_teams(request).values_list("name", flat=True)
+            totals = SpendRollup.objects.filter(scope__in=[team_scope(name) for name in names])
+        currencies = set(totals.values_list("currency", flat=True).distinct().order_by())
+        if self.value():
+            currencies.add(self.value())
+        return [(currency, currency) for currency in sorted(currencies)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value():
+            return queryset.filter(currency=self.value())
+        return queryset
+
+
 @admin.register(CostEntry)
 class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
+    # At 1440 px, beside the filters: when, what (model, provider, operation), who (service, subject,
+    # job), the amount, how it was priced and how the call went. Long values wrap (change_list.html).
     list_display = (
         "occurred_at",
-        "provider",
-        "model",
-        "operation",
-        "service",
-        "subject",
+        "what",
+        "who",
         "amount_display",
+        "pricing_shown",
+        "outcome_shown",
+        "corrects_link",
+    )
+    list_filter = (
+        ("occurred_at", OccurredAtFilter),
+        ProviderFilter,
+        ModelFilter,
+        ServiceFilter,
+        JobFilter,
+        team_list_filter("team"),
         "pricing_status",
         "outcome",
         "is_estimate",
-        "corrects_link",
+        RollupCurrencyFilter,
+        ScopeFilter,
     )
-    list_filter = (ProviderFilter, "pricing_status", "outcome", "is_estimate", team_list_filter("team"), "occurred_at")
     search_fields = ("model", "service", "subject", "job", "idempotency_key")
     list_select_related = ("team", "corrects")
     # No date_hierarchy: it runs a DISTINCT over the whole ledger's dates on every page load.
@@ -627,9 +888,10 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     list_per_page = LIST_PER_PAGE
     raw_id_fields = ("team", "corrects")
     actions = ("correct_amount", "export_csv")
+    change_list_template = "admin/tracking/costentry/change_list.html"
     fieldsets = (
-        (None, {"fields": ("occurred_at", "recorded_at", "provider", "model", "operation", "variant")}),
-        ("Who", {"fields": ("service", "subject", "job", "team", "tags_pretty")}),
+        (None, {"fields": ("occurred_at", "recorded_at", "provider", "model", "operation_shown", "variant")}),
+        ("Who", {"fields": ("service", "subject", "job_link", "team", "tags_table")}),
         (
             "Cost",
             {
@@ -649,8 +911,83 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             },
         ),
         ("Quantities", {"fields": ("quantities",)}),
-        ("Call", {"fields": ("outcome", "duration_ms", "idempotency_key")}),
+        ("Call", {"fields": ("outcome", "duration_shown", "idempotency_key")}),
     )
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """The list, with the total of the entries its filters select above it. A parameter that is not
+        what it should be (another page's link gone wrong) is answered 400, naming it."""
+        errors = entry_filter_errors(request.GET)
+        if errors:
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "These cost entries cannot be listed",
+                "opts": self.opts,
+                "errors": errors,
+                "list_url": reverse("admin:tracking_costentry_changelist"),
+            }
+            return TemplateResponse(request, "admin/tracking/costentry/bad_filter.html", context, status=400)
+        response = super().changelist_view(request, extra_context)
+        cl = getattr(response, "context_data", None) and response.context_data.get("cl")
+        if cl is not None:
+            # The total of the whole unfiltered ledger is the dashboard's (from rollups): summing it
+            # here would read every entry on each page load.
+            filtered = cl.has_active_filters or bool(cl.query)
+            response.context_data["entry_totals"] = filtered_totals(cl.queryset) if filtered else None
+            response.context_data["entry_total_words"] = [
+                {
+                    **row,
+                    "words": total_words(row["total"], row["currency"]),
+                    "count": f"{row['entries']:,} entr{'y' if row['entries'] == 1 else 'ies'}",
+                }
+                for row in response.context_data["entry_totals"] or ()
+            ]
+        return response
+
+    @admin.display(description="model", ordering="model")
+    def what(self, obj: CostEntry) -> str:
+        return format_html(
+            '{}<div class="cc-sub">{} · {}</div>', obj.model, obj.provider, operation_words(obj.operation)
+        )
+
+    @admin.display(description="service / subject", ordering="service")
+    def who(self, obj: CostEntry) -> str:
+        lines = [obj.service or EMPTY]
+        if obj.subject:
+            lines.append(format_html('<div class="cc-sub">{}</div>', obj.subject))
+        if obj.job:
+            lines.append(format_html('<div class="cc-sub">job {}</div>', obj.job))
+        return format_html_join("", "{}", ((line,) for line in lines))
+
+    @admin.display(description="pricing", ordering="pricing_status")
+    def pricing_shown(self, obj: CostEntry) -> str:
+        words = {"priced": "catalog", "explicit": "given", "unpriced": "unpriced"}
+        css = "cc-bad" if obj.pricing_status == "unpriced" else ""
+        return format_html(
+            '<span class="{}" title="{}">{}</span>',
+            css,
+            obj.get_pricing_status_display(),
+            words.get(obj.pricing_status, obj.pricing_status),
+        )
+
+    @admin.display(description="outcome", ordering="outcome")
+    def outcome_shown(self, obj: CostEntry) -> str:
+        css = "" if obj.outcome == "success" else "cc-bad"
+        return format_html('<span class="{}">{}</span>', css, obj.get_outcome_display())
+
+    @admin.display(description="operation")
+    def operation_shown(self, obj: CostEntry) -> str:
+        return operation_words(obj.operation)
+
+    @admin.display(description="job")
+    def job_link(self, obj: CostEntry) -> str:
+        if not obj.job:
+            return EMPTY
+        return format_html('{} (<a href="{}">its entries</a>)', obj.job, entries_url(job=obj.job))
+
+    @admin.display(description="duration")
+    def duration_shown(self, obj: CostEntry) -> str:
+        return EMPTY if obj.duration_ms is None else f"{obj.duration_ms:,} ms"
 
     # Append-only: viewing is the only permission; the database refuses UPDATEs anyway.
     # With no change permission Django renders every field read-only without save buttons
@@ -671,7 +1008,12 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj: CostEntry) -> str:
-        return _right(format_money(obj.amount, obj.currency))
+        # Whether it is an estimate (computed here) or invoiced, under it.
+        return format_html(
+            '{}<div class="cc-sub" style="text-align:right">{}</div>',
+            _right(format_money(obj.amount, obj.currency)),
+            "estimate" if obj.is_estimate else "invoiced",
+        )
 
     @admin.display(description="amount")
     def amount_detail(self, obj: CostEntry) -> str:
@@ -684,8 +1026,13 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         return format_html('<a href="{}">#{}</a>', _change_url(obj.corrects), obj.corrects_id)
 
     @admin.display(description="tags")
-    def tags_pretty(self, obj: CostEntry) -> str:
-        return _pretty_json(obj.tags)
+    def tags_table(self, obj: CostEntry) -> str:
+        if not obj.tags:
+            return EMPTY
+        return format_html(
+            '<table class="cc-tags"><thead><tr><th>tag</th><th>value</th></tr></thead><tbody>{}</tbody></table>',
+            format_html_join("", "<tr><td>{}</td><td>{}</td></tr>", sorted((obj.tags or {}).items())),
+        )
 
     @admin.display(description="service tier")
     def service_tier_display(self, obj: CostEntry) -> str:
@@ -704,17 +1051,25 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="how it was priced")
     def provenance(self, obj: CostEntry) -> str:
+        """The prices used, as a table: a row per priced part (quantity x unit price = amount, and the
+        price version), or the sentence saying why the entry was not priced from the catalog."""
         lines = provenance_lines(obj)
         if not lines:
             return EMPTY
-        items = format_html_join(
+        if not any(line.part for line in lines):
+            return format_html_join("", '<p class="cc-provenance">{}</p>', ((line.text,) for line in lines))
+        rows = format_html_join(
             "",
-            "<li>{}{}</li>",
+            '<tr title="{}"><td>{}</td><td class="cc-num">{}</td><td>{}</td><td class="cc-num">{}</td><td>{}</td></tr>',
             (
                 (
                     line.text,
+                    line.part or line.text,
+                    line.quantity,
+                    line.unit_price,
+                    line.amount,
                     format_html(
-                        ' (<a href="{}">price #{}</a>)',
+                        '<a href="{}">price #{}</a>',
                         reverse("admin:tracking_price_change", args=[line.price_id]),
                         line.price_id,
                     )
@@ -724,9 +1079,17 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
                 for line in lines
             ),
         )
-        if sum(line.price_id is not None for line in lines) > 1:
-            items = format_html("{}<li>total: {}</li>", items, format_money(obj.amount, obj.currency))
-        return format_html('<ul class="provenance" style="margin-left:0;padding-left:1.2em">{}</ul>', items)
+        total = format_html(
+            '<tr class="cc-total-row"><th scope="row">total</th><td></td><td></td><td class="cc-num">{}</td>'
+            "<td></td></tr>",
+            format_money(obj.amount, obj.currency),
+        )
+        return format_html(
+            '<table class="cc-provenance"><thead><tr><th>part</th><th>quantity</th><th>unit price</th>'
+            "<th>amount</th><th>price version</th></tr></thead><tbody>{}{}</tbody></table>",
+            rows,
+            total,
+        )
 
     def _corrections(self, obj: CostEntry) -> list[CostEntry]:
         # The change page shows both the list and the total: one query for the two.
@@ -866,28 +1229,6 @@ def rollup_scopes_seen_by(request: HttpRequest) -> Q:
     if sees_every_team(request):
         return Q()
     return team_scopes_filter(user_teams(request).values_list("name", flat=True))
-
-
-class RollupCurrencyFilter(admin.SimpleListFilter):
-    """Currencies from the global scope's rows (every entry counts there), not a DISTINCT over all
-    rollups; a team member's from their teams' team:NAME rows (every entry of the team counts there)."""
-
-    title = "currency"
-    parameter_name = "currency"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> Iterable[tuple[str, str]]:
-        if sees_every_team(request):
-            totals = SpendRollup.objects.filter(scope="global")
-        else:
-            names = user_teams(request).values_list("name", flat=True)
-            totals = SpendRollup.objects.filter(scope__in=[team_scope(name) for name in names])
-        currencies = totals.values_list("currency", flat=True).distinct().order_by()
-        return [(currency, currency) for currency in sorted(set(currencies))]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[SpendRollup]) -> QuerySet[SpendRollup]:
-        if self.value():
-            return queryset.filter(currency=self.value())
-        return queryset
 
 
 @admin.register(SpendRollup)
@@ -1133,11 +1474,12 @@ class BatchAdmin(admin.ModelAdmin):
         "cost_shown",
         "per_lead_shown",
         "month_per_lead_shown",
+        "entries_link",
     )
     list_filter = ("name", ("finished_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "job", "note")
     date_hierarchy = "started_at"
-    readonly_fields = [f.name for f in Batch._meta.fields if f.name != "note"]
+    readonly_fields = [*(f.name for f in Batch._meta.fields if f.name != "note"), "entries_link"]
     change_list_template = "admin/tracking/batch/change_list.html"
     TREND_BATCHES = 30
 
@@ -1173,6 +1515,11 @@ class BatchAdmin(admin.ModelAdmin):
         if obj.cost_computed_at is None:
             return "-"
         return _per_lead(obj.month_cost_per_lead)
+
+    @admin.display(description="cost entries")
+    def entries_link(self, obj: Batch) -> str:
+        """The entries charged to the batch's job (a team member sees their teams' among them)."""
+        return format_html('<a href="{}">entries of job {}</a>', entries_url(job=obj.job), obj.job)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         recent = list(

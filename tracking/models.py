@@ -171,9 +171,12 @@ class Price(models.Model):
         "operation",
         max_length=50,
         blank=True,
-        help_text="What the call does (chat, embedding, image_generation, audio_transcription, ...).",
+        help_text="What the call does, as the catalog names it: chat, embedding, image_generation, "
+        "audio_transcription ... Empty: any operation of the model.",
     )
-    unit = models.CharField("unit", max_length=30, choices=Unit.choices)
+    unit = models.CharField(
+        "unit", max_length=30, choices=Unit.choices, help_text="What one unit is: a token, an image, a second ..."
+    )
     variant = models.CharField(
         "variant",
         max_length=100,
@@ -201,9 +204,13 @@ class Price(models.Model):
         '[{"hours_utc": ["16:30-00:30"], "weekdays": [1, 2, 3, 4, 5]}] (weekdays 1 = Monday).',
     )
     unit_price = models.DecimalField(
-        "unit price", max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_PLACES, help_text="Price of one unit."
+        "unit price",
+        max_digits=PRICE_MAX_DIGITS,
+        decimal_places=PRICE_PLACES,
+        help_text="The price of ONE unit: for a token price, per token (2.50 USD per 1M tokens is 0.0000025). "
+        "The lists show token prices per 1M tokens.",
     )
-    currency = models.CharField("currency", max_length=3, default="USD")
+    currency = models.CharField("currency", max_length=3, default="USD", help_text="ISO code, e.g. USD.")
     valid_from = models.DateTimeField("valid from", help_text="Events at or after this time use this price.")
     valid_until = models.DateTimeField(
         "valid until", null=True, blank=True, help_text="Empty while in force; set when a newer price replaces it."
@@ -271,17 +278,39 @@ class CostEntry(models.Model):
     The database refuses UPDATEs of this table (a trigger, see migration 0002).
     """
 
-    occurred_at = models.DateTimeField("occurred at", db_index=True)
-    recorded_at = models.DateTimeField("recorded at", auto_now_add=True)
+    occurred_at = models.DateTimeField(
+        "occurred at", db_index=True, help_text="When the call was made: the prices in force then priced it."
+    )
+    recorded_at = models.DateTimeField("recorded at", auto_now_add=True, help_text="When costcontrol received it.")
     provider = models.CharField("provider", max_length=100)
     model = models.CharField("model", max_length=200)
-    operation = models.CharField("operation", max_length=50, blank=True)
-    variant = models.CharField("variant", max_length=100, blank=True)
-    service = models.CharField("service", max_length=100, blank=True, help_text="The calling application.")
-    subject = models.CharField("subject", max_length=200, blank=True, help_text="End user id (a plain string).")
-    job = models.CharField("job", max_length=200, blank=True, help_text="Batch/job id.")
-    team = models.ForeignKey("core.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="cost_entries")
-    tags = models.JSONField("tags", default=dict, blank=True)
+    operation = models.CharField(
+        "operation", max_length=50, blank=True, help_text="What the call did: chat, embedding, GPU busy ..."
+    )
+    variant = models.CharField(
+        "variant",
+        max_length=100,
+        blank=True,
+        help_text="A size or quality the provider prices separately (hd/1024-x-1792); empty for most calls.",
+    )
+    service = models.CharField("service", max_length=100, blank=True, help_text="The application that made the call.")
+    subject = models.CharField(
+        "subject", max_length=200, blank=True, help_text="The end user or customer the call was for (their id)."
+    )
+    job = models.CharField(
+        "job", max_length=200, blank=True, help_text="The batch run the call belongs to (its job id)."
+    )
+    team = models.ForeignKey(
+        "core.Team",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="cost_entries",
+        help_text="The team whose spend this is: its budgets count it and its staff see it.",
+    )
+    tags = models.JSONField(
+        "tags", default=dict, blank=True, help_text="Labels the caller attached (key = value), e.g. feature = chat."
+    )
 
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
@@ -342,20 +371,49 @@ class CostEntry(models.Model):
         "speed", max_length=20, blank=True, help_text="The speed the provider served the call at (Anthropic: fast)."
     )
 
-    amount = MoneyField("amount")
+    amount = MoneyField("amount", help_text="What the call cost, in the entry's currency.")
     currency = models.CharField("currency", max_length=3, default="USD")
-    pricing_status = models.CharField("pricing", max_length=10, choices=PricingStatus.choices)
+    pricing_status = models.CharField(
+        "pricing",
+        max_length=10,
+        choices=PricingStatus.choices,
+        help_text="Where the amount came from: the price catalog, the event itself, or nowhere (no price in force).",
+    )
     prices_used = models.JSONField(
-        "prices used", default=dict, blank=True, help_text="Unit -> {price id, unit price} that made the amount."
+        "prices used",
+        default=dict,
+        blank=True,
+        help_text="The catalog prices that made the amount, part by part (a table on the entry's page).",
     )
     is_estimate = models.BooleanField(
-        "estimate", default=True, help_text="True for costs computed here; False for invoiced actuals."
+        "estimate",
+        default=True,
+        help_text="Yes: computed here from prices. No: an invoiced amount, as the provider billed it.",
     )
-    outcome = models.CharField("outcome", max_length=20, choices=Outcome.choices, default=Outcome.SUCCESS)
-    duration_ms = models.PositiveIntegerField("duration (ms)", null=True, blank=True)
-    idempotency_key = models.CharField("idempotency key", max_length=200, unique=True)
+    outcome = models.CharField(
+        "outcome",
+        max_length=20,
+        choices=Outcome.choices,
+        default=Outcome.SUCCESS,
+        help_text="How the call went; failed and rate-limited calls are recorded too.",
+    )
+    duration_ms = models.PositiveIntegerField(
+        "duration (ms)", null=True, blank=True, help_text="How long the call took, as the caller reported it."
+    )
+    idempotency_key = models.CharField(
+        "idempotency key",
+        max_length=200,
+        unique=True,
+        help_text="The event's unique key: an event sent twice with the same key is recorded once.",
+    )
     corrects = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="corrections", verbose_name="corrects"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="corrections",
+        verbose_name="corrects",
+        help_text="The entry this one corrects: a correction records the difference, the original stays.",
     )
     note = models.CharField("note", max_length=500, blank=True, help_text="Why a correction was made.")
 
@@ -504,15 +562,23 @@ class GpuSample(models.Model):
     device = models.ForeignKey(GpuDevice, on_delete=models.PROTECT, related_name="samples", verbose_name="device")
     sampled_at = models.DateTimeField("sampled at")
     utilisation_percent = models.PositiveSmallIntegerField(
-        "utilisation (%)", help_text="Share of the last NVML sample period in which a kernel ran."
+        "utilisation (%)", help_text="How busy the GPU was: the share of the driver's last sampling period it ran work."
     )
     memory_used = models.PositiveBigIntegerField("memory used (bytes)")
     memory_total = models.PositiveBigIntegerField("memory total (bytes)")
     power_watts = models.DecimalField(
-        "power (W)", max_digits=9, decimal_places=3, null=True, blank=True, help_text="Empty where NVML cannot say."
+        "power (W)",
+        max_digits=9,
+        decimal_places=3,
+        null=True,
+        blank=True,
+        help_text="Empty where the driver cannot tell.",
     )
     processes = models.JSONField(
-        "compute processes", default=list, blank=True, help_text="[{pid, used_memory}] where NVML allows."
+        "compute processes",
+        default=list,
+        blank=True,
+        help_text="The processes using the GPU (process id, memory), where the driver tells.",
     )
     elapsed_seconds = models.DecimalField(
         "elapsed (s)",
@@ -528,7 +594,7 @@ class GpuSample(models.Model):
     amount = MoneyField("cost", default=0)
     currency = models.CharField("currency", max_length=3, default="USD")
     entry_keys = models.JSONField(
-        "ledger entry keys", default=list, blank=True, help_text="Idempotency keys of the entries it produced."
+        "ledger entry keys", default=list, blank=True, help_text="The keys of the ledger entries this sample billed."
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

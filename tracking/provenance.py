@@ -17,7 +17,7 @@ rules and a ledger entry's provenance). The one place these words are made.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -153,10 +153,17 @@ def _quantity_words(quantity: Decimal) -> str:
 
 @dataclass(frozen=True)
 class ProvenanceLine:
-    """One line of an entry's provenance; price_id names the price version (None for a reason)."""
+    """One line of an entry's provenance; price_id names the price version (None for a reason).
+
+    `text` says it in one sentence; part, quantity, unit_price and amount split it into the columns of
+    the entry page's table (empty where the line has no such column, e.g. a reason)."""
 
     text: str
     price_id: int | None = None
+    part: str = field(default="", compare=False)
+    quantity: str = field(default="", compare=False)
+    unit_price: str = field(default="", compare=False)
+    amount: str = field(default="", compare=False)
 
 
 def provenance_lines(entry: CostEntry) -> list[ProvenanceLine]:
@@ -172,10 +179,11 @@ def provenance_lines(entry: CostEntry) -> list[ProvenanceLine]:
     for unit, allowance in free.items() if isinstance(free, dict) else ():
         if isinstance(allowance, dict):
             price_id = allowance.get("price_id") if isinstance(allowance.get("price_id"), int) else None
-            text = (
-                f"{unit_words(unit, plural=True)}: {allowance.get('free')} of {allowance.get('reported')} free per call"
+            part, free = (
+                unit_words(unit, plural=True),
+                f"{allowance.get('free')} of {allowance.get('reported')} free per call",
             )
-            lines.append(ProvenanceLine(text, price_id))
+            lines.append(ProvenanceLine(f"{part}: {free}", price_id, part=part, quantity=free))
     for unit, quantity_field in UNIT_QUANTITY_FIELD.items():
         part = used.get(unit)
         if isinstance(part, dict):
@@ -192,15 +200,17 @@ def _uplift_lines(entry: CostEntry, part: dict[str, Any]) -> list[ProvenanceLine
     lines = []
     for index, rule in enumerate(rules):
         factor = _decimal(rule.get("factor"))
-        text = f"x {factor.normalize():f}" if factor is not None else "x ?"
-        text += f" for {uplift_condition_words(str(rule.get('condition', '')))}"
+        factor_words = f"x {factor.normalize():f}" if factor is not None else "x ?"
+        part = f"for {uplift_condition_words(str(rule.get('condition', '')))}"
+        text, quantity, surcharge = f"{factor_words} {part}", "", ""
         if index == len(rules) - 1 and base is not None and amount is not None:
-            text += (
-                f", on {format_money(round_money(base), entry.currency)} of token prices: "
-                f"+{format_money(round_money(amount), entry.currency)}"
-            )
+            quantity = f"{format_money(round_money(base), entry.currency)} of token prices"
+            surcharge = f"+{format_money(round_money(amount), entry.currency)}"
+            text += f", on {quantity}: {surcharge}"
         price_id = rule.get("price_id") if isinstance(rule.get("price_id"), int) else None
-        lines.append(ProvenanceLine(text, price_id))
+        lines.append(
+            ProvenanceLine(text, price_id, part=part, quantity=quantity, unit_price=factor_words, amount=surcharge)
+        )
     return lines
 
 
@@ -217,16 +227,22 @@ def _part_line(entry: CostEntry, unit: str, quantity_field: str, part: dict[str,
     if quantity is None:
         quantity = _decimal(getattr(entry, quantity_field, None))
     price_id = part.get("price_id") if isinstance(part.get("price_id"), int) else None
+    what = ", ".join(names)
     if unit_price is None or quantity is None:
-        return ProvenanceLine(f"{', '.join(names)}: price #{price_id}", price_id)
+        return ProvenanceLine(f"{what}: price #{price_id}", price_id, part=what)
     amount = _decimal(part.get("amount"))
     if amount is None:
         amount = quantity * unit_price
-    text = (
-        f"{', '.join(names)}: {_quantity_words(quantity)} x {unit_price.normalize():f} = "
-        f"{format_money(round_money(amount), entry.currency)}"
+    amount_words = format_money(round_money(amount), entry.currency)
+    text = f"{what}: {_quantity_words(quantity)} x {unit_price.normalize():f} = {amount_words}"
+    return ProvenanceLine(
+        text,
+        price_id,
+        part=what,
+        quantity=_quantity_words(quantity),
+        unit_price=price_words(unit_price, entry.currency, unit),
+        amount=amount_words,
     )
-    return ProvenanceLine(text, price_id)
 
 
 def _unpriced_reason(entry: CostEntry, used: dict[str, Any]) -> str:
@@ -243,3 +259,31 @@ def _unpriced_reason(entry: CostEntry, used: dict[str, Any]) -> str:
     if entry.note:
         return entry.note
     return f"no price of {model} in force at {entry.occurred_at:%Y-%m-%d %H:%M %Z}"
+
+
+# Operations in words: what a person calls them ("gpu_idle" is "GPU idle"); any other reads with spaces.
+OPERATION_WORDS = {
+    "gpu_busy": "GPU busy",
+    "gpu_idle": "GPU idle",
+    "chat": "chat",
+    "completion": "text completion",
+    "responses": "responses (API)",
+    "embedding": "embedding",
+    "image_generation": "image generation",
+    "image_edit": "image editing",
+    "video_generation": "video generation",
+    "audio_speech": "speech (text to audio)",
+    "audio_transcription": "transcription (audio to text)",
+    "realtime": "realtime voice",
+    "moderation": "moderation",
+    "rerank": "reranking",
+    "ocr": "OCR (text from documents)",
+    "vector_store": "vector store",
+}
+
+
+def operation_words(operation: str) -> str:
+    """ "gpu_idle" -> "GPU idle", "image_generation" -> "image generation"; "" -> "any operation"."""
+    if not operation:
+        return "any operation"
+    return OPERATION_WORDS.get(operation, operation.replace("_", " "))

@@ -166,7 +166,8 @@ def test_the_change_page_of_an_entry_is_read_only(admin_client, entry):
     # How it was priced, in words (the entry predates quantities in prices_used: its own columns).
     assert "input tokens: 1,000 x 0.0000025 = 0.0025 USD" in content
     assert "output tokens: 500 x 0.00001 = 0.005 USD" in content
-    assert "<li>total: 0.0075 USD</li>" in content
+    # The prices used are a table: a row per part, then their total.
+    assert re.search(r'<th scope="row">total</th>.*?<td class="cc-num">0.0075 USD</td>', content)
     # Only the quantities the call had, not 29 columns of mostly zeros.
     assert '<tr><td>input tokens</td><td style="text-align:right">1,000</td></tr>' in content
     assert "cache write tokens" not in content
@@ -675,7 +676,9 @@ def test_a_cost_entry_says_which_rule_priced_each_part(admin_client, tiered):
 
     price_url = reverse("admin:tracking_price_change", args=[price.pk])
     assert (
-        f'input tokens, above 200k tokens, priority: 300,000 x 0.0000045 = 1.35 USD (<a href="{price_url}">price #{price.pk}</a>)'
+        '<td>input tokens, above 200k tokens, priority</td><td class="cc-num">300,000</td>'
+        '<td>4.50 USD / 1M input tokens</td><td class="cc-num">1.35 USD</td>'
+        f'<td><a href="{price_url}">price #{price.pk}</a></td>'
     ) in shown
     assert "&quot;" not in shown  # no raw JSON
 
