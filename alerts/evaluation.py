@@ -307,8 +307,8 @@ def rule_evaluate(
             return "ok"
         money = rule.metric in (Metric.SPEND, Metric.GPU_COST, Metric.COST_PER_LEAD)
         places = 4 if rule.metric == Metric.COST_PER_LEAD else 2
-        shown = format_money(value, "USD", places=places) if money else f"{value.normalize():f}"
-        limit = format_money(rule.threshold, "USD", places=places) if money else f"{rule.threshold.normalize():f}"
+        shown = format_money(value, "USD", places=places) if money else f"{value.normalize():,f}"
+        limit = format_money(rule.threshold, "USD", places=places) if money else f"{rule.threshold.normalize():,f}"
         if rule.metric == Metric.COST_PER_LEAD_CHANGE:
             shown, limit = f"{shown} %", f"{limit} %"
         detail = ""

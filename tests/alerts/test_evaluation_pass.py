@@ -72,3 +72,13 @@ def test_an_alert_resolved_since_the_pass_read_it_fires_again_through_alert_fire
     [alert] = Alert.objects.all()
     assert alert.state == AlertState.FIRING and alert.value == Decimal("3")
     assert Notification.objects.count() == 2  # the incident that opened again is announced
+
+
+def test_a_count_in_an_alerts_title_and_message_reads_with_thousands_separators(spend, channel):
+    AlertRuleFactory(name="Tokens today", metric=Metric.TOKENS, window=Window.DAY, threshold=Decimal(10_000))
+    with time_machine.travel(T0, tick=False):
+        spend("1.00", T0, input_tokens=558_378)
+        alerts_evaluate()
+    [alert] = Alert.objects.all()
+    assert alert.title == "Tokens today: 558,378 (today)"  # not 558378
+    assert "is 558,378, above 10,000." in alert.message
