@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_permission_codename
@@ -74,28 +75,35 @@ from .services import (
 EMPTY = "-"
 
 
+class PlainDecimalField(forms.DecimalField):
+    """A number as a person writes it, 40 or 0.005, not as stored (40.000000000, 0E-9)."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, Decimal) and value.is_finite():
+            return f"{value.normalize():f}"
+        return value
+
+
+THRESHOLD_HELP = (
+    "Fires when the value is above this. In what the metric measures: USD for spend, GPU cost and cost per "
+    "lead; a percent for the error rate and the rise of cost per lead (10 for 10 %); a count for tokens, "
+    "rate-limit hits and unpriced events; the score for anomalies (how many spreads above the usual)."
+)
+
+
 @admin.register(AlertRule)
 class AlertRuleAdmin(ScopeChoiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin):
-    list_display = (
-        "name",
-        "team",
-        "metric",
-        "scope",
-        "window",
-        "threshold",
-        "level_shown",
-        "cooldown",
-        "is_enabled",
-        "last_value",
-        "last_evaluated_at",
-        "last_error_short",
-    )
+    # At 1440 px beside the navigation and the filters: the team and whether it is off under the name;
+    # the condition in words (its metric, scope, window and threshold); when it was last checked and
+    # its last error under the last value; the cooldown under the level.
+    list_display = ("name_shown", "condition", "last_value_shown", "level_shown")
+    list_display_links = ("name_shown",)
     list_filter = ("metric", "window", "level", "is_enabled", team_list_filter("team"))
     list_select_related = ("team",)
     search_fields = ("name", "scope")
     filter_horizontal = ("channels",)
     readonly_fields = (
-        "last_value",
+        "last_value_shown",
         "last_evaluated_at",
         "last_error",
         "next_evaluation_at",
@@ -109,19 +117,69 @@ class AlertRuleAdmin(ScopeChoiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdm
         (
             "Last evaluation",
             {
-                "fields": ("last_value", "last_evaluated_at", "last_error", "next_evaluation_at"),
+                "fields": ("last_value_shown", "last_evaluated_at", "last_error", "next_evaluation_at"),
                 "classes": ("collapse",),
             },
         ),
     )
 
+    class Media:
+        css = {"all": ("alerts/admin.css",)}
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "threshold":
+            kwargs.update(form_class=PlainDecimalField, help_text=THRESHOLD_HELP)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="rule", ordering="name")
+    def name_shown(self, obj: AlertRule) -> str:
+        """Its team (none: organisation-wide), and whether it is switched off."""
+        notes = []
+        if obj.team_id:
+            notes.append(format_html("team {}", obj.team.name))
+        if not obj.is_enabled:
+            notes.append(format_html('<strong class="cc-off">{}</strong>', "disabled"))
+        if not notes:
+            return obj.name
+        return format_html(
+            '{}<span class="cc-note">{}</span>', obj.name, format_html_join(" · ", "{}", ((n,) for n in notes))
+        )
+
+    @admin.display(description="fires when", ordering="metric")
+    def condition(self, obj: AlertRule) -> str:
+        return obj.describe()
+
+    @admin.display(description="last value", ordering="last_value")
+    def last_value_shown(self, obj: AlertRule) -> str:
+        """The value of the last check, when that was, and why it failed if it did."""
+        if obj.last_evaluated_at is None:
+            value, when = "not checked yet", ""
+        else:
+            value = obj.figure(obj.last_value) if obj.last_value is not None else "no data"
+            when = f"checked {_when(obj.last_evaluated_at)}"
+        lines = [format_html('<span class="cc-num">{}</span>', value)]
+        if when:
+            lines.append(format_html('<span class="cc-quiet">{}</span>', when))
+        if obj.last_error:
+            lines.append(format_html('<span class="cc-error cc-two-lines" title="{0}">{0}</span>', obj.last_error))
+        return format_html_join("", '<span class="cc-line">{}</span>', ((line,) for line in lines))
+
     @admin.display(description="level", ordering="level")
     def level_shown(self, obj: AlertRule) -> str:
-        return level_badge(obj.level)
+        return format_html('{}<span class="cc-note">{}</span>', level_badge(obj.level), cooldown_words(obj.cooldown))
 
-    @admin.display(description="last error")
-    def last_error_short(self, obj: AlertRule) -> str:
-        return (obj.last_error[:80] + "...") if len(obj.last_error) > 80 else obj.last_error
+
+def cooldown_words(cooldown: timedelta) -> str:
+    """How often a rule's alert reminds its channels while it stays firing: "reminder every 1 hour"."""
+    seconds = int(cooldown.total_seconds())
+    if seconds <= 0:
+        return "reminder at every check"
+    parts = []
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
+        if count := seconds // size:
+            parts.append(f"{count} {unit}{pluralize(count)}")
+            seconds -= count * size
+    return "reminder every " + " ".join(parts)
 
 
 class NotificationInline(admin.TabularInline):
@@ -185,15 +243,16 @@ def _when(moment: datetime) -> str:
     return str(formats.localize(timezone.template_localtime(moment)))
 
 
-def _figure(value: Decimal | None, alert: Alert) -> str:
-    """An alert's value or threshold as a person reads it: money with its currency, else the number."""
+def _figure(value: Decimal | None, alert: Alert, *, exact: bool = False) -> str:
+    """An alert's value or threshold as a person reads it: a rule's by what its metric measures (as the
+    rule list shows it), a budget's money with its currency. `exact`: a threshold as set."""
     if value is None:
         return EMPTY
+    if alert.rule_id is not None:
+        return alert.rule.figure(value, exact=exact)
     if alert.currency:
         return format_money(value, alert.currency)
-    shown = f"{value.normalize():,f}"
-    percent = alert.rule_id is not None and alert.rule.metric in (Metric.ERROR_RATE, Metric.COST_PER_LEAD_CHANGE)
-    return f"{shown} %" if percent else shown
+    return f"{value.normalize():,f}"
 
 
 # The scope kinds the cost entry change list (tracking.admin.CostEntryAdmin) filters by, each by a query
@@ -403,7 +462,7 @@ class AlertAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="value")
     def figures(self, obj: Alert) -> str:
         against = "limit" if obj.budget_id is not None else "threshold"
-        return f"{_figure(obj.value, obj)} ({against} {_figure(obj.threshold, obj)})"
+        return f"{_figure(obj.value, obj)} ({against} {_figure(obj.threshold, obj, exact=True)})"
 
     @admin.display(description="cost entries")
     def cost_entries(self, obj: Alert) -> str:
@@ -591,24 +650,57 @@ class AlertAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
 
 @admin.register(Channel)
 class ChannelAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
-    # A team's staff see, test and edit their team's channels (their URLs carry tokens); organisation-wide
-    # ones are the superusers'.
-    list_display = (
-        "name",
-        "team",
-        "kind",
-        "min_level",
-        "max_per_hour",
-        "is_default",
-        "receives_reports",
-        "is_enabled",
-        "disabled_reason",
-    )
+    # A team's staff see, test and edit their team's channels (their URLs carry tokens, so the list never
+    # shows a target); organisation-wide ones are the superusers'.
+    # At 1440 px beside the navigation and the filters: the kind and the team under the name; the rate
+    # limit under the minimum level; the default and daily report roles in one column; why it was
+    # disabled under its state.
+    list_display = ("name_shown", "sends", "role", "state")
+    list_display_links = ("name_shown",)
     list_filter = ("kind", "is_enabled", "min_level", team_list_filter("team"))
     list_select_related = ("team",)
     search_fields = ("name", "target")
     actions = ("send_test", "enable")
     readonly_fields = ("disabled_reason", "created_at", "updated_at")
+
+    class Media:
+        css = {"all": ("alerts/admin.css",)}
+
+    @admin.display(description="channel", ordering="name")
+    def name_shown(self, obj: Channel) -> str:
+        team = f"team {obj.team.name}" if obj.team_id else "organisation-wide"
+        return format_html('{}<span class="cc-note">{} · {}</span>', obj.name, obj.get_kind_display(), team)
+
+    @admin.display(description="alerts it takes")
+    def sends(self, obj: Channel) -> str:
+        """Which alerts go here (by level), and how many an hour before they are folded into a digest."""
+        levels = {Level.INFO: "every level", Level.EXCEEDED: "exceeded only"}.get(
+            obj.min_level, f"{level_label(obj.min_level)} and above"
+        )
+        limit = f"at most {obj.max_per_hour:,} an hour, then a digest" if obj.max_per_hour else "no hourly limit"
+        return format_html('{}<span class="cc-note">{}</span>', levels, limit)
+
+    @admin.display(description="role")
+    def role(self, obj: Channel) -> str:
+        roles = [
+            text
+            for text, on in (("default channel", obj.is_default), ("receives the daily report", obj.receives_reports))
+            if on
+        ]
+        if not roles:
+            return EMPTY
+        return format_html_join("", '<span class="cc-line">{}</span>', ((text,) for text in roles))
+
+    @admin.display(description="state", ordering="is_enabled")
+    def state(self, obj: Channel) -> str:
+        if obj.is_enabled:
+            return format_html('<span class="cc-on">{}</span>', "enabled")
+        reason = (
+            format_html('<span class="cc-note cc-two-lines" title="{0}">{0}</span>', obj.disabled_reason)
+            if obj.disabled_reason
+            else ""
+        )
+        return format_html('<strong class="cc-off">disabled</strong>{}', reason)
 
     @admin.action(description="Send test notification")
     def send_test(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:

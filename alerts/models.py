@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from budgets.levels import FORECAST, Level, level_label, level_rank
+from core.money import format_money
 from core.scopes import scope_errors, team_scope_errors
 
 LEVEL_CHOICES = Level.choices
@@ -163,6 +165,37 @@ class Window(models.TextChoices):
     LAST_BATCH = "last_batch", "last closed batch"
 
 
+# A rule's figures as a person reads them (AlertRule.describe, AlertRule.figure). Money rules read the
+# rollups in USD (tracking.selectors.scope_totals) and evaluation reports them in USD.
+RULE_CURRENCY = "USD"
+MONEY_METRICS = (Metric.SPEND, Metric.GPU_COST, Metric.COST_PER_LEAD)
+PERCENT_METRICS = (Metric.ERROR_RATE, Metric.COST_PER_LEAD_CHANGE)
+CENTS, PER_LEAD_PLACES, MICRO = Decimal("0.01"), Decimal("0.0001"), Decimal("0.000001")
+_METRIC_WORDS = {  # what is measured, and how it joins its scope
+    Metric.SPEND: ("Spend", "of"),
+    Metric.GPU_COST: ("GPU cost", "of"),
+    Metric.TOKENS: ("Tokens used", "by"),
+    Metric.ERROR_RATE: ("Error rate", "of"),
+    Metric.RATE_LIMITED: ("Rate-limit hits", "of"),
+    Metric.UNPRICED: ("Unpriced events", "of"),
+    Metric.ANOMALY: ("Spend anomaly score", "of"),
+}
+_WINDOW_WORDS = {
+    Window.HOUR: "this hour",
+    Window.DAY: "today",
+    Window.MONTH: "this month",
+    Window.LAST_5_MINUTES: "over the last 5 minutes",
+    Window.LAST_HOUR: "over the last 60 minutes",
+    Window.LAST_DAY: "over the last 24 hours",
+    Window.LAST_BATCH: "of the last closed batch",
+}
+
+
+def _number(value: Decimal, places: Decimal) -> str:
+    """A plain number with thousands separators and no trailing zeros: 10,000; 12.35."""
+    return f"{value.quantize(places, rounding=ROUND_HALF_UP).normalize():,f}"
+
+
 # Anomalies are scored per rollup hour against 8 weeks of history: short windows only.
 ANOMALY_WINDOWS = (Window.HOUR, Window.DAY, Window.LAST_HOUR, Window.LAST_DAY)
 
@@ -248,7 +281,34 @@ class AlertRule(models.Model):
             raise ValidationError(errors)
 
     def describe(self) -> str:
-        return f"{self.get_metric_display()} of {self.scope} ({self.get_window_display()}) > {self.threshold.normalize():f}"
+        """The rule as a sentence for a person: "Spend of provider:openai over the last 24 hours above
+        50.00 USD" (the whole spend, global, goes unnamed: "Spend today above 500.00 USD")."""
+        from tracking.batches import lead_unit
+
+        threshold = self.figure(self.threshold, exact=True)
+        window = _WINDOW_WORDS.get(self.window, self.get_window_display())
+        if self.metric in (Metric.COST_PER_LEAD, Metric.COST_PER_LEAD_CHANGE):
+            # Cost per lead rules watch every pipeline (clean): no scope to name.
+            what = f"Cost per {lead_unit()} {window}"
+            if self.metric == Metric.COST_PER_LEAD_CHANGE:
+                return f"{what} more than {threshold} above the 7-day median"
+            return f"{what} above {threshold}"
+        what, joined = _METRIC_WORDS.get(self.metric, (self.get_metric_display(), "of"))
+        if self.scope != "global":
+            what = f"{what} {joined} {self.scope}"
+        return f"{what} {window} above {threshold}"
+
+    def figure(self, value: Decimal | None, *, exact: bool = False) -> str:
+        """A value or threshold of this rule as a person reads it, by what its metric measures: money
+        with its currency (to the cent; a cost per lead to 4 places), a rate as a percent, a count with
+        thousands separators, a score to 2 places. `exact`: a threshold as set, to at most 6 places."""
+        if value is None:
+            return "-"
+        if self.metric in MONEY_METRICS:
+            places = MICRO if exact else (PER_LEAD_PLACES if self.metric == Metric.COST_PER_LEAD else CENTS)
+            return format_money(value.quantize(places, rounding=ROUND_HALF_UP), RULE_CURRENCY)
+        shown = _number(value, MICRO if exact else CENTS)
+        return f"{shown} %" if self.metric in PERCENT_METRICS else shown
 
 
 class AlertSource(models.TextChoices):
