@@ -306,11 +306,8 @@ def rule_evaluate(
             _resolve(firing, key=rule_key(rule), now=now)
             return "ok"
         money = rule.metric in (Metric.SPEND, Metric.GPU_COST, Metric.COST_PER_LEAD)
-        places = 4 if rule.metric == Metric.COST_PER_LEAD else 2
-        shown = format_money(value, "USD", places=places) if money else f"{value.normalize():,f}"
-        limit = format_money(rule.threshold, "USD", places=places) if money else f"{rule.threshold.normalize():,f}"
-        if rule.metric == Metric.COST_PER_LEAD_CHANGE:
-            shown, limit = f"{shown} %", f"{limit} %"
+        # As the admin shows the rule's value and threshold (AlertRule.figure).
+        shown, limit = rule.figure(value), rule.figure(rule.threshold, exact=True)
         detail = ""
         if anomalies is not None and anomalies.worst is not None:
             detail = f" Worst: {anomalies.worst.describe()}."

@@ -95,7 +95,7 @@ def test_the_threshold_rule_fires_above_3_usd_per_lead_and_resolves_below(gpt4o_
         alerts_evaluate()
     alert = Alert.objects.get(rule__name="Cost per lead, last batch")
     assert alert.state == "firing" and alert.value == Decimal("3.5")
-    assert "3.5000 USD, above 3.0000 USD" in alert.message
+    assert "3.50 USD, above 3.00 USD" in alert.message  # as the admin shows them (AlertRule.figure)
     cheap = run_batch("nightly-leads", datetime(2026, 11, 21, 2, tzinfo=UTC), "10.00", 10)
     with time_machine.travel(cheap.finished_at + timedelta(minutes=1), tick=False):
         alerts_evaluate()
