@@ -617,8 +617,8 @@ def _view(report: Mapping[str, Any]) -> dict[str, Any]:
     cpl = report["cost_per_lead"]
     unit = cpl.get("unit") or "lead"
 
-    def per_unit(value: Any) -> str:
-        return format_money(_d(value), cpl["currency"], places=4)
+    def per_unit(value: Any) -> str:  # to 4 places, as the rules and the admin show it
+        return format_money(_d(value).quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN), cpl["currency"])
 
     if cpl["value"] is None:
         cost_per_lead = f"n/a ({cpl['note']})" if cpl.get("note") else "n/a"

@@ -382,7 +382,8 @@ def test_cost_per_lead_is_the_days_finished_batches_and_the_month_to_date(frozen
     assert Decimal(cpl["month_to_date"]["cost"]) == Decimal("16")  # 9 + 4 + 2 + the first minute of d (23:46)
     text = StringIO()
     call_command("cost_report", "--date", "2026-10-25", stdout=text)
-    assert "0.7500 USD per lead (6.00 USD for 8 leads in 2 batches)" in text.getvalue()
+    # To 4 places where needed, as the rules show it (16 / 11 was "1.454545454 USD").
+    assert "0.75 USD per lead (6.00 USD for 8 leads in 2 batches); month to date 1.4545 USD per lead" in text.getvalue()
 
 
 def fire(title: str, first: datetime, last: datetime | None = None, **fields: Any) -> Alert:
