@@ -783,11 +783,14 @@ def _payload_value(key: str, value: Any, siblings: Mapping[str, Any]) -> Any:
         return format_html('<ol class="cc-payload-list">{}</ol>{}', shown, more)
     if value is None or value == "":
         return EMPTY
-    if key in ("value", "threshold") and siblings.get("currency"):
+    if key in ("value", "threshold"):
         try:
-            return format_money(Decimal(str(value)), str(siblings["currency"]))
+            number = Decimal(str(value))
         except (InvalidOperation, ValueError):
             return str(value)
+        if siblings.get("currency"):
+            return format_money(number, str(siblings["currency"]))
+        return f"{number.normalize():,f}"  # a count: 558,378
     if key == "url" and isinstance(value, str) and value.startswith(("http://", "https://")):
         return format_html('<a href="{0}">{0}</a>', value)
     return PAYLOAD_CODES.get(key, {}).get(value, str(value))

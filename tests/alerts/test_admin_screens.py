@@ -592,3 +592,12 @@ def test_the_alert_and_notification_screens_fit_1440_pixels_without_scrolling_si
         "costcontrol daily report"
     )
     assert frame.size["height"] > 600
+
+
+def test_a_counts_value_in_a_notifications_payload_has_thousands_separators(admin_client):
+    ChannelFactory(name="ops", kind="webhook", target="http://127.0.0.1:9/hook", is_default=True)
+    alert = fire(value=Decimal("558378"), threshold=Decimal("10000"), currency="")
+    notification = Notification.objects.get(alert=alert)
+    raw = admin_client.get(reverse("admin:alerts_notification_change", args=[notification.pk])).content.decode()
+    cells = text_of(raw.split('<table class="cc-payload">', 1)[1])
+    assert "value 558,378" in cells and "threshold 10,000" in cells
