@@ -529,19 +529,52 @@ class DashboardData:
     # --- spend over time, stacked by provider ---
 
     @cached_property
-    def spend_by_provider(self) -> Table:
+    def _provider_series(self) -> dict[str, Any]:
+        """Spend per day of each provider (or, under a filter, of the filtered scope), largest first:
+        what the chart draws and both tables beside it add up."""
         start, end = self.filters.window
         if not self.filters.filtered:
             series = spend_series_many(start=start, end=end, step="day", prefixes=[self.filters.within("provider:")])
-            note = ""
         else:
             series = spend_series_many(start=start, end=end, step="day", scopes=[self.scope])
-            note = (
-                ""
-                if self.filters.provider
-                else f"Filtered by {self.scope}: not split by provider (one dimension per rollup)."
-            )
-        names = sorted(series, key=lambda s: -sum((p.amount for p in series[s]), ZERO))
+        return {name: series[name] for name in sorted(series, key=lambda s: -sum((p.amount for p in series[s]), ZERO))}
+
+    @property
+    def split_by_provider(self) -> bool:
+        """Whether the chart has a bar per provider (no filter): then a table of the providers' totals sits
+        beside it and the table per day (a column per provider) goes below it at full width."""
+        return not self.filters.filtered
+
+    @cached_property
+    def provider_totals(self) -> Table:
+        """Each provider's spend over the range and its share, largest first, and the total."""
+        start, end = self.filters.window
+        totals = {name: sum((p.amount for p in points), ZERO) for name, points in self._provider_series.items()}
+        whole = sum(totals.values(), ZERO)
+        rows = [
+            [scope_value(name), cents(amount), None if whole <= 0 else (amount * 100 / whole).quantize(Decimal("0.1"))]
+            for name, amount in totals.items()
+        ]
+        rows.append(["total", cents(whole), Decimal(100) if whole > 0 else None])
+        links = [dict.fromkeys((0, 1), entries_url(name, start=start, end=end)) for name in totals]
+        links.append(dict.fromkeys((0, 1), entries_url(self.scope, start=start, end=end)))
+        return Table(
+            "providers",
+            "Spend by provider over the range",
+            ["provider", "spend", "share"],
+            rows,
+            kinds=[TEXT, MONEY, PERCENT],
+            links=links,
+        )
+
+    @cached_property
+    def spend_by_provider(self) -> Table:
+        end = self.filters.window[1]
+        series = self._provider_series
+        note = ""
+        if self.filters.filtered and not self.filters.provider:
+            note = f"Filtered by {self.scope}: not split by provider (one dimension per rollup)."
+        names = list(series)
         days = [p.start for p in next(iter(series.values()))] if series else []
         rows, links = [], []
         for index, day in enumerate(days):
@@ -837,6 +870,7 @@ class DashboardData:
             "budgets": lambda: self.budgets_at_risk,
             "alerts": lambda: self.open_alerts,
             "spend_by_provider": lambda: self.spend_by_provider,
+            "providers": lambda: self.provider_totals,
             "models": lambda: self.models_table(limit=None),
             "subjects": lambda: self.subjects_table(limit=None),
             "cost_per_lead": lambda: self.cost_per_lead,

@@ -29,7 +29,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from core.models import Team
-from core.money import format_money
+from core.money import format_money, format_money_fine
 from core.scopes import SCOPE_KINDS, scope_errors, scope_inner, scope_team, team_scope, team_scope_errors
 from core.teams import TeamScopedAdminMixin, sees_every_team, team_list_filter, user_teams
 from tracking.admin import rollup_scopes_seen_by
@@ -41,7 +41,6 @@ from .selectors import BudgetStatus, budget_burn_down, budget_statuses, with_spe
 
 EMPTY = "-"
 CENTS = Decimal("0.01")
-MICRO = Decimal("0.000001")
 DATE = "%Y-%m-%d"
 MINUTE = "%Y-%m-%d %H:%M"
 
@@ -53,7 +52,7 @@ def _money(value: Decimal | None, currency: str) -> str:
 
 def _money_fine(value: Decimal | None, currency: str) -> str:
     """One call's amount (a reservation): cents, or up to 6 places where it needs them (0.0042 USD)."""
-    return EMPTY if value is None else format_money(value.quantize(MICRO), currency)
+    return EMPTY if value is None else format_money_fine(value, currency)
 
 
 def _right(text: str) -> SafeString:

@@ -110,6 +110,16 @@ def format_money(value: Decimal, currency: str = "USD", places: int = 2) -> str:
     return f"{value.quantize(Decimal(1).scaleb(-shown)):,f} {currency}"
 
 
+FINE_PLACES = 6
+FINE_QUANTUM = Decimal(1).scaleb(-FINE_PLACES)  # Decimal("0.000001")
+
+
+def format_money_fine(value: Decimal, currency: str = "USD") -> str:
+    """One call's amount or a unit cost (a reservation, a ledger entry, a cost per lead): to the cent, or
+    to the places it needs up to 6 (0.0042 USD; 0.00182295 shows as 0.001823 USD), rounded half-to-even."""
+    return format_money(value.quantize(FINE_QUANTUM, rounding=ROUND_HALF_EVEN), currency)
+
+
 class MoneyFormField(forms.DecimalField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("decimal_places", MONEY_PLACES)

@@ -34,11 +34,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
-from django.utils.html import escape, format_html, format_html_join
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
-from core.money import MoneyField, format_money
+from core.money import MoneyField, format_money, format_money_fine
 from core.scopes import scope_errors, scope_inner, scope_team, team_scope
 from core.teams import TeamScopedAdminMixin, exists_for_teams, sees_every_team, team_list_filter, user_teams
 
@@ -91,6 +91,33 @@ def _change_url(obj: Any) -> str:
 def _right(text: str) -> str:
     # Amounts line up on their decimals in the change list.
     return format_html('<span style="display:block;text-align:right;font-variant-numeric:tabular-nums">{}</span>', text)
+
+
+def _sub(text: str) -> str:
+    """A secondary fact under a list cell's main one (templates/admin/tracking/change_list.html)."""
+    return format_html('<span class="cc-sub">{}</span>', text) if text else ""
+
+
+def _exactly(shown: str, value: Decimal, currency: str) -> str:
+    """An amount as people read it, the ledger's exact figure on hover where the two differ."""
+    if Decimal(shown.split()[0].replace(",", "")) == value:
+        return shown
+    return format_html('<span title="{} {} exactly">{}</span>', f"{value.normalize():f}", currency, shown)
+
+
+def money_fine(value: Decimal, currency: str) -> str:
+    """One call's amount (an entry, a GPU sample): cents, or up to 6 places; exact on hover."""
+    return _exactly(format_money_fine(value, currency), value, currency)
+
+
+def duration_words(seconds: float | Decimal | int) -> str:
+    """A duration as people read it: 2h 05m, 4m 30s, 42 s."""
+    whole = int(seconds)
+    if whole >= 3600:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    if whole >= 60:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole} s"
 
 
 class EstimatedCountPaginator(Paginator):
@@ -303,16 +330,11 @@ class _CatalogRefused(Exception):
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):
     form = PriceForm
-    list_display = (
-        "provider_model",
-        "price_display",
-        "service_tier_display",
-        "context_tier",
-        "variant",
-        "validity",
-        "in_force",
-        "rules_link",
-    )
+    # What fits at 1440 px beside the filters: the model (its rules page under it), the price (a link to
+    # this version), the tier it applies to (context tier, variant and off-peak hours under it), and
+    # whether it is in force (since when, until when under it).
+    list_display = ("model_shown", "price_display", "tier_shown", "validity")
+    list_display_links = ("price_display",)
     list_filter = ("provider", "unit", ServiceTierFilter, ContextTierFilter, InForceFilter)
     # A unit's tiers together: standard first, then by service tier, each by context size.
     ordering = ("provider", "model", "operation", "unit", "variant", "service_tier", "above_tokens", "-valid_from")
@@ -335,7 +357,8 @@ class PriceAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Price | None = None) -> Any:
         if obj is None:
-            return (self.fieldsets[0], self.ADD_TIER_FIELDSET, *self.fieldsets[1:])
+            # A new price has no history yet.
+            return (self.fieldsets[0], self.ADD_TIER_FIELDSET, *(f for f in self.fieldsets[1:] if f[0] != "History"))
         return (self.fieldsets[0], self.TIER_FIELDSET, *self.fieldsets[1:])
 
     def get_readonly_fields(self, request: HttpRequest, obj: Price | None = None) -> tuple[str, ...]:
@@ -399,18 +422,33 @@ class PriceAdmin(admin.ModelAdmin):
     @admin.display(description="price", ordering="unit_price")
     def price_display(self, obj: Price) -> str:
         return format_html(
-            '<span style="white-space:nowrap" title="{} {} per {}">{}</span>',
+            '<span title="{} {} per {}">{}</span>',
             f"{obj.unit_price.normalize():f}",
             obj.currency,
             unit_words(obj.unit),
             price_words(obj.unit_price, obj.currency, obj.unit),
         )
 
-    @admin.display(description="all rules")
-    def rules_link(self, obj: Price) -> str:
+    @admin.display(description="model", ordering="model")
+    def model_shown(self, obj: Price) -> str:
         return format_html(
-            '<a href="{}" title="all rules of {}/{}">all rules</a>', _rules_url(obj), obj.provider, obj.model
+            '{}/{}<span class="cc-sub"><a href="{}" title="every price of {}/{} in force, side by side">all rules</a>'
+            "</span>",
+            obj.provider,
+            obj.model,
+            _rules_url(obj),
+            obj.provider,
+            obj.model,
         )
+
+    @admin.display(description="tier", ordering="service_tier")
+    def tier_shown(self, obj: Price) -> str:
+        notes = [
+            context_tier_words(obj.above_tokens) or "any prompt size",
+            *([f"variant {obj.variant}"] if obj.variant else []),
+            *([f"off-peak {off_peak_words(obj.off_peak_windows)}"] if obj.off_peak_windows else []),
+        ]
+        return format_html("{}{}", service_tier_words(obj.service_tier), _sub(" · ".join(notes)))
 
     @admin.display(description="all rules")
     def rules(self, obj: Price) -> str:
@@ -423,21 +461,16 @@ class PriceAdmin(admin.ModelAdmin):
         # Entries name the price versions that priced them (prices_used); deleting one loses that.
         return False
 
-    @admin.display(description="model", ordering="model")
-    def provider_model(self, obj: Price) -> str:
-        return format_html('<span style="white-space:nowrap">{}/{}</span>', obj.provider, obj.model)
-
-    @admin.display(description="valid", ordering="valid_from")
+    @admin.display(description="in force", ordering="valid_from")
     def validity(self, obj: Price) -> str:
         since = f"{timezone.localtime(obj.valid_from):%Y-%m-%d %H:%M}"
-        if obj.valid_until is None:
-            return f"since {since}"
-        return f"{since} to {timezone.localtime(obj.valid_until):%Y-%m-%d %H:%M}"
-
-    @admin.display(description="in force", boolean=True)
-    def in_force(self, obj: Price) -> bool:
+        until = "" if obj.valid_until is None else f"{timezone.localtime(obj.valid_until):%Y-%m-%d %H:%M}"
         now = timezone.now()
-        return obj.valid_from <= now and (obj.valid_until is None or obj.valid_until > now)
+        if obj.valid_from > now:
+            return format_html('<span class="cc-quiet">not yet</span>{}', _sub(f"from {since}"))
+        if obj.valid_until is not None and obj.valid_until <= now:
+            return format_html('<span class="cc-quiet">superseded</span>{}', _sub(f"{since} to {until}"))
+        return format_html("in force{}", _sub(f"since {since}" + (f", until {until}" if until else "")))
 
     @admin.display(description="history")
     def history(self, obj: Price) -> str:
@@ -1011,13 +1044,13 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         # Whether it is an estimate (computed here) or invoiced, under it.
         return format_html(
             '{}<div class="cc-sub" style="text-align:right">{}</div>',
-            _right(format_money(obj.amount, obj.currency)),
+            _right(money_fine(obj.amount, obj.currency)),
             "estimate" if obj.is_estimate else "invoiced",
         )
 
     @admin.display(description="amount")
     def amount_detail(self, obj: CostEntry) -> str:
-        return format_money(obj.amount, obj.currency)
+        return money_fine(obj.amount, obj.currency)
 
     @admin.display(description="corrects", ordering="corrects")
     def corrects_link(self, obj: CostEntry) -> str:
@@ -1106,7 +1139,7 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
                 obj.corrects_id,
             )
         total = obj.amount + sum((c.amount for c in self._corrections(obj)), Decimal(0))
-        return format_money(total, obj.currency)
+        return money_fine(total, obj.currency)
 
     @admin.display(description="corrections")
     def corrections_list(self, obj: CostEntry) -> str:
@@ -1120,7 +1153,7 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
                 (
                     _change_url(c),
                     c.pk,
-                    f"{'+' if c.amount >= 0 else ''}{format_money(c.amount, c.currency)}",
+                    f"{'+' if c.amount >= 0 else ''}{format_money_fine(c.amount, c.currency)}",
                     f"{timezone.localtime(c.recorded_at):%Y-%m-%d %H:%M}",
                     c.note,
                 )
@@ -1233,17 +1266,9 @@ def rollup_scopes_seen_by(request: HttpRequest) -> Q:
 
 @admin.register(SpendRollup)
 class SpendRollupAdmin(admin.ModelAdmin):
-    list_display = (
-        "scope",
-        "bucket",
-        "currency",
-        "amount_display",
-        "events",
-        "errors",
-        "rate_limited",
-        "unpriced",
-        "tokens",
-    )
+    # At 1440 px beside the filters: the amount carries its currency; errors, rate-limited and unpriced
+    # calls go under the count of events (where there are any).
+    list_display = ("scope", "hour", "amount_display", "events_shown", "tokens")
     list_filter = (RollupCurrencyFilter,)
     search_fields = ("scope",)
     ordering = ("-bucket", "scope", "currency")
@@ -1272,7 +1297,19 @@ class SpendRollupAdmin(admin.ModelAdmin):
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj: SpendRollup) -> str:
-        return _right(format_money(obj.amount, obj.currency))
+        # A sum of entries, as the cost entry list totals them: to the cent (under a cent: 6 places).
+        return _right(_exactly(total_words(obj.amount, obj.currency), obj.amount, obj.currency))
+
+    @admin.display(description="hour", ordering="bucket")
+    def hour(self, obj: SpendRollup) -> datetime:
+        return obj.bucket
+
+    @admin.display(description="events", ordering="events")
+    def events_shown(self, obj: SpendRollup) -> str:
+        counts = ((obj.errors, "failed"), (obj.rate_limited, "rate limited"), (obj.unpriced, "unpriced"))
+        notes = ", ".join(f"{count:,} {words}" for count, words in counts if count)
+        bad = format_html('<span class="cc-sub cc-bad">{}</span>', notes) if notes else ""
+        return format_html("{}{}", _right(f"{obj.events:,}"), bad)
 
     @admin.display(description="tokens")
     def tokens(self, obj: SpendRollup) -> str:
@@ -1284,6 +1321,15 @@ class SpendRollupAdmin(admin.ModelAdmin):
 
 def _gib(value: int | None) -> str:
     return EMPTY if value is None else f"{Decimal(value) / Decimal(2**30):,.1f} GiB"
+
+
+def _watts(value: Decimal) -> str:
+    return f"{value.quantize(Decimal(1)):,} W"
+
+
+def _hours(value: Decimal) -> str:
+    """GPU-hours to 2 places (0.79)."""
+    return f"{value.quantize(Decimal('0.01')):,}"
 
 
 @admin.register(GpuDevice)
@@ -1333,40 +1379,52 @@ class GpuDeviceAdmin(admin.ModelAdmin):
 class GpuSampleAdmin(admin.ModelAdmin):
     """Read-only: written by the sampler (beat task tracking.gpu_sample or `manage.py track_gpu_usage`)."""
 
-    list_display = (
-        "sampled_at",
-        "device",
-        "utilisation",
-        "memory_display",
-        "power_watts",
-        "process_count",
-        "elapsed_seconds",
-        "billed",
-        "busy_gpu_hours",
-        "idle_gpu_hours",
-        "amount_display",
-    )
+    # At 1440 px beside the filters: memory, power and processes under the utilisation; busy and idle
+    # GPU-hours together; "not billed" in the cost column.
+    list_display = ("sampled_at", "device_shown", "utilisation", "elapsed_shown", "gpu_hours", "amount_display")
     list_filter = ("billed", "device", "sampled_at")
     list_select_related = ("device",)
     show_full_result_count = False
     list_per_page = LIST_PER_PAGE
     fieldsets = (
-        (None, {"fields": ("device", "sampled_at", "utilisation", "memory_display", "power_watts", "processes")}),
+        (
+            None,
+            {
+                "fields": (
+                    "device",
+                    "sampled_at",
+                    "utilisation_detail",
+                    "memory_display",
+                    "power_shown",
+                    "processes_shown",
+                )
+            },
+        ),
         (
             "Billing",
             {
                 "fields": (
-                    "elapsed_seconds",
+                    "elapsed_detail",
                     "billed",
-                    "busy_gpu_hours",
-                    "idle_gpu_hours",
-                    "amount_display",
+                    "busy_hours_shown",
+                    "idle_hours_shown",
+                    "amount_detail",
                     "entries_link",
                 )
             },
         ),
     )
-    readonly_fields = ("utilisation", "memory_display", "amount_display", "entries_link")
+    readonly_fields = (
+        "utilisation_detail",
+        "memory_display",
+        "power_shown",
+        "processes_shown",
+        "elapsed_detail",
+        "busy_hours_shown",
+        "idle_hours_shown",
+        "amount_detail",
+        "entries_link",
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -1377,21 +1435,82 @@ class GpuSampleAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: GpuSample | None = None) -> bool:
         return False
 
+    @admin.display(description="device", ordering="device__name")
+    def device_shown(self, obj: GpuSample) -> str:
+        return format_html('<span title="{}">{}</span>', obj.device.uuid, obj.device.name)
+
     @admin.display(description="utilisation", ordering="utilisation_percent")
     def utilisation(self, obj: GpuSample) -> str:
-        return _right(f"{obj.utilisation_percent}%")
+        notes = [f"{_gib(obj.memory_used)} of {_gib(obj.memory_total)}"]
+        if obj.power_watts is not None:
+            notes.append(_watts(obj.power_watts))
+        if obj.processes:
+            count = len(obj.processes)
+            notes.append(f"{count:,} process{'es' if count != 1 else ''}")
+        return format_html("{}{}", f"{obj.utilisation_percent} %", _sub(" · ".join(notes)))
+
+    @admin.display(description="utilisation")
+    def utilisation_detail(self, obj: GpuSample) -> str:
+        return f"{obj.utilisation_percent} %"
 
     @admin.display(description="memory used / total")
     def memory_display(self, obj: GpuSample) -> str:
         return f"{_gib(obj.memory_used)} / {_gib(obj.memory_total)}"
 
-    @admin.display(description="processes")
-    def process_count(self, obj: GpuSample) -> int:
-        return len(obj.processes or [])
+    @admin.display(description="power")
+    def power_shown(self, obj: GpuSample) -> str:
+        return EMPTY if obj.power_watts is None else _watts(obj.power_watts)
+
+    @admin.display(description="compute processes")
+    def processes_shown(self, obj: GpuSample) -> str:
+        processes = [p for p in obj.processes or [] if isinstance(p, dict)]
+        if not processes:
+            return "none seen"
+        return format_html(
+            '<table class="cc-processes"><thead><tr><th>process id</th><th>GPU memory</th></tr></thead>'
+            "<tbody>{}</tbody></table>",
+            format_html_join(
+                "",
+                '<tr><td>{}</td><td style="text-align:right">{}</td></tr>',
+                ((p.get("pid", EMPTY), _gib(p.get("used_memory"))) for p in processes),
+            ),
+        )
+
+    @admin.display(description="elapsed", ordering="elapsed_seconds")
+    def elapsed_shown(self, obj: GpuSample) -> str:
+        return EMPTY if obj.elapsed_seconds is None else _right(duration_words(obj.elapsed_seconds))
+
+    @admin.display(description="elapsed since the previous sample")
+    def elapsed_detail(self, obj: GpuSample) -> str:
+        if obj.elapsed_seconds is None:
+            return "- (the device's first sample)"
+        return f"{duration_words(obj.elapsed_seconds)} ({int(obj.elapsed_seconds):,} s)"
+
+    @admin.display(description="GPU-hours busy / idle", ordering="busy_gpu_hours")
+    def gpu_hours(self, obj: GpuSample) -> str:
+        if not obj.billed:
+            return EMPTY
+        return format_html(
+            "{}{}", _right(f"{_hours(obj.busy_gpu_hours)} busy"), _right(f"{_hours(obj.idle_gpu_hours)} idle")
+        )
+
+    @admin.display(description="busy GPU-hours")
+    def busy_hours_shown(self, obj: GpuSample) -> str:
+        return _hours(obj.busy_gpu_hours)
+
+    @admin.display(description="idle GPU-hours")
+    def idle_hours_shown(self, obj: GpuSample) -> str:
+        return _hours(obj.idle_gpu_hours)
 
     @admin.display(description="cost", ordering="amount")
     def amount_display(self, obj: GpuSample) -> str:
-        return _right(format_money(obj.amount, obj.currency)) if obj.billed else EMPTY
+        if not obj.billed:
+            return format_html('<span class="cc-sub">{}</span>', "not billed")
+        return _right(money_fine(obj.amount, obj.currency))
+
+    @admin.display(description="cost")
+    def amount_detail(self, obj: GpuSample) -> str:
+        return money_fine(obj.amount, obj.currency) if obj.billed else "not billed"
 
     @admin.display(description="ledger entries")
     def entries_link(self, obj: GpuSample) -> str:
@@ -1457,7 +1576,8 @@ class GpuSettingsAdmin(admin.ModelAdmin):
 
 
 def _per_lead(value: Decimal | None) -> str:
-    return f"undefined (no {lead_unit()}s)" if value is None else format_money(value, "USD", places=4)
+    """A cost per lead is a unit cost: to the places it needs, up to 6 (0.012352 USD)."""
+    return f"undefined (no {lead_unit()}s)" if value is None else format_money_fine(value, "USD")
 
 
 @admin.register(Batch)
@@ -1465,21 +1585,53 @@ class BatchAdmin(admin.ModelAdmin):
     """Batches are opened and closed from code and the command line; here they are read (the note
     can be edited), with a trend of cost per lead over the last finished batches."""
 
+    # At 1440 px beside the filters: the job under the pipeline, how long it ran under when it started,
+    # the link to its cost entries under its cost, the month's cost and leads under its cost per lead.
     list_display = (
-        "name",
-        "job",
-        "started_at",
-        "duration",
-        "leads",
+        "batch_shown",
+        "started_shown",
+        "leads_shown",
         "cost_shown",
         "per_lead_shown",
         "month_per_lead_shown",
-        "entries_link",
     )
+    list_display_links = ("batch_shown",)
     list_filter = ("name", ("finished_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "job", "note")
     date_hierarchy = "started_at"
-    readonly_fields = [*(f.name for f in Batch._meta.fields if f.name != "note"), "entries_link"]
+    fieldsets = (
+        (None, {"fields": ("name", "job", "service", "note", "entries_link")}),
+        ("Run", {"fields": ("started_at", "finished_at", "duration", "leads_detail")}),
+        (
+            "Cost",
+            {
+                "fields": (
+                    "cost_detail",
+                    "per_lead_detail",
+                    "month_cost_detail",
+                    "month_leads_detail",
+                    "month_per_lead_detail",
+                    "cost_computed_at",
+                )
+            },
+        ),
+    )
+    readonly_fields = (
+        "name",
+        "job",
+        "service",
+        "entries_link",
+        "started_at",
+        "finished_at",
+        "duration",
+        "leads_detail",
+        "cost_detail",
+        "per_lead_detail",
+        "month_cost_detail",
+        "month_leads_detail",
+        "month_per_lead_detail",
+        "cost_computed_at",
+    )
     change_list_template = "admin/tracking/batch/change_list.html"
     TREND_BATCHES = 30
 
@@ -1496,25 +1648,70 @@ class BatchAdmin(admin.ModelAdmin):
 
     @admin.display(description="duration")
     def duration(self, obj: Batch) -> str:
-        seconds = int(((obj.finished_at or timezone.now()) - obj.started_at).total_seconds())
-        text = f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+        text = duration_words(((obj.finished_at or timezone.now()) - obj.started_at).total_seconds())
         return text if obj.finished_at else f"{text} (running)"
+
+    @admin.display(description="pipeline", ordering="name")
+    def batch_shown(self, obj: Batch) -> str:
+        return format_html("{}{}", obj.name, _sub(f"job {obj.job}"))
+
+    @admin.display(description="started", ordering="started_at")
+    def started_shown(self, obj: Batch) -> str:
+        started = f"{timezone.localtime(obj.started_at):%Y-%m-%d %H:%M}"
+        return format_html("{}{}", started, _sub(self.duration(obj)))
+
+    @admin.display(description="leads", ordering="leads")
+    def leads_shown(self, obj: Batch) -> str:
+        return _right(EMPTY if obj.leads is None else f"{obj.leads:,}")
+
+    @admin.display(description="leads")
+    def leads_detail(self, obj: Batch) -> str:
+        return EMPTY if obj.leads is None else f"{obj.leads:,}"
 
     @admin.display(description="cost", ordering="cost")
     def cost_shown(self, obj: Batch) -> str:
-        return "-" if obj.cost is None else format_money(obj.cost, "USD", places=4)
+        entries = format_html(
+            '<span class="cc-sub"><a href="{}" title="the cost entries of job {}">its entries</a></span>',
+            entries_url(job=obj.job),
+            obj.job,
+        )
+        return format_html("{}{}", _right(self.cost_detail(obj)), entries)
+
+    @admin.display(description="cost")
+    def cost_detail(self, obj: Batch) -> str:
+        return EMPTY if obj.cost is None else _exactly(total_words(obj.cost, "USD"), obj.cost, "USD")
 
     @admin.display(description="cost per lead", ordering="cost_per_lead")
     def per_lead_shown(self, obj: Batch) -> str:
-        if obj.cost_computed_at is None:
-            return "-"
-        return _per_lead(obj.cost_per_lead)
+        return _right(self.per_lead_detail(obj))
 
-    @admin.display(description="month to date per lead")
+    @admin.display(description="cost per lead")
+    def per_lead_detail(self, obj: Batch) -> str:
+        return EMPTY if obj.cost_computed_at is None else _per_lead(obj.cost_per_lead)
+
+    @admin.display(description="month to date per lead", ordering="month_cost_per_lead")
     def month_per_lead_shown(self, obj: Batch) -> str:
         if obj.cost_computed_at is None:
-            return "-"
-        return _per_lead(obj.month_cost_per_lead)
+            return _right(EMPTY)
+        # As tracking.batches.month_to_date defines it: the whole month's spend over its leads.
+        month = format_html(
+            "all spend {} / {} {}s", self.month_cost_detail(obj), self.month_leads_detail(obj), lead_unit()
+        )
+        return format_html("{}{}", _right(_per_lead(obj.month_cost_per_lead)), _sub(month))
+
+    @admin.display(description="month-to-date spend (all of it)")
+    def month_cost_detail(self, obj: Batch) -> str:
+        if obj.month_cost is None:
+            return EMPTY
+        return _exactly(total_words(obj.month_cost, "USD"), obj.month_cost, "USD")
+
+    @admin.display(description="month-to-date leads")
+    def month_leads_detail(self, obj: Batch) -> str:
+        return EMPTY if obj.month_leads is None else f"{obj.month_leads:,}"
+
+    @admin.display(description="month-to-date cost per lead")
+    def month_per_lead_detail(self, obj: Batch) -> str:
+        return EMPTY if obj.cost_computed_at is None else _per_lead(obj.month_cost_per_lead)
 
     @admin.display(description="cost entries")
     def entries_link(self, obj: Batch) -> str:
@@ -1527,46 +1724,33 @@ class BatchAdmin(admin.ModelAdmin):
             .filter(cost_computed_at__isnull=False)
             .order_by("-finished_at")[: self.TREND_BATCHES]
         )
-        extra_context = {**(extra_context or {}), "cpl_trend": cost_per_lead_trend_svg(recent[::-1])}
+        extra_context = {**(extra_context or {}), "cpl_trend": cost_per_lead_trend(recent[::-1])}
         return super().changelist_view(request, extra_context)
 
 
-_TW, _TH, _TL, _TR, _TT, _TB = 640, 180, 70, 16, 12, 28
+def cost_per_lead_trend(batches: list[Batch]) -> dict[str, Any]:
+    """The batch list's chart (drawn by Chart.js in admin/tracking/batch/change_list.html): the cost per
+    lead and the month-to-date cost per lead of the given finished batches, oldest first. Amounts travel
+    as decimal strings with their words (the tooltips); a batch without leads is a gap in the line."""
+    unit = lead_unit()
 
+    def series(label: str, values: list[Decimal | None]) -> dict[str, Any]:
+        return {
+            "label": label,
+            "data": [None if v is None else str(v) for v in values],
+            "text": [_per_lead(v) for v in values],
+        }
 
-def cost_per_lead_trend_svg(batches: list[Batch]) -> str:
-    """Inline SVG: cost per lead of the given finished batches, oldest first (undefined ones are
-    counted below the chart, not drawn)."""
-    points = [(b, b.cost_per_lead) for b in batches if b.cost_per_lead is not None]
-    undefined = len(batches) - len(points)
-    if not points:
-        return format_html("<p>{}</p>", "No finished batch with a cost per lead yet.")
-    top = max(v for _, v in points) or Decimal(1)
-    step = (_TW - _TL - _TR) / max(len(points) - 1, 1)
-
-    def y(value: Decimal) -> float:
-        return _TT + (_TH - _TT - _TB) * float((top - value) / top)
-
-    coords = [(_TL + i * step, y(v)) for i, (_, v) in enumerate(points)]
-    parts = [
-        f'<svg class="cpl-trend" role="img" aria-label="cost per lead of the last batches" width="{_TW}" '
-        f'height="{_TH}" viewBox="0 0 {_TW} {_TH}" style="background:#fafafa;border:1px solid #ddd">',
-        f'<line x1="{_TL}" y1="{y(Decimal(0)):.1f}" x2="{_TW - _TR}" y2="{y(Decimal(0)):.1f}" stroke="#999"/>',
-        '<polyline fill="none" stroke="#1971c2" stroke-width="2" points="'
-        + " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in coords)
-        + '"/>',
-    ]
-    for (batch, value), (cx, cy) in zip(points, coords, strict=True):
-        title = escape(f"{batch.name} {batch.finished_at:%Y-%m-%d %H:%M}: {format_money(value, 'USD', places=4)}")
-        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="#1971c2"><title>{title}</title></circle>')
-    parts.append(
-        f'<text x="{_TL - 6}" y="{y(top) + 4:.1f}" text-anchor="end" font-size="11">'
-        f"{format_money(top, 'USD', places=4)}</text>"
-    )
-    parts.append(f'<text x="{_TL - 6}" y="{y(Decimal(0)) + 4:.1f}" text-anchor="end" font-size="11">0</text>')
-    caption = f"cost per lead, last {len(points)} batches"
-    if undefined:
-        caption += f" ({undefined} without leads not drawn)"
-    parts.append(f'<text x="{_TL}" y="{_TH - 8}" font-size="11">{escape(caption)}</text>')
-    parts.append("</svg>")
-    return mark_safe("".join(parts))  # noqa: S308 - numbers, dates and escaped names
+    finished = [b for b in batches if b.finished_at is not None]
+    return {
+        "labels": [f"{timezone.localtime(b.finished_at):%Y-%m-%d %H:%M}" for b in finished],  # type: ignore[arg-type]
+        "names": [f"{b.name} ({b.job})" for b in finished],
+        "series": [
+            series(f"cost per {unit}", [b.cost_per_lead for b in finished]),
+            series(f"month to date per {unit}", [b.month_cost_per_lead for b in finished]),
+        ],
+        "undefined": sum(1 for b in finished if b.cost_per_lead is None),
+        # Something to draw: a batch with a cost per lead or a month to date per lead.
+        "drawn": any(v is not None for b in finished for v in (b.cost_per_lead, b.month_cost_per_lead)),
+        "unit": unit,
+    }

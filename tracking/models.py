@@ -7,7 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_prometheus.models import ExportModelOperationsMixin
 
-from core.money import PRICE_MAX_DIGITS, PRICE_PLACES, MoneyField, format_money
+from core.money import PRICE_MAX_DIGITS, PRICE_PLACES, MoneyField, format_money, format_money_fine
 
 
 class Unit(models.TextChoices):
@@ -435,7 +435,8 @@ class CostEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.occurred_at:%Y-%m-%d %H:%M} {self.provider}/{self.model} {format_money(self.amount, self.currency)}"
+        amount = format_money_fine(self.amount, self.currency)  # as the admin's list shows it (6 places at most)
+        return f"#{self.pk} {self.occurred_at:%Y-%m-%d %H:%M} {self.provider}/{self.model} {amount}"
 
 
 class RollupCounters(models.Model):
@@ -481,7 +482,7 @@ class SpendRollup(RollupCounters):
         ]
 
     def __str__(self) -> str:
-        return f"{self.scope} @ {self.bucket:%Y-%m-%d %H:00}: {format_money(self.amount, self.currency)}"
+        return f"{self.scope} @ {self.bucket:%Y-%m-%d %H:00}: {format_money_fine(self.amount, self.currency)}"
 
 
 class SpendRollupDay(RollupCounters):
@@ -508,7 +509,7 @@ class SpendRollupDay(RollupCounters):
         ]
 
     def __str__(self) -> str:
-        return f"{self.scope} @ {self.bucket:%Y-%m-%d}: {format_money(self.amount, self.currency)}"
+        return f"{self.scope} @ {self.bucket:%Y-%m-%d}: {format_money_fine(self.amount, self.currency)}"
 
 
 # The counters a rollup row carries, in a fixed order (the upsert SQL and verify_ledger use it).
@@ -612,7 +613,7 @@ class GpuSample(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.device.name} @ {self.sampled_at:%Y-%m-%d %H:%M:%S}: {self.utilisation_percent}%"
+        return f"{self.device.name} @ {self.sampled_at:%Y-%m-%d %H:%M}: {self.utilisation_percent} %"
 
 
 class GpuSettings(models.Model):

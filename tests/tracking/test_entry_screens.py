@@ -371,6 +371,6 @@ def test_the_cost_entry_list_fits_1440_px_with_its_important_columns(transaction
     # A batch's entries are one click from the batch list.
     BatchFactory(name="nightly-lead-generation", job="nightly-lead-generation-2026-03-17T02:00:00Z")
     browser.get(f"{live_server.url}{reverse('admin:tracking_batch_changelist')}")
-    browser.find_element(By.PARTIAL_LINK_TEXT, "entries of job").click()
+    browser.find_element(By.PARTIAL_LINK_TEXT, "its entries").click()
     assert len(browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")) == 15
     assert "15 entries" in browser.find_element(By.ID, "cc-entry-total").text
