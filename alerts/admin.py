@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from django import forms
@@ -250,8 +250,10 @@ def _figure(value: Decimal | None, alert: Alert, *, exact: bool = False) -> str:
         return EMPTY
     if alert.rule_id is not None:
         return alert.rule.figure(value, exact=exact)
-    if alert.currency:
-        return format_money(value, alert.currency)
+    if alert.currency:  # a budget's spend to the cent (13.24 USD); its limit as set
+        return format_money(
+            value if exact else value.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN), alert.currency
+        )
     return f"{value.normalize():,f}"
 
 

@@ -601,3 +601,16 @@ def test_a_counts_value_in_a_notifications_payload_has_thousands_separators(admi
     raw = admin_client.get(reverse("admin:alerts_notification_change", args=[notification.pk])).content.decode()
     cells = text_of(raw.split('<table class="cc-payload">', 1)[1])
     assert "value 558,378" in cells and "threshold 10,000" in cells
+
+
+def test_a_budget_alerts_value_is_shown_to_the_cent(admin_client):
+    budget = BudgetFactory(name="OpenAI", scope="provider:openai", amount=Decimal("5"))
+    alert = fire(
+        key=f"budget:{budget.pk}:screens",
+        source="budget",
+        budget=budget,
+        value=Decimal("13.24072134"),
+        threshold=Decimal("5"),
+        rule=None,
+    )
+    assert "13.24 USD (limit 5.00 USD)" in text_of(page(admin_client, alert))  # not 13.24072134 USD
