@@ -22,7 +22,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpR
 from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import formats, timezone
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
@@ -30,6 +30,7 @@ from budgets.admin import ScopeChoiceAdminMixin, forecast_badge, level_badge
 from budgets.levels import Level, level_label
 from core.models import Team
 from core.money import format_money
+from core.periods import moment_text
 from core.scopes import scope_inner, scope_team
 from core.teams import TeamScopedAdminMixin, sees_every_team, team_list_filter, user_teams
 from tracking.models import Outcome, PricingStatus
@@ -156,7 +157,7 @@ class AlertRuleAdmin(ScopeChoiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdm
             value, when = "not checked yet", ""
         else:
             value = obj.figure(obj.last_value) if obj.last_value is not None else "no data"
-            when = f"checked {_when(obj.last_evaluated_at)}"
+            when = f"checked {moment_text(obj.last_evaluated_at)}"
         lines = [format_html('<span class="cc-num">{}</span>', value)]
         if when:
             lines.append(format_html('<span class="cc-quiet">{}</span>', when))
@@ -238,11 +239,6 @@ class HeardFilter(admin.SimpleListFilter):
         return queryset
 
 
-def _when(moment: datetime) -> str:
-    """A moment as the admin shows its own date and time columns (local time, the site's format)."""
-    return str(formats.localize(timezone.template_localtime(moment)))
-
-
 def _figure(value: Decimal | None, alert: Alert, *, exact: bool = False) -> str:
     """An alert's value or threshold as a person reads it: a rule's by what its metric measures (as the
     rule list shows it), a budget's money with its currency. `exact`: a threshold as set."""
@@ -292,8 +288,8 @@ def cost_entries_url(alert: Alert) -> tuple[str, str] | None:
         }.get(alert.rule.metric)
         if extra is not None:
             params[extra[0]] = extra[1]
-    until = "now" if end is None else _when(end)
-    words = f"Cost entries of {alert.scope} from {_when(start)} to {until}{untold}"
+    until = "now" if end is None else moment_text(end)
+    words = f"Cost entries of {alert.scope} from {moment_text(start)} to {until}{untold}"
     return reverse("admin:tracking_costentry_changelist") + "?" + urlencode(params), words
 
 
@@ -414,7 +410,7 @@ class AlertAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="fired", ordering="last_fired_at")
     def fired(self, obj: Alert) -> str:
         """When it fired (this time), wrapping where it must (the admin keeps a date field on one line)."""
-        return _when(obj.last_fired_at)
+        return moment_text(obj.last_fired_at)
 
     @admin.display(description="state", ordering="state")
     def state_shown(self, obj: Alert) -> str:
@@ -432,11 +428,11 @@ class AlertAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         if obj.acknowledged_at is None:
             return "not yet"
         who = obj.acknowledged_by.get_username() if obj.acknowledged_by else "someone"
-        return f"acknowledged by {who}, {_when(obj.acknowledged_at)}"
+        return f"acknowledged by {who}, {moment_text(obj.acknowledged_at)}"
 
     @admin.display(description="muted", ordering="muted_until")
     def muted(self, obj: Alert) -> str:
-        return f"muted until {_when(obj.muted_until)}" if obj.is_muted and obj.muted_until else "no"
+        return f"muted until {moment_text(obj.muted_until)}" if obj.is_muted and obj.muted_until else "no"
 
     @admin.display(description="next reminder")
     def next_reminder(self, obj: Alert) -> str:
@@ -448,8 +444,8 @@ class AlertAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         if obj.next_notify_at is None:
             return "none: announced once" + (" per budget period" if obj.budget_id is not None else "")
         if obj.is_muted:
-            return f"{_when(obj.next_notify_at)} if it is still firing, once the mute ends"
-        return f"{_when(obj.next_notify_at)} if it is still firing"
+            return f"{moment_text(obj.next_notify_at)} if it is still firing, once the mute ends"
+        return f"{moment_text(obj.next_notify_at)} if it is still firing"
 
     @admin.display(description="raised by")
     def about(self, obj: Alert) -> str:
@@ -523,7 +519,7 @@ class AlertAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             text = f"{len(done)} alert(s) unmuted."
             why = ""
         else:
-            when = f"until {_when(untils.pop())}" if len(untils) == 1 else "until their periods end"
+            when = f"until {moment_text(untils.pop())}" if len(untils) == 1 else "until their periods end"
             text = f"{len(done)} alert(s) muted {when}."
             why = "no period still running"
         if skipped and why:
@@ -891,7 +887,7 @@ class NotificationAdmin(admin.ModelAdmin):
         colour = {"sent": "#2b8a3e", "failed": "#c92a2a", "folded": "#666"}.get(obj.status, "#e2a300")
         lines = [format_html('<span style="color:{};font-weight:600">{}</span>', colour, obj.get_status_display())]
         if obj.sent_at is not None:
-            lines.append(format_html('<span class="cc-quiet">{}</span>', _when(obj.sent_at)))
+            lines.append(format_html('<span class="cc-quiet">{}</span>', moment_text(obj.sent_at)))
         if obj.attempts != 1 or obj.status != NotificationStatus.SENT:
             lines.append(
                 format_html('<span class="cc-quiet">{} attempt{}</span>', obj.attempts, pluralize(obj.attempts))
@@ -906,14 +902,14 @@ class NotificationAdmin(admin.ModelAdmin):
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Notification) -> str:
-        return _when(obj.created_at)
+        return moment_text(obj.created_at)
 
     @admin.display(description="next attempt", ordering="next_attempt_at")
     def next_attempt(self, obj: Notification) -> str:
         """Only while one is due: a sent or failed notification has no next attempt."""
         if obj.status not in (NotificationStatus.PENDING, NotificationStatus.SENDING):
             return EMPTY
-        return _when(obj.next_attempt_at)
+        return moment_text(obj.next_attempt_at)
 
     @admin.display(description="last error")
     def last_error_short(self, obj: Notification) -> str:

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.utils import formats, timezone
 
 DAILY = "daily"
 WEEKLY = "weekly"
@@ -77,3 +78,9 @@ def period_bounds(period: str, at: datetime, tz: ZoneInfo | None = None) -> tupl
 def hour_floor(moment: datetime) -> datetime:
     """The start of the UTC hour holding `moment` (the rollups' bucket)."""
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def moment_text(moment: datetime) -> str:
+    """A moment as the admin writes every date and time: local time, the site's one format
+    (settings.DATETIME_FORMAT, e.g. 2026-12-04 14:05)."""
+    return str(formats.localize(timezone.template_localtime(moment)))

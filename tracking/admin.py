@@ -39,6 +39,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
 from core.money import MoneyField, format_money, format_money_fine
+from core.periods import moment_text
 from core.scopes import scope_errors, scope_inner, scope_team, team_scope
 from core.teams import TeamScopedAdminMixin, exists_for_teams, sees_every_team, team_list_filter, user_teams
 
@@ -483,10 +484,8 @@ class PriceAdmin(admin.ModelAdmin):
                 (
                     THIS_VERSION if version.pk == obj.pk else "",
                     _change_url(version),
-                    f"{timezone.localtime(version.valid_from):%Y-%m-%d %H:%M:%S %Z}",
-                    f"{timezone.localtime(version.valid_until):%Y-%m-%d %H:%M:%S %Z}"
-                    if version.valid_until
-                    else "in force",
+                    moment_text(version.valid_from),
+                    moment_text(version.valid_until) if version.valid_until else "in force",
                     f"{version.unit_price.normalize():f} {version.currency} per {unit_words(version.unit)}",
                     price_words(version.unit_price, version.currency, version.unit),
                     version.source or EMPTY,
@@ -573,8 +572,7 @@ class PriceAdmin(admin.ModelAdmin):
             return None
         self.message_user(
             request,
-            f"Nothing changed: {current} is already in force (since "
-            f"{timezone.localtime(current.valid_from):%Y-%m-%d %H:%M:%S %Z}).",
+            f"Nothing changed: {current} is already in force (since {moment_text(current.valid_from)}).",
             messages.WARNING,
         )
         return HttpResponseRedirect(_change_url(current))
@@ -589,7 +587,7 @@ class PriceAdmin(admin.ModelAdmin):
         new = getattr(request, "_costcontrol_new_price", None)
         if new is None:
             return super().response_change(request, obj)
-        when = f"{timezone.localtime(new.valid_from):%Y-%m-%d %H:%M:%S %Z}"
+        when = moment_text(new.valid_from)
         self.message_user(
             request,
             f"Price changed: new version from {when}; the previous version is kept in the history.",

@@ -354,7 +354,7 @@ def test_the_price_history_table_appears_on_the_change_page(admin_client, versio
     assert table.index("0.00000015 USD") < table.index("0.0000002 USD")  # newest first
     assert "price cut" in table
     assert "launch" in table
-    assert "2024-06-01 00:00:00 UTC" in table
+    assert "2024-06-01 00:00" in table and "00:00:00" not in table  # the admin's one date format
     assert reverse("admin:tracking_price_change", args=[old.pk]) in table
 
 
