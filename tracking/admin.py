@@ -1111,9 +1111,10 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             ),
         )
         total = format_html(
-            '<tr class="cc-total-row"><th scope="row">total</th><td></td><td></td><td class="cc-num">{}</td>'
-            "<td></td></tr>",
+            '<tr class="cc-total-row"><th scope="row">total</th><td></td><td></td>'
+            '<td class="cc-num" title="{} exactly">{}</td><td></td></tr>',
             format_money(obj.amount, obj.currency),
+            format_money_fine(obj.amount, obj.currency),
         )
         return format_html(
             '<table class="cc-provenance"><thead><tr><th>part</th><th>quantity</th><th>unit price</th>'

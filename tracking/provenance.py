@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from core.money import format_money, round_money
+from core.money import format_money, format_money_fine, round_money
 
 from .models import UNIT_QUANTITY_FIELD, CostEntry, PricingStatus, ServiceTier, Unit
 
@@ -205,7 +205,7 @@ def _uplift_lines(entry: CostEntry, part: dict[str, Any]) -> list[ProvenanceLine
         text, quantity, surcharge = f"{factor_words} {part}", "", ""
         if index == len(rules) - 1 and base is not None and amount is not None:
             quantity = f"{format_money(round_money(base), entry.currency)} of token prices"
-            surcharge = f"+{format_money(round_money(amount), entry.currency)}"
+            surcharge = f"+{format_money_fine(round_money(amount), entry.currency)}"
             text += f", on {quantity}: {surcharge}"
         price_id = rule.get("price_id") if isinstance(rule.get("price_id"), int) else None
         lines.append(
@@ -233,7 +233,7 @@ def _part_line(entry: CostEntry, unit: str, quantity_field: str, part: dict[str,
     amount = _decimal(part.get("amount"))
     if amount is None:
         amount = quantity * unit_price
-    amount_words = format_money(round_money(amount), entry.currency)
+    amount_words = format_money_fine(round_money(amount), entry.currency)  # the exact amount is the ledger's
     text = f"{what}: {_quantity_words(quantity)} x {unit_price.normalize():f} = {amount_words}"
     return ProvenanceLine(
         text,

@@ -248,7 +248,8 @@ def test_the_entry_page_reads_in_words_and_tables(root, ledger, gpt4o_prices):
     table = table[: table.index("</table>")]
     assert "<th>unit price</th>" in table
     assert '<td>input tokens</td><td class="cc-num">1,234,567</td><td>2.50 USD / 1M input tokens</td>' in table
-    assert "3.1064175 USD" in table  # 1,234,567 x 0.0000025 + 2,000 x 0.00001, exactly
+    # 1,234,567 x 0.0000025 + 2,000 x 0.00001: to 6 places, exactly on hover
+    assert 'title="3.1064175 USD exactly">3.106418 USD<' in table
     assert '"price_id"' not in html and "&quot;" not in table
     # Tags as a table, the job linked to its entries, the duration with its unit.
     assert "<td>feature</td><td>chat</td>" in html
