@@ -9,7 +9,6 @@ import html
 import itertools
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +28,7 @@ from alerts.evaluation import alerts_evaluate
 from alerts.models import Alert, AlertState, Metric, Notification, NotificationStatus, Window
 from alerts.services import alert_fire
 from core.periods import period_bounds
+from tests.chromium import chromium, missing_browser
 from tests.factories import (
     AlertRuleFactory,
     BudgetFactory,
@@ -425,33 +425,16 @@ def test_the_notification_list_shows_the_next_attempt_only_while_one_is_due(admi
 
 # --- at 1440 px, in a real browser ------------------------------------------------------------------------
 
-CHROMIUM = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTEFACTS = Path(os.environ.get("COSTCONTROL_TEST_ARTEFACTS") or django_settings.BASE_DIR / "var" / "test-artefacts")
 PASSWORD = "browser-test-password"
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        pytest.skip(f"no headless browser: needs Chromium ({CHROMIUM}) and its driver ({CHROMEDRIVER})")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements/dev.txt)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1440,1000"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    # The page's own viewport at exactly 1440x1000, whatever the window around it takes.
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride", {"width": 1440, "height": 1000, "deviceScaleFactor": 1, "mobile": False}
-    )
-    try:
+    if reason := missing_browser():
+        pytest.skip(reason)
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def look(driver: Any, url: str, name: str) -> dict[str, int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -22,19 +21,12 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from budgets.models import Budget
+from tests.chromium import chromium, missing_browser
 
-CHROMIUM = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTEFACTS = Path(os.environ.get("COSTCONTROL_TEST_ARTEFACTS") or settings.BASE_DIR / "var" / "test-artefacts")
 
-if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-    pytest.skip(
-        f"no headless browser: needs Chromium ({CHROMIUM}) and its driver ({CHROMEDRIVER}); "
-        "install the chromium and chromium-driver packages (apt)",
-        allow_module_level=True,
-    )
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements/dev.txt)")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+if reason := missing_browser():
+    pytest.skip(reason, allow_module_level=True)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.select import Select  # noqa: E402
@@ -60,16 +52,8 @@ return chart.data.datasets.reduce((n, d) => n + d.data.filter(v => v !== null &&
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,2200"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    try:
+    with chromium(width=1400, height=2200) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def screenshot(driver: Any, name: str) -> Path:

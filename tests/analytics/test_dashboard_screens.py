@@ -16,7 +16,6 @@ import hashlib
 import io
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -36,6 +35,7 @@ from django.urls import reverse
 from analytics.dashboard import DashboardData
 from tests.analytics.conftest import HOUR, T0, Stream, entry, seasonal_entries, write
 from tests.analytics.test_dashboard_teams import DASHBOARD, NOW, two_teams  # noqa: F401
+from tests.chromium import chromium, missing_browser
 from tests.factories import AlertFactory, BatchFactory, BudgetFactory, PriceFactory
 
 VENDOR = Path(settings.BASE_DIR) / "analytics" / "static" / "analytics" / "vendor"
@@ -254,17 +254,11 @@ def test_the_vendored_chart_library_says_its_version_licence_and_how_to_refresh_
 
 # --- in a browser, at 1440x1000 -------------------------------------------------------------------
 
-CHROMIUM = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTEFACTS = Path(os.environ.get("COSTCONTROL_TEST_ARTEFACTS") or settings.BASE_DIR / "var" / "test-artefacts")
 PASSWORD = "screens-test-password"
 WIDTH, HEIGHT = 1440, 1000
 
-needs_browser = pytest.mark.skipif(
-    not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-    reason=f"no headless browser: needs Chromium ({CHROMIUM}) and its driver ({CHROMEDRIVER}); "
-    "install the chromium and chromium-driver packages (apt)",
-)
+needs_browser = pytest.mark.skipif(bool(missing_browser()), reason=missing_browser())
 
 # How many pixels of a canvas are painted (alpha > 0): an empty canvas has none.
 PAINTED_PIXELS_JS = """
@@ -303,24 +297,8 @@ return {
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements/dev.txt)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={WIDTH},{HEIGHT}"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    # The viewport itself is 1440x1000, whatever the window's frame takes.
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
-    )
-    try:
+    with chromium(width=WIDTH, height=HEIGHT, exact_viewport=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def screenshot(driver: Any, name: str, *, full: bool = False) -> Path:

@@ -20,7 +20,9 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from .walk import CHROMEDRIVER, CHROMIUM, HEIGHT, PASSWORD, USERNAME, WIDTH, Walk, seed_every_screen
+from tests.chromium import chromium as browser
+
+from .walk import PASSWORD, USERNAME, Walk, seed_every_screen
 
 
 @pytest.fixture(scope="module")
@@ -48,25 +50,9 @@ def site(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={WIDTH},{HEIGHT}"):
-        options.add_argument(argument)
-    # The console (JS errors) and the network log (every request the page makes, and its answer).
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    try:
-        # The viewport, not the window, is 1440 x 1000.
-        inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
-        outer = driver.get_window_size()
-        driver.set_window_size(outer["width"] + WIDTH - inner[0], outer["height"] + HEIGHT - inner[1])
+    # The console (JS errors) and the network log (every request the page makes, and its answer) kept.
+    with browser(exact_viewport=True, logs=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")

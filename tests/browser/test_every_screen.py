@@ -34,7 +34,9 @@ from django.db import models
 from django.test import RequestFactory
 from django.urls import Resolver404, resolve, reverse
 
-from .walk import USERNAME, Screen, Walk, missing_browser
+from tests.chromium import missing_browser
+
+from .walk import USERNAME, Screen, Walk
 
 if reason := missing_browser():
     pytest.skip(reason, allow_module_level=True)

@@ -23,8 +23,9 @@ from django.utils import timezone
 from alerts.evaluation import alerts_evaluate
 from alerts.models import Alert
 from budgets.models import Budget
+from tests.chromium import missing_browser
 
-from .walk import Screen, Walk, missing_browser
+from .walk import Screen, Walk
 
 if reason := missing_browser():
     pytest.skip(reason, allow_module_level=True)

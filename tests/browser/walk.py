@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,27 +19,12 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management import call_command
 
-CHROMIUM = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
+from tests.chromium import HEIGHT, WIDTH
+
 SCREENSHOTS = Path(os.environ.get("COSTCONTROL_SCREENSHOTS") or settings.BASE_DIR / "var" / "screenshots")
-WIDTH, HEIGHT = 1440, 1000
 # A full-page screenshot stops here (a change list of 100 rows is ~4,000 px).
 MAX_SHOT_HEIGHT = 8000
 USERNAME, PASSWORD = "walker", "walk-every-screen"
-
-
-def missing_browser() -> str:
-    """Why the walk cannot run here, or "" when it can."""
-    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        return (
-            f"no headless browser: needs Chromium ({CHROMIUM}) and its driver ({CHROMEDRIVER}); "
-            "install the chromium and chromium-driver packages (apt)"
-        )
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (requirements/dev.txt)"
-    return ""
 
 
 # --- data ------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -31,6 +30,7 @@ from alerts.models import AlertRule
 from budgets.models import Budget
 from budgets.selectors import budget_statuses
 from budgets.services import budget_period_close, budget_period_current, budget_reserve
+from tests.chromium import chromium, missing_browser
 from tests.factories import AlertFactory, BudgetFactory, PriceFactory, TeamFactory
 from tracking.models import Price
 from tracking.services import cost_entry_record
@@ -369,8 +369,6 @@ def test_the_budget_form_explains_fields_in_the_words_of_the_person_using_it(adm
 
 # --- in a real browser at 1440 x 1000 -----------------------------------------------------------------
 
-CHROMIUM = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTEFACTS = Path(os.environ.get("COSTCONTROL_TEST_ARTEFACTS") or settings.BASE_DIR / "var" / "test-artefacts")
 PASSWORD = "browser-test-password"
 
@@ -426,21 +424,10 @@ return {
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        pytest.skip(f"no headless browser: needs Chromium ({CHROMIUM}) and its driver ({CHROMEDRIVER})")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements/dev.txt)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1440,1000"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    try:
+    if reason := missing_browser():
+        pytest.skip(reason)
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def screenshot(driver: Any, name: str, *, full: bool = False) -> Path:

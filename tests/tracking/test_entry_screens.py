@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,6 +27,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from tests.chromium import chromium, missing_browser
 from tests.factories import BatchFactory, PriceFactory, TeamFactory
 from tracking.models import CostEntry
 from tracking.rollups import entry_scopes
@@ -272,38 +272,17 @@ def test_the_price_history_reads_per_million_tokens(root, gpt4o_prices):
 
 # --- in a browser, at 1440x1000 -------------------------------------------------------------------
 
-CHROMIUM = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTEFACTS = Path(os.environ.get("COSTCONTROL_TEST_ARTEFACTS") or settings.BASE_DIR / "var" / "test-artefacts")
 WIDTH, HEIGHT = 1440, 1000
 PASSWORD = "entry-screens-password"
 
-needs_browser = pytest.mark.skipif(
-    not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-    reason=f"no headless browser: needs Chromium ({CHROMIUM}) and its driver ({CHROMEDRIVER}); "
-    "install the chromium and chromium-driver packages (apt)",
-)
+needs_browser = pytest.mark.skipif(bool(missing_browser()), reason=missing_browser())
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements/dev.txt)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={WIDTH},{HEIGHT}"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
-    )
-    try:
+    with chromium(width=WIDTH, height=HEIGHT, exact_viewport=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def save(driver: Any, name: str) -> None:

@@ -23,8 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from core.money import format_money_fine
-from tests.browser.conftest import chromium  # noqa: F401 - the walk's browser, as a fixture here
-from tests.browser.walk import missing_browser
+from tests.chromium import chromium, missing_browser
 from tests.factories import BatchFactory, PriceFactory
 from tracking.admin import duration_words
 from tracking.models import CostEntry, GpuDevice, GpuSample, Price
@@ -308,11 +307,12 @@ def test_beside_its_chart_the_spend_by_provider_is_a_provider_a_row_with_the_tot
 
 
 @pytest.fixture
-def browser(request: pytest.FixtureRequest) -> Any:
-    """The walk's Chromium (tests/browser/conftest.py: 1440 x 1000, console and network logged), or a skip."""
+def browser() -> Any:
+    """Chromium as the every-screen walk starts it (1440 x 1000 viewport, console and network logged)."""
     if reason := missing_browser():
         pytest.skip(reason)
-    return request.getfixturevalue("chromium")
+    with chromium(exact_viewport=True, logs=True) as driver:
+        yield driver
 
 
 def test_every_tracking_list_and_the_dashboard_fit_at_1440_px_with_long_names_and_ten_providers(
