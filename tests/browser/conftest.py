@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.db.backends.base.creation import TEST_DATABASE_PREFIX
 
 from tests.chromium import chromium as browser
 
@@ -31,7 +32,9 @@ def site(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
     from pytest_django.live_server_helper import LiveServer
 
     with django_db_blocker.unblock():
-        if connection.settings_dict["NAME"] != connection.creation._get_test_db_name():
+        name = str(connection.settings_dict["NAME"])
+        # SQLite's in-memory test database keeps its test name; PostgreSQL's is test_<NAME>.
+        if name != connection.creation._get_test_db_name() and not name.startswith(TEST_DATABASE_PREFIX):
             pytest.fail(
                 f"refusing to seed {connection.settings_dict['NAME']}: not a test database (use the db fixture)"
             )

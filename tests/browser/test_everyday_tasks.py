@@ -30,7 +30,9 @@ from .walk import Screen, Walk
 if reason := missing_browser():
     pytest.skip(reason, allow_module_level=True)
 
-pytestmark = pytest.mark.usefixtures("db")
+# Transactional: the evaluation pass runs here, in the test, and the live server (its own connection on
+# PostgreSQL) must see the alert it writes; the database is emptied afterwards.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def by_css(walk: Walk, css: str) -> Any:
