@@ -1615,22 +1615,8 @@ class BatchAdmin(admin.ModelAdmin):
             },
         ),
     )
-    readonly_fields = (
-        "name",
-        "job",
-        "service",
-        "entries_link",
-        "started_at",
-        "finished_at",
-        "duration",
-        "leads_detail",
-        "cost_detail",
-        "per_lead_detail",
-        "month_cost_detail",
-        "month_leads_detail",
-        "month_per_lead_detail",
-        "cost_computed_at",
-    )
+    # Everything on the page but the note is read-only (a batch's figures are computed).
+    readonly_fields = tuple(name for _, section in fieldsets for name in section["fields"] if name != "note")
     change_list_template = "admin/tracking/batch/change_list.html"
     TREND_BATCHES = 30
 
