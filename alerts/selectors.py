@@ -43,7 +43,7 @@ def alert_channels(alert: Alert, *, defaults: dict[int | None, list[Channel]] | 
     if alert.rule_id is not None:
         chosen = list(alert.rule.channels.all())
     elif alert.budget_id is not None:
-        chosen = list(alert.budget.channels.all())
+        chosen = list(alert.budget.settings_from.channels.all())  # a value: its template's
     else:
         chosen = []
     serving = [channel for channel in chosen if channel.serves(alert.team_id)]

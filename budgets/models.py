@@ -7,13 +7,21 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_prometheus.models import ExportModelOperationsMixin
 
 from core.money import CURRENCIES, MoneyField, format_money
-from core.scopes import SCOPE_KINDS, scope_errors, team_scope_errors
+from core.scopes import (
+    SCOPE_KINDS,
+    scope_errors,
+    scope_is_template,
+    team_scope_errors,
+    template_prefix,
+    template_scope_errors,
+    template_value,
+)
 
 from .levels import Level
 
@@ -56,6 +64,38 @@ class Period(models.TextChoices):
     NONE = "none", "none (lifetime)"
 
 
+# What a value of a template takes from it (budget_template_sync); its amount only unless overridden.
+TEMPLATE_FIELDS = (
+    "currency",
+    "period",
+    "thresholds",
+    "rollover",
+    "rollover_cap",
+    "hard_limit",
+    "forecast_alerts",
+    "owner_id",
+    "team_id",
+    "is_active",
+)
+
+
+class BudgetQuerySet(models.QuerySet["Budget"]):
+    def listed(self) -> BudgetQuerySet:
+        """Plain budgets and templates: what lists show (a template's values are shown on its page)."""
+        return self.filter(template__isnull=True)
+
+    def plain(self) -> BudgetQuerySet:
+        """Budgets on one scope that are nobody's value: each has one status."""
+        return self.filter(template__isnull=True).exclude(_template_q())
+
+    def templates(self) -> BudgetQuerySet:
+        return self.filter(_template_q(), template__isnull=True)
+
+
+def _template_q() -> Q:
+    return Q(scope__endswith=":*") | Q(scope__endswith="=*")
+
+
 class Budget(ExportModelOperationsMixin("budget"), models.Model):
     name = models.CharField("name", max_length=200, help_text="Shown in the admin, alerts and reports.")
     scope = models.CharField(
@@ -63,7 +103,31 @@ class Budget(ExportModelOperationsMixin("budget"), models.Model):
         max_length=320,
         help_text="Which spend counts against this budget. Choose from the list (the scopes with spend) or type "
         "one: global (everything), provider:openai, service:NAME, model:NAME, subject:USER, job:ID, "
-        "tag:KEY=VALUE, team:NAME (a team's whole spend) or team:NAME/provider:openai (a team's spend on one provider).",
+        "tag:KEY=VALUE, team:NAME (a team's whole spend) or team:NAME/provider:openai (a team's spend on one provider). "
+        "A template, one budget for each value, ends in *: subject:* (each end user), job:*, service:*, "
+        "tag:customer=* (each value of the tag), team:NAME/subject:* (each end user of a team), team:* (each team).",
+    )
+    template = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="values",
+        verbose_name="template",
+        help_text="The template this budget is one value of; it follows the template's settings.",
+    )
+    override = models.BooleanField(
+        "own amount",
+        default=False,
+        help_text='A value of a template with an amount of its own ("alice gets 50, everyone else 5"): the '
+        "template's amount no longer applies to it; its other settings still do.",
+    )
+    evaluated_until = models.DateTimeField(
+        "values evaluated until",
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="A template: the moment up to which the alert pass has evaluated the values that spent.",
     )
     amount = MoneyField("amount", help_text="What may be spent per period, in the budget's currency.")
     currency = models.CharField(
@@ -148,9 +212,13 @@ class Budget(ExportModelOperationsMixin("budget"), models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = BudgetQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
         constraints = [
+            # Two first events of a new value create one budget for it, not two.
+            models.UniqueConstraint(fields=["template", "scope"], name="budget_template_value_unique"),
             models.CheckConstraint(condition=Q(amount__gte=0), name="budget_amount_non_negative"),
             models.CheckConstraint(
                 condition=Q(rollover_cap__isnull=True) | Q(rollover_cap__gte=0), name="budget_rollover_cap_non_negative"
@@ -173,13 +241,47 @@ class Budget(ExportModelOperationsMixin("budget"), models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.scope}, {format_money(self.amount, self.currency)} {self.period})"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """A template's values follow its settings (and its amount, but those with their own): saving
+        the template updates them, one UPDATE per kind, in the same transaction."""
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            if self.is_template and self.template_id is None:
+                fields = {field: getattr(self, field) for field in TEMPLATE_FIELDS}
+                values = Budget.objects.filter(template=self)
+                values.filter(override=False).update(amount=self.amount, **fields)
+                values.filter(override=True).update(**fields)
+
     @property
     def scope_kind(self) -> str:
         return self.scope.partition(":")[0]
 
+    @property
+    def is_template(self) -> bool:
+        return scope_is_template(self.scope)
+
+    @property
+    def value(self) -> str:
+        """A template's value: `alice` for the budget of subject:alice from subject:*."""
+        return template_value(self.template.scope, self.scope) if self.template_id else ""
+
+    @property
+    def settings_from(self) -> Budget:
+        """Where this budget's channels and description come from: its template, or itself."""
+        return self.template if self.template_id else self
+
     def clean(self) -> None:
         errors: dict[str, list[str]] = {}
-        if problems := scope_errors(self.scope) or team_scope_errors(self.scope, self.team.name if self.team else None):
+        team = self.team.name if self.team else None
+        if self.is_template:
+            problems = template_scope_errors(self.scope) or team_scope_errors(self.scope, team)
+            if self.template_id:
+                problems = [*problems, "a value of a template watches one scope, not each value"]
+        else:
+            problems = scope_errors(self.scope) or team_scope_errors(self.scope, team)
+            if self.template_id and not problems and not self.scope.startswith(template_prefix(self.template.scope)):
+                problems = [f"{self.scope} is not a value of the template's scope {self.template.scope}"]
+        if problems:
             errors["scope"] = problems
         if self.amount is not None and self.amount < 0:
             errors["amount"] = ["must be zero or more"]

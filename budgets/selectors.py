@@ -27,13 +27,14 @@ from django.utils import timezone
 
 from core.money import ZERO, MoneyField, from_nanos, parse_money, to_nanos
 from core.periods import hour_floor, period_bounds
-from core.scopes import enclosing_scopes, scope_errors
+from core.scopes import scope_errors
 from tracking.models import SpendRollup
 from tracking.selectors import RollupWindow, rollup_window, spend_total, window_spend
 
 from .forecast import Forecast, Question, spend_forecasts
 from .levels import budget_level, forecast_label, level_label
 from .models import Budget, BudgetPeriod, Period, Reservation
+from .templates import budgets_of
 
 _PERCENT = Decimal("0.01")
 
@@ -263,15 +264,15 @@ def with_forecasts(statuses: list[BudgetStatus]) -> list[BudgetStatus]:
 
 def budget_check(*, scope: str, amount: Any = ZERO, at: datetime | None = None) -> list[BudgetStatus]:
     """Where every active budget of `scope` and of the scopes enclosing it (global, a team's whole
-    spend: core.scopes.enclosing_scopes) stands, and whether `amount` fits
+    spend: core.scopes.enclosing_scopes) stands, its budget as a value of each template covering it
+    included (budgets.templates.budgets_of: created on first use), and whether `amount` fits
     (`allowed` is False only for a hard-limit budget where spent + reserved + amount > limit)."""
     if problems := scope_errors(scope):
         raise ValidationError({"scope": problems})
     amount = parse_money(amount, field="amount")
     if amount < 0:
         raise ValidationError({"amount": "must be zero or more"})
-    budgets = Budget.objects.filter(is_active=True, scope__in=enclosing_scopes(scope)).order_by("pk")
-    return budget_statuses(budgets, at=at, requested=amount)
+    return budget_statuses(budgets_of(scopes=[scope], is_active=True), at=at, requested=amount)
 
 
 # --- burn-down of the current period (admin chart) ----------------------------------------------

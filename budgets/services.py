@@ -21,12 +21,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.money import format_money, parse_money
-from core.scopes import enclosing_scopes, scope_errors
+from core.scopes import scope_errors
 from tracking.selectors import spend_total, usage_quote
 
 from .levels import LEVEL_ORDER, budget_level, level_rank
 from .models import Budget, BudgetPeriod, Period, Reservation
 from .selectors import BudgetStatus, budget_statuses, utilisation_percent
+from .templates import budgets_of
 
 logger = logging.getLogger(__name__)
 
@@ -155,11 +156,8 @@ def budget_reserve(
     with transaction.atomic():
         # 1. Lock the budgets involved, in primary-key order (concurrent reservers never deadlock); on
         #    SQLite the write lock taken at BEGIN (IMMEDIATE) already serialises writers.
-        budgets = list(
-            Budget.objects.select_for_update()
-            .filter(is_active=True, hard_limit=True, scope__in=set().union(*map(enclosing_scopes, scopes)))
-            .order_by("pk")
-        )
+        budgets = budgets_of(scopes=scopes, is_active=True, hard_limit=True)
+        budgets = list(Budget.objects.select_for_update().filter(pk__in=[b.pk for b in budgets]).order_by("pk"))
         if not budgets:
             return []
         # 2. Only now read where they stand: every reservation committed before the lock is seen.

@@ -82,3 +82,66 @@ def team_scope_errors(scope: str, team_name: str | None) -> list[str]:
         return []
     suggestion = team_scope(team_name, scope_inner(scope)) if scope_team(scope) is None else team_scope(team_name)
     return [f"team {team_name} may only watch its own spend: {scope!r} is not one of its scopes (try {suggestion!r})"]
+
+
+# --- templates: one budget for each value of a kind -----------------------------------------------
+
+ANY_VALUE = "*"
+# The kinds a template may cover: each provider, service, model, subject (end user), job, team, or
+# each value of one tag key (`tag:customer=*`).
+TEMPLATE_KINDS = ("provider", "service", "model", "subject", "job", "team", "tag")
+
+
+def scope_is_template(scope: str) -> bool:
+    """Whether `scope` names each value of a kind (`subject:*`, `tag:customer=*`, `team:T/job:*`,
+    `team:*`) rather than one scope."""
+    return scope.endswith((":" + ANY_VALUE, "=" + ANY_VALUE))
+
+
+def template_scope_errors(scope: Any) -> list[str]:
+    """What is wrong with a template's scope: KIND:* for a kind in TEMPLATE_KINDS, tag:KEY=* for each
+    value of a tag key, either narrowed to a team's spend (team:T/subject:*), or team:* (each team)."""
+    if not isinstance(scope, str) or not scope_is_template(scope):
+        return ["a template's scope ends in * (each value), e.g. subject:*, job:*, tag:customer=* or team:ml/subject:*"]
+    if scope == f"team:{ANY_VALUE}":
+        return []
+    inner, team = scope_inner(scope), scope_team(scope)
+    if team is not None and (not team or team == ANY_VALUE or inner.startswith("team:")):
+        return [f"scope {scope!r}: narrow a template to one team, e.g. team:ml/subject:*"]
+    kind, _, value = inner.partition(":")
+    if kind not in TEMPLATE_KINDS or kind == "team":
+        return [f"a template covers each value of one of {', '.join(TEMPLATE_KINDS)}; {kind!r} is none of them"]
+    if kind == "tag":
+        key = value[: -len("=" + ANY_VALUE)]
+        if not value.endswith("=" + ANY_VALUE) or not key or "=" in key or ANY_VALUE in key:
+            return [f"scope {scope!r}: each value of a tag key is written tag:KEY=*, e.g. tag:customer=*"]
+    elif value != ANY_VALUE:
+        return [f"scope {scope!r}: each value of {kind} is written {kind}:*"]
+    return []
+
+
+def template_scopes(scope: str) -> set[str]:
+    """The template scopes that cover `scope`: `subject:alice` is a value of `subject:*`,
+    `team:ml/subject:alice` of `team:ml/subject:*`, `tag:customer=acme` of `tag:customer=*`, `team:ml`
+    of `team:*`. Empty for global and for scopes no template covers."""
+    if scope == "global" or scope_is_template(scope):
+        return set()
+    team, inner = scope_team(scope), scope_inner(scope)
+    if inner == "global":
+        return {f"team:{ANY_VALUE}"}
+    kind, _, value = inner.partition(":")
+    if kind not in TEMPLATE_KINDS:
+        return set()
+    pattern = f"tag:{value.partition('=')[0]}={ANY_VALUE}" if kind == "tag" else f"{kind}:{ANY_VALUE}"
+    return {pattern if team is None else team_scope(team, pattern)}
+
+
+def template_prefix(template: str) -> str:
+    """The common start of every scope a template covers (`subject:*` gives `subject:`): what a
+    LIKE on the rollups' scopes looks for."""
+    return template[: -len(ANY_VALUE)]
+
+
+def template_value(template: str, scope: str) -> str:
+    """The value `scope` is of `template` (`subject:*`, `subject:alice` gives `alice`)."""
+    return scope[len(template_prefix(template)) :]

@@ -1,0 +1,108 @@
+"""Templates: one budget for each value of a kind ("each end user may spend 5 USD a day").
+
+A template is a budget whose scope ends in `*` (`subject:*`, `tag:customer=*`, `team:ml/job:*`). Each
+value that is checked, reserved for or seen spending gets a budget of its own, created on first use
+with the template's settings (`template` points at it): so everything a budget does (status, periods
+and history, levels, alerts, reserve/settle, budget_check) works per value with nothing written
+twice, and a check for one value reads that value's budget only, whatever the number of values. A
+value may have an amount of its own (an override); a plain budget on the same scope applies beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from core.money import parse_money
+from core.scopes import enclosing_scopes, template_scopes, template_value
+
+from .models import TEMPLATE_FIELDS, Budget
+
+
+def budgets_of(*, scopes: Iterable[str], **filters: Any) -> list[Budget]:
+    """The budgets that hold spend of `scopes`: the budgets of each scope and of the scopes enclosing
+    it (core.scopes.enclosing_scopes), and each scope's budget as a value of every template that covers
+    it, created on first use (budget_values_ensure). One read when every value already has its budget
+    (a template is found by the same index lookup as the values' budgets); `filters` narrow it
+    (is_active, hard_limit). In primary-key order."""
+    scopes = set(scopes)
+    wanted = set().union(*map(enclosing_scopes, scopes))
+    covering = set().union(*map(template_scopes, wanted))
+    found = list(Budget.objects.filter(scope__in=wanted | covering, **filters).order_by("pk"))
+    templates = [b for b in found if b.is_template and b.template_id is None]
+    if templates:
+        have = {(b.template_id, b.scope) for b in found if b.template_id is not None}
+        missing = [
+            (template, scope)
+            for template in templates
+            for scope in wanted
+            if template.scope in template_scopes(scope) and (template.pk, scope) not in have
+        ]
+        if missing:  # created as the template says, then held to the same filters
+            made = budget_values_ensure(pairs=missing)
+            found.extend(b for b in made if all(getattr(b, name) == want for name, want in filters.items()))
+        found = sorted((b for b in found if not b.is_template), key=lambda b: b.pk)
+    return found
+
+
+def budget_values_ensure(*, pairs: Sequence[tuple[Budget, str]]) -> list[Budget]:
+    """The budget of each (template, scope): created as the template says on first use, or the one
+    that exists (created meanwhile by another process: two first events of a new value create one
+    budget, the unique (template, scope) constraint decides). A value's budget is created when it is
+    first checked, reserved or seen spending by the alert pass, never for every value ever seen."""
+    if not pairs:
+        return []
+    Budget.objects.bulk_create(
+        [budget_value_new(template=template, scope=scope) for template, scope in pairs],
+        ignore_conflicts=True,
+    )
+    values = Budget.objects.filter(template__in={t.pk for t, _ in pairs}, scope__in={s for _, s in pairs})
+    wanted = {(t.pk, s) for t, s in pairs}
+    return [b for b in values if (b.template_id, b.scope) in wanted]
+
+
+def budget_value_new(*, template: Budget, scope: str, amount: Decimal | None = None) -> Budget:
+    """An unsaved budget for one value of `template`: its settings, named after it and the value.
+    `amount`: the value's own amount (an override)."""
+    name = f"{template.name}: {template_value(template.scope, scope)}"
+    return Budget(
+        name=name[:200],
+        scope=scope,
+        template=template,
+        amount=template.amount if amount is None else amount,
+        override=amount is not None,
+        metadata={},
+        **{field: getattr(template, field) for field in TEMPLATE_FIELDS},
+    )
+
+
+def budget_override_set(*, template: Budget, value: str, amount: Any) -> Budget:
+    """Give one value of a template an amount of its own ("alice gets 50, everyone else 5"): its
+    budget is created if it has none yet, and the template's amount no longer applies to it."""
+    amount = parse_money(amount, field="amount")
+    if amount < 0:
+        raise ValidationError({"amount": "must be zero or more"})
+    if not isinstance(value, str) or not value.strip() or value != value.strip() or "/" in value:
+        raise ValidationError({"value": "a value is required, without surrounding spaces or '/', e.g. alice"})
+    scope = template.scope[:-1] + value
+    with transaction.atomic():
+        budget = Budget.objects.filter(template=template, scope=scope).first()
+        if budget is None:
+            budget = budget_value_new(template=template, scope=scope, amount=amount)
+        budget.amount, budget.override = amount, True
+        budget.full_clean(validate_unique=False)
+        budget.save()
+    return budget
+
+
+def budget_override_clear(*, budget: Budget) -> Budget:
+    """A value follows its template's amount again."""
+    if budget.template_id is None:
+        raise ValidationError({"override": "only a value of a template follows a template's amount"})
+    Budget.objects.filter(pk=budget.pk).update(override=False, amount=budget.template.amount)
+    budget.refresh_from_db()
+    return budget
