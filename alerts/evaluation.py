@@ -30,6 +30,7 @@ from budgets.levels import Level, level_rank
 from budgets.models import Budget
 from budgets.selectors import BudgetStatus, budget_statuses, with_forecasts
 from budgets.services import budget_periods_open
+from budgets.templates import VALUES_CHUNK, template_values_due, templates_evaluated
 from core.money import format_money
 from core.periods import hour_floor, period_bounds
 from core.scopes import scope_inner, scope_team, team_scope
@@ -38,7 +39,7 @@ from tracking.models import TOKEN_FIELDS, Batch, CostEntry, Outcome
 from tracking.selectors import scope_totals
 
 from .models import Alert, AlertRule, AlertSource, AlertState, Metric, Window
-from .services import alert_fire, alert_resolve
+from .services import alert_fire, alert_resolve, budget_digest_notify
 
 logger = logging.getLogger(__name__)
 
@@ -370,11 +371,14 @@ def top_driver(status: BudgetStatus) -> str:
     return f"model {scope.partition(':')[2]} ({share} %)"
 
 
-def budget_evaluate(status: BudgetStatus, *, now: datetime, firing: FiringAlerts | None = None) -> str | None:
+def budget_evaluate(
+    status: BudgetStatus, *, now: datetime, firing: FiringAlerts | None = None, announce: bool = True
+) -> str | None:
     """Fire the budget's current level once per period, resolve levels it fell below, and, with
     forecast alerts on, "forecast to exceed" while the forecast crosses the limit before the period
     ends. One transaction. Returns the level. A status at a level, or with forecast alerts on, carries
-    its forecast (with_forecasts)."""
+    its forecast (with_forecasts). `announce=False`: an alert that opens is told in a digest instead
+    (budget_digest_notify), not on its own."""
     budget = status.budget
     firing = firing or FiringAlerts.read(budget=budget)
     level = status.level
@@ -402,6 +406,7 @@ def budget_evaluate(status: BudgetStatus, *, now: datetime, firing: FiringAlerts
             "budget": budget,
             "budget_period": status.period,
             "cooldown": None,  # announced once per period (the period is in the key)
+            "announce": announce,
             "now": now,
         }
         if level:
@@ -441,6 +446,22 @@ class EvaluationSummary:
     errors: list[str] = field(default_factory=list)
 
 
+def _budget_evaluate_logged(
+    status: BudgetStatus, *, now: datetime, firing: FiringAlerts, summary: EvaluationSummary, quiet: bool = False
+) -> bool:
+    """budget_evaluate, counted in `summary`; one that raises is logged and skipped (False)."""
+    try:
+        with transaction.atomic():
+            level = budget_evaluate(status, now=now, firing=firing, announce=not quiet)
+    except Exception as exc:
+        logger.exception("evaluating budget %s failed; going on with the others", status.budget.pk)
+        summary.errors.append(f"budget {status.budget.pk}: {exc}")
+        return False
+    summary.budgets += 1
+    summary.firing += level is not None
+    return True
+
+
 def alerts_evaluate(*, now: datetime | None = None, budgets_only: bool = False) -> EvaluationSummary:
     """Beat (every minute) and after writes: evaluate every active budget and every due rule.
 
@@ -450,22 +471,41 @@ def alerts_evaluate(*, now: datetime | None = None, budgets_only: bool = False) 
     """
     now = now or timezone.now()
     summary = EvaluationSummary()
+    if not settings.ENABLE_COST_MONITORING:
+        return summary  # monitoring off: usage is recorded, nothing is checked or raised
     firing = FiringAlerts.read()
-    statuses = budget_statuses(Budget.objects.filter(is_active=True).order_by("pk"), at=now)
+    statuses = budget_statuses(Budget.objects.plain().filter(is_active=True).order_by("pk"), at=now)
+    # The values of templates whose spend moved since the last pass (and those with alerts firing),
+    # not every value ever seen (budgets.templates.template_values_due).
+    sources = (AlertSource.BUDGET, AlertSource.FORECAST)
+    firing_values = {a.budget_id for a in firing.by_key.values() if a.budget_id and a.source in sources}
+    values = template_values_due(now=now, also=firing_values)
+    for chunk in (values[i : i + VALUES_CHUNK] for i in range(0, len(values), VALUES_CHUNK)):
+        statuses += budget_statuses(chunk, at=now)
     # The budgets that may speak (forecast alerts on, or at a level): their forecasts read together,
     # and their periods opened together (an alert belongs to a period).
     speaking = [s for s in statuses if s.budget.forecast_alerts or s.level]
     speaking = budget_periods_open(statuses=with_forecasts(speaking))
     found = {s.budget.pk: s for s in speaking}
-    for status in (found.get(s.budget.pk, s) for s in statuses):
-        try:
-            level = budget_evaluate(status, now=now, firing=firing)
-        except Exception as exc:
-            logger.exception("evaluating budget %s failed; going on with the others", status.budget.pk)
-            summary.errors.append(f"budget {status.budget.pk}: {exc}")
-            continue
-        summary.budgets += 1
-        summary.firing += level is not None
+    statuses = [found.get(s.budget.pk, s) for s in statuses]
+    # Many values of one template reaching a level in one pass are told in one digest per level, not
+    # one message each.
+    crossing: dict[tuple[int, str], list[BudgetStatus]] = {}
+    for status in statuses:
+        budget, level = status.budget, status.level
+        if budget.template_id and level and budget_alert_key(budget, status.period.start, level) not in firing.by_key:
+            crossing.setdefault((budget.template_id, level), []).append(status)
+    digests = {key: group for key, group in crossing.items() if len(group) > settings.BUDGET_DIGEST_AFTER}
+    digested = {s.budget.pk for group in digests.values() for s in group}
+    for status in statuses:
+        if status.budget.pk not in digested:
+            _budget_evaluate_logged(status, now=now, firing=firing, summary=summary)
+    for (_, level), group in digests.items():
+        with transaction.atomic():  # the values' alerts and their digest: all or nothing
+            told = [s for s in group if _budget_evaluate_logged(s, now=now, firing=firing, summary=summary, quiet=True)]
+            if told:
+                budget_digest_notify(template=group[0].budget.template, level=level, statuses=told, now=now)
+    templates_evaluated(now=now)
     if budgets_only:
         return summary
     due = AlertRule.objects.filter(is_enabled=True).filter(

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -33,7 +33,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from budgets.levels import Level
+from budgets.levels import Level, level_label
+from core.money import format_money
 
 from .models import (
     Alert,
@@ -204,6 +205,7 @@ def alert_fire(
     budget: Any = None,
     budget_period: Any = None,
     cooldown: timedelta | None = None,
+    announce: bool = True,
     now: datetime | None = None,
 ) -> AlertChange:
     """Open (or keep open) the alert `key` and notify if it is due.
@@ -211,7 +213,8 @@ def alert_fire(
     cooldown=None: notify once per incident (budget levels: once per period, the period is in the
     key). Otherwise re-notify no sooner than `cooldown` while it stays firing. A resolved alert that
     fires again is a new incident of the same key: it notifies again, unless its source is a budget
-    (a budget level is announced once per period).
+    (a budget level is announced once per period). `announce=False`: an alert that opens is not
+    told on its own (a digest tells it: budget_digest_notify); it counts as told.
     """
     now = now or timezone.now()
     # The alert belongs to its rule's team, else its budget's (None: organisation-wide).
@@ -252,6 +255,8 @@ def alert_fire(
             )
             if reopened:
                 logger.info("alert %s fires again", key)
+        if not announce:  # told in a digest: due no more, as if announced
+            Alert.objects.filter(pk=alert.pk, state=AlertState.FIRING).update(next_notify_at=None)
         # Compare-and-swap: exactly one evaluator advances a due alert and writes its notifications.
         due = Q(pk=alert.pk, state=AlertState.FIRING, next_notify_at__lte=now) & (
             Q(muted_until__isnull=True) | Q(muted_until__lte=now)
@@ -272,6 +277,63 @@ def alert_fire(
                 Alert.objects.filter(pk=alert.pk).update(notify_count=F("notify_count") - 1)
                 alert.notify_count -= 1
     return AlertChange(alert=alert, notified=notified)
+
+
+DIGEST_SHOWN = 10  # the values a digest names, the highest utilisation first
+
+
+def budget_digest_notify(*, template: Any, level: str, statuses: Sequence[Any], now: datetime) -> int:
+    """One message for many values of a template that reached `level` in one alert pass ("37 end users
+    of 'Daily per user' are at warning"), instead of one each; routed as the values' alerts are
+    (alert_channels). The values' own alerts are in the admin. Returns how many were written."""
+    from django.urls import reverse
+
+    ranked = sorted(statuses, key=lambda s: (s.utilisation is not None, s.utilisation or 0), reverse=True)
+    count, label = len(statuses), level_label(level)
+    shown = ranked[:DIGEST_SHOWN]
+    url = settings.SITE_URL.rstrip("/") + reverse("admin:budgets_budget_change", args=[template.pk])
+    subject = f"[{label}] Budget '{template.name}': {count:,} values {label}"
+    lines = [f"{count:,} values of the budget template '{template.name}' ({template.scope}) reached {label}:", ""]
+    lines += [
+        f"- {s.budget.value}: "
+        + ("over a zero limit" if s.utilisation is None else f"{s.utilisation} %")
+        + f" ({format_money(s.spent, s.currency)} of {format_money(s.limit, s.currency)})"
+        for s in shown
+    ]
+    if count > len(shown):
+        lines.append(f"- ... and {count - len(shown):,} more")
+    lines += ["", url]
+    period = shown[0].period.start.astimezone(UTC)
+    payload = {
+        "digest": {
+            "budget": {"id": template.pk, "name": template.name, "scope": template.scope},
+            "level": level,
+            "count": count,
+            "values": [
+                {"value": s.budget.value, "spent": f"{s.spent:f}", "limit": f"{s.limit:f}", "currency": s.currency}
+                for s in shown
+            ],
+            "url": url,
+        }
+    }
+    probe = Alert(budget=template, team_id=template.team_id, level=level, key=f"digest:{template.pk}")
+    written = 0
+    for channel in alert_channels(probe):
+        if channel.accepts(level):
+            written += (
+                notification_enqueue(
+                    channel=channel,
+                    kind=NotificationKind.FIRING,
+                    dedup_key=f"digest:budget:{template.pk}:{period:%Y%m%dT%H%M}:{level}:{now.isoformat()}:{channel.pk}",
+                    subject=subject,
+                    text="\n".join(lines),
+                    payload=payload,
+                    level=level,
+                    now=now,
+                )
+                is not None
+            )
+    return written
 
 
 def alert_resolve(*, key: str, notify: bool = True, now: datetime | None = None) -> AlertChange | None:

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connections
-from django.db.models import DateTimeField, Q, QuerySet, Value
+from django.db.models import Count, DateTimeField, Q, QuerySet, Value
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -32,9 +32,9 @@ from tracking.models import SpendRollup
 from tracking.selectors import RollupWindow, rollup_window, spend_total, window_spend
 
 from .forecast import Forecast, Question, spend_forecasts
-from .levels import budget_level, forecast_label, level_label
+from .levels import Level, budget_level, forecast_label, level_label
 from .models import Budget, BudgetPeriod, Period, Reservation
-from .templates import budgets_of
+from .templates import VALUES_CHUNK, budget_values_ensure, budgets_of, template_values_spent
 
 _PERCENT = Decimal("0.01")
 
@@ -272,6 +272,8 @@ def budget_check(*, scope: str, amount: Any = ZERO, at: datetime | None = None) 
     amount = parse_money(amount, field="amount")
     if amount < 0:
         raise ValidationError({"amount": "must be zero or more"})
+    if not settings.ENABLE_COST_MONITORING:
+        return []  # monitoring off: no budget is checked, so everything is allowed
     return budget_statuses(budgets_of(scopes=[scope], is_active=True), at=at, requested=amount)
 
 
@@ -337,4 +339,72 @@ def budget_burn_down(status: BudgetStatus) -> BurnDown | None:
         step=step,
         points=points,
         forecast_end=None if forecast is None else status.limit - forecast.amount,
+    )
+
+
+# --- a template's values at a glance (its admin page, /metrics) --------------------------------------
+
+
+@dataclass(frozen=True)
+class TemplateSummary:
+    """Where the values of a template stand in their current period."""
+
+    template: Budget
+    at: datetime
+    values: int  # values with a budget of their own (each value that spent gets one at the next alert pass)
+    overrides: int  # of which with an amount of their own
+    spending: int  # values with spend in the current period
+    levels: dict[str, int]  # level label ("ok", "info", ... "exceeded") -> values with spend at it
+    top: list[BudgetStatus]  # the highest utilisation first (matching `search`, if given)
+
+
+def template_summary(
+    template: Budget, *, at: datetime | None = None, search: str = "", top: int = 20
+) -> TemplateSummary:
+    """How many values a template covers, how many are at each level, and the `top` values by
+    utilisation (their scope containing `search`). The values that spent this period are read from the
+    rollups in two statements (budgets.templates.template_values_spent) and ranked with the status's
+    own functions (utilisation_percent, budget_level) on their limits; the `top` shown are read whole
+    (budget_statuses), so they are what each value's own page says. A template with rollover reads
+    every spending value's status (a limit depends on each one's carry)."""
+    at = at or timezone.now()
+    start, end = period_bounds(template.period, at)
+    until = hour_floor(at) + timedelta(hours=1)
+    spent = template_values_spent(template=template, start=start, end=min(until, end) if end else until)
+    values = Budget.objects.filter(template=template)
+    counts = values.aggregate(values=Count("pk"), overrides=Count("pk", filter=Q(override=True)))
+    own = dict(values.filter(override=True).values_list("scope", "amount"))  # overrides are few
+    ranked: list[tuple[Decimal | None, Decimal, str]] = []
+    levels = dict.fromkeys([level_label(None), *(level_label(v) for v in Level.values)], 0)
+    if template.rollover:
+        scopes = sorted(spent)
+        for chunk in (scopes[i : i + VALUES_CHUNK] for i in range(0, len(scopes), VALUES_CHUNK)):
+            statuses = budget_statuses(budget_values_ensure(pairs=[(template, scope) for scope in chunk]), at=at)
+            for status in statuses:
+                ranked.append((status.utilisation, status.spent, status.budget.scope))
+                levels[status.level_label] += 1
+    else:
+        for scope, amount in spent.items():
+            limit = own.get(scope, template.amount)
+            utilisation = utilisation_percent(spent=amount, limit=limit)
+            ranked.append((utilisation, amount, scope))
+            levels[level_label(budget_level(utilisation, template.thresholds, over=amount > limit))] += 1
+    ranked.sort(key=lambda r: (r[0] is None and r[1] > 0, r[0] or 0, r[1]), reverse=True)
+    wanted = [scope for _, _, scope in ranked if search.lower() in scope[len(template.scope) - 1 :].lower()][:top]
+    if search and len(wanted) < top:  # a value without spend this period is still found by its name
+        more = values.filter(scope__icontains=search).exclude(scope__in=wanted).order_by("scope")
+        wanted += list(more.values_list("scope", flat=True)[: top - len(wanted)])
+    chosen = {b.scope: b for b in values.filter(scope__in=wanted)}
+    missing = [scope for scope in wanted if scope not in chosen]
+    if missing:  # spent, not yet evaluated: shown with the budget it will have
+        chosen.update((b.scope, b) for b in budget_values_ensure(pairs=[(template, scope) for scope in missing]))
+    statuses = budget_statuses([chosen[scope] for scope in wanted if scope in chosen], at=at)
+    return TemplateSummary(
+        template=template,
+        at=at,
+        values=counts["values"] + len(missing),
+        overrides=counts["overrides"],
+        spending=len(spent),
+        levels=levels,
+        top=statuses,
     )

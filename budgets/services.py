@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from core.money import format_money, parse_money
 from core.scopes import scope_errors
-from tracking.selectors import spend_total, usage_quote
+from tracking.selectors import spend_total, spend_totals, usage_quote
 
 from .levels import LEVEL_ORDER, budget_level, level_rank
 from .models import Budget, BudgetPeriod, Period, Reservation
@@ -119,14 +119,50 @@ def budget_period_current(*, budget: Budget, at: datetime | None = None) -> Budg
 
 
 def budget_periods_advance(*, now: datetime | None = None) -> int:
-    """Beat: open every active budget's current period (closing finished ones) and record peak levels.
-    Returns how many budgets were looked at."""
-    statuses = budget_periods_open(statuses=budget_statuses(Budget.objects.filter(is_active=True), at=now))
+    """Beat: open every active plain budget's current period (closing finished ones), record peak
+    levels, and close the finished periods of templates' values in batches (a value's next period
+    opens when it is next used: budget_value_periods_close). Returns how many budgets were looked at."""
+    statuses = budget_periods_open(statuses=budget_statuses(Budget.objects.plain().filter(is_active=True), at=now))
     for status in statuses:
         if rank := level_rank(status.level):
             lower = ["", *LEVEL_ORDER[: rank - 1]]
             BudgetPeriod.objects.filter(pk=status.period.pk, peak_level__in=lower).update(peak_level=status.level)
-    return len(statuses)
+    return len(statuses) + budget_value_periods_close(now=now)
+
+
+PERIODS_CHUNK = 5000  # value periods closed per transaction
+
+
+def budget_value_periods_close(*, now: datetime | None = None, chunk: int = PERIODS_CHUNK) -> int:
+    """Close every finished period of the templates' values, `chunk` at a time, each chunk in its own
+    transaction: what each spent (the rollups of its window, read for the whole chunk by
+    tracking.selectors.spend_totals), its limit and its level at the end, frozen as
+    budget_period_close freezes one. Stopped half-way (a worker lost), the next run goes on where it
+    stopped: an open period whose end has passed is all it looks for. Returns how many it closed."""
+    now = now or timezone.now()
+    closed = 0
+    while True:
+        with transaction.atomic():
+            periods = list(
+                BudgetPeriod.objects.filter(
+                    closed_at__isnull=True, end__lte=now, budget__template__isnull=False
+                ).select_related("budget")[:chunk]
+            )
+            if not periods:
+                return closed
+            spent = spend_totals([(p.budget.scope, p.budget.currency, p.start, p.end) for p in periods])
+            for period, total in zip(periods, spent, strict=True):
+                budget = period.budget
+                limit = budget.amount + period.carried_over
+                level = budget_level(
+                    utilisation_percent(spent=total, limit=limit), budget.thresholds, over=total > limit
+                )
+                period.spent_at_close, period.limit, period.closed_at = total, limit, now
+                period.peak_level = level if level_rank(level) > level_rank(period.peak_level) else period.peak_level
+            BudgetPeriod.objects.filter(closed_at__isnull=True).bulk_update(
+                periods, ["spent_at_close", "limit", "peak_level", "closed_at"], batch_size=1000
+            )
+            closed += len(periods)
 
 
 # --- reservations ---------------------------------------------------------------------
@@ -152,6 +188,8 @@ def budget_reserve(
     ttl = ttl if ttl is not None else timedelta(seconds=settings.BUDGET_RESERVATION_TTL_SECONDS)
     if ttl <= timedelta(0):
         raise ValidationError({"ttl": "must be positive"})
+    if not settings.ENABLE_COST_MONITORING:
+        return []  # monitoring off: no budget is checked, nothing is held
     now = timezone.now()
     with transaction.atomic():
         # 1. Lock the budgets involved, in primary-key order (concurrent reservers never deadlock); on
