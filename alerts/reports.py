@@ -268,7 +268,7 @@ def _budgets(window: DayWindow, now: datetime) -> dict[str, Any]:
     """Every active budget as it stood at the end of the day (or now, for today)."""
     at = min(window.end - timedelta(microseconds=1), now)
     rows = []
-    budgets = list(Budget.objects.filter(is_active=True).order_by("name", "pk"))
+    budgets = list(Budget.objects.plain().filter(is_active=True).order_by("name", "pk"))
     for budget, status in zip(budgets, budget_statuses(budgets, at=at, forecasts=True), strict=True):
         rows.append(
             {

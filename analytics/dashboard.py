@@ -426,7 +426,7 @@ class DashboardData:
     def budget_status_list(self) -> list[Any]:
         """The status of every active budget of the view (budgets.selectors.budget_statuses), the most
         used first."""
-        budgets = list(self._of_view(Budget.objects.filter(is_active=True).order_by("name")))
+        budgets = list(self._of_view(Budget.objects.plain().filter(is_active=True).order_by("name")))
         statuses = budget_statuses(budgets, at=self.now, forecasts=True)
         return sorted(statuses, key=lambda s: (-(s.utilisation if s.utilisation is not None else -1), s.budget.name))
 

@@ -366,7 +366,7 @@ def _nice_ceiling(value: Decimal) -> Decimal:
 
 
 def budget_recommendations(*, at: datetime, scope: str | None = None, team: str | None = None) -> list[Recommendation]:
-    budgets = Budget.objects.filter(is_active=True, period__in=list(BUDGET_HISTORY)).order_by("pk")
+    budgets = Budget.objects.plain().filter(is_active=True, period__in=list(BUDGET_HISTORY)).order_by("pk")
     if team is not None:
         budgets = budgets.filter(team__name=team)
     if scope is not None:

@@ -1,4 +1,5 @@
-"""python manage.py budget_status [--json]: where every active budget stands this period."""
+"""python manage.py budget_status [--json]: where every active budget stands this period, and each
+template's values (how many, how many at each level, the highest utilisation)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from budgets.models import Budget
-from budgets.selectors import BudgetStatus, budget_statuses
+from budgets.selectors import BudgetStatus, TemplateSummary, budget_statuses, template_summary
 from core.money import format_money
 
 
@@ -43,6 +44,24 @@ def _status_dict(status: BudgetStatus) -> dict[str, Any]:
     }
 
 
+def _template_dict(summary: TemplateSummary) -> dict[str, Any]:
+    template = summary.template
+    return {
+        "id": template.pk,
+        "name": template.name,
+        "scope": template.scope,
+        "template": True,
+        "period": template.period,
+        "currency": template.currency,
+        "amount": f"{template.amount:f}",
+        "values": summary.values,
+        "overrides": summary.overrides,
+        "spending": summary.spending,
+        "levels": summary.levels,
+        "top": [_status_dict(s) for s in summary.top],
+    }
+
+
 class Command(BaseCommand):
     help = "Print every active budget: spent, limit, remaining, utilisation, level, forecast, days left."
 
@@ -50,11 +69,15 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Machine-readable output (amounts as strings).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        statuses = budget_statuses(Budget.objects.filter(is_active=True).order_by("name", "pk"), forecasts=True)
+        statuses = budget_statuses(Budget.objects.plain().filter(is_active=True).order_by("name", "pk"), forecasts=True)
+        templates = [
+            template_summary(t, top=3) for t in Budget.objects.templates().filter(is_active=True).order_by("name", "pk")
+        ]
         if options["json"]:
-            self.stdout.write(json.dumps([_status_dict(s) for s in statuses], indent=2))
+            rows = [_status_dict(s) for s in statuses] + [_template_dict(t) for t in templates]
+            self.stdout.write(json.dumps(rows, indent=2))
             return
-        if not statuses:
+        if not statuses and not templates:
             self.stdout.write("No active budgets.")
             return
         for s in statuses:
@@ -70,3 +93,14 @@ class Command(BaseCommand):
             if s.forecast_label:
                 line += f", {s.forecast_label}"
             self.stdout.write(line)
+        for t in templates:
+            budget = t.template
+            levels = ", ".join(f"{count:,} {label}" for label, count in t.levels.items() if count)
+            top = "; ".join(f"{s.budget.value} {'-' if s.utilisation is None else f'{s.utilisation}%'}" for s in t.top)
+            self.stdout.write(
+                f"{budget.name} [{budget.scope}, {budget.period}, template]: "
+                f"{format_money(budget.amount, budget.currency)} each, {t.values:,} values "
+                f"({t.overrides:,} with their own amount), {t.spending:,} spent this period"
+                + (f": {levels}" if levels else "")
+                + (f"; highest: {top}" if top else "")
+            )
