@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -58,21 +59,58 @@ CLAIM_LEASE = timedelta(minutes=5)
 # --- channels -------------------------------------------------------------------------------------
 
 
-def channel_default_email_ensure() -> Channel | None:
-    """The seeds' ALERT_EMAIL_TO as a default email channel (created once; admin edits win)."""
-    addresses = [a for a in settings.ALERT_EMAIL_TO if a]
-    if not addresses:
-        return None
-    channel, _ = Channel.objects.get_or_create(
-        name="Default email",
-        defaults={
-            "kind": ChannelKind.EMAIL,
-            "target": ", ".join(addresses),
-            "is_default": True,
-            "receives_reports": True,
-        },
-    )
+DEFAULT_EMAIL_CHANNEL = "Default email"
+DEFAULT_SLACK_CHANNEL = "Default Slack"
+
+
+def _channel_default_ensure(*, name: str, kind: str, target: str, **fields: Any) -> Channel:
+    """The channel `name`, created with these fields unless it exists; a channel of this kind and target
+    under another name (renamed in the admin) stands for it. Created once: admin edits are kept."""
+    renamed = Channel.objects.filter(kind=kind, target=target).exclude(name=name).order_by("pk").first()
+    if renamed is not None:
+        return renamed
+    channel, _ = Channel.objects.get_or_create(name=name, defaults={"kind": kind, "target": target, **fields})
     return channel
+
+
+def channel_default_email_ensure() -> Channel | None:
+    """The default email channel (alerts and the daily report) to EMAIL_ALERT_RECIPIENTS, created once.
+    None when email alerts are off (ENABLE_EMAIL_ALERTS) or no recipients are set."""
+    addresses = [a for a in settings.EMAIL_ALERT_RECIPIENTS if a]
+    if not settings.ENABLE_EMAIL_ALERTS or not addresses:
+        return None
+    return _channel_default_ensure(
+        name=DEFAULT_EMAIL_CHANNEL,
+        kind=ChannelKind.EMAIL,
+        target=", ".join(addresses),
+        is_default=True,
+        receives_reports=True,
+    )
+
+
+def channel_default_slack_ensure() -> Channel | None:
+    """The default Slack channel to SLACK_WEBHOOK_URL, created once. None when Slack alerts are off
+    (ENABLE_SLACK_ALERTS, on by default when the URL is set).
+
+    The URL is checked as a target typed in the admin is (a Slack URL, at an address channels may
+    reach), on every call: a bad one is a ValidationError naming SLACK_WEBHOOK_URL, and nothing is written.
+    """
+    if not settings.ENABLE_SLACK_ALERTS:
+        return None
+    url = (settings.SLACK_WEBHOOK_URL or "").strip()
+    if not url:
+        raise ValidationError(
+            {
+                "SLACK_WEBHOOK_URL": "is empty while ENABLE_SLACK_ALERTS is on: set the incoming-webhook URL, "
+                "or turn ENABLE_SLACK_ALERTS off"
+            }
+        )
+    fields: dict[str, Any] = {"kind": ChannelKind.SLACK, "target": url, "is_default": True}
+    try:
+        Channel(name=DEFAULT_SLACK_CHANNEL, **fields).full_clean(validate_unique=False)
+    except ValidationError as exc:
+        raise ValidationError({"SLACK_WEBHOOK_URL": exc.messages}) from None
+    return _channel_default_ensure(name=DEFAULT_SLACK_CHANNEL, **fields)
 
 
 # --- the outbox --------------------------------------------------------------------------------------

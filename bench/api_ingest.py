@@ -188,7 +188,7 @@ def prepare_database(database_url: str) -> str:
     """Migrate, load the default catalog, create the API key; returns the key's plaintext."""
     env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "costcontrol.settings.local"}
     env["DJANGO_DEBUG"] = "0"
-    env["ALERT_EMAIL_TO"] = ""
+    env.update(ENABLE_EMAIL_ALERTS="0", ENABLE_SLACK_ALERTS="0")
     for command in (["migrate", "-v0"], ["bootstrap"]):
         subprocess.run([sys.executable, "manage.py", *command], cwd=BASE_DIR, env=env, check=True, capture_output=True)
     script = (

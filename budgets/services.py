@@ -285,22 +285,51 @@ def reservations_expire(*, now: datetime | None = None) -> int:
 
 @dataclass(frozen=True)
 class DefaultsResult:
-    budget: Budget | None
+    budget: Budget | None  # the global monthly budget, when created by this call
     created: bool
+    daily_template: Budget | None = None  # "Daily per end user", when created by this call
+
+
+DAILY_TEMPLATE_SCOPE = "subject:*"
+
+
+def _setting_amount(name: str) -> Decimal | None:
+    """The amount in setting `name` (None when unset or empty); a bad value is a ValidationError naming it."""
+    value = getattr(settings, name)
+    if value is None or value == "":
+        return None
+    amount = parse_money(value, field=name)
+    if amount < 0:
+        raise ValidationError({name: f"{value} must be zero or more"})
+    return amount
+
+
+def _default_budget_create(**fields: Any) -> Budget:
+    budget = Budget(currency="USD", **fields)
+    budget.full_clean()
+    budget.save()
+    return budget
 
 
 def budget_defaults_ensure() -> DefaultsResult:
-    """The seeds' default: a global monthly budget of MONTHLY_BUDGET, if no budget exists at all."""
+    """The seeds' default budgets, created once (what the admin changes afterwards is kept):
+
+    - a global monthly budget of MONTHLY_BUDGET, if no budget exists at all;
+    - when DEFAULT_DAILY_BUDGET is set, the template "Daily per end user" (subject:*, daily: each end user
+      gets a budget of that amount of their own on first use), if no subject:* template exists, active or not.
+
+    Both settings are read before anything is written: a bad value changes nothing.
+    """
+    monthly = _setting_amount("MONTHLY_BUDGET")
+    daily = _setting_amount("DEFAULT_DAILY_BUDGET")
+    budget = template = None
     with transaction.atomic():
-        if Budget.objects.exists():
-            return DefaultsResult(budget=None, created=False)
-        budget = Budget(
-            name="Global monthly",
-            scope="global",
-            amount=parse_money(settings.MONTHLY_BUDGET, field="MONTHLY_BUDGET"),
-            currency="USD",
-            period=Period.MONTHLY,
-        )
-        budget.full_clean()
-        budget.save()
-        return DefaultsResult(budget=budget, created=True)
+        if monthly is not None and not Budget.objects.exists():
+            budget = _default_budget_create(
+                name="Global monthly", scope="global", amount=monthly, period=Period.MONTHLY
+            )
+        if daily is not None and not Budget.objects.filter(scope=DAILY_TEMPLATE_SCOPE, template__isnull=True).exists():
+            template = _default_budget_create(
+                name="Daily per end user", scope=DAILY_TEMPLATE_SCOPE, amount=daily, period=Period.DAILY
+            )
+    return DefaultsResult(budget=budget, created=budget is not None, daily_template=template)

@@ -38,7 +38,9 @@ def unheard_alerts_banner(context: Any) -> dict[str, Any]:
             for alert in unheard[:NAMED]
         ],
         "more": max(len(unheard) - NAMED, 0),
-        "alert_email_unset": sees_every_team(request) and not [a for a in settings.ALERT_EMAIL_TO if a],
+        "alert_email_unset": sees_every_team(request)
+        and settings.ENABLE_EMAIL_ALERTS
+        and not [a for a in settings.EMAIL_ALERT_RECIPIENTS if a],
         "add_url": reverse("admin:alerts_channel_add" if can_add else "admin:alerts_channel_changelist"),
         "list_url": reverse("admin:alerts_alert_changelist")
         + "?"

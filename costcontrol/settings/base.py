@@ -43,6 +43,16 @@ def env_decimal(name: str, default: str) -> Decimal:
     return value
 
 
+def env_decimal_optional(name: str) -> Decimal | None:
+    """An amount that may be left unset: empty or unset is None, anything else is read as env_decimal."""
+    return env_decimal(name, "") if env.str(name, default="").strip() else None
+
+
+def env_addresses(name: str) -> list[str]:
+    """A comma-separated list with blanks dropped: "a@x, b@x," is ["a@x", "b@x"]."""
+    return [item.strip() for item in env.list(name, default=[]) if item.strip()]
+
+
 def env_secret(name: str, default: str | None = None) -> str | None:
     """A secret from NAME, or from the file named by NAME_FILE (Docker/systemd credentials)."""
     path = env.str(f"{name}_FILE", default="")
@@ -235,11 +245,15 @@ GPU_COST_DAILY_THRESHOLD = env_decimal("GPU_COST_DAILY_THRESHOLD", "25")
 GPU_COST_MONTHLY_THRESHOLD = env_decimal("GPU_COST_MONTHLY_THRESHOLD", "100")
 GPU_USAGE_CHECK_INTERVAL_SECONDS = env.int("GPU_USAGE_CHECK_INTERVAL_SECONDS", default=3600)
 COST_PER_LEAD_THRESHOLD = env_decimal("COST_PER_LEAD_THRESHOLD", "3.00")
+# Set: `bootstrap` creates the budget template "Daily per end user" (scope subject:*, daily): every end
+# user gets a budget of this amount (USD) of their own on first use. Unset: none.
+DEFAULT_DAILY_BUDGET = env_decimal_optional("DEFAULT_DAILY_BUDGET")
+# Off: usage is still recorded, but budgets are never checked and no alert is raised.
+ENABLE_COST_MONITORING = env_bool("ENABLE_COST_MONITORING", True)
 # A batch whose cost per lead is this many percent above the median of the previous 7 days alerts.
 COST_PER_LEAD_REGRESSION_PERCENT = env_decimal("COST_PER_LEAD_REGRESSION_PERCENT", "40")
 # What a batch produces, in the admin, reports and messages ("lead" -> "leads").
 LEAD_UNIT_NAME = env.str("LEAD_UNIT_NAME", default="lead")
-ALERT_EMAIL_TO = env.list("ALERT_EMAIL_TO", default=[])
 BUDGET_RESERVATION_TTL_SECONDS = env.int("BUDGET_RESERVATION_TTL_SECONDS", default=15 * 60)
 # More values of one budget template than this reaching a level in one alert pass: one digest message.
 BUDGET_DIGEST_AFTER = env.int("BUDGET_DIGEST_AFTER", default=10)
@@ -258,6 +272,15 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 NOTIFICATION_RETRY_BASE_SECONDS = env.int("NOTIFICATION_RETRY_BASE_SECONDS", default=30)
 NOTIFICATION_RETRY_MAX_SECONDS = env.int("NOTIFICATION_RETRY_MAX_SECONDS", default=3600)
 NOTIFICATION_MAX_ATTEMPTS = env.int("NOTIFICATION_MAX_ATTEMPTS", default=15)
+# The default channels `bootstrap` creates (once, by name; edit them in the admin afterwards).
+# Email: recipients of the default email channel (alerts and the daily report); ALERT_EMAIL_TO, the
+# older name, is read when EMAIL_ALERT_RECIPIENTS is unset or empty. ENABLE_EMAIL_ALERTS off: no
+# default email channel. Slack: the incoming-webhook URL of a default Slack channel (a secret: also
+# SLACK_WEBHOOK_URL_FILE); ENABLE_SLACK_ALERTS defaults to on when the URL is set.
+EMAIL_ALERT_RECIPIENTS = env_addresses("EMAIL_ALERT_RECIPIENTS") or env_addresses("ALERT_EMAIL_TO")
+ENABLE_EMAIL_ALERTS = env_bool("ENABLE_EMAIL_ALERTS", True)
+SLACK_WEBHOOK_URL = (env_secret("SLACK_WEBHOOK_URL", "") or "").strip()
+ENABLE_SLACK_ALERTS = env_bool("ENABLE_SLACK_ALERTS", bool(SLACK_WEBHOOK_URL))
 # The default alert rules `bootstrap` creates (once, by name; edit them in the admin afterwards).
 ALERT_SPEND_HOURLY_THRESHOLD = env_decimal("ALERT_SPEND_HOURLY_THRESHOLD", "50")
 ALERT_SPEND_DAILY_THRESHOLD = env_decimal("ALERT_SPEND_DAILY_THRESHOLD", "500")

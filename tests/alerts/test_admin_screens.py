@@ -111,7 +111,7 @@ def staff(name: str, *codenames: str, team: Any = None) -> Client:
 
 
 def test_an_alert_no_channel_took_says_nobody_was_told_and_counts_no_notification(admin_client, settings):
-    settings.ALERT_EMAIL_TO = []
+    settings.EMAIL_ALERT_RECIPIENTS = []
     alert = fire()
     assert Notification.objects.count() == 0
     assert alert.notify_count == 0  # no channel took it: not announced
@@ -135,13 +135,13 @@ def test_a_notification_counts_only_what_became_of_the_notifications_that_exist(
 
 
 def test_the_index_and_the_dashboard_warn_while_open_alerts_have_nowhere_to_go(admin_client, settings):
-    settings.ALERT_EMAIL_TO = []
+    settings.EMAIL_ALERT_RECIPIENTS = []
     alert = fire(title="Spend today: nobody hears me")
     for url in (reverse("admin:index"), reverse("admin:analytics_dashboard_changelist")):
         shown = admin_client.get(url).content.decode()
         assert 'id="cc-unheard-alerts"' in shown, url
         assert "1 open alert has nowhere to go" in text_of(shown)
-        assert "ALERT_EMAIL_TO is not set" in shown
+        assert "EMAIL_ALERT_RECIPIENTS is not set" in shown
         assert f'href="{reverse("admin:alerts_channel_add")}"' in shown
         assert "Spend today: nobody hears me" in shown
     # The banner's list: exactly the alerts with nowhere to go.
@@ -174,7 +174,7 @@ def test_a_teams_staff_see_the_banner_for_their_teams_alerts_only():
     bob = staff("bob", "view_alert", team=bravo)
     shown = bob.get(reverse("admin:index")).content.decode()
     assert 'id="cc-unheard-alerts"' in shown and "bravo spend" in shown
-    assert "ALERT_EMAIL_TO" not in shown  # the operator's setting: for superusers
+    assert "EMAIL_ALERT_RECIPIENTS" not in shown  # the operator's setting: for superusers
     assert 'id="cc-unheard-alerts"' not in staff("carol", team=bravo).get(reverse("admin:index")).content.decode()
 
 
@@ -555,7 +555,7 @@ def test_the_alert_and_notification_screens_fit_1440_pixels_without_scrolling_si
     assert "1 waiting to be sent" in browser.find_element(By.CSS_SELECTOR, ".field-told").text
 
     # Nowhere to go: the banner on the index and the dashboard.
-    settings.ALERT_EMAIL_TO = []
+    settings.EMAIL_ALERT_RECIPIENTS = []
     fire(title="Spend today: 612.00 USD (today)")
     for name, url in (
         ("admin-index-banner.png", reverse("admin:index")),

@@ -53,7 +53,7 @@ def local(day: int, hour: int, minute: int = 0, *, second: int = 0, microsecond:
 @pytest.fixture
 def berlin(settings):
     settings.TIME_ZONE = "Europe/Berlin"
-    settings.ALERT_EMAIL_TO = []
+    settings.EMAIL_ALERT_RECIPIENTS = []
 
 
 @pytest.fixture
@@ -556,7 +556,7 @@ def channel(name: str, **fields: Any) -> Channel:
 
 
 def test_the_report_is_queued_once_per_report_channel_however_often_beat_ticks(ledger_day, settings):
-    settings.ALERT_EMAIL_TO = ["ops@example.com"]
+    settings.EMAIL_ALERT_RECIPIENTS = ["ops@example.com"]
     finance = channel("finance")
     channel("alerts-only", receives_reports=False)
     channel("switched-off", is_enabled=False)

@@ -71,7 +71,8 @@ def start_worker(redis: RedisServer, transactional_db: None, tmp_path: Path) -> 
             "CELERY_TASK_TIME_LIMIT": str(TASK_TIME_LIMIT),
             "CELERY_TASK_SOFT_TIME_LIMIT": str(TASK_TIME_LIMIT - 1),
             "CHANNEL_ALLOWED_NETWORKS": "127.0.0.0/8",  # the test's receivers listen on loopback
-            "ALERT_EMAIL_TO": "",
+            "ENABLE_EMAIL_ALERTS": "0",
+            "ENABLE_SLACK_ALERTS": "0",
             "LOG_LEVEL": "INFO",
             **extra,
         }

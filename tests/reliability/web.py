@@ -40,7 +40,9 @@ def database_url(settings_dict: Mapping[str, Any]) -> str:
 def app_env(database: str, **extra: str) -> dict[str, str]:
     """The environment of a costcontrol process (manage.py, gunicorn) on `database`."""
     env = {**os.environ, "DATABASE_URL": database, "DJANGO_SETTINGS_MODULE": "costcontrol.settings.local"}
-    env.update(DJANGO_DEBUG="0", CELERY_BROKER_URL="memory://", LOG_LEVEL="WARNING", ALERT_EMAIL_TO="")
+    env.update(DJANGO_DEBUG="0", CELERY_BROKER_URL="memory://", LOG_LEVEL="WARNING")
+    # No default channels from a developer's .env: nothing a test raises reaches real people.
+    env.update(ENABLE_EMAIL_ALERTS="0", ENABLE_SLACK_ALERTS="0")
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(extra)
     return env

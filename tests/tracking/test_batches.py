@@ -253,7 +253,8 @@ def test_the_example_pipeline_script_runs_a_batch_end_to_end(tmp_path):
         "DJANGO_SETTINGS_MODULE": "costcontrol.settings.local",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'pipeline.sqlite3'}",
         "CELERY_BROKER_URL": "memory://",
-        "ALERT_EMAIL_TO": "",
+        "ENABLE_EMAIL_ALERTS": "0",
+        "ENABLE_SLACK_ALERTS": "0",
         "PY": sys.executable,
     }
 
