@@ -257,8 +257,6 @@ LEAD_UNIT_NAME = env.str("LEAD_UNIT_NAME", default="lead")
 BUDGET_RESERVATION_TTL_SECONDS = env.int("BUDGET_RESERVATION_TTL_SECONDS", default=15 * 60)
 # More values of one budget template than this reaching a level in one alert pass: one digest message.
 BUDGET_DIGEST_AFTER = env.int("BUDGET_DIGEST_AFTER", default=10)
-# Off: usage is recorded, budgets are never checked and no alert is raised.
-ENABLE_COST_MONITORING = env.bool("ENABLE_COST_MONITORING", default=True)
 
 # --- alerts and notifications --------------------------------------------------
 # Links in notifications point here (the admin's address as users reach it). Unset, the address
