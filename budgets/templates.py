@@ -59,8 +59,8 @@ def budget_values_ensure(*, pairs: Sequence[tuple[Budget, str]]) -> list[Budget]
     first checked, reserved or seen spending by the alert pass, never for every value ever seen."""
     if not pairs:
         return []
-    Budget.objects.bulk_create(
-        [budget_value_new(template=template, scope=scope) for template, scope in pairs],
+    Budget.objects.bulk_create(  # in one order (template, scope): concurrent creators never deadlock
+        [budget_value_new(template=t, scope=s) for t, s in sorted(pairs, key=lambda p: (p[0].pk, p[1]))],
         ignore_conflicts=True,
     )
     values = Budget.objects.filter(template__in={t.pk for t, _ in pairs}, scope__in={s for _, s in pairs})
