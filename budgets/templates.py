@@ -53,19 +53,27 @@ def budgets_of(*, scopes: Iterable[str], **filters: Any) -> list[Budget]:
 
 
 def budget_values_ensure(*, pairs: Sequence[tuple[Budget, str]]) -> list[Budget]:
-    """The budget of each (template, scope): created as the template says on first use, or the one
-    that exists (created meanwhile by another process: two first events of a new value create one
-    budget, the unique (template, scope) constraint decides). A value's budget is created when it is
-    first checked, reserved or seen spending by the alert pass, never for every value ever seen."""
+    """The budget of each (template, scope): the one that exists, or created as the template says
+    (on first use). Two processes creating the same value's budget at once create one: the unique
+    (template, scope) constraint decides and the loser reads the winner's. A value's budget is created
+    when it is first checked, reserved for or seen spending by the alert pass, never for every value
+    ever seen."""
     if not pairs:
         return []
-    Budget.objects.bulk_create(  # in one order (template, scope): concurrent creators never deadlock
-        [budget_value_new(template=t, scope=s) for t, s in sorted(pairs, key=lambda p: (p[0].pk, p[1]))],
-        ignore_conflicts=True,
-    )
-    values = Budget.objects.filter(template__in={t.pk for t, _ in pairs}, scope__in={s for _, s in pairs})
     wanted = {(t.pk, s) for t, s in pairs}
-    return [b for b in values if (b.template_id, b.scope) in wanted]
+
+    def existing() -> dict[tuple[int, str], Budget]:
+        values = Budget.objects.filter(template__in={t.pk for t, _ in pairs}, scope__in={s for _, s in pairs})
+        return {(b.template_id, b.scope): b for b in values if (b.template_id, b.scope) in wanted}
+
+    found = existing()
+    if missing := sorted({(t.pk, s): (t, s) for t, s in pairs if (t.pk, s) not in found}.items()):
+        # Created in one order (template, scope): concurrent creators never deadlock.
+        Budget.objects.bulk_create(
+            [budget_value_new(template=t, scope=s) for _, (t, s) in missing], ignore_conflicts=True
+        )
+        found = existing()
+    return list(found.values())
 
 
 def budget_value_new(*, template: Budget, scope: str, amount: Decimal | None = None) -> Budget:
