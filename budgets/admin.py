@@ -3,7 +3,7 @@
 Reads here never write: a period not opened yet is shown as it would open (budgets.selectors.budget_statuses);
 the beat task and the first write open it for real. The charts are drawn in the browser by the vendored
 Chart.js (budgets/static/budgets/budget.js) from data the page carries (json_script), built here from the
-same status the tables beside them show.
+same status the tables beside them show. A template (subject:*) and its values: budgets.admin_templates.
 """
 
 from __future__ import annotations
@@ -29,25 +29,38 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from core.models import Team
-from core.money import format_money, format_money_fine
-from core.scopes import SCOPE_KINDS, scope_errors, scope_inner, scope_team, team_scope, team_scope_errors
+from core.money import format_money_fine
+from core.scopes import (
+    SCOPE_KINDS,
+    scope_errors,
+    scope_inner,
+    scope_is_template,
+    scope_team,
+    team_scope,
+    team_scope_errors,
+    template_scope_errors,
+)
 from core.teams import TeamScopedAdminMixin, sees_every_team, team_list_filter, user_teams
 from tracking.admin import rollup_scopes_seen_by
 from tracking.models import SpendRollup
 
+from .admin_display import EMPTY, level_badge, money, percent_text, plain_amount
+from .admin_templates import (
+    TemplateAdminMixin,
+    template_each,
+    template_page,
+    template_row_note,
+    template_scope_known,
+    template_scope_suggestions,
+    value_counts,
+    value_of,
+)
 from .levels import FORECAST_COLOUR, LEVEL_COLOURS, LEVEL_ORDER, OK, level_label, percent_level
 from .models import Budget, BudgetPeriod, Reservation, default_thresholds
 from .selectors import BudgetStatus, budget_burn_down, budget_statuses, with_spend
 
-EMPTY = "-"
-CENTS = Decimal("0.01")
 DATE = "%Y-%m-%d"
 MINUTE = "%Y-%m-%d %H:%M"
-
-
-def _money(value: Decimal | None, currency: str) -> str:
-    """A budget's amounts to the cent, with the currency and thousands separators."""
-    return EMPTY if value is None else format_money(value.quantize(CENTS), currency)
 
 
 def _money_fine(value: Decimal | None, currency: str) -> str:
@@ -57,16 +70,6 @@ def _money_fine(value: Decimal | None, currency: str) -> str:
 
 def _right(text: str) -> SafeString:
     return format_html('<span class="cc-num">{}</span>', text)
-
-
-def level_badge(level: str | None) -> SafeString:
-    if not level:
-        return format_html('<span style="color:{}">{}</span>', LEVEL_COLOURS[None], OK)
-    return format_html(
-        '<span style="background:{};color:#fff;border-radius:3px;padding:1px 6px;font-weight:600">{}</span>',
-        LEVEL_COLOURS[level],
-        level_label(level),
-    )
 
 
 def forecast_badge(label: str) -> SafeString:
@@ -79,10 +82,6 @@ def forecast_badge(label: str) -> SafeString:
 
 def _local(moment: datetime) -> datetime:
     return moment.astimezone(ZoneInfo(settings.TIME_ZONE))
-
-
-def _percent(value: Decimal | None) -> str:
-    return EMPTY if value is None else f"{value.quantize(Decimal('0.1'))} %"
 
 
 # --- scopes: chosen from those that exist, a never-seen one confirmed ---------------------------------
@@ -148,9 +147,12 @@ class ScopeInput(forms.TextInput):
 class ScopeConfirmForm(forms.ModelForm):
     """A form with a scope: a scope that no spend has ever counted towards (a typo such as
     provider:antropic) is refused once with a warning, and a "save anyway" box appears beside it;
-    ticked, the form saves. The admin sets `scope_request` (ScopeChoiceAdminMixin)."""
+    ticked, the form saves. The admin sets `scope_request` (ScopeChoiceAdminMixin). A form that
+    accepts templates (`templates_allowed`: budgets) takes `subject:*` as having spend when any scope
+    it covers has (budgets.admin_templates.template_scope_known)."""
 
     scope_request: HttpRequest | None = None
+    templates_allowed = False
 
     confirm_scope = forms.BooleanField(
         label="Save with this scope anyway",
@@ -168,17 +170,28 @@ class ScopeConfirmForm(forms.ModelForm):
         if self.instance.pk is not None and "scope" not in self.changed_data:
             return cleaned  # confirmed when it was chosen
         team = cleaned.get("team")
-        if scope_errors(scope) or team_scope_errors(scope, team.name if team else None):
+        template = self.templates_allowed and scope_is_template(scope)
+        problems = template_scope_errors(scope) if template else scope_errors(scope)
+        if problems or team_scope_errors(scope, team.name if team else None):
             return cleaned  # the model's own message says what is wrong
-        if scope_known(self.scope_request, scope):
+        known = template_scope_known if template else scope_known
+        if known(self.scope_request, scope):
             return cleaned
         self.fields["confirm_scope"].widget = forms.CheckboxInput()
         if not cleaned.get("confirm_scope"):
-            close = difflib.get_close_matches(scope, scope_suggestions(self.scope_request), n=1, cutoff=0.8)
+            seen = scope_suggestions(self.scope_request)
+            close = difflib.get_close_matches(
+                scope, template_scope_suggestions(seen) if template else seen, n=1, cutoff=0.8
+            )
             hint = f" Did you mean {close[0]}?" if close else ""
+            what = (
+                f"any value of {scope}, so no value would get a budget yet"
+                if template
+                else f"{scope}, so nothing counts towards it yet"
+            )
             self.add_error(
                 "scope",
-                f"No spend has ever been recorded for {scope}, so nothing counts towards it yet.{hint} "
+                f"No spend has ever been recorded for {what}.{hint} "
                 "Check the spelling, or tick “Save with this scope anyway” below if its spend is still to come.",
             )
             # add_error drops the scope from cleaned_data; the model's checks would then call it missing.
@@ -193,9 +206,13 @@ class ScopeChoiceAdminMixin:
 
     form: type[forms.ModelForm] = ScopeConfirmForm
 
+    def scope_choices(self, request: HttpRequest) -> list[str]:
+        """The scope field's suggestions: the scopes that exist (scope_suggestions)."""
+        return scope_suggestions(request)
+
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "scope":
-            kwargs["widget"] = ScopeInput(scope_suggestions(request))
+            kwargs["widget"] = ScopeInput(self.scope_choices(request))
         return super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
@@ -231,15 +248,8 @@ class ThresholdsField(forms.CharField):
         return result
 
 
-def _plain_amount(value: Decimal) -> str:
-    """An amount as a form shows it for editing: to the cent, more places only where it has them
-    (2500.00, not 2500.000000000), no separators (it is read back as typed)."""
-    exponent = value.normalize().as_tuple().exponent
-    places = max(2, -exponent) if isinstance(exponent, int) else 2
-    return f"{value.quantize(Decimal(1).scaleb(-places)):f}"
-
-
 class BudgetForm(ScopeConfirmForm):
+    templates_allowed = True
     thresholds = ThresholdsField(
         initial=default_thresholds,
         label="Thresholds (%)",
@@ -271,7 +281,7 @@ class BudgetForm(ScopeConfirmForm):
         super().__init__(*args, **kwargs)
         for name in ("amount", "rollover_cap"):
             if isinstance(value := self.initial.get(name), Decimal):
-                self.initial[name] = _plain_amount(value)
+                self.initial[name] = plain_amount(value)
 
 
 # --- list filters ------------------------------------------------------------------------------
@@ -289,7 +299,9 @@ class LevelFilter(admin.SimpleListFilter):
         if not wanted:
             return queryset
         # A level depends on each budget's own thresholds: every active budget's status, read together.
-        statuses = budget_statuses(queryset.filter(is_active=True), at=timezone.now())
+        # A template has no level (each of its values has one).
+        active = [b for b in queryset.filter(is_active=True) if not b.is_template]
+        statuses = budget_statuses(active, at=timezone.now())
         return queryset.filter(pk__in=[s.budget.pk for s in statuses if s.level_label == wanted])
 
 
@@ -322,7 +334,7 @@ def _point(moment: datetime, value: Decimal, currency: str, text: str | None = N
     return {
         "x": _ms(moment),
         "y": str(value),
-        "text": _money(value, currency) if text is None else text,
+        "text": money(value, currency) if text is None else text,
         "when": f"{_local(moment):{MINUTE}}",
     }
 
@@ -378,9 +390,9 @@ def burn_down(status: BudgetStatus) -> tuple[dict[str, Any] | None, list[Step]]:
     steps = [
         Step(
             until=f"{_local(moment):{MINUTE}}",
-            spent=_money(value - before, currency),
-            spent_to_date=_money(value, currency),
-            remaining=_money(limit - value, currency),
+            spent=money(value - before, currency),
+            spent_to_date=money(value, currency),
+            remaining=money(limit - value, currency),
         )
         for (_, before), (moment, value) in pairwise(spent)
     ]
@@ -434,7 +446,7 @@ def burn_down(status: BudgetStatus) -> tuple[dict[str, Any] | None, list[Step]]:
                 "points": [_point(at, now_spent, currency), _point(end, forecast.low, currency)],
             }
         )
-        reach = f"{_money(forecast.low, currency)} to {_money(forecast.high, currency)}"
+        reach = f"{money(forecast.low, currency)} to {money(forecast.high, currency)}"
         series.append(
             {
                 "label": f"forecast, {interval}" + (f" ({reach}, cut at the top)" if y_max else ""),
@@ -448,7 +460,7 @@ def burn_down(status: BudgetStatus) -> tuple[dict[str, Any] | None, list[Step]]:
     for percent, level, amount in thresholds:
         series.append(
             {
-                "label": f"{percent} % threshold ({level_label(level)}): {_money(amount, currency)}",
+                "label": f"{percent} % threshold ({level_label(level)}): {money(amount, currency)}",
                 "name": f"{percent} % threshold ({level_label(level)})",
                 "colour": LEVEL_COLOURS[level],
                 "style": "threshold",
@@ -456,11 +468,11 @@ def burn_down(status: BudgetStatus) -> tuple[dict[str, Any] | None, list[Step]]:
             }
         )
     carried = (
-        f" (incl. {_money(status.period.carried_over, currency)} carried over)" if status.period.carried_over else ""
+        f" (incl. {money(status.period.carried_over, currency)} carried over)" if status.period.carried_over else ""
     )
     series.append(
         {
-            "label": f"limit: {_money(limit, currency)}{carried}",
+            "label": f"limit: {money(limit, currency)}{carried}",
             "name": "limit",
             "colour": LEVEL_COLOURS["exceeded"],
             "style": "limit",
@@ -572,7 +584,7 @@ def history_chart(rows: list[HistoryRow], currency: str) -> dict[str, Any] | Non
         return None
 
     def bar(value: Decimal, text: str | None = None) -> dict[str, str]:
-        return {"y": str(value), "text": _money(value, currency) if text is None else text}
+        return {"y": str(value), "text": money(value, currency) if text is None else text}
 
     levels = [row.level for row in closed]
     return {
@@ -599,8 +611,8 @@ def history_chart(rows: list[HistoryRow], currency: str) -> dict[str, Any] | Non
                 "points": [
                     bar(
                         row.spent or Decimal(0),
-                        f"{_money(row.spent, currency)} ({_percent(row.used)} of "
-                        f"{_money(row.limit, currency)}; peak level {level_label(row.level)})",
+                        f"{money(row.spent, currency)} ({percent_text(row.used)} of "
+                        f"{money(row.limit, currency)}; peak level {level_label(row.level)})",
                     )
                     for row in closed
                 ],
@@ -662,19 +674,19 @@ def this_period_rows(status: BudgetStatus) -> list[tuple[str, str]]:
     currency, period = status.currency, status.period
     rows = [
         ("period", f"{_period_names(period)[1]} ({settings.TIME_ZONE})"),
-        ("spent so far", _money(status.spent, currency)),
+        ("spent so far", money(status.spent, currency)),
         (
             "limit",
-            _money(status.limit, currency)
-            + (f" (incl. {_money(period.carried_over, currency)} carried over)" if period.carried_over else ""),
+            money(status.limit, currency)
+            + (f" (incl. {money(period.carried_over, currency)} carried over)" if period.carried_over else ""),
         ),
-        ("remaining", _money(status.remaining, currency)),
-        ("reserved", _money(status.reserved, currency)),
+        ("remaining", money(status.remaining, currency)),
+        ("reserved", money(status.reserved, currency)),
         ("used", EMPTY if status.utilisation is None else f"{status.utilisation} %"),
     ]
     if period.end is not None:
         elapsed = Decimal((status.at - period.start) / (period.end - period.start))
-        rows.append(("even pace by now", _money(status.limit * min(max(elapsed, Decimal(0)), Decimal(1)), currency)))
+        rows.append(("even pace by now", money(status.limit * min(max(elapsed, Decimal(0)), Decimal(1)), currency)))
     rows.append(("days left", EMPTY if status.days_left is None else str(status.days_left)))
     if status.forecast is not None:
         rows.append(("forecast at period end", status.forecast.describe(currency)))
@@ -683,7 +695,7 @@ def this_period_rows(status: BudgetStatus) -> list[tuple[str, str]]:
         rows.append(
             (
                 f"{percent} % threshold ({level_label(percent_level(share))})",
-                _money(status.limit * share / 100, currency),
+                money(status.limit * share / 100, currency),
             )
         )
     return rows
@@ -707,12 +719,12 @@ def budget_page(request: HttpRequest, budget: Budget) -> dict[str, Any]:
         "history": [
             {
                 "range": row.range,
-                "amount": _money(row.amount, budget.currency),
-                "carried": _money(row.carried, budget.currency),
-                "limit": _money(row.limit, budget.currency),
-                "spent": _money(row.spent, budget.currency)
+                "amount": money(row.amount, budget.currency),
+                "carried": money(row.carried, budget.currency),
+                "limit": money(row.limit, budget.currency),
+                "spent": money(row.spent, budget.currency)
                 + (" so far" if row.is_open and row.spent is not None else ""),
-                "used": _percent(row.used),
+                "used": percent_text(row.used),
                 "level": level_badge(row.level),
                 "is_open": row.is_open,
             }
@@ -743,7 +755,7 @@ def _with_status(queryset: QuerySet[Budget], at: datetime) -> QuerySet[Budget]:
 
 
 @admin.register(Budget)
-class BudgetAdmin(ScopeChoiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin):
+class BudgetAdmin(TemplateAdminMixin, ScopeChoiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin):
     form = BudgetForm
     # What fits at 1440 px between the navigation and the filters: the scope, period and whether it is a
     # hard limit under the name; what is left and carried under the limit; the level under the bar;
@@ -782,13 +794,23 @@ class BudgetAdmin(ScopeChoiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin)
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         """The change list, with the status and forecast of every active budget on the page read
-        together (a few statements) rather than a few per row as each column asks for it."""
+        together (a few statements) rather than a few per row as each column asks for it; a
+        template's row has no status, it counts its values (one statement for the page)."""
         changelist = super().get_changelist_instance(request)
-        active = [b for b in changelist.result_list if b.is_active]
+        templates = [b for b in changelist.result_list if b.is_template]
+        active = [b for b in changelist.result_list if b.is_active and not b.is_template]
         now = getattr(self, "_now", None) or timezone.now()
         for budget, status in zip(active, budget_statuses(active, at=now, forecasts=True), strict=True):
             budget._status_cache = status  # type: ignore[attr-defined]
+        counts = value_counts(templates)
+        for template in templates:
+            template._value_count = counts.get(template.pk, 0)  # type: ignore[attr-defined]
         return changelist
+
+    def scope_choices(self, request: HttpRequest) -> list[str]:
+        """The scopes that exist and the templates covering them (subject:* for subject:alice)."""
+        scopes = scope_suggestions(request)
+        return [*scopes, *template_scope_suggestions(scopes)]
 
     def render_change_form(
         self,
@@ -800,12 +822,18 @@ class BudgetAdmin(ScopeChoiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin)
         obj: Budget | None = None,
     ) -> Any:
         context["scope_suggestions"] = scope_suggestions(request)
-        if obj is not None and obj.pk is not None:
+        if obj is not None and obj.pk is not None and obj.is_template:
+            # A template has no status of its own (its scope, subject:*, has no spend): its values'.
+            can_change = self.has_change_permission(request, obj)
+            context["template_page"] = template_page(request, obj, can_change=can_change)
+        elif obj is not None and obj.pk is not None:
             context["budget_page"] = budget_page(request, obj)
+            if obj.template_id is not None:
+                context["value_of"] = value_of(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _status(self, obj: Budget) -> BudgetStatus | None:
-        if not obj.is_active:
+        if not obj.is_active or obj.is_template:
             return None
         cached = getattr(obj, "_status_cache", None)
         if cached is None:
@@ -817,8 +845,17 @@ class BudgetAdmin(ScopeChoiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin)
     def name_shown(self, obj: Budget) -> SafeString:
         # The period's short name (the form shows the long one).
         notes = [
+            *([f"template: {template_each(obj.scope)}"] if obj.is_template else []),
             obj.period,
-            *(text for text, on in (("hard limit", obj.hard_limit), ("inactive", not obj.is_active)) if on),
+            *(
+                text
+                for text, on in (
+                    ("own amount", obj.override),
+                    ("hard limit", obj.hard_limit),
+                    ("inactive", not obj.is_active),
+                )
+                if on
+            ),
         ]
         return format_html(
             '{}<span class="cc-note"><span class="cc-scope">{}</span> · {}</span>',
@@ -829,26 +866,32 @@ class BudgetAdmin(ScopeChoiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin)
 
     @admin.display(description="spent")
     def spent_shown(self, obj: Budget) -> str:
+        if obj.is_template:  # no spend of its own: its values
+            return template_row_note(obj, getattr(obj, "_value_count", 0))
         status = self._status(obj)
-        return _right(_money(status.spent, obj.currency)) if status else EMPTY
+        return _right(money(status.spent, obj.currency)) if status else EMPTY
 
     @admin.display(description="limit")
     def limit_shown(self, obj: Budget) -> str:
         status = self._status(obj)
+        if obj.is_template:
+            return format_html(
+                '{}<span class="cc-num cc-note">each value</span>', _right(money(obj.amount, obj.currency))
+            )
         if not status:
-            return _right(_money(obj.amount, obj.currency))
+            return _right(money(obj.amount, obj.currency))
         currency = obj.currency
         left = (
-            f"{_money(status.remaining, currency)} left"
+            f"{money(status.remaining, currency)} left"
             if status.remaining >= 0
-            else f"{_money(-status.remaining, currency)} over"
+            else f"{money(-status.remaining, currency)} over"
         )
         carried = status.period.carried_over
         return format_html(
             '{}<span class="cc-num cc-note">{}</span>{}',
-            _right(_money(status.limit, currency)),
+            _right(money(status.limit, currency)),
             left,
-            format_html('<span class="cc-num cc-note">incl. {} carried</span>', _money(carried, currency))
+            format_html('<span class="cc-num cc-note">incl. {} carried</span>', money(carried, currency))
             if carried
             else "",
         )
@@ -881,7 +924,7 @@ class BudgetAdmin(ScopeChoiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin)
         text = format_html(
             '<span class="cc-num" title="{}">{}</span>',
             status.forecast.describe(obj.currency),
-            _money(status.forecast.amount, obj.currency),
+            money(status.forecast.amount, obj.currency),
         )
         if status.forecast_label:
             return format_html("{}{}", text, forecast_badge(status.forecast_label))
