@@ -29,7 +29,7 @@ class ApiKeyForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ("name", "service", "team", "scopes", "rate_limit_per_minute", "expires_at")
+        fields = ("name", "service", "team", "scopes", "can_manage_budgets", "rate_limit_per_minute", "expires_at")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -47,8 +47,18 @@ class ApiKeyAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     # organisation-wide keys are the superusers'.
     form = ApiKeyForm
     # At 1440 px: when it was created is on the key's page; when it was last used says more here.
-    list_display = ("name", "service", "team", "key_prefix", "scopes_shown", "state", "expires_at", "last_used_at")
-    list_filter = ("service", team_list_filter("team"))
+    list_display = (
+        "name",
+        "service",
+        "team",
+        "key_prefix",
+        "scopes_shown",
+        "can_manage_budgets",
+        "state",
+        "expires_at",
+        "last_used_at",
+    )
+    list_filter = ("service", team_list_filter("team"), "can_manage_budgets")
     list_select_related = ("team",)
     search_fields = ("name", "service", "prefix")
     readonly_fields = ("key_prefix", "created_at", "revoked_at", "last_used_at")

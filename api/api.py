@@ -42,11 +42,19 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
-from budgets.models import Reservation
-from budgets.selectors import BudgetStatus, budget_check
+from budgets.models import Budget, Period, Reservation, default_thresholds
+from budgets.selectors import (
+    BudgetStatus,
+    TemplateSummary,
+    budget_check,
+    budget_statuses,
+    template_summary,
+    with_forecasts,
+)
 from budgets.services import BudgetExceeded, budget_reserve, reservation_release, reservation_settle
-from core.money import MONEY_MAX
-from core.scopes import SCOPE_KINDS
+from budgets.templates import budget_override_clear, budget_override_set
+from core.money import MONEY_MAX, parse_money
+from core.scopes import SCOPE_KINDS, template_prefix, template_value
 from core.validation import has_surrogate
 from tracking.models import Outcome
 from tracking.services import IdempotencyConflict, cost_entry_record, cost_entry_record_many
@@ -812,19 +820,252 @@ def reservations_release(request: HttpRequest, reservation_id: int) -> Any:
     return Status(200, _reservation_json(reservation))
 
 
-@api.get("/budgets", response={200: dict, **COMMON}, summary="Every active budget the key may see, with its status")
-def budgets_list(request: HttpRequest) -> Any:
-    from budgets.models import Budget
-    from budgets.selectors import budget_statuses
+def _budget_json(status: BudgetStatus) -> dict[str, Any]:
+    """A plain budget or a template's value as GET /budgets lists it: its status and forecast."""
+    return {**_status_json(status), "forecast": _forecast_json(status), "template": False}
 
+
+def _template_json(summary: TemplateSummary) -> dict[str, Any]:
+    """A template as GET /budgets lists it: its settings and where its values stand, no status of its own."""
+    template = summary.template
+    return {
+        "id": template.pk,
+        "name": template.name,
+        "scope": template.scope,
+        "period": template.period,
+        "currency": template.currency,
+        "amount": _money(template.amount),
+        "hard_limit": template.hard_limit,
+        "template": True,
+        "summary": {
+            "values": summary.values,
+            "overrides": summary.overrides,
+            "spending": summary.spending,
+            "levels": summary.levels,
+        },
+    }
+
+
+def _value_json(template: Budget, status: BudgetStatus) -> dict[str, Any]:
+    return {
+        **_budget_json(status),
+        "value": template_value(template.scope, status.budget.scope),
+        "override": status.budget.override,
+    }
+
+
+@api.get(
+    "/budgets",
+    response={200: dict, **COMMON},
+    summary="Every active budget and template the key may see: a budget with its status, a template with its "
+    "values' summary",
+)
+def budgets_list(request: HttpRequest) -> Any:
     _only_query_params(request)
     key: ApiKey = request.auth  # type: ignore[attr-defined]
-    budgets = [b for b in Budget.objects.filter(is_active=True).order_by("name") if key.allows_scope(b.scope)]
-    statuses = budget_statuses(budgets, at=datetime.now(UTC), forecasts=True)
-    return Status(200, {"budgets": [{**_status_json(s), "forecast": _forecast_json(s)} for s in statuses]})
+    at = datetime.now(UTC)
+    budgets = [b for b in Budget.objects.listed().filter(is_active=True).order_by("name") if key.allows_scope(b.scope)]
+    statuses = {
+        s.budget.pk: s for s in budget_statuses([b for b in budgets if not b.is_template], at=at, forecasts=True)
+    }
+    return Status(
+        200,
+        {
+            "budgets": [
+                _template_json(template_summary(b, at=at, top=0)) if b.is_template else _budget_json(statuses[b.pk])
+                for b in budgets
+            ]
+        },
+    )
 
 
-@api.get("/key", response={200: dict, **COMMON}, summary="The calling API key: its service, team, scopes and limits")
+def _template_for(key: ApiKey, budget_id: int) -> Budget:
+    """A template the key may see; 404 for any other budget (one it may not see is not told apart)."""
+    template = Budget.objects.listed().filter(pk=budget_id).select_related("team").first()
+    if template is None or not key.allows_scope(template.scope):
+        raise ApiError(404, "not_found", f"no budget #{budget_id}")
+    if not template.is_template:
+        raise ApiError(404, "not_found", f"budget #{budget_id} is not a template (its scope does not end in *)")
+    return template
+
+
+def _may_manage(key: ApiKey, budget: Budget | None = None) -> None:
+    """Creating and changing budgets needs a key with "manage budgets"; a team's key changes its team's only."""
+    if not key.can_manage_budgets:
+        raise ApiError(
+            403,
+            "forbidden",
+            'this API key may not manage budgets (an administrator ticks "manage budgets" on the key)',
+            errors={"__all__": ["forbidden"]},
+        )
+    if budget is not None and key.team_id is not None and budget.team_id != key.team_id:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"budget #{budget.pk} is not one of team {key.team.name}'s budgets",  # type: ignore[union-attr]
+            errors={"__all__": ["forbidden"]},
+        )
+
+
+@api.get(
+    "/budgets/{budget_id}/values",
+    response={200: dict, 404: dict, **COMMON},
+    summary="A template's values of highest utilisation (their value containing q), each with its status",
+)
+def budgets_values(
+    request: HttpRequest,
+    budget_id: int,
+    q: str = Query("", max_length=200, description="only values containing this text (any case)"),
+    limit: int = Query(20, ge=1, le=500),
+) -> Any:
+    _only_query_params(request, "q", "limit")
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    template = _template_for(key, budget_id)
+    summary = template_summary(template, at=datetime.now(UTC), search=q, top=limit)
+    return Status(
+        200,
+        {
+            "template": _template_json(summary),
+            "values": [_value_json(template, s) for s in with_forecasts(summary.top)],
+        },
+    )
+
+
+def _threshold_input(value: Any) -> Any:
+    if isinstance(value, bool | str | float):
+        raise ValueError("must be a JSON number (a percent of the limit, e.g. 80)")
+    return value
+
+
+# A percent of the limit; its range and order are the model's to check (budgets.models.threshold_errors).
+ThresholdIn = Annotated[
+    Decimal, BeforeValidator(_threshold_input), Field(allow_inf_nan=False), WithJsonSchema({"type": "number"})
+]
+
+
+def _model_default(field: str) -> Any:
+    return Budget._meta.get_field(field).get_default()
+
+
+class BudgetIn(Schema):
+    """A budget, or a template when its scope ends in * (subject:*, tag:customer=*, team:ml/job:*):
+    each value then gets a budget of its own, with these settings, on first use."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Text = Field(min_length=1, max_length=200, pattern=r"\S", examples=["Per user"])
+    scope: Text = Field(
+        min_length=1,
+        max_length=320,
+        examples=["subject:*"],
+        description="global, provider:X, service:X, model:X, subject:X, job:X, tag:KEY=VALUE, team:NAME(/...); "
+        "ending in * a template: subject:*, job:*, tag:customer=*, team:NAME/subject:*, team:*",
+    )
+    amount: MoneyIn = Field(description="what may be spent per period (by each value, for a template)")
+    currency: Text = Field(default=_model_default("currency"), min_length=3, max_length=3)
+    period: Text = Field(default=_model_default("period"), json_schema_extra={"enum": list(Period.values)})
+    thresholds: list[ThresholdIn] = Field(
+        default_factory=lambda: [Decimal(t) for t in default_thresholds()],
+        max_length=20,
+        description="percents of the limit, lowest first",
+    )
+    rollover: StrictBool = _model_default("rollover")
+    rollover_cap: MoneyIn | None = None
+    hard_limit: StrictBool = _model_default("hard_limit")
+    forecast_alerts: StrictBool = _model_default("forecast_alerts")
+
+
+def _threshold(value: Decimal) -> int | float:
+    """A percent as the JSON column keeps it (the admin's form writes the same)."""
+    if abs(value) < 10**6 and value == value.to_integral_value():
+        return int(value)
+    return float(value)  # a fraction; a huge one becomes inf and threshold_errors refuses it
+
+
+@api.post(
+    "/budgets",
+    response={201: dict, 403: dict, 422: dict, **COMMON},
+    summary="Create a budget, or a template (scope ending in *); needs a key that may manage budgets",
+)
+def budgets_create(request: HttpRequest, payload: BudgetIn) -> Any:
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    _may_manage(key)
+    _scope_allowed(key, payload.scope)
+    fields = payload.model_dump()
+    fields["thresholds"] = [_threshold(t) for t in payload.thresholds]
+    errors: dict[str, list[str]] = {}
+    for field in ("amount", "rollover_cap"):  # the places and range a money column holds
+        if fields[field] is not None:
+            try:
+                fields[field] = parse_money(fields[field], field=field)
+            except DjangoValidationError as exc:
+                errors.update(_field_errors(exc))
+    budget = Budget(**fields, team=key.team)  # a team's key creates its team's budgets
+    try:
+        budget.full_clean(exclude=list(errors))
+    except DjangoValidationError as exc:
+        for field, messages in _field_errors(exc).items():
+            errors.setdefault(field, []).extend(messages)
+    if errors:
+        raise _invalid(errors)
+    budget.save()
+    if budget.is_template:
+        return Status(201, _template_json(template_summary(budget, top=0)))
+    return Status(201, _budget_json(budget_statuses([budget], forecasts=True)[0]))
+
+
+def _value_param(value: str) -> str:
+    """A template's value from the path, as a text column can hold it."""
+    try:
+        return _no_nul(value)
+    except ValueError as exc:
+        raise _invalid({"value": [str(exc)]}) from None
+
+
+class OverrideIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    amount: MoneyIn = Field(description="the value's own amount per period, instead of the template's")
+
+
+@api.put(
+    "/budgets/{budget_id}/values/{value}",
+    response={200: dict, 403: dict, 404: dict, 422: dict, **COMMON},
+    summary="Give one value of a template an amount of its own (its budget is created if it has none)",
+)
+def budgets_value_override(request: HttpRequest, budget_id: int, value: str, payload: OverrideIn) -> Any:
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    _may_manage(key)
+    template = _template_for(key, budget_id)
+    _may_manage(key, template)
+    try:
+        budget = budget_override_set(template=template, value=_value_param(value), amount=payload.amount)
+    except DjangoValidationError as exc:
+        raise _django_invalid(exc) from None
+    return Status(200, _value_json(template, budget_statuses([budget], forecasts=True)[0]))
+
+
+@api.delete(
+    "/budgets/{budget_id}/values/{value}",
+    response={200: dict, 403: dict, 404: dict, 422: dict, **COMMON},
+    summary="A value follows its template's amount again",
+)
+def budgets_value_follow(request: HttpRequest, budget_id: int, value: str) -> Any:
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    _may_manage(key)
+    template = _template_for(key, budget_id)
+    _may_manage(key, template)
+    scope = template_prefix(template.scope) + _value_param(value)
+    budget = Budget.objects.filter(template=template, scope=scope).first()
+    if budget is None:
+        raise ApiError(404, "not_found", f"template #{template.pk} has no budget for value {value!r}")
+    budget = budget_override_clear(budget=budget)
+    return Status(200, _value_json(template, budget_statuses([budget], forecasts=True)[0]))
+
+
+@api.get(
+    "/key",
+    response={200: dict, **COMMON},
+    summary="The calling API key: its service, team, scopes, whether it may manage budgets, and its limits",
+)
 def key_show(request: HttpRequest) -> Any:
     """Any key reads itself (never its secret): a client learns the service its events must name."""
     _only_query_params(request)
@@ -837,6 +1078,7 @@ def key_show(request: HttpRequest) -> Any:
             "service": key.service,
             "team": key.team.name if key.team else None,
             "scopes": list(key.scopes),
+            "can_manage_budgets": key.can_manage_budgets,
             "rate_limit_per_minute": key.rate_limit_per_minute or settings.API_RATE_LIMIT_PER_MINUTE or None,
             "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         },

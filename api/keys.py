@@ -42,6 +42,7 @@ def api_key_issue(
     scopes: list[str] | None = None,
     expires_at: datetime | None = None,
     rate_limit_per_minute: int | None = None,
+    can_manage_budgets: bool = False,
     key: ApiKey | None = None,
 ) -> IssuedKey:
     """Create (or fill in an unsaved admin-built) API key and return its plaintext once.
@@ -57,6 +58,7 @@ def api_key_issue(
         scopes=scopes or [],
         expires_at=expires_at,
         rate_limit_per_minute=rate_limit_per_minute,
+        can_manage_budgets=can_manage_budgets,
     )
     key.prefix, key.salt, key.hashed = prefix, salt, _digest(salt, secret)
     key.full_clean()

@@ -1,5 +1,6 @@
 """API keys: created in the admin or with `manage.py api_key`, shown once, stored hashed, bound to a
-service and optionally a team, optionally restricted to scopes, revocable, expiring."""
+service and optionally a team, optionally restricted to scopes, optionally allowed to manage budgets,
+revocable, expiring."""
 
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ class ApiKey(models.Model):
         help_text="Budget and spend scopes this key may check, reserve on or read, e.g. "
         '["service:image-api", "global"]; a team\'s key, its team\'s scopes only ("team:ml/service:image-api"). '
         "Empty: any scope (of its team).",
+    )
+    can_manage_budgets = models.BooleanField(
+        "manage budgets",
+        default=False,
+        help_text="Lets the key create budgets and templates and set a template value's own amount "
+        "(POST /api/v1/budgets, PUT and DELETE /api/v1/budgets/ID/values/VALUE), on the scopes it may use; "
+        "a team's key, its team's budgets only. Off: it reads and checks budgets only.",
     )
     rate_limit_per_minute = models.PositiveIntegerField(
         "requests per minute", null=True, blank=True, help_text="Empty: API_RATE_LIMIT_PER_MINUTE."

@@ -12,17 +12,23 @@ What is read, and what it costs, whatever the size of the ledger:
   operation, model, currency) kept by the record path in the same transaction as the ledger row;
 - budgets: every active USD budget's status and forecast from budgets' one status selector
   (budgets.selectors.budget_statuses: a few statements whatever the number of budgets; nothing is
-  written), the same figures the admin, the API and the alerts show;
+  written), the same figures the admin, the API and the alerts show. A template's values (one
+  budget per end user, job, tag value ...) are as many as its users, so each active USD template
+  exports its METRICS_TEMPLATE_TOP_VALUES (default 10) values of highest utilisation as budgets
+  named "<template>: <value>", and how many of its values are at each level, from one
+  budgets.selectors.template_summary each (the rollups of its values' spend, whatever their number;
+  a top value that spent but was not yet evaluated gets its budget, as the alert pass would give it);
 - cost per lead: the last finished batch of each pipeline; month to date (tracking.batches);
 - GPU: the daily rollups of each device's tag:gpu=<uuid> scope, its latest sample, and its idle
   time summed over its samples;
 - alerts firing by severity; notifications waiting or dead.
 
 Labels are bounded: provider, service, operation, model, budget, pipeline, GPU; never a subject,
-job or batch id. Model names come from whoever records usage, so each provider keeps its
-METRICS_MODELS_PER_PROVIDER (default 20) models of most USD spend by name and sums the rest into
-model="other" (OTHER_MODEL): the totals stay exact, the series stay few. Money metrics (`_dollars`) hold USD amounts only (the ledger's currency per entry,
-a budget's currency); amounts in other currencies are not exported.
+job or batch id but those of a template's top values (at most METRICS_TEMPLATE_TOP_VALUES each).
+Model names come from whoever records usage, so each provider keeps its METRICS_MODELS_PER_PROVIDER
+(default 20) models of most USD spend by name and sums the rest into model="other" (OTHER_MODEL): the
+totals stay exact, the series stay few. Money metrics (`_dollars`) hold USD amounts only (the
+ledger's currency per entry, a budget's currency); amounts in other currencies are not exported.
 """
 
 from __future__ import annotations
@@ -109,6 +115,8 @@ METRICS: tuple[MetricDoc, ...] = (
     _m("budget_utilization_ratio", "gauge", "Spent / limit of the current period (1 = the whole limit).", *BUDGET),
     _m("budget_forecast_dollars", "gauge", "Spend projected at the end of the current period, USD.", *BUDGET),
     _m("budget_period_end_timestamp_seconds", "gauge", "When the budget's current period ends (Unix time).", *BUDGET),
+    _m("budget_template_values", "gauge", "Values of a budget template with spend this period, by level (ok, info, warning, critical, exceeded).", *BUDGET, "level"),
+    _m("budget_template_values_known", "gauge", "Values of a budget template with a budget of their own (each checked, reserved for or seen spending).", *BUDGET),
     _m("batch_cost_per_lead_dollars", "gauge", "Cost per lead of the pipeline's last finished batch, USD.", "pipeline"),
     _m("cost_per_lead_month_dollars", "gauge", "Month-to-date cost / leads of the batches finished this month, USD."),
     _m("gpu_cost_dollars_total", "counter", "GPU time billed (burst mode), USD.", *GPU),
@@ -215,10 +223,13 @@ def _le(bound_ms: int) -> str:
 
 
 def budget_families(*, at: datetime) -> list[Metric]:
-    """Every active USD budget's status and forecast at `at`, from budgets' one status selector (a few
-    statements whatever the number of budgets; nothing is written)."""
+    """Every active USD plain budget's status and forecast at `at`, from budgets' one status selector (a
+    few statements whatever the number of budgets), and of each active USD template its top values by
+    utilisation (named "<template>: <value>") and its values' counts by level (template_summary, one
+    per template: bounded series whatever the number of values)."""
     from budgets.models import Budget
-    from budgets.selectors import budget_statuses
+    from budgets.selectors import budget_statuses, template_summary, with_forecasts
+    from core.scopes import template_value
 
     spent, limit, ratio = (
         _family("budget_spent_dollars"),
@@ -226,14 +237,33 @@ def budget_families(*, at: datetime) -> list[Metric]:
         _family("budget_utilization_ratio"),
     )
     forecast, period_end = _family("budget_forecast_dollars"), _family("budget_period_end_timestamp_seconds")
-    budgets = Budget.objects.filter(is_active=True, currency=USD).order_by("pk")
-    seen: set[tuple[str, str, str]] = set()
-    for status in budget_statuses(budgets, at=at, forecasts=True):
-        budget = status.budget
-        labels = [budget.name, budget.scope, budget.period]
+    levels, known = _family("budget_template_values"), _family("budget_template_values_known")
+
+    def labelled(budget: Budget, name: str, seen: set[tuple[str, str, str]]) -> list[str]:
+        labels = [name, budget.scope, budget.period]
         if tuple(labels) in seen:  # two budgets of one name, scope and period: keep both series apart
-            labels[0] = f"{budget.name} (#{budget.pk})"
+            labels[0] = f"{name} (#{budget.pk})"
         seen.add((labels[0], labels[1], labels[2]))
+        return labels
+
+    active = Budget.objects.filter(is_active=True, currency=USD).order_by("pk")
+    statuses = budget_statuses(active.plain(), at=at)
+    names = {status.budget.pk: status.budget.name for status in statuses}
+    templates_seen: set[tuple[str, str, str]] = set()
+    for template in active.templates():
+        summary = template_summary(template, at=at, top=settings.METRICS_TEMPLATE_TOP_VALUES)
+        labels = labelled(template, template.name, templates_seen)
+        for level, count in summary.levels.items():
+            levels.add_metric([*labels, level], count)
+        known.add_metric(labels, summary.values)
+        statuses.extend(summary.top)
+        names.update(
+            (s.budget.pk, f"{template.name}: {template_value(template.scope, s.budget.scope)}") for s in summary.top
+        )
+    budgets_seen: set[tuple[str, str, str]] = set()
+    for status in with_forecasts(statuses):
+        budget = status.budget
+        labels = labelled(budget, names[budget.pk], budgets_seen)
         spent.add_metric(labels, float(status.spent))
         limit.add_metric(labels, float(status.limit))
         if status.limit > 0:
@@ -242,7 +272,7 @@ def budget_families(*, at: datetime) -> list[Metric]:
             forecast.add_metric(labels, float(status.forecast.amount))
         if status.period.end is not None:
             period_end.add_metric(labels, _seconds(status.period.end))
-    return [spent, limit, ratio, forecast, period_end]
+    return [spent, limit, ratio, forecast, period_end, levels, known]
 
 
 def batch_families(*, at: datetime) -> list[Metric]:

@@ -339,6 +339,11 @@ METRICS_CACHE_SECONDS = env.float("METRICS_CACHE_SECONDS", default=5.0)
 METRICS_MODELS_PER_PROVIDER = env.int("METRICS_MODELS_PER_PROVIDER", default=20)
 if METRICS_MODELS_PER_PROVIDER < 1:
     raise environ.ImproperlyConfigured(f"METRICS_MODELS_PER_PROVIDER={METRICS_MODELS_PER_PROVIDER} must be 1 or more")
+# A budget template's values (one per end user, job ...) are as many as its users: each template exports
+# its top N values by utilisation as budgets, and counts of all of them by level.
+METRICS_TEMPLATE_TOP_VALUES = env.int("METRICS_TEMPLATE_TOP_VALUES", default=10)
+if METRICS_TEMPLATE_TOP_VALUES < 0:
+    raise environ.ImproperlyConfigured(f"METRICS_TEMPLATE_TOP_VALUES={METRICS_TEMPLATE_TOP_VALUES} must be 0 or more")
 # Protection of /metrics; each one set is required (both set: both). Empty: open (`check --deploy` warns).
 METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN", "")  # or METRICS_BEARER_TOKEN_FILE
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])  # addresses or networks (10.0.0.0/8) of the peer

@@ -42,6 +42,20 @@ def test_create_prints_a_working_key_once_with_its_team_and_scopes(client, gpt4o
     assert _record(client, plaintext).status_code == 201
 
 
+def test_a_key_may_manage_budgets_only_when_created_so(client):
+    reads = api_key("create", "--service", "reads", "--quiet").strip()
+    manages = api_key("create", "--service", "finance", "--manage-budgets", "--quiet").strip()
+    body = json.dumps({"name": "Per user", "scope": "subject:*", "amount": "5"})
+
+    def create(plaintext: str) -> int:
+        auth = f"Bearer {plaintext}"
+        return client.post(
+            "/api/v1/budgets", body, content_type="application/json", HTTP_AUTHORIZATION=auth
+        ).status_code
+
+    assert (create(reads), create(manages)) == (403, 201)
+
+
 def test_create_quiet_prints_only_the_key(client, gpt4o_prices):
     plaintext = api_key("create", "--service", "etl", "--quiet").strip()
     assert plaintext.startswith("cc_") and "\n" not in plaintext

@@ -39,6 +39,7 @@ def test_a_key_reads_its_name_prefix_service_team_scopes_rate_limit_and_expiry_n
         "service": "search",
         "team": "ml",
         "scopes": ["team:ml/service:search"],
+        "can_manage_budgets": False,
         "rate_limit_per_minute": 120,
         "expires_at": "2031-01-02T03:04:05+00:00",
     }

@@ -70,6 +70,20 @@ BUSINESS_RULES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
         ("name", "must not contain spaces|must not contain '/'|is required"),
         ("job", "must not contain spaces"),
     ),
+    # a budget's scope and thresholds follow a grammar and an order no JSON schema states (the model
+    # checks them: Budget.full_clean); a value of a template is one value, without '/' or surrounding spaces
+    ("POST", "/api/v1/budgets"): (
+        ("scope", "scope|template"),
+        ("currency", "unknown currency"),
+        ("thresholds", "strictly increasing|outside|non-empty|cannot be blank"),
+        ("amount", "decimal places|less than or equal"),
+        ("rollover_cap", "decimal places|less than or equal"),
+    ),
+    ("PUT", "/api/v1/budgets/{budget_id}/values/{value}"): (
+        ("amount", "decimal places|less than or equal"),
+        ("value", "a value is required"),
+        ("scope", "scope|template"),
+    ),
     ("GET", "/api/v1/spend"): (
         ("to", "must be after|a window covers at most|group_by=hour covers at most|out of range"),
         ("scope", "surrounding spaces|is required"),
@@ -129,7 +143,9 @@ def _keep_the_test_connection():
 def plaintext(db, gpt4o_prices):
     from api.keys import api_key_issue
 
-    return api_key_issue(name="schemathesis", service="fuzz", rate_limit_per_minute=10**6).plaintext
+    return api_key_issue(
+        name="schemathesis", service="fuzz", rate_limit_per_minute=10**6, can_manage_budgets=True
+    ).plaintext
 
 
 @pytest.mark.django_db

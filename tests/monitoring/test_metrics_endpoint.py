@@ -358,6 +358,7 @@ def test_the_deploy_check_warns_while_metrics_are_open(settings):
 def test_every_declared_metric_is_exported_and_nothing_undeclared(client, usage):
     with time_machine.travel(NOW, tick=False):
         BudgetFactory(name="Global", scope="global", amount=Decimal("250"))
+        BudgetFactory(name="Per user", scope="subject:*", amount=Decimal("5"))
     names = {name for name, _ in scrape(client) if name.startswith("costcontrol_")}
     declared = {sample for doc in metrics.METRICS for sample in doc.sample_names}
 
@@ -370,7 +371,9 @@ def test_every_declared_metric_is_exported_and_nothing_undeclared(client, usage)
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian: prometheus)")
 def test_promtool_finds_no_problem_in_the_exposition(client, usage):
+    BudgetFactory(name="Per user", scope="subject:*", amount=Decimal("5"))  # its top value user-4711 too
     body = client.get("/metrics").content
+    assert b'costcontrol_budget_template_values{budget="Per user"' in body
 
     result = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=60)
     assert result.returncode == 0, (result.stdout + result.stderr).decode()

@@ -3,6 +3,7 @@
 python manage.py api_key create --service image-api --name "image-api prod"   # prints the key once
 KEY=$(python manage.py api_key create --service image-api --quiet)
 python manage.py api_key create --service etl --team data --scope service:etl --scope global
+python manage.py api_key create --service finance --manage-budgets   # may create budgets (POST /api/v1/budgets)
 python manage.py api_key list
 python manage.py api_key revoke cc_3f9a1b2c4d5e            # the prefix, as `list` shows it
 """
@@ -46,6 +47,11 @@ class Command(BaseCommand):
             help="A scope the key may check, reserve on or read, e.g. service:image-api; repeat for more. "
             "None: any scope.",
         )
+        create.add_argument(
+            "--manage-budgets",
+            action="store_true",
+            help="Let the key create budgets and templates and set a value's own amount (on its scopes).",
+        )
         create.add_argument("--rate-limit", type=int, default=None, help="Requests per minute (default: the setting).")
         create.add_argument("--expires-in-days", type=int, default=None, help="Expire after this many days.")
         create.add_argument("--quiet", action="store_true", help="Print only the key (for scripts).")
@@ -78,6 +84,7 @@ class Command(BaseCommand):
             team=team,
             scopes=options["scopes"],
             rate_limit_per_minute=options["rate_limit"],
+            can_manage_budgets=options["manage_budgets"],
             expires_at=timezone.now() + timedelta(days=days) if days else None,
         )
         if options["quiet"]:
