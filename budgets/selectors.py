@@ -34,7 +34,7 @@ from tracking.selectors import RollupWindow, rollup_window, spend_total, window_
 from .forecast import Forecast, Question, spend_forecasts
 from .levels import Level, budget_level, forecast_label, level_label
 from .models import Budget, BudgetPeriod, Period, Reservation
-from .templates import VALUES_CHUNK, budget_values_ensure, budgets_of, template_values_spent
+from .templates import VALUES_CHUNK, budgets_of, template_values_spent
 
 _PERCENT = Decimal("0.01")
 
@@ -362,11 +362,13 @@ def template_summary(
     template: Budget, *, at: datetime | None = None, search: str = "", top: int = 20
 ) -> TemplateSummary:
     """How many values a template covers, how many are at each level, and the `top` values by
-    utilisation (their scope containing `search`). The values that spent this period are read from the
-    rollups in two statements (budgets.templates.template_values_spent) and ranked with the status's
-    own functions (utilisation_percent, budget_level) on their limits; the `top` shown are read whole
-    (budget_statuses), so they are what each value's own page says. A template with rollover reads
-    every spending value's status (a limit depends on each one's carry)."""
+    utilisation (their value containing `search`). Writes nothing. The values that spent this period
+    are read from the rollups in two statements (budgets.templates.template_values_spent) and ranked
+    with the status's own functions (utilisation_percent, budget_level) on their limits; the `top`
+    shown are read whole (budget_statuses), so they are what each value's own page says. A template
+    with rollover reads the status of every spending value that has a budget (a limit depends on each
+    one's carry); a value that spent before its budget was created (the next alert pass creates it)
+    has never carried anything, and is ranked on the template's amount but not shown in `top`."""
     at = at or timezone.now()
     start, end = period_bounds(template.period, at)
     until = hour_floor(at) + timedelta(hours=1)
@@ -374,37 +376,38 @@ def template_summary(
     values = Budget.objects.filter(template=template)
     counts = values.aggregate(values=Count("pk"), overrides=Count("pk", filter=Q(override=True)))
     own = dict(values.filter(override=True).values_list("scope", "amount"))  # overrides are few
-    ranked: list[tuple[Decimal | None, Decimal, str]] = []
-    levels = dict.fromkeys([level_label(None), *(level_label(v) for v in Level.values)], 0)
+    ranked: dict[str, tuple[Decimal | None, Decimal]] = {}
     if template.rollover:
         scopes = sorted(spent)
         for chunk in (scopes[i : i + VALUES_CHUNK] for i in range(0, len(scopes), VALUES_CHUNK)):
-            statuses = budget_statuses(budget_values_ensure(pairs=[(template, scope) for scope in chunk]), at=at)
-            for status in statuses:
-                ranked.append((status.utilisation, status.spent, status.budget.scope))
-                levels[status.level_label] += 1
-    else:
-        for scope, amount in spent.items():
-            limit = own.get(scope, template.amount)
-            utilisation = utilisation_percent(spent=amount, limit=limit)
-            ranked.append((utilisation, amount, scope))
-            levels[level_label(budget_level(utilisation, template.thresholds, over=amount > limit))] += 1
-    ranked.sort(key=lambda r: (r[0] is None and r[1] > 0, r[0] or 0, r[1]), reverse=True)
-    wanted = [scope for _, _, scope in ranked if search.lower() in scope[len(template.scope) - 1 :].lower()][:top]
-    if search and len(wanted) < top:  # a value without spend this period is still found by its name
-        more = values.filter(scope__icontains=search).exclude(scope__in=wanted).order_by("scope")
-        wanted += list(more.values_list("scope", flat=True)[: top - len(wanted)])
-    chosen = {b.scope: b for b in values.filter(scope__in=wanted)}
-    missing = [scope for scope in wanted if scope not in chosen]
-    if missing:  # spent, not yet evaluated: shown with the budget it will have
-        chosen.update((b.scope, b) for b in budget_values_ensure(pairs=[(template, scope) for scope in missing]))
-    statuses = budget_statuses([chosen[scope] for scope in wanted if scope in chosen], at=at)
+            for status in budget_statuses(list(values.filter(scope__in=chunk)), at=at):
+                ranked[status.budget.scope] = (status.utilisation, status.spent)
+    levels = dict.fromkeys([level_label(None), *(level_label(v) for v in Level.values)], 0)
+    for scope, amount in spent.items():
+        if scope not in ranked:
+            ranked[scope] = (utilisation_percent(spent=amount, limit=own.get(scope, template.amount)), amount)
+        utilisation, amount = ranked[scope]
+        limit = own.get(scope, template.amount) if utilisation is None else None
+        over = limit is not None and amount > limit
+        levels[level_label(budget_level(utilisation, template.thresholds, over=over))] += 1
+    prefix = len(template.scope) - 1
+
+    def matches(scope: str) -> bool:
+        return search.lower() in scope[prefix:].lower()
+
+    order = sorted(ranked, key=lambda s: (ranked[s][0] is None and ranked[s][1] > 0, ranked[s][0] or 0, ranked[s][1]))
+    candidates = [scope for scope in reversed(order) if matches(scope)][: top * 5]
+    if search:  # a value without spend this period is still found by its value
+        more = values.filter(scope__icontains=search).exclude(scope__in=candidates).order_by("scope")
+        candidates += [scope for scope in more.values_list("scope", flat=True)[: top * 5] if matches(scope)]
+    chosen = {b.scope: b for b in values.filter(scope__in=candidates)}
+    shown = [chosen[scope] for scope in candidates if scope in chosen][:top]
     return TemplateSummary(
         template=template,
         at=at,
-        values=counts["values"] + len(missing),
+        values=counts["values"],
         overrides=counts["overrides"],
         spending=len(spent),
         levels=levels,
-        top=statuses,
+        top=budget_statuses(shown, at=at),
     )

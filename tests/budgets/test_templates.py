@@ -247,6 +247,8 @@ def test_a_template_summary_counts_levels_and_ranks_values(spend):
     for name, amount in (("alice", "9.6"), ("bob", "8.5"), ("carol", "6"), ("dave", "12")):
         spend(amount, NOW, subject=name)
     budget_override_set(template=template, value="dave", amount="100")
+    assert [s.budget.value for s in template_summary(template).top] == ["dave"]  # the only one with a budget
+    alerts_evaluate(budgets_only=True)  # gives each value that spent its budget; a summary writes nothing
     summary = template_summary(template, top=2)
     assert summary.spending == 4 and summary.overrides == 1
     assert summary.levels == {"ok": 1, "info": 1, "warning": 1, "critical": 1, "exceeded": 0}
@@ -336,6 +338,8 @@ def test_eight_writers_spending_for_200_new_values_are_each_held_exactly_to_thei
     assert ledger_differences()[0] == []
     for value, budget in values_of(template).items():
         status = status_of(budget, forecasts=False)
-        assert status.spent == Decimal("9") == spend_total(
-            scope=f"subject:{value}", start=status.period.start, end=status.period.end
+        assert (
+            status.spent
+            == Decimal("9")
+            == spend_total(scope=f"subject:{value}", start=status.period.start, end=status.period.end)
         )
