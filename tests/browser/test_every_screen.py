@@ -181,6 +181,20 @@ def test_a_change_page(walk: Walk, model: type[models.Model]) -> None:
     check(walk.open(f"change-{model_id(model)}", admin_url(model, "change", quote(obj.pk))))
 
 
+def test_a_budget_template_its_values_and_one_value(walk: Walk) -> None:
+    from budgets.models import Budget
+
+    template = Budget.objects.templates().get(scope="subject:*")
+    value = Budget.objects.filter(template=template).order_by("-pk").first()
+    assert value is not None, "the walk's alert pass gave no end user a budget of the template"
+    page = walk.open("change-budget-template", admin_url(Budget, "change", template.pk))
+    assert "values" in page.text and value.value in page.text, f"screenshot {page.screenshot}"
+    check(page)
+    values = f"{admin_url(Budget, 'changelist')}?template__id__exact={template.pk}"
+    check(walk.open("list-budget-template-values", values))
+    check(walk.open("change-budget-template-value", admin_url(Budget, "change", value.pk)))
+
+
 def test_the_cost_dashboard_draws_its_charts(walk: Walk) -> None:
     screen = walk.open("dashboard", reverse("admin:analytics_dashboard_changelist"))
     assert [c for c in screen.canvases if c["shown"]], f"the dashboard shows no chart; screenshot {screen.screenshot}"

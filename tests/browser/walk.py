@@ -66,6 +66,8 @@ def seed_every_screen() -> None:
         name="Research hard cap", scope="service:research", amount=Decimal("50"), period="monthly", hard_limit=True
     ).channels.add(email)
     Budget.objects.create(name="Growth team monthly", scope="team:growth", team=team, amount=Decimal("20"))
+    # A template: a budget for each end user (the alert pass below gives each one that spent its own).
+    Budget.objects.create(name="Daily per end user", scope="subject:*", amount=Decimal("0.50"), period="daily")
     budget_reserve(scopes=["service:research"], amount=Decimal("0.25"), service="research")
     api_key_issue(name="Lead pipeline", service="lead-gen")
     alert_rules_defaults_ensure()

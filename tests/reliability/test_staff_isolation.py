@@ -44,7 +44,9 @@ from django.utils import timezone
 
 from alerts.models import DeliveryAttempt
 from api.keys import api_key_issue
+from budgets.models import Budget
 from budgets.services import budget_reserve
+from budgets.templates import budget_override_set
 from core.models import Team
 from core.teams import carries_team
 from tests.factories import (
@@ -103,6 +105,10 @@ UNMARKED_FIELDS = {
 # Custom admin URLs taking arguments that no walked page links to: name -> the kwargs to open them with.
 CUSTOM_URL_ARGS: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "auth_user_password_change": lambda: [{"id": pk} for pk in User.objects.values_list("pk", flat=True)],
+    # The own-amount form of a template (a POST target): every template's, bravo's included.
+    "budgets_budget_override": lambda: [
+        {"object_id": pk} for pk in Budget.objects.templates().values_list("pk", flat=True)
+    ],
 }
 
 SITE_URLS_NOT_WALKED = {"logout": "POST only; it would end the walk's session"}
@@ -146,6 +152,16 @@ def seed_budget(s: Seeded, n: str) -> list[models.Model]:
     reservations = budget_reserve(scopes=[budget.scope], amount=Decimal("0.1"), service=f"{n}-svc")
     s.by_name["budget"] = budget
     return [budget, *reservations]
+
+
+def seed_budget_template(s: Seeded, n: str) -> list[models.Model]:
+    template = BudgetFactory(
+        name=f"{n} per user", scope=f"team:{n}/subject:*", team=s.team, owner=s.member, metadata={"note": f"{n} note"}
+    )
+    value = budget_override_set(template=template, value=f"{n}-user", amount="2")
+    Budget.objects.filter(pk=value.pk).update(metadata={"note": f"{n} note"})
+    value.refresh_from_db()
+    return [template, value]
 
 
 def seed_rule_alert_and_notifications(s: Seeded, n: str) -> list[models.Model]:
@@ -228,6 +244,7 @@ def seed_api_key(s: Seeded, n: str) -> list[models.Model]:
 SEEDS: list[Callable[[Seeded, str], list[models.Model]]] = [
     seed_channel,
     seed_budget,
+    seed_budget_template,
     seed_rule_alert_and_notifications,
     seed_spend,
     seed_api_key,
