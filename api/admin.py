@@ -47,13 +47,13 @@ class ApiKeyAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     # organisation-wide keys are the superusers'.
     form = ApiKeyForm
     # At 1440 px: when it was created is on the key's page; when it was last used says more here.
+    # Whether it may manage budgets: on its page and as a filter.
     list_display = (
         "name",
         "service",
         "team",
         "key_prefix",
         "scopes_shown",
-        "can_manage_budgets",
         "state",
         "expires_at",
         "last_used_at",
