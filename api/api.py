@@ -54,6 +54,7 @@ from budgets.selectors import (
 from budgets.services import BudgetExceeded, budget_reserve, reservation_release, reservation_settle
 from budgets.templates import budget_override_clear, budget_override_set
 from core.money import MONEY_MAX, parse_money
+from core.money import plain_money as _money
 from core.scopes import SCOPE_KINDS, template_prefix, template_value
 from core.validation import has_surrogate
 from tracking.models import Outcome
@@ -505,13 +506,6 @@ def _only_query_params(request: HttpRequest, *names: str) -> None:
         raise _invalid({unknown[0]: [f"is not a query parameter of this operation (known: {known})"]})
 
 
-def _money(value: Decimal | None) -> str | None:
-    """An amount as a plain decimal string without trailing zeros; -0 (a JSON "-0" stored as given) is 0."""
-    if value is None:
-        return None
-    return "0" if value.is_zero() else format(value.normalize(), "f")
-
-
 @api.post(
     "/events",
     openapi_extra={"requestBody": _EVENTS_BODY_SCHEMA},
@@ -827,23 +821,7 @@ def _budget_json(status: BudgetStatus) -> dict[str, Any]:
 
 def _template_json(summary: TemplateSummary) -> dict[str, Any]:
     """A template as GET /budgets lists it: its settings and where its values stand, no status of its own."""
-    template = summary.template
-    return {
-        "id": template.pk,
-        "name": template.name,
-        "scope": template.scope,
-        "period": template.period,
-        "currency": template.currency,
-        "amount": _money(template.amount),
-        "hard_limit": template.hard_limit,
-        "template": True,
-        "summary": {
-            "values": summary.values,
-            "overrides": summary.overrides,
-            "spending": summary.spending,
-            "levels": summary.levels,
-        },
-    }
+    return summary.as_json()
 
 
 def _value_json(template: Budget, status: BudgetStatus) -> dict[str, Any]:

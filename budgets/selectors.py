@@ -25,7 +25,7 @@ from django.db.models import Count, DateTimeField, Q, QuerySet, Value
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from core.money import ZERO, MoneyField, from_nanos, parse_money, to_nanos
+from core.money import ZERO, MoneyField, from_nanos, parse_money, plain_money, to_nanos
 from core.periods import hour_floor, period_bounds
 from core.scopes import scope_errors
 from tracking.models import SpendRollup
@@ -356,6 +356,27 @@ class TemplateSummary:
     spending: int  # values with spend in the current period
     levels: dict[str, int]  # level label ("ok", "info", ... "exceeded") -> values with spend at it
     top: list[BudgetStatus]  # the highest utilisation first (matching `search`, if given)
+
+    def as_json(self) -> dict[str, Any]:
+        """The template and where its values stand, as GET /api/v1/budgets and `budget_status --json`
+        write it (amounts as plain decimal strings); no status of its own."""
+        template = self.template
+        return {
+            "id": template.pk,
+            "name": template.name,
+            "scope": template.scope,
+            "period": template.period,
+            "currency": template.currency,
+            "amount": plain_money(template.amount),
+            "hard_limit": template.hard_limit,
+            "template": True,
+            "summary": {
+                "values": self.values,
+                "overrides": self.overrides,
+                "spending": self.spending,
+                "levels": self.levels,
+            },
+        }
 
 
 def template_summary(

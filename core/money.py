@@ -158,3 +158,10 @@ class MoneyField(models.BigIntegerField):
         return MoneyFormField(
             required=not self.blank, label=self.verbose_name.capitalize(), help_text=self.help_text, **kwargs
         )
+
+
+def plain_money(value: Decimal | None) -> str | None:
+    """An amount as JSON writes it: a plain decimal string without trailing zeros ("12.5"); -0 is "0"."""
+    if value is None:
+        return None
+    return "0" if value.is_zero() else format(value.normalize(), "f")

@@ -45,21 +45,7 @@ def _status_dict(status: BudgetStatus) -> dict[str, Any]:
 
 
 def _template_dict(summary: TemplateSummary) -> dict[str, Any]:
-    template = summary.template
-    return {
-        "id": template.pk,
-        "name": template.name,
-        "scope": template.scope,
-        "template": True,
-        "period": template.period,
-        "currency": template.currency,
-        "amount": f"{template.amount:f}",
-        "values": summary.values,
-        "overrides": summary.overrides,
-        "spending": summary.spending,
-        "levels": summary.levels,
-        "top": [_status_dict(s) for s in summary.top],
-    }
+    return {**summary.as_json(), "top": [_status_dict(s) for s in summary.top]}
 
 
 class Command(BaseCommand):
