@@ -59,6 +59,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "api_ingest": ([], ["--rounds", "1", "--batches", "10"]),
     "report_queries": ([], ["--rows", "200000", "--samples", "5"]),
     "alert_eval": ([], ["--rows", "200000", "--passes", "3"]),
+    "budget_templates": ([], ["--values", "20000", "--samples", "200", "--passes", "3"]),
     "pricing": ([], ["--events", "20000", "--rounds", "1"]),
 }
 
@@ -241,7 +242,7 @@ def api_ingest_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def own_figures(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """report_queries.py, alert_eval.py and pricing.py put their table rows in their JSON."""
+    """report_queries.py, alert_eval.py, budget_templates.py and pricing.py put their table rows in their JSON."""
     rows = []
     for result in data["results"]:
         if "error" in result:
@@ -257,6 +258,7 @@ EXTRACT: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "api_ingest": api_ingest_rows,
     "report_queries": own_figures,
     "alert_eval": own_figures,
+    "budget_templates": own_figures,
     "pricing": own_figures,
 }
 
@@ -326,6 +328,8 @@ def cell(value: float | None, unit: str = "") -> str:
         return f"{value:.0f}"
     if abs(value) >= 10:
         return f"{value:.1f}"
+    if 0 < abs(value) < 0.1:
+        return f"{value:.2g}"  # a small ratio (0.0043), not 0.00
     return f"{value:.2f}"
 
 
