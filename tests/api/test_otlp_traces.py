@@ -346,3 +346,15 @@ def test_the_real_sdk_exporter_sends_a_genai_span_that_is_recorded_once(live_ser
     provider.shutdown()
     entry = CostEntry.objects.get()
     assert (entry.service, entry.subject, entry.amount) == ("sdk-app", "u-1", Decimal("0.0045"))
+
+
+def test_a_database_that_is_down_answers_503_with_retry_after_so_the_exporter_retries(client, key, gpt4o_prices):
+    from unittest.mock import patch
+
+    from django.db import OperationalError
+
+    with patch("api.otlp.cost_entry_record_many", autospec=True, side_effect=OperationalError("gone")):
+        down = post(client, key, as_protobuf(export(genai())), content_type="application/x-protobuf")
+    assert down.status_code == 503 and down["Retry-After"] == "5"
+    assert "retry later" in status_pb2.Status.FromString(down.content).message
+    assert post(client, key, export(genai())).status_code == 200 and CostEntry.objects.count() == 1
