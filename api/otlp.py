@@ -410,20 +410,28 @@ def _count(attrs: Mapping[str, Any], name: str) -> int | None:
     return value
 
 
+# Each count under its semconv name first, then the older or OpenLLMetry (Traceloop) spelling.
+USAGE_INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
+USAGE_OUTPUT = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+USAGE_CACHE_READ = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens")
+USAGE_CACHE_WRITE = ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens")
+USAGE_REASONING = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
+
+
+def _first_count(attrs: Mapping[str, Any], names: Sequence[str]) -> int | None:
+    return next((count for name in names if (count := _count(attrs, name)) is not None), None)
+
+
 def _quantities(attrs: Mapping[str, Any], operation: str) -> dict[str, Any]:
     """The ledger's disjoint quantities. The conventions count cache reads and writes inside
     gen_ai.usage.input_tokens and reasoning inside output_tokens: they are taken out. An
     instrumentation that reports them apart (input_tokens smaller than the cache tokens, as
     Anthropic's API does) is read as it reports them."""
-    input_tokens = _count(attrs, "gen_ai.usage.input_tokens")
-    if input_tokens is None:
-        input_tokens = _count(attrs, "gen_ai.usage.prompt_tokens")
-    output_tokens = _count(attrs, "gen_ai.usage.output_tokens")
-    if output_tokens is None:
-        output_tokens = _count(attrs, "gen_ai.usage.completion_tokens")
-    cache_read = _count(attrs, "gen_ai.usage.cache_read.input_tokens") or 0
-    cache_write = _count(attrs, "gen_ai.usage.cache_creation.input_tokens") or 0
-    reasoning = _count(attrs, "gen_ai.usage.reasoning.output_tokens") or 0
+    input_tokens = _first_count(attrs, USAGE_INPUT)
+    output_tokens = _first_count(attrs, USAGE_OUTPUT)
+    cache_read = _first_count(attrs, USAGE_CACHE_READ) or 0
+    cache_write = _first_count(attrs, USAGE_CACHE_WRITE) or 0
+    reasoning = _first_count(attrs, USAGE_REASONING) or 0
     if input_tokens is None and output_tokens is None and not (cache_read or cache_write or reasoning):
         return {}
     if operation == "embedding":

@@ -162,6 +162,38 @@ def test_cached_and_reasoning_tokens_are_taken_out_of_input_and_output(client, k
     assert entry.service_tier == ""  # "default" is the standard tier
 
 
+def test_openllmetrys_spelling_of_cache_tokens_and_anthropics_separate_counts_are_read(client, key):
+    """Anthropic counts cache reads and writes apart from input_tokens: an instrumentation that passes
+    its counts through (input smaller than the cache tokens) is read as it reports them."""
+    from tests.conftest import EPOCH
+    from tests.factories import PriceFactory
+
+    for unit in ("input_token", "output_token", "cached_input_token", "cache_write_token"):
+        PriceFactory(
+            provider="anthropic", model="claude-sonnet-4-5", unit=unit, unit_price="0.000001", valid_from=EPOCH
+        )
+    body = export(
+        span(
+            "00000000000000d1",
+            gen_ai__system="Anthropic",
+            gen_ai__request__model="claude-sonnet-4-5",
+            gen_ai__usage__input_tokens=25,
+            gen_ai__usage__output_tokens=15,
+            gen_ai__usage__cache_read_input_tokens=100,
+            gen_ai__usage__cache_creation_input_tokens=40,
+        )
+    )
+    assert partial(post(client, key, body)) == (0, "")
+    entry = CostEntry.objects.get()
+    assert entry.provider == "anthropic"
+    assert (entry.input_tokens, entry.cached_input_tokens, entry.cache_write_tokens, entry.output_tokens) == (
+        25,
+        100,
+        40,
+        15,
+    )
+
+
 def test_the_deprecated_system_and_prompt_tokens_are_read_and_providers_mapped(client, key):
     from tests.conftest import EPOCH
     from tests.factories import PriceFactory
