@@ -390,3 +390,43 @@ def test_a_database_that_is_down_answers_503_with_retry_after_so_the_exporter_re
     assert down.status_code == 503 and down["Retry-After"] == "5"
     assert "retry later" in status_pb2.Status.FromString(down.content).message
     assert post(client, key, export(genai())).status_code == 200 and CostEntry.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_real_exporter_retries_after_a_503_and_the_span_counts_once(live_server, gpt4o_prices, monkeypatch):
+    """The first export is written, then its answer is lost to a 503 (the database went away after the
+    commit); the exporter retries the same spans, which are duplicates."""
+    from django.db import OperationalError
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    import api.otlp
+
+    real, calls = api.otlp.cost_entry_record_many, []
+
+    def written_then_lost(events):
+        results = real(events)
+        calls.append([r.status for r in results])
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return results
+
+    monkeypatch.setattr(api.otlp, "cost_entry_record_many", written_then_lost)
+    monkeypatch.setattr(api.otlp, "RETRY_AFTER_UNAVAILABLE", 1)  # the exporter waits what Retry-After says
+    issued = api_key_issue(name="sdk", service="sdk-app")
+    exporter = OTLPSpanExporter(endpoint=f"{live_server.url}/v1/traces", headers={"x-api-key": issued.plaintext})
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("test").start_as_current_span("chat gpt-4o") as current:
+        current.set_attributes(
+            {
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.usage.input_tokens": 10,
+                "gen_ai.usage.output_tokens": 2,
+            }
+        )
+    provider.shutdown()
+    assert calls == [["accepted"], ["duplicate"]]
+    assert CostEntry.objects.count() == 1
