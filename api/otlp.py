@@ -25,7 +25,6 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
@@ -82,9 +81,6 @@ OPERATIONS = {
     "embeddings": "embedding",
     "embedding": "embedding",
 }
-# A cost an instrumentation already put on the span (OpenLIT, the gen_ai.usage.cost proposal,
-# OpenLLMetry-style vendors): kept beside ours as the tag `reported_cost`, never used as the amount.
-REPORTED_COST_ATTRIBUTES = ("gen_ai.usage.cost.amount", "gen_ai.usage.cost", "llm.usage.cost", "llm.usage.total_cost")
 SERVICE_TIER_ATTRIBUTES = ("openai.response.service_tier", "gen_ai.openai.response.service_tier")
 # No model call happened before this: an end time earlier than it is a clock or exporter bug.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -372,8 +368,6 @@ def span_event(
         for name in tag_names
         if (value := _lookup(attrs, resource, name)) not in (None, "") and not isinstance(value, list | dict)
     }
-    if (reported := _reported_cost(attrs)) is not None:
-        tags["reported_cost"] = reported
     resource_service = str(resource.get("service.name") or "")
     if resource_service and not resource_service.startswith("unknown_service"):
         # The key decides the service (as for /api/v1/events); the app's own name is kept beside it.
@@ -471,18 +465,3 @@ def _outcome(span: Span, attrs: Mapping[str, Any]) -> str:
     if any(_RATE_LIMIT_ERROR.search(str(clue)) for clue in clues if clue not in (None, "")):
         return Outcome.RATE_LIMITED
     return Outcome.ERROR
-
-
-def _reported_cost(attrs: Mapping[str, Any]) -> str | None:
-    for name in REPORTED_COST_ATTRIBUTES:
-        value = attrs.get(name)
-        if value is None or isinstance(value, bool):
-            continue
-        try:
-            amount = Decimal(str(value))
-        except (InvalidOperation, ValueError):
-            raise SpanRejected(f"{name} must be a number, got {value!r}") from None
-        if not amount.is_finite() or amount < 0:
-            raise SpanRejected(f"{name} must be a non-negative number, got {value!r}")
-        return str(amount)[:TAG_VALUE_MAX]
-    return None

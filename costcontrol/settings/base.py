@@ -333,7 +333,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # OTLP/HTTP receiver (POST /v1/traces): the span (or resource) attributes whose first present value is an
 # entry's subject (the end user), and those kept as tags (each tag value is a rollup scope: name bounded ones).
 OTLP_SUBJECT_ATTRIBUTES = env.list("OTLP_SUBJECT_ATTRIBUTES", default=["user.id", "enduser.id"])
-OTLP_TAG_ATTRIBUTES = env.list("OTLP_TAG_ATTRIBUTES", default=["session.id", "gen_ai.agent.name"])
+OTLP_TAG_ATTRIBUTES = env.list("OTLP_TAG_ATTRIBUTES", default=["gen_ai.agent.name"])
 
 # --- metrics (/metrics, for Prometheus) ------------------------------------------------------------
 # Business metrics are read from the database at scrape time and kept this many seconds (0: never kept).

@@ -183,7 +183,6 @@ def test_a_change_page(walk: Walk, model: type[models.Model]) -> None:
 
 def test_a_budget_template_its_values_and_one_value(walk: Walk) -> None:
     from budgets.models import Budget
-
     from budgets.selectors import template_summary
 
     template = Budget.objects.templates().get(scope="subject:*")
