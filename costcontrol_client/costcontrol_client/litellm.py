@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -40,7 +41,7 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
 from .client import Client
-from .errors import CostcontrolError
+from .errors import CostcontrolError, Unavailable
 from .wrappers import _count, _get, openai_quantities
 
 logger = logging.getLogger("costcontrol_client")
@@ -66,6 +67,9 @@ OPERATIONS: dict[str, str] = {
 # What the pre-call check asks by default: the budgets of the call's service and of its end user.
 DEFAULT_CHECK_SCOPES: tuple[str, ...] = ("service:{service}", "subject:{subject}")
 RESPONSE_COST_TAG = "litellm_response_cost"
+# After costcontrol could not be reached, checks are not tried again for this long (or Retry-After):
+# a proxy would otherwise wait for the client's timeout on every call while costcontrol is down.
+CHECK_PAUSE_SECONDS = 30.0
 # The server's limits on tags (tracking.events): more would get the whole event rejected.
 _TAGS_MAX, _TAG_KEY_MAX, _TAG_VALUE_MAX = 20, 50, 100
 
@@ -83,7 +87,8 @@ class CostcontrolLogger(CustomLogger):
     {provider}; a scope whose value is empty is skipped), or a function of the request data.
     check_amount: what a call is assumed to cost when asking (default 0: refuse only a budget with
     no headroom left). fail_closed: refuse calls when costcontrol cannot be asked (default: let
-    them through and log a warning).
+    them through and log a warning); after it could not be reached, it is not asked again for
+    CHECK_PAUSE_SECONDS (or its Retry-After).
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class CostcontrolLogger(CustomLogger):
         self.provider_names = dict(provider_names or {})
         self._team: str | None = None
         self._key_known = False
+        self._check_paused_until = 0.0  # time.monotonic(): costcontrol unreachable until then
 
     @classmethod
     def from_env(cls, **options: Any) -> CostcontrolLogger:
@@ -260,6 +266,7 @@ class CostcontrolLogger(CustomLogger):
             "subject": _first_text(
                 metadata.get("costcontrol_subject"),
                 getattr(user_api_key_dict, "end_user_id", None),
+                metadata.get("user_api_key_end_user_id"),
                 data.get("user"),
                 metadata.get("user"),
                 self.subject,
@@ -302,15 +309,19 @@ class CostcontrolLogger(CustomLogger):
         the call's scopes has no headroom. From the SDK: `cc_logger.check_budget(model=..., user=...)`
         (or the request dict) before `litellm.completion(...)`. Blocking (one HTTP call per scope)."""
         data = {**(data or {}), **request}
+        if time.monotonic() < self._check_paused_until:
+            self._unchecked("costcontrol", Unavailable("costcontrol was unreachable moments ago", code="unreachable"))
+            return
         for scope in self.scopes_for(data, user_api_key_dict):
             try:
                 answer = self.client.check(scope, self.check_amount)
             except CostcontrolError as exc:
-                if self.fail_closed:
-                    raise litellm.BudgetExceededError(
-                        current_cost=0.0, max_budget=0.0, message=f"costcontrol could not check {scope}: {exc}"
-                    ) from exc
-                logger.warning("costcontrol: could not check the budgets of %s (call let through): %s", scope, exc)
+                if isinstance(exc, Unavailable):
+                    pause = max(CHECK_PAUSE_SECONDS, exc.retry_after or 0)
+                    self._check_paused_until = time.monotonic() + pause
+                self._unchecked(scope, exc)
+                if isinstance(exc, Unavailable):
+                    return
                 continue
             refused = _refusal(answer)
             if refused is not None:
@@ -324,6 +335,14 @@ class CostcontrolLogger(CustomLogger):
                 )
                 error.costcontrol_budget = budget  # type: ignore[attr-defined]
                 raise error
+
+    def _unchecked(self, scope: str, exc: CostcontrolError) -> None:
+        """A scope that could not be asked: refused (fail_closed) or let through with a warning."""
+        if self.fail_closed:
+            raise litellm.BudgetExceededError(
+                current_cost=0.0, max_budget=0.0, message=f"costcontrol could not check {scope}: {exc}"
+            ) from exc
+        logger.warning("costcontrol: could not check the budgets of %s (call let through): %s", scope, exc)
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any

@@ -361,6 +361,17 @@ def test_the_check_lets_calls_through_when_costcontrol_is_down_unless_fail_close
         CostcontrolLogger(client=cc, service="search", fail_closed=True).check_budget(model="gpt-4o")
 
 
+def test_after_costcontrol_answered_unavailable_the_check_pauses_instead_of_waiting_on_every_call(cc, fake_api):
+    fake_api.routes[KEY] = (200, {"service": "search", "team": None}, {})
+    fake_api.routes[CHECK] = (503, {"code": "unavailable", "message": "database down"}, {"Retry-After": "1"})
+    handler = CostcontrolLogger(client=cc, service="search")
+
+    handler.check_budget(model="gpt-4o", user="user-42")  # let through
+    handler.check_budget(model="gpt-4o", user="user-42")  # not asked again: paused
+
+    assert _checked_scopes(fake_api) == ["service:search"]
+
+
 def test_the_proxy_loads_the_module_level_instance_and_runs_its_pre_call_hook(monkeypatch, fake_api, tmp_path):
     from litellm.proxy.types_utils.utils import get_instance_fn
 
