@@ -162,6 +162,30 @@ def test_a_cache_hit_is_not_recorded(cc_logger, cc, fake_api):
     assert cc_logger.event(kwargs, response, None, None)["input_tokens"] == 5
 
 
+def test_the_proxys_metadata_sets_subject_job_and_tags_and_a_tag_the_server_would_refuse_is_dropped(cc_logger):
+    kwargs = {
+        "litellm_call_id": "c-2",
+        "custom_llm_provider": "openai",
+        "model": "gpt-4o",
+        "call_type": "acompletion",
+        "user": "request-user",
+        "litellm_params": {
+            "metadata": {
+                "user_api_key_end_user_id": "end-user-9",  # the proxy's end user
+                "costcontrol_job": "batch-3",
+                "costcontrol_tags": {"feature": "x" * 150, "a=b": "no"},
+                "tags": ["region:eu"],
+            }
+        },
+    }
+    response = litellm.ModelResponse(model="gpt-4o", usage=litellm.Usage(prompt_tokens=5, completion_tokens=5))
+
+    event = cc_logger.event(kwargs, response, None, None)
+
+    assert (event["subject"], event["job"], event["idempotency_key"]) == ("end-user-9", "batch-3", "litellm/c-2")
+    assert event["tags"] == {"team": "growth", "region": "eu", "feature": "x" * 100}
+
+
 # --- streams ---------------------------------------------------------------------------------
 
 
