@@ -5,6 +5,7 @@
     cc.record(provider="openai", model="gpt-4o", operation="chat", input_tokens=812, output_tokens=95)
 
 Only the standard library is required; the wrappers import `openai` / `anthropic` when called.
+`costcontrol_client.litellm` (a LiteLLM callback) imports `litellm`: it is not imported from here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The client installs on its own and imports without Django, openai or anthropic."""
+"""The client installs on its own and imports without Django, openai, anthropic or litellm."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _builds_offline() -> bool:
     return major_minor >= (70, 1) or importlib.util.find_spec("wheel") is not None
 
 
-HEAVY = "heavy = sorted({'django', 'openai', 'anthropic', 'httpx', 'requests'} & set(sys.modules))\nassert not heavy, heavy\n"
+HEAVY = "heavy = sorted({'django', 'openai', 'anthropic', 'litellm', 'httpx', 'requests'} & set(sys.modules))\nassert not heavy, heavy\n"
 
 
 def test_importing_the_client_pulls_in_neither_django_nor_the_provider_sdks():
