@@ -36,7 +36,7 @@ from core.periods import hour_floor, period_bounds
 from core.scopes import scope_inner, scope_team, team_scope
 from tracking.batches import batch_last_finished, cost_per_lead_change, lead_unit, month_to_date
 from tracking.models import TOKEN_FIELDS, Batch, CostEntry, Outcome
-from tracking.selectors import scope_totals
+from tracking.selectors import entry_scope_q, scope_totals
 
 from .models import Alert, AlertRule, AlertSource, AlertState, Metric, Window
 from .services import alert_fire, alert_resolve, budget_digest_notify
@@ -169,15 +169,7 @@ def _from_counts(metric: str, counts: dict[str, Any]) -> Decimal:
 
 def _ledger_counts(scope: str, start: datetime, end: datetime) -> dict[str, int]:
     """Counters over a sub-hour window: a bounded range of the ledger (occurred_at index)."""
-    entries = CostEntry.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
-    if (team := scope_team(scope)) is not None:
-        entries = entries.filter(team__name=team)
-    kind, _, value = scope_inner(scope).partition(":")
-    if kind in ("provider", "model", "service", "subject", "job", "operation"):
-        entries = entries.filter(**{kind: value})
-    elif kind == "tag":
-        key, _, tag_value = value.partition("=")
-        entries = entries.filter(**{f"tags__{key}": tag_value})
+    entries = CostEntry.objects.filter(entry_scope_q(scope), occurred_at__gte=start, occurred_at__lt=end)
     counts = entries.aggregate(
         events=Count("pk"),
         errors=Count("pk", filter=Q(outcome=Outcome.ERROR)),

@@ -37,6 +37,7 @@ from core.periods import DAILY, hour_floor, period_bounds
 from tracking.batches import cost_per_lead, lead_unit, month_to_date
 from tracking.models import ROLLUP_COUNTERS, Batch, CostEntry, GpuSample, SpendRollup
 from tracking.rollups import entry_scopes
+from tracking.selectors import scope_filter
 
 from .models import Alert, AlertSource, Channel, Notification, NotificationKind
 from .services import channel_default_email_ensure, notification_enqueue
@@ -231,7 +232,8 @@ def _breakdown(window: DayWindow, kind: str, totals: list[dict[str, Any]]) -> di
     total_by_currency = {t["currency"]: t["amount"] for t in totals}
     grouped: dict[str, list[dict[str, Any]]] = {}
     rows = []
-    for row in _rollups(window).filter(scope__startswith=f"{kind}:").values("scope", "currency").annotate(**_SUMS):
+    rows_of_kind = _rollups(window).filter(scope_filter(None, [f"{kind}:"]))
+    for row in rows_of_kind.values("scope", "currency").annotate(**_SUMS):
         counters = _counters(row)
         grouped.setdefault(row["currency"], []).append(counters)
         rows.append(_row(kind, row["scope"], row["currency"], counters, total_by_currency.get(row["currency"], ZERO)))

@@ -35,7 +35,15 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from core.scopes import ANY_VALUE, scope_inner, scope_team, template_prefix, template_scopes, template_value
+from core.scopes import (
+    ANY_VALUE,
+    scope_inner,
+    scope_team,
+    service_narrowed,
+    template_prefix,
+    template_scopes,
+    template_value,
+)
 from tracking.admin import rollup_scopes_seen_by
 from tracking.models import SpendRollup
 
@@ -68,8 +76,11 @@ def template_each(scope: str) -> str:
     if scope == f"team:{ANY_VALUE}":
         return "each team"
     team, inner = scope_team(scope), scope_inner(scope)
-    kind, _, rest = inner.partition(":")
+    narrowed = service_narrowed(inner)
+    kind, _, rest = (inner if narrowed is None else narrowed[1]).partition(":")
     words = f"each value of tag {rest.partition('=')[0]}" if kind == "tag" else f"each {_KIND_WORDS.get(kind, kind)}"
+    if narrowed is not None:
+        words += f" of service {narrowed[0]}"
     return words if team is None else f"{words} of team {team}"
 
 

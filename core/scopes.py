@@ -6,6 +6,11 @@ each of its other scopes, `team:NAME/KIND:VALUE` ("team alpha's spend on gpt-4o"
 spend in any dimension is read from rollups of its own, and "team alpha's scopes" are simply the
 scopes whose team is alpha (`scope_team`): what a team's budgets, rules, keys and staff may see.
 Team names hold no "/" (core.models.Team), so the first "/" ends the team's name.
+
+An entry of a service (a name without "/") that has a subject or a job also counts towards
+`service:NAME/subject:X` and `service:NAME/job:X` ("the end users of service search", "the jobs of
+service pipeline"): a service's own copy of those two kinds, what a template narrowed to a service
+reads (`service:pipeline/job:*`). A list of "every service" leaves them out (SERVICE_NARROWED).
 """
 
 from __future__ import annotations
@@ -14,6 +19,23 @@ from typing import Any
 
 SCOPE_KINDS = ("global", "provider", "service", "model", "subject", "job", "tag", "team")
 TEAM_SEPARATOR = "/"
+# The kinds a service has a copy of: service:NAME/subject:X, service:NAME/job:X.
+SERVICE_NARROWED = ("subject", "job")
+
+
+def service_narrowed(scope: str) -> tuple[str, str] | None:
+    """(service, inner) of `service:NAME/subject:X` or `service:NAME/job:X` (without a team), else None."""
+    if not scope.startswith("service:"):
+        return None
+    name, sep, inner = scope[len("service:") :].partition("/")
+    if not sep or not name or not inner.startswith(tuple(f"{kind}:" for kind in SERVICE_NARROWED)):
+        return None
+    return name, inner
+
+
+def service_scope(service: str, scope: str) -> str:
+    """Service `service`'s copy of a subject or job scope: `service:NAME/job:X`."""
+    return f"service:{service}/{scope}"
 
 
 def team_scope(team_name: str, scope: str = "global") -> str:
@@ -72,6 +94,11 @@ def scope_errors(scope: Any) -> list[str]:
         key, eq, tag_value = value.partition("=")
         if not eq or not key or not tag_value:
             return [f"tag scope {scope!r} must be tag:KEY=VALUE, e.g. tag:team=ml"]
+    if (narrowed := service_narrowed(scope)) is not None:
+        name, inner = narrowed
+        if name != name.strip():
+            return [f"scope {scope!r} needs a service name without surrounding spaces before the '/'"]
+        return [f"{scope}: {problem}" for problem in scope_errors(inner)]
     return []
 
 
@@ -100,7 +127,8 @@ def scope_is_template(scope: str) -> bool:
 
 def template_scope_errors(scope: Any) -> list[str]:
     """What is wrong with a template's scope: KIND:* for a kind in TEMPLATE_KINDS, tag:KEY=* for each
-    value of a tag key, either narrowed to a team's spend (team:T/subject:*), or team:* (each team)."""
+    value of a tag key, either narrowed to a team's spend (team:T/subject:*), the subjects or jobs of a
+    service narrowed to it (service:S/job:*, team:T/service:S/subject:*), or team:* (each team)."""
     if not isinstance(scope, str) or not scope_is_template(scope):
         return ["a template's scope ends in * (each value), e.g. subject:*, job:*, tag:customer=* or team:ml/subject:*"]
     if scope == f"team:{ANY_VALUE}":
@@ -108,6 +136,12 @@ def template_scope_errors(scope: Any) -> list[str]:
     inner, team = scope_inner(scope), scope_team(scope)
     if team is not None and (not team or team == ANY_VALUE or inner.startswith("team:")):
         return [f"scope {scope!r}: narrow a template to one team, e.g. team:ml/subject:*"]
+    if (narrowed := service_narrowed(inner)) is not None:
+        if narrowed[0] != narrowed[0].strip():
+            return [f"scope {scope!r} needs a service name without surrounding spaces before the '/'"]
+        inner = narrowed[1]  # service:pipeline/job:* covers each job of service pipeline
+    elif inner.startswith("service:") and "/" in inner:
+        return [f"scope {scope!r}: a service narrows only subjects or jobs, e.g. service:NAME/job:*"]
     kind, _, value = inner.partition(":")
     if kind not in TEMPLATE_KINDS or kind == "team":
         return [f"a template covers each value of one of {', '.join(TEMPLATE_KINDS)}; {kind!r} is none of them"]
@@ -123,16 +157,20 @@ def template_scope_errors(scope: Any) -> list[str]:
 def template_scopes(scope: str) -> set[str]:
     """The template scopes that cover `scope`: `subject:alice` is a value of `subject:*`,
     `team:ml/subject:alice` of `team:ml/subject:*`, `tag:customer=acme` of `tag:customer=*`, `team:ml`
-    of `team:*`. Empty for global and for scopes no template covers."""
+    of `team:*`, `service:etl/job:j1` of `service:etl/job:*`. Empty for global and for scopes no
+    template covers."""
     if scope == "global" or scope_is_template(scope):
         return set()
     team, inner = scope_team(scope), scope_inner(scope)
     if inner == "global":
         return {f"team:{ANY_VALUE}"}
-    kind, _, value = inner.partition(":")
+    narrowed = service_narrowed(inner)
+    kind, _, value = (inner if narrowed is None else narrowed[1]).partition(":")
     if kind not in TEMPLATE_KINDS:
         return set()
     pattern = f"tag:{value.partition('=')[0]}={ANY_VALUE}" if kind == "tag" else f"{kind}:{ANY_VALUE}"
+    if narrowed is not None:
+        pattern = service_scope(narrowed[0], pattern)
     return {pattern if team is None else team_scope(team, pattern)}
 
 

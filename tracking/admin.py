@@ -27,8 +27,6 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.lookups import Exact
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -70,7 +68,7 @@ from .provenance import (
     service_tier_words,
     unit_words,
 )
-from .selectors import price_history, scope_filter, team_scopes_filter
+from .selectors import entry_scope_q, price_history, scope_filter, team_scopes_filter
 from .services import cost_entry_correct
 
 LIST_PER_PAGE = 100
@@ -631,7 +629,6 @@ class ProviderFilter(admin.SimpleListFilter):
 #   currency                       an ISO code (a budget counts the entries of its currency only)
 #   team (a team's id, or "none"), pricing_status__exact, outcome__exact, is_estimate__exact, q (search)
 # A staff member who is not a superuser sees their teams' entries whatever the parameters say.
-ENTRY_FIELD_SCOPES = ("provider", "model", "operation", "service", "subject", "job")
 ENTRY_WINDOW_PARAMETERS = ("occurred_at__gte", "occurred_at__lt")
 
 
@@ -647,24 +644,6 @@ def entry_scope_errors(scope: Any) -> list[str]:
             return [f"scope {scope!r} needs an operation after the colon, e.g. operation:chat"]
         return [] if team is None else scope_errors(team_scope(team))
     return scope_errors(scope)
-
-
-def entry_scope_q(scope: str) -> Q:
-    """The ledger entries that count towards `scope`: the inverse of tracking.rollups.entry_scopes, so a
-    link from a budget, an alert or a dashboard figure lists exactly the entries the figure adds up
-    (over the same window). The scope must be valid (entry_scope_errors)."""
-    team, inner = scope_team(scope), scope_inner(scope)
-    condition = Q() if team is None else Q(team__name=team)
-    if inner == "global":
-        return condition
-    kind, _, value = inner.partition(":")
-    if kind == "tag":
-        key, _, tag_value = value.partition("=")
-        # The key as one JSON key (a "__" in it is no lookup).
-        return condition & Q(Exact(KeyTextTransform(key, "tags"), tag_value))
-    if kind not in ENTRY_FIELD_SCOPES:
-        raise ValidationError({"scope": f"unknown scope kind {kind!r}"})
-    return condition & Q(**{kind: value})
 
 
 def entry_moment(value: str, *, field: str = "occurred_at") -> datetime:

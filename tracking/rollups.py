@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import models, transaction
 
-from core.scopes import team_scope
+from core.scopes import service_scope, team_scope
 
 from .models import (
     DURATION_BUCKETS_MS,
@@ -47,6 +47,10 @@ def entry_scopes(entry: CostEntry) -> list[str]:
         scopes.append(f"subject:{entry.subject}")
     if entry.job:
         scopes.append(f"job:{entry.job}")
+    if entry.service and "/" not in entry.service:
+        # The service's own copy of its end users and jobs (core.scopes.service_narrowed): what a
+        # template narrowed to one service reads (service:pipeline/job:*).
+        scopes.extend(service_scope(entry.service, s) for s in scopes if s.startswith(("subject:", "job:")))
     scopes.extend(f"tag:{key}={value}" for key, value in sorted((entry.tags or {}).items()))
     if entry.team_id:
         # The team's own copy of every scope (core.scopes): its spend per dimension, read by its

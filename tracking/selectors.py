@@ -15,9 +15,11 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db.models import Q, Sum
 from django.db.models.expressions import RawSQL
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.lookups import Exact
 
 from core.money import MONEY_QUANTUM, ZERO, MoneyField, from_nanos
-from core.scopes import TEAM_SEPARATOR, team_scope
+from core.scopes import SERVICE_NARROWED, TEAM_SEPARATOR, scope_inner, scope_team, service_narrowed, team_scope
 
 from .events import QUANTITY_FIELDS, UsageEvent, usage_event_clean
 from .models import (
@@ -75,12 +77,21 @@ def window_filters(window: RollupWindow) -> tuple[Q, Q]:
 
 
 def scope_filter(scopes: Iterable[str] | None, prefixes: Sequence[str] | None) -> Q:
-    """Rollup rows of the scopes named, or of the scopes starting with a prefix ("model:"; "global")."""
+    """Rollup rows of the scopes named, or of the scopes starting with a prefix ("model:"; "global").
+    "Every service" (a prefix ending in service:) leaves out the services' copies of their subjects
+    and jobs (service:S/job:X, core.scopes.service_narrowed): they are not services, and a breakdown
+    by service would count their spend twice."""
     condition = Q()
     if scopes is not None:
         condition |= Q(scope__in=sorted(set(scopes)))
     for prefix in prefixes or ():
-        condition |= Q(scope="global") if prefix == "global" else Q(scope__startswith=prefix)
+        if prefix == "global":
+            condition |= Q(scope="global")
+        elif prefix.endswith("service:"):
+            narrowed = [Q(scope__contains=f"/{kind}:") for kind in SERVICE_NARROWED]
+            condition |= Q(scope__startswith=prefix) & ~Q(*narrowed, _connector=Q.OR)
+        else:
+            condition |= Q(scope__startswith=prefix)
     return condition
 
 
@@ -353,3 +364,29 @@ def usage_quote(raw: Mapping[str, Any], *, now: datetime | None = None) -> Quote
     if quote.status == PricingStatus.UNPRICED:
         raise ValidationError({"usage": unpriced_reason(quote.prices_used, provider=event.provider, model=event.model)})
     return quote
+
+
+# The entry fields whose value a KIND:VALUE scope names (tags are tag:KEY=VALUE).
+ENTRY_FIELD_SCOPES = ("provider", "model", "operation", "service", "subject", "job")
+
+
+def entry_scope_q(scope: str) -> Q:
+    """The ledger entries that count towards `scope`: the inverse of tracking.rollups.entry_scopes, so a
+    link from a budget, an alert or a dashboard figure lists exactly the entries the figure adds up
+    (over the same window); the alert rules' sub-hour counts read the ledger through it too. The scope
+    must be valid (tracking.admin.entry_scope_errors)."""
+    team, inner = scope_team(scope), scope_inner(scope)
+    condition = Q() if team is None else Q(team__name=team)
+    if inner == "global":
+        return condition
+    if (narrowed := service_narrowed(inner)) is not None:  # service:S/job:X: S's entries of job X
+        condition &= Q(service=narrowed[0])
+        inner = narrowed[1]
+    kind, _, value = inner.partition(":")
+    if kind == "tag":
+        key, _, tag_value = value.partition("=")
+        # The key as one JSON key (a "__" in it is no lookup).
+        return condition & Q(Exact(KeyTextTransform(key, "tags"), tag_value))
+    if kind not in ENTRY_FIELD_SCOPES:
+        raise ValidationError({"scope": f"unknown scope kind {kind!r}"})
+    return condition & Q(**{kind: value})

@@ -27,7 +27,8 @@ from budgets.services import (
 from budgets.templates import budget_override_clear, budget_override_set, budgets_of
 from core.models import Team
 from tests.factories import BudgetFactory, ChannelFactory, status_of
-from tracking.selectors import ledger_differences, spend_total
+from tracking.models import CostEntry
+from tracking.selectors import entry_scope_q, ledger_differences, scope_totals, spend_total
 from tracking.services import cost_entry_record
 
 NOW = datetime(2026, 11, 10, 12, 30, tzinfo=UTC)
@@ -343,3 +344,39 @@ def test_eight_writers_spending_for_200_new_values_are_each_held_exactly_to_thei
             == Decimal("9")
             == spend_total(scope=f"subject:{value}", start=status.period.start, end=status.period.end)
         )
+
+
+@pytest.mark.django_db
+@time_machine.travel(NOW, tick=False)
+def test_a_template_narrowed_to_a_service_covers_that_services_jobs_and_counts_only_its_spend(spend):
+    template = BudgetFactory(name="ETL jobs", scope="service:etl/job:*", amount=Decimal("20"), hard_limit=True)
+    template.full_clean()
+    spend("15", NOW, service="etl", job="j1")
+    spend("30", NOW, service="web", job="j1")  # the same job id elsewhere: not ETL's spend
+
+    [j1] = budget_check(scope="service:etl/job:j1", amount=Decimal("5"))
+    assert (j1.budget.template, j1.budget.value, j1.spent, j1.allowed) == (template, "j1", Decimal("15"), True)
+    assert not budget_check(scope="service:etl/job:j1", amount=Decimal("6"))[0].allowed
+    assert budget_check(scope="service:web/job:j1") == []  # another service's jobs are not covered
+    assert budget_check(scope="job:j1") == []
+    with pytest.raises(BudgetExceeded, match="'ETL jobs: j1'"):
+        budget_reserve(scopes=["service:etl/job:j1"], amount=Decimal("6"))
+
+    # The alert pass finds ETL's jobs that spent; a list of every service leaves the copies out.
+    spend("19.5", NOW, service="etl", job="j2")
+    alerts_evaluate(budgets_only=True)
+    assert set(values_of(template)) == {"j1", "j2"}
+    by_service = scope_totals(start=NOW - timedelta(hours=1), end=NOW + timedelta(hours=1), prefixes=["service:"])
+    assert set(by_service) == {"service:etl", "service:web"}
+    assert CostEntry.objects.filter(entry_scope_q("service:etl/job:j1")).count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("scope", "message"),
+    [("service:etl/model:*", "a service narrows only subjects or jobs"), ("service: etl/job:*", "surrounding spaces")],
+)
+def test_a_service_narrows_only_subjects_and_jobs(scope, message):
+    with pytest.raises(ValidationError) as caught:
+        Budget(name="t", scope=scope, amount=Decimal("5")).full_clean()
+    assert message in " ".join(caught.value.message_dict["scope"])

@@ -183,6 +183,9 @@ def test_an_entry_counts_towards_every_scope_it_belongs_to(gpt4o_prices):
         "job:batch-123",
         "tag:env=prod",
         "tag:feature=search",
+        # The service's copy of its end users and jobs (what service:image-api/job:* templates read).
+        "service:image-api/subject:john-doe",
+        "service:image-api/job:batch-123",
     }
     # ... and the team's copy of each (core.scopes): team:ml is the team's whole spend.
     assert scopes == {"global", f"team:{team.name}", *own, *(f"team:{team.name}/{scope}" for scope in own)}

@@ -48,6 +48,7 @@ def test_a_team_member_lists_only_their_teams_rollups(two_teams):
         "team:alpha/operation:chat",
         "team:alpha/service:alpha-svc",
         "team:alpha/subject:alpha-user",
+        "team:alpha/service:alpha-svc/subject:alpha-user",
     }
     html = response.content.decode()
     assert "bravo" not in html and "7.77" not in html
