@@ -52,7 +52,7 @@ from budgets.selectors import (
     with_forecasts,
 )
 from budgets.services import BudgetExceeded, budget_reserve, reservation_release, reservation_settle
-from budgets.templates import budget_override_clear, budget_override_set
+from budgets.templates import budget_override_clear, budget_override_set, template_has_values
 from core.money import MONEY_MAX, parse_money
 from core.money import plain_money as _money
 from core.scopes import SCOPE_KINDS, template_prefix, template_value
@@ -950,6 +950,10 @@ class BudgetIn(Schema):
     rollover_cap: MoneyIn | None = None
     hard_limit: StrictBool = _model_default("hard_limit")
     forecast_alerts: StrictBool = _model_default("forecast_alerts")
+    confirm_scope: StrictBool = Field(
+        default=False,
+        description="a template whose kind never had spend (a typo in a tag key?) is refused unless this is true",
+    )
 
 
 def _threshold(value: Decimal) -> int | float:
@@ -969,6 +973,7 @@ def budgets_create(request: HttpRequest, payload: BudgetIn) -> Any:
     _may_manage(key)
     _scope_allowed(key, payload.scope)
     fields = payload.model_dump()
+    confirmed = fields.pop("confirm_scope")
     fields["thresholds"] = [_threshold(t) for t in payload.thresholds]
     errors: dict[str, list[str]] = {}
     for field in ("amount", "rollover_cap"):  # the places and range a money column holds
@@ -983,6 +988,11 @@ def budgets_create(request: HttpRequest, payload: BudgetIn) -> Any:
     except DjangoValidationError as exc:
         for field, messages in _field_errors(exc).items():
             errors.setdefault(field, []).extend(messages)
+    if budget.is_template and "scope" not in errors and not confirmed and not template_has_values(budget.scope):
+        errors["scope"] = [
+            f"no spend has ever been recorded for a value of {budget.scope}: check the spelling (the tag key?), "
+            "or send confirm_scope: true to create it all the same"
+        ]
     if errors:
         raise _invalid(errors)
     budget.save()

@@ -21,6 +21,7 @@ from django.db import transaction
 from core.money import parse_money
 from core.periods import hour_floor, period_bounds
 from core.scopes import enclosing_scopes, template_prefix, template_scopes, template_value
+from tracking.models import SpendRollupDay
 from tracking.selectors import scope_totals
 
 from .models import TEMPLATE_FIELDS, Budget
@@ -122,6 +123,14 @@ def budget_override_clear(*, budget: Budget) -> Budget:
 # --- the values an alert pass looks at ----------------------------------------------------------
 
 VALUES_CHUNK = 2000  # values created and read per statement (an IN list of this many scopes)
+
+
+def template_has_values(scope: str) -> bool:
+    """Whether any spend was ever recorded for a value of the template `scope` (a typo in a tag key,
+    `tag:custmer=*`, has none): a creator is asked to confirm such a template."""
+    prefix = template_prefix(scope)
+    rows = SpendRollupDay.objects.filter(scope__startswith=prefix).values_list("scope", flat=True)
+    return any(scope in template_scopes(found) for found in rows[:50])
 
 
 def template_values_spent(*, template: Budget, start: datetime, end: datetime) -> dict[str, Decimal]:

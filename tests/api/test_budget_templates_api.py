@@ -146,6 +146,18 @@ def test_manage_budgets_is_ticked_on_the_keys_admin_page_and_off_by_default(admi
 # --- creating --------------------------------------------------------------------------------------
 
 
+def test_a_template_whose_kind_never_spent_asks_for_confirmation(client, manager, gpt4o_prices):
+    spend("alice", "1", tags={"customer": "acme"})
+    body = {"name": "Per customer", "scope": "tag:custmer=*", "amount": "5"}  # a typo in the tag key
+
+    refused = call(client, manager, "post", "/budgets", body)
+
+    assert refused.status_code == 422 and "tag:custmer=*" in refused.json()["errors"]["scope"][0]
+    assert not Budget.objects.exists()
+    assert call(client, manager, "post", "/budgets", {**body, "scope": "tag:customer=*"}).status_code == 201
+    assert call(client, manager, "post", "/budgets", {**body, "confirm_scope": True}).status_code == 201
+
+
 def test_a_key_that_may_manage_budgets_creates_a_budget_and_a_template(client, manager):
     created = call(client, manager, "post", "/budgets", {"name": "Search", "scope": "service:search", "amount": "25"})
 
@@ -160,6 +172,7 @@ def test_a_key_that_may_manage_budgets_creates_a_budget_and_a_template(client, m
     body = {
         "name": "Per customer",
         "scope": "tag:customer=*",
+        "confirm_scope": True,  # no customer has spent yet
         "amount": 12.5,
         "currency": "EUR",
         "period": "daily",
@@ -212,7 +225,7 @@ def test_a_key_that_may_manage_budgets_creates_a_budget_and_a_template(client, m
     ],
 )
 def test_bad_input_is_a_422_naming_the_field_and_creates_nothing(client, manager, field, value):
-    body = {"name": "Per user", "scope": "subject:*", "amount": "5", field: value}
+    body = {"name": "Per user", "scope": "subject:*", "confirm_scope": True, "amount": "5", field: value}
 
     response = call(client, manager, "post", "/budgets", body)
 
@@ -240,7 +253,11 @@ def test_a_teams_key_creates_budgets_of_its_team_on_its_scopes_only(client, gpt4
     key = api_key_issue(name="alpha", service="alpha-svc", team=alpha, can_manage_budgets=True).plaintext
 
     created = call(
-        client, key, "post", "/budgets", {"name": "Alpha users", "scope": "team:alpha/subject:*", "amount": "2"}
+        client,
+        key,
+        "post",
+        "/budgets",
+        {"name": "Alpha users", "scope": "team:alpha/subject:*", "amount": "2", "confirm_scope": True},
     )
 
     assert created.status_code == 201, created.content
