@@ -201,9 +201,21 @@ DECIMAL_STRING = r"^\+?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _DECIMAL_STRING_RE = re.compile(DECIMAL_STRING)
 
 
+# A decimal string's exponent beyond this names no amount or quantity; Decimal cannot even hold some.
+_EXPONENT_LIMIT = 10**6
+
+
 def _decimal_input(value: Any) -> Any:
-    if isinstance(value, str) and not _DECIMAL_STRING_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a non-negative decimal number (e.g. 12.50 or 2.5E-6)")
+    if isinstance(value, str):
+        if (match := _DECIMAL_STRING_RE.fullmatch(value)) is None:
+            raise ValueError(f"{value!r} is not a non-negative decimal number (e.g. 12.50 or 2.5E-6)")
+        text = (match.group(2) or "e0")[1:]
+        digits = text.lstrip("+-").lstrip("0")  # a very long exponent: its sign says which way it fails
+        exponent = int(text) if len(digits) <= 7 else (-1 if text.startswith("-") else 1) * (_EXPONENT_LIMIT + 1)
+        if exponent > _EXPONENT_LIMIT:
+            raise ValueError(f"{value!r} is out of range: it must be less than or equal to the field's maximum")
+        if exponent < -_EXPONENT_LIMIT:
+            raise ValueError(f"{value!r} has more decimal places than any amount or quantity holds")
     if isinstance(value, float | bool):  # in-process callers only: the parsers never make floats
         raise ValueError(f"must be a decimal string or an exact JSON number, not {type(value).__name__}")
     return value

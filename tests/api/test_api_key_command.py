@@ -45,7 +45,7 @@ def test_create_prints_a_working_key_once_with_its_team_and_scopes(client, gpt4o
 def test_a_key_may_manage_budgets_only_when_created_so(client):
     reads = api_key("create", "--service", "reads", "--quiet").strip()
     manages = api_key("create", "--service", "finance", "--manage-budgets", "--quiet").strip()
-    body = json.dumps({"name": "Per user", "scope": "subject:*", "amount": "5"})
+    body = json.dumps({"name": "Per user", "scope": "subject:*", "amount": "5", "confirm_scope": True})
 
     def create(plaintext: str) -> int:
         auth = f"Bearer {plaintext}"

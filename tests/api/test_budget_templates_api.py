@@ -213,6 +213,8 @@ def test_a_key_that_may_manage_budgets_creates_a_budget_and_a_template(client, m
         ("scope", "team:*/subject:*"),
         ("amount", "-1"),
         ("amount", "0.0000000001"),
+        ("amount", "+.3e5239596013261124403"),  # a decimal string no Decimal can hold: a 422, never a 500
+        ("amount", "1e-5239596013261124403"),
         ("period", "fortnightly"),
         ("currency", "XYZ"),
         ("thresholds", [80, 50]),
