@@ -454,6 +454,7 @@ def test_the_alert_and_notification_screens_fit_1440_pixels_without_scrolling_si
     transactional_db, live_server, browser, settings
 ):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
 
     User.objects.create_superuser("browser", "browser@example.com", PASSWORD)
     team = TeamFactory(name="platform-engineering")
@@ -547,7 +548,9 @@ def test_the_alert_and_notification_screens_fit_1440_pixels_without_scrolling_si
         "Resolve",
     ]
     buttons[0].click()
-    assert "1 alert(s) acknowledged." in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
+    # The action posts and the page comes back with its message: wait for it (a loaded machine is slow).
+    message = WebDriverWait(browser, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".messagelist"))[0]
+    assert "1 alert(s) acknowledged." in message.text
     browser.save_screenshot(str(ARTEFACTS / "alert-page-acknowledged.png"))
     told = browser.find_element(By.XPATH, "//h2[normalize-space()='Who was told']")
     browser.execute_script("arguments[0].scrollIntoView()", told)
