@@ -170,6 +170,8 @@ def _ledger_scopes(entry: Any, teams: dict[int, str]) -> list[str]:
     scopes = ["global", f"provider:{entry.provider}", f"model:{entry.model}"]
     optional = {"operation": entry.operation, "service": entry.service, "subject": entry.subject, "job": entry.job}
     scopes += [f"{kind}:{value}" for kind, value in optional.items() if value]
+    if entry.service and "/" not in entry.service:  # the service's copy of its subjects and jobs
+        scopes += [f"service:{entry.service}/{kind}:{optional[kind]}" for kind in ("subject", "job") if optional[kind]]
     if entry.team_id:
         scopes.append(f"team:{teams[entry.team_id]}")
     scopes += [f"tag:{k}={v}" for k, v in (entry.tags or {}).items()]
