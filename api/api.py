@@ -457,6 +457,12 @@ class EventIn(UsageIn):
     outcome: Literal["success", "error", "rate_limited"] = Outcome.SUCCESS
     duration_ms: _json_int(ge=0, lt=2**31) | None = None
     is_estimate: StrictBool | None = None
+    reported_amount: MoneyIn | None = Field(
+        default=None,
+        description="what the sender's own tool computed for the call (e.g. LiteLLM's response_cost), in the "
+        "entry's currency: kept beside the amount as a cross-check and flagged where it differs, never used as it",
+    )
+    reported_by: Text = Field(default="", max_length=50, description="what computed reported_amount (e.g. litellm)")
     usage_unavailable: StrictBool = False
     idempotency_key: Text | None = Field(default=None, min_length=1, max_length=200)
 

@@ -25,6 +25,7 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
@@ -42,6 +43,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from core.money import MONEY_MAX, round_money
 from tracking.events import TAG_VALUE_MAX
 from tracking.models import Outcome
 from tracking.services import cost_entry_record_many
@@ -82,6 +84,11 @@ OPERATIONS = {
     "embedding": "embedding",
 }
 SERVICE_TIER_ATTRIBUTES = ("openai.response.service_tier", "gen_ai.openai.response.service_tier")
+# A cost the instrumentation computed, in USD unless gen_ai.usage.cost.currency says otherwise: the proposed
+# convention first, then the vendors' spellings (OpenLIT, Pydantic AI / Logfire, LiteLLM's OpenTelemetry
+# callback). Kept on the entry beside ours as a cross-check (a difference is flagged), never used as the amount.
+REPORTED_COST_ATTRIBUTES = ("gen_ai.usage.cost.amount", "gen_ai.usage.cost", "operation.cost", "gen_ai.cost.total_cost")
+REPORTED_COST_CURRENCY = "gen_ai.usage.cost.currency"
 # No model call happened before this: an end time earlier than it is a clock or exporter bug.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -360,6 +367,7 @@ def span_event(
     if tier:
         event["service_tier"] = tier
     event["outcome"] = _outcome(span, attrs)
+    event.update(_reported_cost(attrs))
     subject = next((str(v) for name in subject_names if (v := _lookup(attrs, resource, name)) not in (None, "")), "")
     if subject:
         event["subject"] = subject
@@ -443,6 +451,24 @@ def _quantities(attrs: Mapping[str, Any], operation: str) -> dict[str, Any]:
         "reasoning_tokens": reasoning,
     }
     return {name: value for name, value in quantities.items() if value}
+
+
+def _reported_cost(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The span's own cost as reported_amount / reported_by; nothing for a cost in another currency than the
+    catalog's (USD), which cannot be compared with ours. A value that is no cost refuses the span."""
+    name = next((name for name in REPORTED_COST_ATTRIBUTES if attrs.get(name) not in (None, "")), None)
+    if name is None or _text(attrs, REPORTED_COST_CURRENCY).upper() not in ("", "USD"):
+        return {}
+    value = attrs[name]
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise InvalidOperation
+        cost = Decimal(repr(value) if isinstance(value, float) else value.strip() if isinstance(value, str) else value)
+    except InvalidOperation:
+        raise SpanRejected(f"{name} must be a number, got {value!r}") from None
+    if not cost.is_finite() or cost < 0 or cost > MONEY_MAX:
+        raise SpanRejected(f"{name} must be a cost between 0 and {MONEY_MAX}, got {value!r}")
+    return {"reported_amount": round_money(cost), "reported_by": name}
 
 
 def _time(nanos: int, name: str) -> datetime:

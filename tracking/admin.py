@@ -599,6 +599,25 @@ class PriceAdmin(admin.ModelAdmin):
 # --- the ledger ----------------------------------------------------------------------------
 
 
+class ReportedCostFilter(admin.SimpleListFilter):
+    """Entries whose sender reported a cost of its own (LiteLLM, an OpenTelemetry span), and whether it agrees."""
+
+    title = "reported cost"
+    parameter_name = "reported"
+    CHOICES = {
+        "differs": ("differs from ours", Q(reported_differs=True)),
+        "agrees": ("agrees with ours", Q(reported_differs=False)),
+        "none": ("none reported", Q(reported_amount__isnull=True)),
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(value, words) for value, (words, _) in self.CHOICES.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[CostEntry]) -> QuerySet[CostEntry]:
+        chosen = self.CHOICES.get(self.value() or "")
+        return queryset.filter(chosen[1]) if chosen else queryset
+
+
 class ProviderFilter(admin.SimpleListFilter):
     """Providers from the catalog (and the configured extras), not a DISTINCT over the ledger.
 
@@ -887,6 +906,7 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         "pricing_status",
         "outcome",
         "is_estimate",
+        ReportedCostFilter,
         RollupCurrencyFilter,
         ScopeFilter,
     )
@@ -907,6 +927,7 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             {
                 "fields": (
                     "amount_detail",
+                    "reported_shown",
                     "pricing_status",
                     "is_estimate",
                     "service_tier_display",
@@ -1019,15 +1040,46 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj: CostEntry) -> str:
         # Whether it is an estimate (computed here) or invoiced, under it.
+        # A sender's cost that disagrees with ours shows in the list too; one that agrees only on the page.
+        differs = (
+            format_html(
+                '<div class="cc-sub cc-bad" style="text-align:right">{} says {}</div>',
+                obj.reported_by or "sender",
+                format_money_fine(obj.reported_amount, obj.currency),
+            )
+            if obj.reported_differs
+            else ""
+        )
         return format_html(
-            '{}<div class="cc-sub" style="text-align:right">{}</div>',
+            '{}<div class="cc-sub" style="text-align:right">{}</div>{}',
             _right(money_fine(obj.amount, obj.currency)),
             "estimate" if obj.is_estimate else "invoiced",
+            differs,
         )
 
     @admin.display(description="amount")
     def amount_detail(self, obj: CostEntry) -> str:
         return money_fine(obj.amount, obj.currency)
+
+    @admin.display(description="reported cost")
+    def reported_shown(self, obj: CostEntry) -> str:
+        """The sender's own figure beside ours: a cross-check, never the amount."""
+        if obj.reported_amount is None:
+            return "none (the sender reported no cost of its own)"
+        shown = money_fine(obj.reported_amount, obj.currency)
+        by = obj.reported_by or "the sender"
+        if not obj.reported_differs:
+            return format_html("{} by {}: agrees with the amount", shown, by)
+        difference = obj.reported_amount - obj.amount
+        share = f" ({difference / obj.amount:+.1%} of ours)" if obj.amount else ""
+        return format_html(
+            '{} by {}: <span class="cc-bad">differs from the amount by {}{}</span>. The amount is ours, from the '
+            "catalog's prices; check the prices used below, or the sender's price list.",
+            shown,
+            by,
+            format_money_fine(difference, obj.currency),
+            share,
+        )
 
     @admin.display(description="corrects", ordering="corrects")
     def corrects_link(self, obj: CostEntry) -> str:

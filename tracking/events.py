@@ -37,6 +37,7 @@ _LIMITS = {
     "service": 100,
     "subject": 200,
     "job": 200,
+    "reported_by": 50,
 }
 # The ledger column decides how many places a decimal quantity may have.
 _DECIMAL_QUANTITY_PLACES = {name: CostEntry._meta.get_field(name).decimal_places for name in DECIMAL_QUANTITY_FIELDS}
@@ -69,6 +70,9 @@ class UsageEvent:
     outcome: str = Outcome.SUCCESS
     duration_ms: int | None = None
     is_estimate: bool | None = None
+    # What the sender's own tool said the call cost, in the entry's currency: a cross-check, never the amount.
+    reported_amount: Decimal | None = None
+    reported_by: str = ""
     usage_unavailable: bool = False  # the call happened but reported no usage (e.g. a stream without it)
     occurred_at_stated: bool = True  # False: the caller left it out and it is the time of recording
 
@@ -175,6 +179,8 @@ def usage_event_clean(
         "outcome",
         "duration_ms",
         "is_estimate",
+        "reported_amount",
+        "reported_by",
         "usage_unavailable",
         "idempotency_key",
         "occurred_at",
@@ -230,6 +236,13 @@ def usage_event_clean(
         if not isinstance(raw["is_estimate"], bool):
             raise ValidationError({"is_estimate": "must be true or false"})
         event.is_estimate = raw["is_estimate"]
+    if raw.get("reported_amount") is not None:
+        event.reported_amount = parse_money(raw["reported_amount"], field="reported_amount")
+        if event.reported_amount < 0:
+            raise ValidationError({"reported_amount": "must not be negative"})
+        event.reported_by = _text(raw, "reported_by")
+    elif raw.get("reported_by") not in (None, ""):
+        raise ValidationError({"reported_by": "is given without a reported_amount"})
     if raw.get("usage_unavailable") is not None:
         if not isinstance(raw["usage_unavailable"], bool):
             raise ValidationError({"usage_unavailable": "must be true or false"})
@@ -265,6 +278,8 @@ _STATED_FIELDS = (
     "outcome",
     "duration_ms",
     "is_estimate",
+    "reported_amount",
+    "reported_by",
     "note",
     *QUANTITY_FIELDS,
 )

@@ -385,6 +385,23 @@ class CostEntry(models.Model):
         blank=True,
         help_text="The catalog prices that made the amount, part by part (a table on the entry's page).",
     )
+    reported_amount = MoneyField(
+        "reported cost",
+        null=True,
+        blank=True,
+        help_text="The cost the sender's own tool computed for this call (LiteLLM's response_cost, a span's "
+        "gen_ai.usage.cost.amount), in the entry's currency: kept as a cross-check, never used as the amount.",
+    )
+    reported_by = models.CharField(
+        "reported by", max_length=50, blank=True, help_text="What computed the reported cost (litellm, an attribute)."
+    )
+    reported_differs = models.BooleanField(
+        "reported cost differs",
+        null=True,
+        blank=True,
+        help_text="Whether the reported cost differs from the amount by more than REPORTED_COST_TOLERANCE_PERCENT "
+        "(judged when the entry was recorded); empty when nothing was reported.",
+    )
     is_estimate = models.BooleanField(
         "estimate",
         default=True,

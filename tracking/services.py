@@ -33,6 +33,9 @@ from .rollups import SeriesKey, metric_series_deltas, rollup_deltas, rollups_add
 from .selectors import event_quote, ledger_rollup_totals
 from .signals import usage_recorded
 
+# Below this, a reported cost that differs from ours is another tool's float rounding, not a difference.
+REPORTED_COST_ROUNDING = Decimal("0.000001")
+
 
 @dataclass(frozen=True)
 class RecordResult:
@@ -170,6 +173,9 @@ def _entry_from_event(event: UsageEvent, book: PriceBook) -> CostEntry:
         amount, currency, status, prices_used = quote.amount, quote.currency, quote.status, quote.prices_used
         is_estimate = True if event.is_estimate is None else event.is_estimate
     return CostEntry(
+        reported_amount=event.reported_amount,
+        reported_by=event.reported_by,
+        reported_differs=reported_cost_differs(amount, event.reported_amount),
         occurred_at=event.occurred_at,
         provider=event.provider,
         model=event.model,
@@ -194,6 +200,15 @@ def _entry_from_event(event: UsageEvent, book: PriceBook) -> CostEntry:
         note=note,
         **event.quantities,
     )
+
+
+def reported_cost_differs(amount: Decimal, reported: Decimal | None) -> bool | None:
+    """Whether a cost the sender reported differs from ours by more than REPORTED_COST_TOLERANCE_PERCENT
+    of ours, and by more than a millionth (another tool's float rounding); None when none was reported."""
+    if reported is None:
+        return None
+    difference = abs(reported - amount)
+    return difference > REPORTED_COST_ROUNDING and difference * 100 > amount * settings.REPORTED_COST_TOLERANCE_PERCENT
 
 
 def _announce(entries: Sequence[CostEntry]) -> None:

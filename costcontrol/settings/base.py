@@ -334,6 +334,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # entry's subject (the end user), and those kept as tags (each tag value is a rollup scope: name bounded ones).
 OTLP_SUBJECT_ATTRIBUTES = env.list("OTLP_SUBJECT_ATTRIBUTES", default=["user.id", "enduser.id"])
 OTLP_TAG_ATTRIBUTES = env.list("OTLP_TAG_ATTRIBUTES", default=["gen_ai.agent.name"])
+# A cost the sender's own tool reported beside the usage (LiteLLM's response_cost, a span's cost attribute) is
+# kept on the entry and flagged when it differs from ours by more than this percentage of ours (float rounding
+# below a millionth of the currency never counts).
+REPORTED_COST_TOLERANCE_PERCENT = env_decimal("REPORTED_COST_TOLERANCE_PERCENT", "1")
 
 # --- metrics (/metrics, for Prometheus) ------------------------------------------------------------
 # Business metrics are read from the database at scrape time and kept this many seconds (0: never kept).

@@ -104,6 +104,8 @@ EVENT_FIELDS = frozenset(
         "outcome",
         "duration_ms",
         "is_estimate",
+        "reported_amount",
+        "reported_by",
         "usage_unavailable",
         "idempotency_key",
     }
@@ -122,12 +124,22 @@ USAGE_FIELDS = frozenset(
         "outcome",
         "duration_ms",
         "is_estimate",
+        "reported_amount",
+        "reported_by",
         "usage_unavailable",
         "idempotency_key",
     }
 )
 # Decimal on the server, which refuses floats (binary fractions are not money).
-_DECIMAL_FIELDS = ("amount", "seconds", "gpu_hours", "input_audio_seconds", "input_video_seconds", "credits")
+_DECIMAL_FIELDS = (
+    "amount",
+    "reported_amount",
+    "seconds",
+    "gpu_hours",
+    "input_audio_seconds",
+    "input_video_seconds",
+    "credits",
+)
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Refused because of the credentials, not the events: kept in the spool for a fixed key. (A 403 is
 # the events': the server answers it to an event the key may not record, one for another service.)

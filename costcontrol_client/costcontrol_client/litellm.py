@@ -17,9 +17,9 @@ ledger's disjoint quantities (`wrappers.openai_quantities`: LiteLLM hands every 
 in OpenAI's shape), outcome (success, error, rate_limited for a RateLimitError or a 429) and duration
 (end_time - start_time). Its idempotency key is `litellm/<litellm_call_id>` (a failure:
 `litellm/<id>/<outcome>`, so a call retried under the same id after a 429 is two events, not a
-conflict): LiteLLM reporting a call twice counts once. LiteLLM's own `response_cost` is not sent:
-the server prices the usage (a tag would be one rollup scope per call; a ledger field for a cost
-someone else reported is still to come).
+conflict): LiteLLM reporting a call twice counts once. LiteLLM's own `response_cost` goes along as
+`reported_amount` (by "litellm"): the server prices the usage itself and keeps LiteLLM's figure
+beside its own as a cross-check, flagging the entry where the two differ.
 
 Not recorded: a response served from LiteLLM's cache (the provider billed nothing), and a call that
 LiteLLM refused with BudgetExceededError before reaching the provider.
@@ -197,6 +197,9 @@ class CostcontrolLogger(CustomLogger):
         if call_id:
             suffix = "" if exception is None else f"/{event['outcome']}"
             event["idempotency_key"] = f"litellm/{call_id}{suffix}"
+        reported = _reported_cost(kwargs.get("response_cost", logged.get("response_cost")))
+        if reported is not None:
+            event["reported_amount"], event["reported_by"] = reported, "litellm"
         if exception is None:
             quantities = litellm_quantities(operation, _get(response, "usage"), response, dict(kwargs))
             if quantities is None:
@@ -443,6 +446,22 @@ def _model(kwargs: Mapping[str, Any], logged: Mapping[str, Any], response: Any, 
     model = _first_text(*candidates) or "unknown"
     prefix = f"{provider}/"
     return model[len(prefix) :] if model.startswith(prefix) and len(model) > len(prefix) else model
+
+
+_NANO = Decimal("1e-9")  # the ledger's places
+
+
+def _reported_cost(value: Any) -> Decimal | None:
+    """LiteLLM's response_cost (a float) as a decimal of the ledger's 9 places; None if it is no cost."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        return None
+    try:
+        cost = Decimal(repr(value) if isinstance(value, float) else str(value))
+    except InvalidOperation:
+        return None
+    if not cost.is_finite() or cost < 0 or cost > 10**9:
+        return None
+    return cost.quantize(_NANO)
 
 
 def _seconds(start: Any, end: Any) -> float | None:

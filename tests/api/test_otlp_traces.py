@@ -234,10 +234,40 @@ def test_error_and_rate_limited_spans_are_recorded_with_their_outcome(client, ke
     }
 
 
-def test_a_cost_on_the_span_is_never_used_as_ours(client, key, gpt4o_prices):
-    assert partial(post(client, key, export(genai(**{"gen_ai.usage.cost": 0.0099}))))[0] == 0
-    entry = CostEntry.objects.get()
-    assert entry.amount == Decimal("0.0045") and "reported_cost" not in entry.tags
+def test_a_cost_on_the_span_is_kept_beside_ours_and_a_difference_flagged_never_used_as_ours(
+    client, key, gpt4o_prices
+):
+    body = export(
+        genai("00000000000000a1", **{"gen_ai.usage.cost.amount": 0.0045, "gen_ai.usage.cost.currency": "USD"}),
+        genai("00000000000000a2", **{"gen_ai.usage.cost": 0.0099}),  # OpenLIT's spelling, USD
+        genai("00000000000000a3", **{"operation.cost": "0.004500000001"}),  # float noise below a millionth
+        genai("00000000000000a4", **{"gen_ai.usage.cost.amount": 9.5, "gen_ai.usage.cost.currency": "EUR"}),
+        genai("00000000000000a5"),
+    )
+    assert partial(post(client, key, body)) == (0, "")
+    entries = {e.idempotency_key[-2:]: e for e in CostEntry.objects.all()}
+    assert {e.amount for e in entries.values()} == {Decimal("0.0045")}  # ours, from the catalog, every time
+    reported = {k: (e.reported_amount, e.reported_by, e.reported_differs) for k, e in entries.items()}
+    assert reported == {
+        "a1": (Decimal("0.0045"), "gen_ai.usage.cost.amount", False),
+        "a2": (Decimal("0.0099"), "gen_ai.usage.cost", True),
+        "a3": (Decimal("0.004500000"), "operation.cost", False),
+        "a4": (None, "", None),  # another currency than the catalog's: not comparable, not kept
+        "a5": (None, "", None),
+    }
+    assert all("cost" not in key for e in entries.values() for key in e.tags)
+
+
+def test_a_cost_attribute_that_is_no_cost_rejects_its_span_by_name(client, key, gpt4o_prices):
+    body = export(
+        genai("00000000000000b1", **{"gen_ai.usage.cost.amount": -0.5}),
+        genai("00000000000000b2", **{"gen_ai.usage.cost": "a lot"}),
+        genai("00000000000000b3", **{"gen_ai.usage.cost.amount": "NaN"}),
+    )
+    rejected, message = partial(post(client, key, body))
+    assert rejected == 3 and not CostEntry.objects.exists()
+    assert "00000000000000b1" in message and "gen_ai.usage.cost.amount must be a cost between 0" in message
+    assert "00000000000000b2" in message and "gen_ai.usage.cost must be a number" in message
 
 
 def test_a_teams_key_records_its_teams_usage(client, gpt4o_prices):

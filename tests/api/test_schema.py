@@ -45,6 +45,8 @@ BUSINESS_RULES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
         ("model", "is required"),
         ("currency", "unknown currency|without an amount"),  # a currency goes with an amount
         ("amount", "decimal places|less than or equal"),
+        ("reported_by", "without a reported_amount"),  # as a currency goes with an amount
+        ("reported_amount", "decimal places|less than or equal|must not be negative"),
         *QUANTITY_LIMITS,
         ("usage_unavailable", "carries no quantities"),
         ("occurred_at", "in the future"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from decimal import Decimal
 
 import pytest
@@ -114,10 +115,16 @@ def test_a_mocked_completion_is_recorded_with_its_usage_call_id_and_duration_nev
     assert (event["service"], event["subject"], event["job"]) == ("search", "user-42", "nightly")
     assert isinstance(event["duration_ms"], int) and event["duration_ms"] >= 0
     assert event["occurred_at"].endswith("+00:00")
-    assert response._hidden_params["response_cost"] > 0
-    # LiteLLM's own figure is never the event's amount (nor a tag: one rollup scope per call): the server prices it.
+    cost = response._hidden_params["response_cost"]
+    assert cost > 0
+    # LiteLLM's own figure is never the event's amount (nor a tag: one rollup scope per call): the server prices
+    # the usage and keeps LiteLLM's figure beside its own, exact to the ledger's 9 places.
     assert event["tags"] == {"team": "growth", "env": "prod"}
     assert "amount" not in event
+    assert (event["reported_amount"], event["reported_by"]) == (
+        str(Decimal(repr(cost)).quantize(Decimal("1e-9"))),
+        "litellm",
+    )
 
 
 def test_cached_and_reasoning_tokens_from_a_provider_are_recorded_disjoint(cc_logger, cc, fake_api, providers):
@@ -414,3 +421,41 @@ def test_the_proxy_loads_the_module_level_instance_and_runs_its_pre_call_hook(mo
         assert "async_pre_call_hook" in vars(type(handler))
     finally:
         handler.client.close(timeout=2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_against_the_real_server_litellms_cost_is_kept_beside_ours_and_a_difference_flagged(
+    live_server, gpt4o_prices, tmp_path
+):
+    from api.keys import api_key_issue
+    from costcontrol_client import Client
+    from tests.conftest import EPOCH
+    from tests.factories import PriceFactory
+    from tracking.models import CostEntry
+
+    # gpt-4o at LiteLLM's own price (the shared price file); gpt-4o-mini here at twice LiteLLM's input price.
+    PriceFactory(provider="openai", model="gpt-4o-mini", unit="input_token", unit_price="0.0000003", valid_from=EPOCH)
+    PriceFactory(provider="openai", model="gpt-4o-mini", unit="output_token", unit_price="0.0000006", valid_from=EPOCH)
+    issued = api_key_issue(name="litellm", service="gateway")
+    client = Client(live_server.url, issued.plaintext, spool_path=tmp_path / "spool.jsonl", flush_interval=0.05)
+    litellm.callbacks = [CostcontrolLogger(client=client)]
+    try:
+        costs = [
+            litellm.completion(model=model, messages=MESSAGES, mock_response="hi")._hidden_params["response_cost"]
+            for model in ("gpt-4o", "gpt-4o-mini")
+        ]
+        deadline = time.monotonic() + 10  # LiteLLM runs success callbacks on a thread of its own
+        while client.stats["recorded"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.flush(timeout=10)
+    finally:
+        client.close(timeout=5)
+    gpt4o, mini = CostEntry.objects.order_by("model")
+    assert (gpt4o.amount, gpt4o.reported_amount, gpt4o.reported_by, gpt4o.reported_differs) == (
+        Decimal("0.000225"),  # 10 x 2.50/M + 20 x 10/M: LiteLLM's figure too
+        Decimal(repr(costs[0])).quantize(Decimal("1e-9")),
+        "litellm",
+        False,
+    )
+    assert mini.amount == Decimal("0.000015") and mini.reported_amount == Decimal("0.0000135")
+    assert mini.reported_differs is True  # 10 x 0.30/M + 20 x 0.60/M here; LiteLLM's map says 0.15/M input
