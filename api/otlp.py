@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -104,13 +104,34 @@ class SpanRejected(ValueError):
 
 @csrf_exempt
 def traces(request: HttpRequest) -> HttpResponse:
+    return export_view(request, ExportTraceServiceRequest, _traces_answer)
+
+
+def _traces_answer(key: ApiKey, export: ExportTraceServiceRequest) -> ExportTraceServiceResponse:
+    answer = ExportTraceServiceResponse()
+    rejected, messages = spans_record(key=key, export=export)
+    if rejected:
+        answer.partial_success.rejected_spans = rejected
+        answer.partial_success.error_message = messages_joined(messages)
+    return answer
+
+
+def messages_joined(messages: Sequence[str]) -> str:
+    """partial_success.error_message: the first MESSAGES_SHOWN reasons, then how many more."""
+    shown = messages[:MESSAGES_SHOWN]
+    more = f"; and {len(messages) - len(shown)} more" if len(messages) > len(shown) else ""
+    return "; ".join(shown) + more
+
+
+def export_view(request: HttpRequest, request_type: type[Message], record: Callable[[ApiKey, Any], Message]):
+    """One OTLP/HTTP export: the key, the body as `request_type`, then `record(key, export)`'s answer in the
+    request's content type; errors as google.rpc.Status with the status an exporter acts on."""
     as_json = (request.content_type or "") == JSON
     try:
         if request.method != "POST":
             raise ApiError(405, "method_not_allowed", "OTLP/HTTP exports are POSTed", headers={"Allow": "POST"})
         key = _authenticate(request)
-        export = _export_request(request)
-        rejected, messages = spans_record(key=key, export=export)
+        answer = record(key, _export_request(request, request_type))
     except ApiError as exc:
         return _status_response(exc, as_json)
     except DataError as exc:  # a value no column holds: the batch was rolled back, nothing was recorded
@@ -124,12 +145,6 @@ def traces(request: HttpRequest) -> HttpResponse:
             headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
         )
         return _status_response(error, as_json)
-    answer = ExportTraceServiceResponse()
-    if rejected:
-        answer.partial_success.rejected_spans = rejected
-        shown = messages[:MESSAGES_SHOWN]
-        more = f"; and {len(messages) - len(shown)} more" if len(messages) > len(shown) else ""
-        answer.partial_success.error_message = "; ".join(shown) + more
     return _message_response(answer, as_json, status=200)
 
 
@@ -157,7 +172,7 @@ def _too_large() -> ApiError:
     return ApiError(413, "body_too_large", f"an export holds at most {limit} bytes (after gzip): send smaller batches")
 
 
-def _export_request(request: HttpRequest) -> ExportTraceServiceRequest:
+def _export_request(request: HttpRequest, request_type: type[Message]) -> Any:
     content_type = request.content_type or ""
     if content_type not in (PROTOBUF, JSON):
         raise ApiError(
@@ -174,12 +189,13 @@ def _export_request(request: HttpRequest) -> ExportTraceServiceRequest:
         body = _gunzip(body)
     elif encoding not in ("", "identity"):
         raise ApiError(415, "unsupported_media_type", f"Content-Encoding {encoding!r}: only gzip is accepted")
+    name = request_type.DESCRIPTOR.name
     if content_type == PROTOBUF:
         try:
-            return ExportTraceServiceRequest.FromString(body)
+            return request_type.FromString(body)
         except DecodeError as exc:
-            raise ApiError(400, "malformed_protobuf", f"the body is not an ExportTraceServiceRequest: {exc}") from None
-    return _from_otlp_json(body)
+            raise ApiError(400, "malformed_protobuf", f"the body is not an {name}: {exc}") from None
+    return otlp_json(body, request_type)
 
 
 def _gunzip(body: bytes) -> bytes:
@@ -197,46 +213,43 @@ def _gunzip(body: bytes) -> bytes:
     return data
 
 
-def _from_otlp_json(body: bytes) -> ExportTraceServiceRequest:
-    """OTLP JSON: protobuf's JSON mapping, except that trace and span ids are hex, not base64."""
+def otlp_json(body: bytes, request_type: type[Message] = ExportTraceServiceRequest) -> Any:
+    """OTLP JSON: protobuf's JSON mapping, except that trace and span ids (of spans, links and metric
+    exemplars) are hex, not base64."""
+    name = request_type.DESCRIPTOR.name
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
-        raise ApiError(400, "malformed_json", "the body must be an ExportTraceServiceRequest object")
+        raise ApiError(400, "malformed_json", f"the body must be an {name} object")
     try:
-        for resource_spans in _list(document.get("resourceSpans", document.get("resource_spans"))):
-            for scope_spans in _list(_get(resource_spans, "scopeSpans", "scope_spans")):
-                for span in _list(_get(scope_spans, "spans")):
-                    _ids_to_base64(span)
-                    for link in _list(_get(span, "links")):
-                        _ids_to_base64(link)
-        return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+        _ids_to_base64(document)
+        return json_format.ParseDict(document, request_type(), ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise ApiError(400, "malformed_json", f"the body is not an OTLP ExportTraceServiceRequest: {exc}") from None
+        raise ApiError(400, "malformed_json", f"the body is not an OTLP {name}: {exc}") from None
 
 
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _get(value: Any, *names: str) -> Any:
-    if not isinstance(value, dict):
-        return None
-    return next((value[name] for name in names if name in value), None)
+_ID_NAMES = frozenset(("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"))
 
 
 def _ids_to_base64(item: Any) -> None:
+    """Every hex trace or span id in the document, in place (spans, links, exemplars)."""
+    if isinstance(item, list):
+        for value in item:
+            _ids_to_base64(value)
+        return
     if not isinstance(item, dict):
         return
-    for name in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"):
-        value = item.get(name)
-        if isinstance(value, str) and value:
-            try:
-                item[name] = base64.b64encode(bytes.fromhex(value)).decode()
-            except ValueError:
-                raise ValueError(f"{name} {value!r} is not hex") from None
+    for name, value in item.items():
+        if name in _ID_NAMES and isinstance(value, str):
+            if value:
+                try:
+                    item[name] = base64.b64encode(bytes.fromhex(value)).decode()
+                except ValueError:
+                    raise ValueError(f"{name} {value!r} is not hex") from None
+        elif isinstance(value, dict | list) and name != "attributes":
+            _ids_to_base64(value)
 
 
 def _message_response(message: Message, as_json: bool, *, status: int) -> HttpResponse:
@@ -340,12 +353,35 @@ def span_event(
 
     Raises SpanRejected naming the attribute for a span that cannot be one."""
     attrs = _attributes(span.attributes)
+    call = model_call(attrs)
+    if call is None:
+        return None
+    if len(span.trace_id) != 16 or len(span.span_id) != 8:
+        raise SpanRejected("trace_id must be 16 bytes and span_id 8 bytes")
+    event: dict[str, Any] = {
+        **call,
+        "occurred_at": otlp_time(span.end_time_unix_nano, "end_time_unix_nano"),
+        "idempotency_key": f"otel:{span.trace_id.hex()}:{span.span_id.hex()}",
+        **_quantities(attrs, call["operation"]),
+    }
+    if span.start_time_unix_nano and span.end_time_unix_nano >= span.start_time_unix_nano:
+        event["duration_ms"] = min((span.end_time_unix_nano - span.start_time_unix_nano) // 1_000_000, 2**31 - 1)
+    tier = next((t for name in SERVICE_TIER_ATTRIBUTES if (t := _text(attrs, name))), "")
+    if tier:
+        event["service_tier"] = tier
+    event["outcome"] = outcome(attrs, failed=span.status.code == Status.STATUS_CODE_ERROR, message=span.status.message)
+    event.update(_reported_cost(attrs))
+    event.update(attribution(attrs, resource, subject_names=subject_names, tag_names=tag_names))
+    return event
+
+
+def model_call(attrs: Mapping[str, Any]) -> dict[str, str] | None:
+    """Provider, model and operation of a GenAI span's or metric point's attributes; None for an operation
+    that is no model call (an agent, a tool). Raises SpanRejected naming what is missing."""
     operation_name = _text(attrs, "gen_ai.operation.name") or _text(attrs, "llm.request.type") or "chat"
     operation = OPERATIONS.get(operation_name.lower())
     if operation is None:
         return None
-    if len(span.trace_id) != 16 or len(span.span_id) != 8:
-        raise SpanRejected("trace_id must be 16 bytes and span_id 8 bytes")
     provider = _text(attrs, "gen_ai.provider.name") or _text(attrs, "gen_ai.system")
     if not provider:
         raise SpanRejected("gen_ai.provider.name is empty")
@@ -353,24 +389,17 @@ def span_event(
     model = _text(attrs, "gen_ai.response.model") or _text(attrs, "gen_ai.request.model")
     if not model:
         raise SpanRejected("no model: neither gen_ai.response.model nor gen_ai.request.model is set")
-    event: dict[str, Any] = {
-        "provider": PROVIDERS.get(provider, provider),
-        "model": model,
-        "operation": operation,
-        "occurred_at": _time(span.end_time_unix_nano, "end_time_unix_nano"),
-        "idempotency_key": f"otel:{span.trace_id.hex()}:{span.span_id.hex()}",
-        **_quantities(attrs, operation),
-    }
-    if span.start_time_unix_nano and span.end_time_unix_nano >= span.start_time_unix_nano:
-        event["duration_ms"] = min((span.end_time_unix_nano - span.start_time_unix_nano) // 1_000_000, 2**31 - 1)
-    tier = next((t for name in SERVICE_TIER_ATTRIBUTES if (t := _text(attrs, name))), "")
-    if tier:
-        event["service_tier"] = tier
-    event["outcome"] = _outcome(span, attrs)
-    event.update(_reported_cost(attrs))
+    return {"provider": PROVIDERS.get(provider, provider), "model": model, "operation": operation}
+
+
+def attribution(
+    attrs: Mapping[str, Any], resource: Mapping[str, Any], *, subject_names: Sequence[str], tag_names: Sequence[str]
+) -> dict[str, Any]:
+    """Subject and tags from the configured attribute names (the span's or point's, then the resource's)."""
+    fields: dict[str, Any] = {}
     subject = next((str(v) for name in subject_names if (v := _lookup(attrs, resource, name)) not in (None, "")), "")
     if subject:
-        event["subject"] = subject
+        fields["subject"] = subject
     tags = {
         name: str(value)[:TAG_VALUE_MAX]
         for name in tag_names
@@ -381,8 +410,8 @@ def span_event(
         # The key decides the service (as for /api/v1/events); the app's own name is kept beside it.
         tags["service.name"] = resource_service[:TAG_VALUE_MAX]
     if tags:
-        event["tags"] = tags
-    return event
+        fields["tags"] = tags
+    return fields
 
 
 def _lookup(attrs: Mapping[str, Any], resource: Mapping[str, Any], name: str) -> Any:
@@ -424,6 +453,12 @@ def _first_count(attrs: Mapping[str, Any], names: Sequence[str]) -> int | None:
     return next((count for name in names if (count := _count(attrs, name)) is not None), None)
 
 
+def disjoint(whole: int, *parts: int) -> int:
+    """`whole` without `parts` that the conventions count inside it (cache tokens in the input, reasoning in
+    the output); whole as it is when smaller than the parts: the sender counted them apart."""
+    return whole - sum(parts) if whole >= sum(parts) else whole
+
+
 def _quantities(attrs: Mapping[str, Any], operation: str) -> dict[str, Any]:
     """The ledger's disjoint quantities. The conventions count cache reads and writes inside
     gen_ai.usage.input_tokens and reasoning inside output_tokens: they are taken out. An
@@ -438,14 +473,9 @@ def _quantities(attrs: Mapping[str, Any], operation: str) -> dict[str, Any]:
         return {}
     if operation == "embedding":
         return {"embedding_tokens": input_tokens or 0}
-    input_tokens, output_tokens = input_tokens or 0, output_tokens or 0
-    if input_tokens >= cache_read + cache_write:
-        input_tokens -= cache_read + cache_write
-    if output_tokens >= reasoning:
-        output_tokens -= reasoning
     quantities = {
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
+        "input_tokens": disjoint(input_tokens or 0, cache_read, cache_write),
+        "output_tokens": disjoint(output_tokens or 0, reasoning),
         "cached_input_tokens": cache_read,
         "cache_write_tokens": cache_write,
         "reasoning_tokens": reasoning,
@@ -471,7 +501,7 @@ def _reported_cost(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return {"reported_amount": round_money(cost), "reported_by": name}
 
 
-def _time(nanos: int, name: str) -> datetime:
+def otlp_time(nanos: int, name: str) -> datetime:
     if not nanos:
         raise SpanRejected(f"{name} is not set")
     try:
@@ -483,11 +513,12 @@ def _time(nanos: int, name: str) -> datetime:
     return moment  # too far in the future: tracking refuses it (COSTCONTROL_MAX_FUTURE_SKEW_SECONDS)
 
 
-def _outcome(span: Span, attrs: Mapping[str, Any]) -> str:
+def outcome(attrs: Mapping[str, Any], *, failed: bool = False, message: str = "") -> str:
+    """success; error when the span failed or error.type is set; rate_limited when a clue says 429."""
     error_type = attrs.get("error.type")
-    if span.status.code != Status.STATUS_CODE_ERROR and error_type in (None, ""):
+    if not failed and error_type in (None, ""):
         return Outcome.SUCCESS
-    clues = (error_type, attrs.get("http.response.status_code"), span.status.message)
+    clues = (error_type, attrs.get("http.response.status_code"), message)
     if any(_RATE_LIMIT_ERROR.search(str(clue)) for clue in clues if clue not in (None, "")):
         return Outcome.RATE_LIMITED
     return Outcome.ERROR

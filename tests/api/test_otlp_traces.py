@@ -77,9 +77,9 @@ def export(*spans: dict, service_name: str = "chatbot") -> dict:
 
 def as_protobuf(document: dict) -> bytes:
     """The same export as protobuf, through the receiver's own JSON reading (hex ids)."""
-    from api.otlp import _from_otlp_json
+    from api.otlp import otlp_json
 
-    return _from_otlp_json(json.dumps(document).encode()).SerializeToString()
+    return otlp_json(json.dumps(document).encode()).SerializeToString()
 
 
 @pytest.fixture
