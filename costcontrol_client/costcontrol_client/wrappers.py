@@ -453,7 +453,7 @@ class _Recorder:
                 raise
             if inspect.isawaitable(result):
                 return self._finish_async(result, operation, kwargs, started)
-            return self._finish(result, operation, kwargs, started)
+            return self._finish(result, operation, kwargs, started, asynchronous=False)
 
         call.__name__ = getattr(method, "__name__", "call")
         call.__doc__ = getattr(method, "__doc__", None)
@@ -505,9 +505,13 @@ class _Recorder:
             extra=extra,
         )
 
-    def _finish(self, result: Any, operation: str, kwargs: dict[str, Any], started: float) -> Any:
+    def _finish(
+        self, result: Any, operation: str, kwargs: dict[str, Any], started: float, *, asynchronous: bool
+    ) -> Any:
         if isinstance(result, self.provider.stream_types):
-            if hasattr(type(result), "__anext__"):
+            # Async when the call was awaited (the AsyncOpenAI/AsyncAnthropic method), not when the stream
+            # has __anext__: a tracing proxy around a sync Stream (Traceloop's ChatStream) defines both.
+            if asynchronous:
                 return _AsyncRecordingStream(result, self, operation, kwargs, started)
             return _RecordingStream(result, self, operation, kwargs, started)
         self.succeeded(operation, kwargs, started, result)
@@ -519,7 +523,7 @@ class _Recorder:
         except Exception as exc:
             self.failed(operation, kwargs, started, exc)
             raise
-        return self._finish(result, operation, kwargs, started)
+        return self._finish(result, operation, kwargs, started, asynchronous=True)
 
 
 class _Proxy:

@@ -24,7 +24,7 @@ from tracking.models import CostEntry, Outcome, PricingStatus
 
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
-wrapt = pytest.importorskip("wrapt")
+pytest.importorskip("wrapt")
 pytest.importorskip("opentelemetry.instrumentation.openai")
 pytest.importorskip("opentelemetry.instrumentation.anthropic")
 
@@ -33,6 +33,7 @@ if str(CLIENT_PROJECT) not in sys.path:
     sys.path.insert(0, str(CLIENT_PROJECT))
 
 from costcontrol_client import Client, wrap_anthropic, wrap_openai  # noqa: E402
+from tests.client.traceloop import sdk_patches, sdk_restore  # noqa: E402
 
 QUANTITIES = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
 HELLO = [{"role": "user", "content": "hi"}]
@@ -47,32 +48,6 @@ class Setup:
     anthropic: Any  # anthropic.Anthropic on the fake, instrumented until stop_tracing()
     costcontrol: Client  # the wrappers' client, sending to the live server under the "wrapped" key
     stop_tracing: Callable[[], None]  # exports the spans left and takes the instrumentations off
-
-
-def sdk_patches() -> list[tuple[type, str]]:
-    """The methods of the openai and anthropic SDKs' classes that a wrapt wrapper replaces."""
-    found = []
-    for name, module in list(sys.modules.items()):
-        if module is None or name.partition(".")[0] not in ("openai", "anthropic"):
-            continue
-        for value in list(vars(module).values()):
-            if isinstance(value, type) and value.__module__ == name:
-                found += [
-                    (value, attr) for attr, method in vars(value).items() if isinstance(method, wrapt.FunctionWrapper)
-                ]
-    return found
-
-
-def sdk_restore() -> None:
-    """opentelemetry-instrumentation-openai 0.62.4's uninstrument() takes none of its 24 wrappers off
-    (it calls unwrap("openai.resources.chat.completions", "Completions.create"), and unwrap looks in that
-    module for an attribute literally named "Completions.create"), so the SDK's own methods are put
-    back here. The Anthropic instrumentor's uninstrument() does take its wrappers off."""
-    for owner, attr in sdk_patches():
-        method = vars(owner)[attr]
-        while isinstance(method, wrapt.FunctionWrapper):
-            method = method.__wrapped__
-        setattr(owner, attr, method)
 
 
 @pytest.fixture

@@ -62,3 +62,31 @@ def no_sender_thread_outlives_its_test() -> Iterator[None]:
             return
         time.sleep(0.01)
     raise AssertionError(f"sender threads left running: {left}")
+
+
+@pytest.fixture
+def traceloop_openai() -> Iterator[Any]:
+    """Traceloop's OpenAIInstrumentor on the openai SDK for one test (its spans kept in memory: the
+    exporter is handed out); the SDK's own methods are put back afterwards, for the other tests."""
+    pytest.importorskip("opentelemetry.instrumentation.openai")
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from .traceloop import sdk_patches, sdk_restore
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = OpenAIInstrumentor()
+    assert sdk_patches() == []
+    try:
+        instrumentor.instrument(tracer_provider=provider)
+        assert sdk_patches()
+        yield exporter
+    finally:
+        instrumentor.uninstrument()
+        sdk_restore()
+        provider.shutdown()
+    assert sdk_patches() == []

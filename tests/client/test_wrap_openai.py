@@ -221,6 +221,54 @@ def test_the_async_client_records_calls_and_streams(providers, cc, fake_api):
     assert {event["subject"] for event in events.values()} == {"async"}
 
 
+# --- under Traceloop's OpenAIInstrumentor: its stream proxies (ChatStream, ResponseStream) define both
+# __next__ and __anext__; a sync stream must come back as a sync stream all the same.
+
+
+def test_a_sync_stream_under_traceloop_iterates_and_records_its_usage(traceloop_openai, wrapped, cc, fake_api):
+    stream = wrapped.chat.completions.create(
+        model="gpt-4o", messages=[], stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk for chunk in stream]
+
+    assert "".join(c.choices[0].delta.content for c in chunks if c.choices) == "Hello"
+    event = only(cc, fake_api)
+    assert (event["model"], event["outcome"]) == ("gpt-4o" + DATED, "success")
+    assert (event["input_tokens"], event["cached_input_tokens"]) == (100, 20)
+    assert (event["output_tokens"], event["reasoning_tokens"]) == (35, 15)
+    assert [span.name for span in traceloop_openai.get_finished_spans()] == ["openai.chat"]  # Traceloop saw it too
+
+
+def test_a_sync_responses_stream_under_traceloop_iterates_and_records_its_usage(
+    traceloop_openai, wrapped, cc, fake_api
+):
+    with wrapped.responses.create(model="o4-mini", input="hi", stream=True) as stream:
+        events = [event for event in stream]
+
+    assert events[-1].type == "response.completed"
+    event = only(cc, fake_api)
+    assert (event["input_tokens"], event["cached_input_tokens"]) == (200, 100)
+    assert (event["output_tokens"], event["reasoning_tokens"]) == (50, 30)
+
+
+def test_an_async_stream_under_traceloop_still_iterates_and_records_its_usage(
+    traceloop_openai, providers, cc, fake_api
+):
+    async def main():
+        async with openai.AsyncOpenAI(api_key="sk", base_url=providers.base + "/v1", max_retries=0) as sdk:
+            stream = await wrap_openai(sdk, cc).chat.completions.create(
+                model="gpt-4o", messages=[], stream=True, stream_options={"include_usage": True}
+            )
+            return [chunk async for chunk in stream]
+
+    chunks = asyncio.run(main())
+
+    assert "".join(c.choices[0].delta.content for c in chunks if c.choices) == "Hello"
+    event = only(cc, fake_api)
+    assert (event["input_tokens"], event["output_tokens"], event["reasoning_tokens"]) == (100, 35, 15)
+    assert [span.name for span in traceloop_openai.get_finished_spans()] == ["openai.chat"]
+
+
 # --- what the provider said: tiers, audio, images ------------------------------------------------
 
 # 1000 prompt tokens: 200 read from the cache, 300 audio; 500 completion: 100 reasoning, 150 audio.
