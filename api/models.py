@@ -93,3 +93,23 @@ class ApiKey(models.Model):
         if self.team_id is not None and scope_team(scope) != self.team.name:
             return False
         return not self.scopes or scope in self.scopes
+
+
+class OtlpMetricStream(models.Model):
+    """Where a cumulative OpenTelemetry metric stream (one metric, one resource, one attribute set) stood
+    when last read: its start time, the time of its last point and the running total then. The next
+    point records only what it adds (`POST /v1/metrics`); a new start time or a lower total is a restart
+    of the exporting process, whose total is then new usage. Rows are per service, like idempotency keys."""
+
+    service = models.CharField(max_length=60)
+    stream = models.CharField(max_length=64, help_text="sha256 of the metric name, resource and point attributes")
+    start_time_unix_nano = models.BigIntegerField()
+    time_unix_nano = models.BigIntegerField()
+    value = models.BigIntegerField(help_text="the stream's total (tokens) at time_unix_nano")
+
+    class Meta:
+        verbose_name = "OTLP metric stream"
+        constraints = [models.UniqueConstraint(fields=["service", "stream"], name="otlpmetricstream_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.service} {self.stream[:12]}"

@@ -4,7 +4,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from api import otlp
+from api import otlp, otlp_metrics
 from api.api import api
 
 
@@ -32,4 +32,5 @@ urlpatterns = [
     path("", include("monitoring.urls")),  # /metrics (Prometheus)
     path("api/v1/", api.urls),
     path("v1/traces", otlp.traces, name="otlp-traces"),  # OTLP/HTTP: OTEL_EXPORTER_OTLP_ENDPOINT is the site root
+    path("v1/metrics", otlp_metrics.metrics, name="otlp-metrics"),
 ]

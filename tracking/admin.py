@@ -906,6 +906,7 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         "pricing_status",
         "outcome",
         "is_estimate",
+        "aggregated",
         ReportedCostFilter,
         RollupCurrencyFilter,
         ScopeFilter,
@@ -942,7 +943,7 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             },
         ),
         ("Quantities", {"fields": ("quantities",)}),
-        ("Call", {"fields": ("outcome", "duration_shown", "idempotency_key")}),
+        ("Call", {"fields": ("outcome", "aggregated", "duration_shown", "idempotency_key")}),
     )
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
@@ -1004,7 +1005,8 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="outcome", ordering="outcome")
     def outcome_shown(self, obj: CostEntry) -> str:
         css = "" if obj.outcome == "success" else "cc-bad"
-        return format_html('<span class="{}">{}</span>', css, obj.get_outcome_display())
+        many = _sub("many calls (aggregated)") if obj.aggregated else ""
+        return format_html('<span class="{}">{}</span>{}', css, obj.get_outcome_display(), many)
 
     @admin.display(description="operation")
     def operation_shown(self, obj: CostEntry) -> str:

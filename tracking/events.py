@@ -73,6 +73,7 @@ class UsageEvent:
     # What the sender's own tool said the call cost, in the entry's currency: a cross-check, never the amount.
     reported_amount: Decimal | None = None
     reported_by: str = ""
+    aggregated: bool = False  # many calls' usage summed by the sender (OpenTelemetry metrics)
     usage_unavailable: bool = False  # the call happened but reported no usage (e.g. a stream without it)
     occurred_at_stated: bool = True  # False: the caller left it out and it is the time of recording
 
@@ -181,6 +182,7 @@ def usage_event_clean(
         "is_estimate",
         "reported_amount",
         "reported_by",
+        "aggregated",
         "usage_unavailable",
         "idempotency_key",
         "occurred_at",
@@ -243,6 +245,10 @@ def usage_event_clean(
         event.reported_by = _text(raw, "reported_by")
     elif raw.get("reported_by") not in (None, ""):
         raise ValidationError({"reported_by": "is given without a reported_amount"})
+    if raw.get("aggregated") is not None:
+        if not isinstance(raw["aggregated"], bool):
+            raise ValidationError({"aggregated": "must be true or false"})
+        event.aggregated = raw["aggregated"]
     if raw.get("usage_unavailable") is not None:
         if not isinstance(raw["usage_unavailable"], bool):
             raise ValidationError({"usage_unavailable": "must be true or false"})
@@ -280,6 +286,7 @@ _STATED_FIELDS = (
     "is_estimate",
     "reported_amount",
     "reported_by",
+    "aggregated",
     "note",
     *QUANTITY_FIELDS,
 )

@@ -402,6 +402,12 @@ class CostEntry(models.Model):
         help_text="Whether the reported cost differs from the amount by more than REPORTED_COST_TOLERANCE_PERCENT "
         "(judged when the entry was recorded); empty when nothing was reported.",
     )
+    aggregated = models.BooleanField(
+        "aggregated",
+        default=False,
+        help_text="Yes: the usage of many calls, summed by the sender (OpenTelemetry metrics), with no per-call "
+        "detail: its outcome, duration and subject are those of the whole interval.",
+    )
     is_estimate = models.BooleanField(
         "estimate",
         default=True,

@@ -176,6 +176,7 @@ def _entry_from_event(event: UsageEvent, book: PriceBook) -> CostEntry:
         reported_amount=event.reported_amount,
         reported_by=event.reported_by,
         reported_differs=reported_cost_differs(amount, event.reported_amount),
+        aggregated=event.aggregated,
         occurred_at=event.occurred_at,
         provider=event.provider,
         model=event.model,

@@ -234,9 +234,7 @@ def test_error_and_rate_limited_spans_are_recorded_with_their_outcome(client, ke
     }
 
 
-def test_a_cost_on_the_span_is_kept_beside_ours_and_a_difference_flagged_never_used_as_ours(
-    client, key, gpt4o_prices
-):
+def test_a_cost_on_the_span_is_kept_beside_ours_and_a_difference_flagged_never_used_as_ours(client, key, gpt4o_prices):
     body = export(
         genai("00000000000000a1", **{"gen_ai.usage.cost.amount": 0.0045, "gen_ai.usage.cost.currency": "USD"}),
         genai("00000000000000a2", **{"gen_ai.usage.cost": 0.0099}),  # OpenLIT's spelling, USD
