@@ -34,6 +34,7 @@ TARGET_CHECK_P50_RATIO = 1.0  # budget_check p50 / one-row INSERT p50, at most
 TARGET_CHECK_GROWTH = 1.3  # budget_check p50 at the largest ledger / at the smallest, at most
 TARGET_RESERVE_SETTLE_P50_RATIO = 2.5  # budget_reserve + reservation_settle p50 / one-row INSERT p50, at most
 TARGET_INGEST_COPY_RATIO = 0.25  # HTTP batch ingest events/s / COPY rows/s of the same rows, at least
+TARGET_OTLP_COPY_RATIO = TARGET_INGEST_COPY_RATIO  # OTLP trace ingest spans/s / COPY rows/s of their rows, at least
 TARGET_METRICS_GROWTH = 1.5  # /metrics scrape p50 at the largest ledger / at the smallest, at most
 TARGET_DASHBOARD_RATIO = 12.0  # admin dashboard p50 / GET /admin/ p50, at most
 TARGET_ALERT_PASS_RATIO = 1000.0  # alert evaluation pass p50 / one budget_check p50, at most

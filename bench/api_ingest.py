@@ -16,7 +16,8 @@ no rollups), one COPY per batch in its own transaction: what the disk and the se
 Its rows are CostEntry objects of the same events, their columns CostEntry's concrete fields,
 each value prepared by its field (get_db_prep_save), before the clock starts.
 Each figure is the median of --rounds rounds; the ratio is ingest / COPY. Target: at least 25 %
-of the COPY rate. See bench/README.md.
+of the COPY rate. See bench/README.md. otlp_ingest.py measures POST /v1/traces with the same
+server, database, rounds and reference (ingest_benchmark).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -94,31 +96,38 @@ def build_batches(count: int, size: int, run: str, seed: int) -> list[list[dict[
     return batches
 
 
-def post_all(url: str, key: str, bodies: list[bytes], clients: int) -> tuple[int, float, list[str]]:
-    """Post every body (clients threads); returns (events accepted, seconds, errors)."""
+def post_all(
+    url: str,
+    bodies: list[bytes],
+    clients: int,
+    *,
+    headers: dict[str, str],
+    accepted: Callable[[bytes], int],
+) -> tuple[int, float, list[str]]:
+    """POST every body to `url` (clients threads); returns (items accepted, seconds, errors).
+
+    `accepted` reads an answer's body and returns how many of the request's items were taken, or
+    raises: an answer that is not a 200 or that `accepted` refuses is an error, not a count."""
     queue = list(reversed(bodies))
     lock = threading.Lock()
-    accepted = 0
+    total = 0
     errors: list[str] = []
 
     def client() -> None:
-        nonlocal accepted
+        nonlocal total
         while True:
             with lock:
                 if not queue:
                     return
                 body = queue.pop()
-            request = Request(  # noqa: S310 - http://127.0.0.1 only
-                f"{url}/api/v1/events",
-                data=body,
-                headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
-                method="POST",
-            )
+            request = Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - http://127.0.0.1 only
             try:
                 with urlopen(request, timeout=120) as response:  # noqa: S310
-                    answer = json.loads(response.read())
+                    if response.status != 200:
+                        raise RuntimeError(f"HTTP {response.status}, not 200")
+                    count = accepted(response.read())
                 with lock:
-                    accepted += answer["accepted"]
+                    total += count
             except Exception as exc:  # noqa: BLE001 - reported, the round is marked failed
                 with lock:
                     errors.append(f"{exc.__class__.__name__}: {exc}")
@@ -129,7 +138,7 @@ def post_all(url: str, key: str, bodies: list[bytes], clients: int) -> tuple[int
         thread.start()
     for thread in threads:
         thread.join()
-    return accepted, time.perf_counter() - started, errors
+    return total, time.perf_counter() - started, errors
 
 
 def copy_rows(database_url: str, batches: list[list[dict[str, Any]]]) -> tuple[list[str], list[list[tuple[Any, ...]]]]:
@@ -151,7 +160,7 @@ def copy_rows(database_url: str, batches: list[list[dict[str, Any]]]) -> tuple[l
         rows = []
         for event in batch:
             at = datetime.fromisoformat(event["occurred_at"])
-            nanos = event["input_tokens"] * 2500 + event["output_tokens"] * 10000
+            nanos = event.get("input_tokens", 0) * 2500 + event.get("output_tokens", 0) * 10000
             entry = CostEntry(
                 **{**event, "occurred_at": at, "idempotency_key": f"copy-{event['idempotency_key']}"},
                 recorded_at=at,
@@ -222,75 +231,142 @@ def start_server(database_url: str, port: int, workers: int) -> subprocess.Popen
     raise RuntimeError("gunicorn did not answer /healthz within 30 s")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, default=40, help="batches per round (40)")
-    parser.add_argument("--batch-size", type=int, default=500, help="events per batch (500)")
+def ledger_rows(database_url: str) -> int:
+    """Rows the server wrote (the reference's own rows have keys starting with copy-)."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM tracking_costentry WHERE idempotency_key NOT LIKE 'copy-%'").fetchone()
+    return row[0] if row else 0
+
+
+# (batches, run, seed) -> the request bodies and, for each, the events its rows are (the COPY reference's rows)
+Build = Callable[[int, str, int], tuple[list[bytes], list[list[dict[str, Any]]]]]
+
+
+def ingest_parser(doc: str | None, *, batches: int, batch_size: int) -> argparse.ArgumentParser:
+    """The options of an HTTP ingest benchmark (api_ingest.py, otlp_ingest.py)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=batches, help=f"requests per round ({batches})")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"items per request ({batch_size})")
     parser.add_argument("--clients", type=int, default=4, help="concurrent client threads (4)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (2)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is reported (3)")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def ingest_benchmark(
+    args: argparse.Namespace,
+    *,
+    name: str,
+    title: str,
+    unit: str,
+    path: str,
+    headers: Callable[[str], dict[str, str]],
+    accepted: Callable[[bytes], int],
+    build: Build,
+    target: float,
+    strict: bool = False,
+) -> int:
+    """Measure `unit`/s POSTed to `path` beside COPY of the same rows, on a fresh database; print the
+    figures (or their JSON). `headers` gives a request's headers for the API key. With `strict`, a
+    failed request, or a ledger that does not hold one row per item accepted, fails the run (exit 1,
+    no figures) instead of being reported beside them."""
     url = os.environ.get("DATABASE_URL", "")
     if not is_postgresql_url(url):
-        print("api_ingest: needs a PostgreSQL DATABASE_URL (run it through bin/with-postgres)", file=sys.stderr)
+        print(f"{name}: needs a PostgreSQL DATABASE_URL (run it through bin/with-postgres)", file=sys.stderr)
         return 0
-    name, database_url = pg_database_create(url)
-    log(f"api_ingest: created database {name}")
+    database, database_url = pg_database_create(url)
+    log(f"{name}: created database {database}")
     server = None
     try:
         key = prepare_database(database_url)
         port = free_port()
         server = start_server(database_url, port, args.workers)
-        base = f"http://127.0.0.1:{port}"
-        warm = build_batches(2, args.batch_size, "warm", 0)
-        post_all(base, key, [json.dumps({"events": b}).encode() for b in warm], args.clients)
-        ingest, reference, failures = [], [], []
+        endpoint, request_headers = f"http://127.0.0.1:{port}{path}", headers(key)
+        warm, _ = build(2, "warm", 0)
+        total, _, failures = post_all(endpoint, warm, args.clients, headers=request_headers, accepted=accepted)
+        ingest, reference, body_bytes = [], [], []
         for r in range(args.rounds):
-            run = uuid.uuid4().hex[:8]
-            batches = build_batches(args.batches, args.batch_size, run, seed=r)
-            bodies = [json.dumps({"events": b}).encode() for b in batches]
-            accepted, seconds, errors = post_all(base, key, bodies, args.clients)
+            bodies, batches = build(args.batches, uuid.uuid4().hex[:8], r)
+            body_bytes += [len(b) for b in bodies]
+            count, seconds, errors = post_all(
+                endpoint, bodies, args.clients, headers=request_headers, accepted=accepted
+            )
+            total += count
             failures += errors
-            ingest.append(accepted / seconds)
+            ingest.append(count / seconds)
             copied, copy_seconds = copy_all(database_url, *copy_rows(database_url, batches))
             reference.append(copied / copy_seconds)
             log(
-                f"api_ingest: round {r + 1}: {accepted:,} events in {seconds:.2f} s = {accepted / seconds:,.0f}/s; "
+                f"{name}: round {r + 1}: {count:,} {unit} in {seconds:.2f} s = {count / seconds:,.0f}/s; "
                 f"COPY {copied / copy_seconds:,.0f} rows/s"
+                + (f"; {len(errors)} request(s) failed, e.g. {errors[0]}" if errors else "")
             )
-        result = {
-            "events_per_second": statistics.median(ingest),
-            "copy_rows_per_second": statistics.median(reference),
-            "rounds": args.rounds,
-            "batches": args.batches,
-            "batch_size": args.batch_size,
-            "clients": args.clients,
-            "workers": args.workers,
-            "errors": failures[:5],
-            "cores": machine_cores(),
-        }
-        result["ratio"] = result["events_per_second"] / result["copy_rows_per_second"]
+        written = ledger_rows(database_url)
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
-        pg_database_drop(url, name)
-        log(f"api_ingest: dropped database {name}")
+        pg_database_drop(url, database)
+        log(f"{name}: dropped database {database}")
+    if strict and (failures or written != total):
+        log(f"{name}: FAILED: {len(failures)} request(s) failed; {written:,} ledger rows for {total:,} {unit} accepted")
+        for failure in failures[:5]:
+            log(f"{name}:   {failure}")
+        return 1
+    result = {
+        f"{unit}_per_second": statistics.median(ingest),
+        "copy_rows_per_second": statistics.median(reference),
+        "rounds": args.rounds,
+        "batches": args.batches,
+        "batch_size": args.batch_size,
+        "clients": args.clients,
+        "workers": args.workers,
+        "body_bytes_median": statistics.median(body_bytes),
+        "accepted": total,
+        "ledger_rows": written,
+        "errors": failures[:5],
+        "cores": machine_cores(),
+    }
+    result["ratio"] = result[f"{unit}_per_second"] / result["copy_rows_per_second"]
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    eps, copy, ratio = result["events_per_second"], result["copy_rows_per_second"], result["ratio"]
+    rate, copy, ratio = result[f"{unit}_per_second"], result["copy_rows_per_second"], result["ratio"]
     print(
-        f"HTTP batch ingest (POST /api/v1/events, batches of {args.batch_size}, {args.clients} clients, "
-        f"gunicorn {args.workers} workers), machine: {result['cores']} cores, median of {args.rounds} rounds"
+        f"{title} ({args.batch_size} {unit}/request, {args.clients} clients, gunicorn {args.workers} workers), "
+        f"machine: {result['cores']} cores, median of {args.rounds} rounds"
     )
-    print(f"  ingest {eps:,.0f} events/s; COPY reference {copy:,.0f} rows/s; ratio {ratio:.3f}")
-    verdict = lambda ok: "PASS" if ok else "MISS"  # noqa: E731
-    print(f"  target: >= {TARGET_INGEST_COPY_RATIO:.0%} of COPY -> {verdict(ratio >= TARGET_INGEST_COPY_RATIO)}")
+    print(f"  ingest {rate:,.0f} {unit}/s; COPY reference {copy:,.0f} rows/s; ratio {ratio:.3f}")
+    print(f"  target: >= {target:.0%} of COPY -> {'PASS' if ratio >= target else 'MISS'}")
+    print(
+        f"  ledger rows written {written:,} for {total:,} {unit} accepted; median body {result['body_bytes_median']:,.0f} B"
+    )
     if failures:
         print(f"  {len(failures)} request(s) failed, e.g. {failures[0]}")
     return 0
+
+
+def main() -> int:
+    args = ingest_parser(__doc__, batches=40, batch_size=500).parse_args()
+
+    def build(count: int, run: str, seed: int) -> tuple[list[bytes], list[list[dict[str, Any]]]]:
+        batches = build_batches(count, args.batch_size, run, seed)
+        return [json.dumps({"events": b}).encode() for b in batches], batches
+
+    return ingest_benchmark(
+        args,
+        name="api_ingest",
+        title="HTTP batch ingest (POST /api/v1/events)",
+        unit="events",
+        path="/api/v1/events",
+        headers=lambda key: {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        accepted=lambda answer: json.loads(answer)["accepted"],
+        build=build,
+        target=TARGET_INGEST_COPY_RATIO,
+    )
 
 
 if __name__ == "__main__":

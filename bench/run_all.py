@@ -39,6 +39,7 @@ from bench._common import (  # noqa: E402
     TARGET_CHECK_P50_RATIO,
     TARGET_INGEST_COPY_RATIO,
     TARGET_METRICS_GROWTH,
+    TARGET_OTLP_COPY_RATIO,
     TARGET_RECORD_P50_RATIO,
     TARGET_RESERVE_SETTLE_P50_RATIO,
     log,
@@ -57,6 +58,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "metrics_scrape": ([], ["--samples", "20", "--sizes", "10000,200000"]),
     "api_ingest": ([], ["--rounds", "1", "--batches", "10"]),
+    "otlp_ingest": ([], ["--rounds", "1", "--batches", "10"]),
     "report_queries": ([], ["--rows", "200000", "--samples", "5"]),
     "alert_eval": ([], ["--rows", "200000", "--passes", "3"]),
     "budget_templates": ([], ["--values", "20000", "--samples", "200", "--passes", "3"]),
@@ -225,20 +227,28 @@ def metrics_scrape_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def api_ingest_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+def _ingest_row(figure: str, rate: float, unit: str, data: dict[str, Any], target: float) -> dict[str, Any]:
     ratio = data["ratio"]
-    return [
-        row(
-            "HTTP batch ingest (POST /api/v1/events)",
-            data["events_per_second"],
-            "events/s",
-            reference=data["copy_rows_per_second"],
-            reference_name="COPY rows/s",
-            ratio=ratio,
-            target=f"ratio >= {TARGET_INGEST_COPY_RATIO:g}",
-            met=ratio is not None and ratio >= TARGET_INGEST_COPY_RATIO,
-        )
-    ]
+    return row(
+        figure,
+        rate,
+        unit,
+        reference=data["copy_rows_per_second"],
+        reference_name="COPY rows/s",
+        ratio=ratio,
+        target=f"ratio >= {target:g}",
+        met=ratio is not None and ratio >= target,
+    )
+
+
+def api_ingest_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    figure = "HTTP batch ingest (POST /api/v1/events)"
+    return [_ingest_row(figure, data["events_per_second"], "events/s", data, TARGET_INGEST_COPY_RATIO)]
+
+
+def otlp_ingest_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    figure = f"OTLP trace ingest (POST /v1/traces, protobuf+gzip, {data['batch_size']} spans/request)"
+    return [_ingest_row(figure, data["spans_per_second"], "spans/s", data, TARGET_OTLP_COPY_RATIO)]
 
 
 def own_figures(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -256,6 +266,7 @@ EXTRACT: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "budget_path": budget_path_rows,
     "metrics_scrape": metrics_scrape_rows,
     "api_ingest": api_ingest_rows,
+    "otlp_ingest": otlp_ingest_rows,
     "report_queries": own_figures,
     "alert_eval": own_figures,
     "budget_templates": own_figures,
@@ -322,7 +333,7 @@ def machine() -> dict[str, Any]:
 def cell(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
-    if unit in ("events/s",) or abs(value) >= 1000:
+    if unit in ("events/s", "spans/s") or abs(value) >= 1000:
         return f"{value:,.0f}"
     if abs(value) >= 100:
         return f"{value:.0f}"
