@@ -1,0 +1,413 @@
+"""The ledger as FOCUS 1.2 cost and usage rows (FinOps Open Cost and Usage Specification), for FinOps tools.
+
+One row per UTC day, provider, model, operation, service, team, subject, job, service tier, tags, price
+(the catalog row that priced it) and pricing unit: an entry priced from the catalog gives a row part
+per unit its prices_used names (input tokens, cached input tokens, output tokens, GPU-hours ...); an
+explicit amount one part per call; an unpriced entry a part per quantity, at 0; a correction an
+Adjustment. Each entry's parts are rounded to the ledger's 9 places and what rounding and uplifts
+(data residency, fast mode) leave goes to its largest part, so BilledCost sums to the ledger, exactly,
+per day and provider. Amounts are written as exact decimals, never floats.
+
+The ledger is read once, in occurred_at order, with a server-side cursor; a day's rows are written when
+the next day begins, so memory holds one day's groups, never the ledger.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+from core.money import round_money
+
+from .models import UNIT_QUANTITY_FIELD, CostEntry, PricingStatus, Unit
+from .provenance import context_tier_words, service_tier_words, unit_words
+
+SERVICE_CATEGORY = "AI and Machine Learning"
+SERVICE_SUBCATEGORY = "Generative AI"
+# The providers' names as they bill; any other provider id is shown as it is.
+PROVIDER_NAMES = {
+    "openai": "OpenAI",
+    "anthropic": "Anthropic",
+    "azure": "Microsoft Azure",
+    "azure_ai": "Microsoft Azure",
+    "bedrock": "Amazon Web Services",
+    "vertex_ai": "Google Cloud",
+    "gemini": "Google",
+    "mistral": "Mistral AI",
+    "xai": "xAI",
+    "gpu": "Self-hosted GPUs",
+}
+# FOCUS units (its UnitFormat: a count word, plural, title case) of the ledger's units.
+PRICING_UNITS = {
+    Unit.GPU_HOUR: "Hours",
+    Unit.SECOND: "Seconds",
+    Unit.INPUT_AUDIO_SECOND: "Seconds",
+    Unit.INPUT_VIDEO_SECOND: "Seconds",
+    Unit.IMAGE: "Images",
+    Unit.INPUT_IMAGE: "Images",
+    Unit.REQUEST: "Requests",
+    Unit.PIXEL: "Pixels",
+    Unit.PAGE: "Pages",
+    Unit.WEB_SEARCH: "Requests",
+    Unit.MAPS_QUERY: "Requests",
+    Unit.SESSION: "Sessions",
+    Unit.MESSAGE: "Messages",
+    Unit.CREDIT: "Credits",
+    Unit.GUARDRAIL_UNIT: "Units",
+    Unit.INPUT_CHARACTER: "Characters",
+    Unit.OUTPUT_CHARACTER: "Characters",
+}
+TOKENS = "Tokens"  # every *_token unit
+CALL = "call"  # the part of an entry with an explicit amount (no unit prices): one per call
+
+COLUMNS = (
+    "BilledCost",
+    "EffectiveCost",
+    "ListCost",
+    "ContractedCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargeFrequency",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "ContractedUnitPrice",
+    "InvoiceIssuerName",
+    "ListUnitPrice",
+    "PricingCategory",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "RegionId",
+    "RegionName",
+    "ResourceId",
+    "ResourceName",
+    "ResourceType",
+    "ServiceCategory",
+    "ServiceName",
+    "ServiceSubcategory",
+    "SkuId",
+    "SkuPriceId",
+    "SubAccountId",
+    "SubAccountName",
+    "Tags",
+    "x_Provider",
+    "x_Model",
+    "x_Operation",
+    "x_Service",
+    "x_Team",
+    "x_Subject",
+    "x_Job",
+    "x_ServiceTier",
+    "x_PricingRule",
+    "x_PricingStatus",
+    "x_Entries",
+)
+
+_FIELDS = (
+    "occurred_at",
+    "provider",
+    "model",
+    "operation",
+    "service",
+    "subject",
+    "job",
+    "team__name",
+    "tags",
+    "service_tier",
+    "region",
+    "currency",
+    "amount",
+    "pricing_status",
+    "prices_used",
+    "corrects_id",
+    *UNIT_QUANTITY_FIELD.values(),
+)
+_QUANTITY_UNITS = tuple((field, unit) for unit, field in UNIT_QUANTITY_FIELD.items())
+
+
+@dataclass
+class _Group:
+    billed: Decimal
+    listed: Decimal
+    quantity: Decimal
+    entries: int
+
+
+def focus_rows(start: date, end: date) -> Iterator[list[Any]]:
+    """The FOCUS rows of the UTC days start .. end - 1 (not the header: COLUMNS), a day at a time."""
+    since = datetime.combine(start, time.min, tzinfo=UTC)
+    until = datetime.combine(end, time.min, tzinfo=UTC)
+    entries = (
+        CostEntry.objects.filter(occurred_at__gte=since, occurred_at__lt=until)
+        .order_by("occurred_at", "id")
+        .values_list(*_FIELDS)
+    )
+    day: date | None = None
+    groups: dict[tuple[Any, ...], _Group] = {}
+    for values in entries.iterator(chunk_size=5000):
+        entry = dict(zip(_FIELDS, values, strict=True))
+        moment: datetime = entry["occurred_at"].astimezone(UTC)
+        if moment.date() != day:
+            if day is not None:
+                yield from _day_rows(day, groups)
+            day, groups = moment.date(), {}
+        for key, billed, listed, quantity in _parts(entry):
+            group = groups.get(key)
+            if group is None:
+                groups[key] = _Group(billed, listed, quantity, 1)
+            else:
+                group.billed += billed
+                group.listed += listed
+                group.quantity += quantity
+                group.entries += 1
+    if day is not None:
+        yield from _day_rows(day, groups)
+
+
+def _parts(entry: dict[str, Any]) -> list[tuple[tuple[Any, ...], Decimal, Decimal, Decimal]]:
+    """(group key, billed, list cost, quantity) of each part of one entry; billed sums to its amount."""
+    attribution = (
+        entry["provider"],
+        entry["model"],
+        entry["operation"],
+        entry["service"],
+        entry["team__name"] or "",
+        entry["subject"],
+        entry["job"],
+        json.dumps(entry["tags"] or {}, sort_keys=True),
+        entry["service_tier"],
+        entry["region"],
+        entry["currency"],
+        entry["pricing_status"],
+    )
+    amount: Decimal = entry["amount"]
+    if entry["corrects_id"] is not None:
+        return [((*attribution, "Adjustment", CALL, None, None, 0), amount, amount, Decimal(1))]
+    used = entry["prices_used"] or {}
+    parts = []
+    if entry["pricing_status"] == PricingStatus.PRICED:
+        for unit, part in used.items():
+            if unit in UNIT_QUANTITY_FIELD and isinstance(part, dict):
+                listed = round_money(Decimal(part["amount"]))
+                key = (
+                    *attribution,
+                    "Usage",
+                    unit,
+                    part.get("price_id"),
+                    part.get("unit_price"),
+                    part.get("above_tokens") or 0,
+                )
+                parts.append([key, listed, listed, Decimal(part["quantity"])])
+    elif entry["pricing_status"] == PricingStatus.UNPRICED:
+        parts = [
+            [(*attribution, "Usage", unit, None, None, 0), Decimal(0), Decimal(0), Decimal(entry[field])]
+            for field, unit in _QUANTITY_UNITS
+            if entry[field]
+        ]
+    if not parts:  # an explicit amount (or a priced entry with no parts): one call
+        return [((*attribution, "Usage", CALL, None, None, 0), amount, amount, Decimal(1))]
+    rest = amount - sum(part[1] for part in parts)  # uplifts and rounding: on the largest part
+    if rest:
+        max(parts, key=lambda part: part[1])[1] += rest
+    return [tuple(part) for part in parts]  # type: ignore[misc]
+
+
+def _day_rows(day: date, groups: dict[tuple[Any, ...], _Group]) -> Iterable[list[Any]]:
+    charge_start = datetime.combine(day, time.min, tzinfo=UTC)
+    charge_end = charge_start + timedelta(days=1)
+    month = day.replace(day=1)
+    billing_start = datetime.combine(month, time.min, tzinfo=UTC)
+    billing_end = datetime.combine((month + timedelta(days=32)).replace(day=1), time.min, tzinfo=UTC)
+    for key in sorted(groups, key=repr):
+        group = groups[key]
+        (
+            provider,
+            model,
+            operation,
+            service,
+            team,
+            subject,
+            job,
+            tags,
+            service_tier,
+            region,
+            currency,
+            status,
+            category,
+            unit,
+            price_id,
+            unit_price,
+            above_tokens,
+        ) = key
+        name = PROVIDER_NAMES.get(provider, provider)
+        usage = category == "Usage"
+        per_call = unit == CALL
+        focus_unit = "Requests" if per_call else PRICING_UNITS.get(unit, TOKENS)
+        words = "calls" if per_call else unit_words(unit, plural=True)
+        gpu = provider == "gpu"
+        tag_values = json.loads(tags)
+        rule = ", ".join(w for w in (service_tier_words(service_tier), context_tier_words(above_tokens)) if w)
+        yield [
+            group.billed,
+            group.billed,
+            group.listed,
+            group.billed,
+            provider,
+            name,
+            currency,
+            billing_start,
+            billing_end,
+            charge_start,
+            charge_end,
+            category,
+            None,
+            f"{model}: {words}" if usage else f"{model}: correction",
+            "Usage-Based" if usage else "One-Time",
+            group.quantity if usage else None,
+            focus_unit if usage else None,
+            Decimal(unit_price) if unit_price is not None else None,
+            name,
+            Decimal(unit_price) if unit_price is not None else None,
+            "Standard" if usage else None,
+            group.quantity if usage else None,
+            focus_unit if usage else None,
+            name,
+            name,
+            region or None,
+            region or None,
+            tag_values.get("gpu") if gpu else None,
+            model if gpu else None,
+            "GPU" if gpu else None,
+            SERVICE_CATEGORY,
+            f"{name} {'GPUs' if gpu else 'API'}",
+            SERVICE_SUBCATEGORY,
+            f"{provider}/{model}/{unit}",
+            str(price_id) if price_id is not None else None,
+            service or None,
+            service or None,
+            tags,
+            provider,
+            model,
+            operation,
+            service,
+            team,
+            subject,
+            job,
+            service_tier,
+            rule,
+            status,
+            group.entries,
+        ]
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}" if value else "0"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value
+
+
+FORMATS = ("csv", "parquet")
+
+
+def focus_export_write(out: Path | IO[str], start: date, end: date, fmt: str = "csv") -> int:
+    """The FOCUS export of the days start .. end - 1 to a file (written whole or not at all: a temporary
+    file is renamed into place) or an open text stream (CSV only); returns the number of rows."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if not isinstance(out, Path):
+        return focus_csv_write(out, start, end)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        if fmt == "parquet":
+            count = focus_parquet_write(partial, start, end)
+        else:
+            with partial.open("w", encoding="utf-8", newline="") as stream:
+                count = focus_csv_write(stream, start, end)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return count
+
+
+def focus_csv_write(out: IO[str], start: date, end: date) -> int:
+    """The FOCUS export of the days start .. end - 1 as CSV (header first); returns the number of rows."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    count = 0
+    for row in focus_rows(start, end):
+        writer.writerow([_cell(value) for value in row])
+        count += 1
+    return count
+
+
+# Parquet: every column a string but the costs and quantities, decimal128 of the ledger's precision.
+_DECIMAL_COLUMNS = frozenset(
+    (
+        "BilledCost",
+        "EffectiveCost",
+        "ListCost",
+        "ContractedCost",
+        "ConsumedQuantity",
+        "ContractedUnitPrice",
+        "ListUnitPrice",
+        "PricingQuantity",
+    )
+)
+PARQUET_BATCH = 10_000
+
+
+def focus_parquet_write(path: Path, start: date, end: date) -> int:
+    """The same rows as Parquet (pyarrow), written in batches: costs as decimal128(38, 15), exact."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            (
+                name,
+                pa.decimal128(38, 15)
+                if name in _DECIMAL_COLUMNS
+                else pa.int64()
+                if name == "x_Entries"
+                else pa.string(),
+            )
+            for name in COLUMNS
+        ]
+    )
+    count = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        batch: list[list[Any]] = []
+        for row in focus_rows(start, end):
+            batch.append([_parquet_cell(v) for v in row])
+            if len(batch) == PARQUET_BATCH:
+                writer.write_table(pa.Table.from_pylist([dict(zip(COLUMNS, r, strict=True)) for r in batch], schema))
+                count += len(batch)
+                batch = []
+        writer.write_table(pa.Table.from_pylist([dict(zip(COLUMNS, r, strict=True)) for r in batch], schema))
+        count += len(batch)
+    return count
+
+
+def _parquet_cell(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value
