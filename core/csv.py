@@ -14,7 +14,7 @@ from django.http import StreamingHttpResponse
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-class _Echo:
+class Echo:
     """A file-like object whose write returns what it was given (Django's streaming CSV recipe)."""
 
     def write(self, value: str) -> str:
@@ -41,7 +41,7 @@ def csv_cell(value: Any) -> Any:
 
 
 def csv_stream(rows: Iterable[Iterable[Any]]) -> Iterable[str]:
-    writer = csv.writer(_Echo())
+    writer = csv.writer(Echo())
     for row in rows:
         yield writer.writerow([csv_cell(v) for v in row])
 

@@ -70,6 +70,13 @@ SCHEDULE: tuple[ScheduledTask, ...] = (
         every_seconds=settings.GPU_USAGE_CHECK_INTERVAL_SECONDS,
     ),
     ScheduledTask(
+        name="FOCUS export (daily)",
+        task="tracking.focus_export_daily",
+        description="Writes yesterday's (UTC) cost and usage as FOCUS 1.2 CSV, focus-YYYY-MM-DD.csv, to "
+        "FOCUS_EXPORT_DIR (nothing when it is not set). The file of a day is replaced whole when re-run.",
+        crontab={"minute": "20", "hour": "2"},
+    ),
+    ScheduledTask(
         name="Compute finished batches (hourly)",
         task="tracking.batches_compute_pending",
         description="Stores cost and cost per lead of batches finished whose own task was lost (broker down).",

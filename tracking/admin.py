@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import uuid
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from django import forms
@@ -27,7 +29,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -43,6 +45,7 @@ from core.teams import TeamScopedAdminMixin, exists_for_teams, sees_every_team, 
 
 from .batches import lead_unit
 from .events import QUANTITY_FIELDS
+from .focus import focus_csv_lines, focus_export_write
 from .gpu import gpu_burst_source, gpu_settings_ensure, gpu_settings_update
 from .models import (
     TOKEN_FIELDS,
@@ -883,6 +886,27 @@ class RollupCurrencyFilter(admin.SimpleListFilter):
         return queryset
 
 
+class FocusExportForm(forms.Form):
+    start = forms.DateField(label="From (UTC day)", widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(label="To (UTC day, included)", widget=forms.DateInput(attrs={"type": "date"}))
+    format = forms.ChoiceField(choices=[("csv", "CSV"), ("parquet", "Parquet")], initial="csv")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        today = timezone.now().date()
+        self.fields["start"].initial = today.replace(day=1)
+        self.fields["end"].initial = today - timedelta(days=1) if today.day > 1 else today
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        start, end = data.get("start"), data.get("end")
+        if start and end and end < start:
+            self.add_error("end", f"must be on or after {start}")
+        elif start and end and end - start > timedelta(days=3660):
+            self.add_error("end", "an export covers at most ten years")
+        return data
+
+
 @admin.register(CostEntry)
 class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
     # At 1440 px, beside the filters: when, what (model, provider, operation), who (service, subject,
@@ -959,6 +983,7 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
                 "list_url": reverse("admin:tracking_costentry_changelist"),
             }
             return TemplateResponse(request, "admin/tracking/costentry/bad_filter.html", context, status=400)
+        extra_context = {**(extra_context or {}), "has_focus_export": self.has_export_permission(request)}
         response = super().changelist_view(request, extra_context)
         cl = getattr(response, "context_data", None) and response.context_data.get("cl")
         if cl is not None:
@@ -1193,6 +1218,43 @@ class CostEntryAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             ),
         )
         return format_html('<ul style="margin-left:0;padding-left:1.2em">{}</ul>', items)
+
+    def get_urls(self) -> list[Any]:
+        focus = path("focus/", self.admin_site.admin_view(self.focus_view), name="tracking_costentry_focus")
+        return [focus, *super().get_urls()]
+
+    def focus_view(self, request: HttpRequest) -> HttpResponse:
+        """The FOCUS 1.2 export of a range of days, of the entries the viewer may see (their teams' only,
+        unless a superuser): a form, then the file (CSV streamed, Parquet written then sent)."""
+        if not self.has_export_permission(request):
+            raise PermissionDenied
+        form = FocusExportForm(request.GET if "start" in request.GET else None)
+        if form.is_bound and form.is_valid():
+            data = form.cleaned_data
+            start, end = data["start"], data["end"] + timedelta(days=1)
+            entries = self.get_queryset(request)
+            name = f"focus-{data['start']:%Y%m%d}-{data['end']:%Y%m%d}.{data['format']}"
+            if data["format"] == "csv":
+                response: HttpResponse = StreamingHttpResponse(
+                    focus_csv_lines(start, end, entries), content_type="text/csv; charset=utf-8"
+                )
+            else:
+                with tempfile.TemporaryDirectory() as folder:
+                    path = Path(folder) / name
+                    focus_export_write(path, start, end, "parquet", entries)
+                    response = HttpResponse(path.read_bytes(), content_type="application/vnd.apache.parquet")
+            response["Content-Disposition"] = f'attachment; filename="{name}"'
+            return response
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Export cost and usage as FOCUS 1.2",
+            "opts": self.opts,
+            "form": form,
+            "teams_only": not sees_every_team(request),
+        }
+        return TemplateResponse(
+            request, "admin/tracking/costentry/focus.html", context, status=400 if form.is_bound else 200
+        )
 
     def has_export_permission(self, request: HttpRequest) -> bool:
         """Bulk export of the ledger is the cost dashboard's business: it needs analytics.view_dashboard."""

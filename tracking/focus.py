@@ -23,6 +23,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
+from django.db.models import QuerySet
+
+from core.csv import Echo
 from core.money import round_money
 
 from .models import UNIT_QUANTITY_FIELD, CostEntry, PricingStatus, Unit
@@ -148,12 +151,14 @@ class _Group:
     entries: int
 
 
-def focus_rows(start: date, end: date) -> Iterator[list[Any]]:
-    """The FOCUS rows of the UTC days start .. end - 1 (not the header: COLUMNS), a day at a time."""
+def focus_rows(start: date, end: date, entries: QuerySet[CostEntry] | None = None) -> Iterator[list[Any]]:
+    """The FOCUS rows of the UTC days start .. end - 1 (not the header: COLUMNS), a day at a time, of
+    `entries` (default: the whole ledger; the admin passes the viewer's teams' entries)."""
     since = datetime.combine(start, time.min, tzinfo=UTC)
     until = datetime.combine(end, time.min, tzinfo=UTC)
     entries = (
-        CostEntry.objects.filter(occurred_at__gte=since, occurred_at__lt=until)
+        (CostEntry.objects.all() if entries is None else entries)
+        .filter(occurred_at__gte=since, occurred_at__lt=until)
         .order_by("occurred_at", "id")
         .values_list(*_FIELDS)
     )
@@ -328,35 +333,52 @@ def _cell(value: Any) -> Any:
 FORMATS = ("csv", "parquet")
 
 
-def focus_export_write(out: Path | IO[str], start: date, end: date, fmt: str = "csv") -> int:
+def focus_export_write(
+    out: Path | IO[str], start: date, end: date, fmt: str = "csv", entries: QuerySet[CostEntry] | None = None
+) -> int:
     """The FOCUS export of the days start .. end - 1 to a file (written whole or not at all: a temporary
     file is renamed into place) or an open text stream (CSV only); returns the number of rows."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     if not isinstance(out, Path):
-        return focus_csv_write(out, start, end)
+        return _lines_write(out, start, end, entries)
     partial = out.with_name(f".{out.name}.partial")
     try:
         if fmt == "parquet":
-            count = focus_parquet_write(partial, start, end)
+            count = focus_parquet_write(partial, start, end, entries)
         else:
             with partial.open("w", encoding="utf-8", newline="") as stream:
-                count = focus_csv_write(stream, start, end)
+                count = _lines_write(stream, start, end, entries)
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
     return count
 
 
-def focus_csv_write(out: IO[str], start: date, end: date) -> int:
-    """The FOCUS export of the days start .. end - 1 as CSV (header first); returns the number of rows."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    count = 0
-    for row in focus_rows(start, end):
-        writer.writerow([_cell(value) for value in row])
-        count += 1
-    return count
+def _lines_write(out: IO[str], start: date, end: date, entries: QuerySet[CostEntry] | None) -> int:
+    lines = 0
+    for line in focus_csv_lines(start, end, entries):
+        out.write(line)
+        lines += 1
+    return lines - 1  # the header is no row
+
+
+def focus_export_daily(folder: str | Path, day: date | None = None) -> tuple[Path, int]:
+    """The FOCUS CSV of one UTC day (default: yesterday) as focus-YYYY-MM-DD.csv in `folder` (created if
+    missing), replacing an earlier file of that day whole."""
+    day = day or (datetime.now(UTC).date() - timedelta(days=1))
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    out = path / f"focus-{day.isoformat()}.csv"
+    return out, focus_export_write(out, day, day + timedelta(days=1))
+
+
+def focus_csv_lines(start: date, end: date, entries: QuerySet[CostEntry] | None = None) -> Iterator[str]:
+    """The CSV export as lines of text, the header first (streamed by the admin's download)."""
+    writer = csv.writer(Echo(), lineterminator="\n")
+    yield writer.writerow(COLUMNS)
+    for row in focus_rows(start, end, entries):
+        yield writer.writerow([_cell(value) for value in row])
 
 
 # Parquet: every column a string but the costs and quantities, decimal128 of the ledger's precision.
@@ -375,7 +397,7 @@ _DECIMAL_COLUMNS = frozenset(
 PARQUET_BATCH = 10_000
 
 
-def focus_parquet_write(path: Path, start: date, end: date) -> int:
+def focus_parquet_write(path: Path, start: date, end: date, entries: QuerySet[CostEntry] | None = None) -> int:
     """The same rows as Parquet (pyarrow), written in batches: costs as decimal128(38, 15), exact."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -396,7 +418,7 @@ def focus_parquet_write(path: Path, start: date, end: date) -> int:
     count = 0
     with pq.ParquetWriter(path, schema) as writer:
         batch: list[list[Any]] = []
-        for row in focus_rows(start, end):
+        for row in focus_rows(start, end, entries):
             batch.append([_parquet_cell(v) for v in row])
             if len(batch) == PARQUET_BATCH:
                 writer.write_table(pa.Table.from_pylist([dict(zip(COLUMNS, r, strict=True)) for r in batch], schema))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
 from .batches import batch_cost_compute, batches_compute_pending
+from .focus import focus_export_daily
 from .gpu import gpu_usage_sample
 from .models import Batch
 from .selectors import ledger_differences
@@ -65,3 +67,14 @@ def batches_compute() -> int:
     if done:
         logger.warning("computed the cost of %d finished batch(es) whose task had not run", done)
     return done
+
+
+@shared_task(name="tracking.focus_export_daily")
+def focus_export_daily_task() -> str:
+    """Beat: yesterday's (UTC) FOCUS file in FOCUS_EXPORT_DIR; nothing when it is not set. Re-run, it writes the
+    same file again (replaced whole), so a repeated tick or a late re-run after corrections is safe."""
+    if not settings.FOCUS_EXPORT_DIR:
+        return "FOCUS_EXPORT_DIR is not set: nothing written"
+    path, rows = focus_export_daily(settings.FOCUS_EXPORT_DIR)
+    logger.info("FOCUS export: %d rows written to %s", rows, path)
+    return str(path)

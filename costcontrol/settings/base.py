@@ -338,6 +338,9 @@ OTLP_TAG_ATTRIBUTES = env.list("OTLP_TAG_ATTRIBUTES", default=["gen_ai.agent.nam
 # kept on the entry and flagged when it differs from ours by more than this percentage of ours (float rounding
 # below a millionth of the currency never counts).
 REPORTED_COST_TOLERANCE_PERCENT = env_decimal("REPORTED_COST_TOLERANCE_PERCENT", "1")
+# FOCUS 1.2 export (manage.py export_focus, the admin's "Export as FOCUS"): a folder where the beat task
+# "FOCUS export (daily)" writes yesterday's file, focus-YYYY-MM-DD.csv; empty: no daily file.
+FOCUS_EXPORT_DIR = env.str("FOCUS_EXPORT_DIR", default="")
 
 # --- metrics (/metrics, for Prometheus) ------------------------------------------------------------
 # Business metrics are read from the database at scrape time and kept this many seconds (0: never kept).

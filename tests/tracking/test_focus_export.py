@@ -211,3 +211,59 @@ def test_memory_holds_one_day_not_the_ledger(ledger):
     assert first[9] == datetime(2026, 11, 18, tzinfo=UTC)
     assert all(isinstance(value, Decimal) for value in first[:4])
     assert timedelta(days=1) == first[10] - first[9]
+
+
+def _download(client, **params) -> tuple[int, list[dict[str, str]]]:
+    response = client.get("/admin/tracking/costentry/focus/", params)
+    if response.status_code != 200 or not response.get("Content-Disposition"):
+        return response.status_code, []
+    body = b"".join(response.streaming_content).decode()
+    return response.status_code, list(csv.DictReader(io.StringIO(body)))
+
+
+def test_the_admin_download_is_the_same_file_and_a_teams_staff_get_their_teams_rows_only(ledger):
+    from tests.admin_clients import staff_client, superuser_client
+
+    root = superuser_client()
+    page = root.get("/admin/tracking/costentry/").content.decode()
+    assert 'href="/admin/tracking/costentry/focus/"' in page  # "Export as FOCUS" beside the list
+    assert root.get("/admin/tracking/costentry/focus/").status_code == 200  # the form
+    status, rows = _download(root, start="2026-11-18", end="2026-11-19", format="csv")
+    assert status == 200 and rows == exported(date(2026, 11, 18), date(2026, 11, 20))
+
+    ml = CostEntry.objects.filter(team__isnull=False).first().team
+    _, staff = staff_client("ml-lead", [ml], perms=["view_costentry", "view_dashboard"])
+    assert "Only your teams" in staff.get("/admin/tracking/costentry/focus/").content.decode()
+    _, mine = _download(staff, start="2026-11-18", end="2026-11-19", format="csv")
+    assert mine and {r["x_Team"] for r in mine} == {"ml"}
+    assert sum(Decimal(r["BilledCost"]) for r in mine) == sum(
+        CostEntry.objects.filter(team=ml).values_list("amount", flat=True)
+    )
+    _, no_export = staff_client("viewer", [ml], perms=["view_costentry"])
+    assert no_export.get("/admin/tracking/costentry/focus/").status_code == 403
+
+
+def test_the_admin_form_names_a_bad_field_with_a_400(ledger):
+    from tests.admin_clients import superuser_client
+
+    response = superuser_client().get(
+        "/admin/tracking/costentry/focus/", {"start": "2026-11-19", "end": "2026-11-18", "format": "xlsx"}
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "must be on or after 2026-11-19" in page and "Select a valid choice" in page
+
+
+def test_the_daily_task_writes_yesterdays_file_when_a_folder_is_set(ledger, tmp_path, settings):
+    from tracking.tasks import focus_export_daily_task
+
+    settings.FOCUS_EXPORT_DIR = ""
+    assert focus_export_daily_task() == "FOCUS_EXPORT_DIR is not set: nothing written"
+    settings.FOCUS_EXPORT_DIR = str(tmp_path / "focus")
+    with time_machine.travel(datetime(2026, 11, 20, 2, 20, tzinfo=UTC), tick=False):
+        path = Path(focus_export_daily_task())
+        assert focus_export_daily_task() == str(path)  # again: the same file, replaced whole
+    assert path.name == "focus-2026-11-19.csv"
+    rows = list(csv.DictReader(path.open()))
+    assert {r["ChargePeriodStart"] for r in rows} == {"2026-11-19T00:00:00Z"}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["focus-2026-11-19.csv"]
