@@ -786,3 +786,99 @@ class MetricSeries(models.Model):
 SERIES_KEY = ("provider", "service", "operation", "model", "currency")
 # The counters a MetricSeries row carries, in a fixed order (the upserts and verify_ledger use it).
 SERIES_COUNTERS = (*ROLLUP_COUNTERS, "duration_count", "duration_sum_ms", *DURATION_BUCKET_FIELDS)
+
+
+# --- what the providers billed (beside the ledger, never in it) --------------------------------------
+
+
+class BillingSource(models.Model):
+    """Where the providers' own figures come from: an organization cost API pulled daily with an admin
+    key, or invoice lines uploaded as CSV. Its rows (BilledCost) sit beside the ledger for the drift
+    between metered and billed spend; they never enter the ledger or its rollups."""
+
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI organization Costs API"
+        ANTHROPIC = "anthropic", "Anthropic Admin API cost report"
+        CSV = "csv", "CSV invoice lines (uploaded)"
+
+    name = models.CharField("name", max_length=100, unique=True, help_text="e.g. OpenAI production organization.")
+    kind = models.CharField("kind", max_length=20, choices=Kind.choices)
+    provider = models.CharField(
+        "provider",
+        max_length=100,
+        help_text="The ledger's provider whose metered spend these bills are compared with (openai, anthropic ...).",
+    )
+    api_url = models.URLField("API address", blank=True, help_text="Empty: the provider's own API.")
+    admin_key_encrypted = models.TextField(blank=True, editable=False)
+    admin_key_file = models.CharField(
+        "admin key file",
+        max_length=300,
+        blank=True,
+        help_text="A file holding the admin key (a mounted secret), read at each pull; instead of storing the key.",
+    )
+    enabled = models.BooleanField("pulled daily", default=True)
+    days_back = models.PositiveSmallIntegerField(
+        "days re-read",
+        default=3,
+        help_text="Each pull reads again this many closed days: providers complete a day's costs late.",
+    )
+    last_attempt_at = models.DateTimeField("last pull", null=True, blank=True, editable=False)
+    last_success_at = models.DateTimeField("last successful pull", null=True, blank=True, editable=False)
+    last_error = models.TextField("last error", blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "billing source"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BilledCost(models.Model):
+    """One line of what a provider billed for a UTC day (per model, and project, workspace or key where it
+    says), as its cost API or invoice reported it. A day's lines are replaced whole by a later import."""
+
+    source = models.ForeignKey(BillingSource, on_delete=models.CASCADE, related_name="costs")
+    day = models.DateField("day (UTC)")
+    provider = models.CharField("provider", max_length=100)
+    model = models.CharField("model", max_length=200, blank=True)
+    account = models.CharField(
+        "project / workspace / key", max_length=200, blank=True, help_text="As the provider names it."
+    )
+    description = models.CharField("line item", max_length=300, blank=True)
+    currency = models.CharField("currency", max_length=3)
+    amount = MoneyField("billed")
+    imported_at = models.DateTimeField("imported at", auto_now_add=True)
+
+    class Meta:
+        verbose_name = "billed cost"
+        ordering = ["-day", "provider", "model"]
+        indexes = [models.Index(fields=["provider", "day"], name="billedcost_provider_day_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.provider}/{self.model or '-'} {format_money(self.amount, self.currency)}"
+
+
+class BillingDay(models.Model):
+    """How the import of one source's day went: ok (its lines are in BilledCost) or failed (nothing of
+    that day changed; the message says why; the next pull tries again)."""
+
+    class Status(models.TextChoices):
+        OK = "ok", "imported"
+        FAILED = "failed", "failed"
+
+    source = models.ForeignKey(BillingSource, on_delete=models.CASCADE, related_name="days")
+    day = models.DateField("day (UTC)")
+    status = models.CharField("status", max_length=10, choices=Status.choices)
+    message = models.TextField("message", blank=True)
+    lines = models.PositiveIntegerField("lines", default=0)
+    attempted_at = models.DateTimeField("tried at")
+    imported_at = models.DateTimeField("imported at", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "billing import"
+        ordering = ["-day"]
+        constraints = [models.UniqueConstraint(fields=["source", "day"], name="billingday_source_day_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.day}: {self.get_status_display()}"
