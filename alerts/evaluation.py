@@ -36,7 +36,7 @@ from core.periods import hour_floor, period_bounds
 from core.scopes import scope_inner, scope_team, team_scope
 from tracking.batches import batch_last_finished, cost_per_lead_change, lead_unit, month_to_date
 from tracking.models import TOKEN_FIELDS, Batch, CostEntry, Outcome
-from tracking.selectors import entry_scope_q, scope_totals
+from tracking.selectors import BillDrift, bill_drift, entry_scope_q, scope_totals
 
 from .models import Alert, AlertRule, AlertSource, AlertState, Metric, Window
 from .services import alert_fire, alert_resolve, budget_digest_notify
@@ -108,7 +108,7 @@ def _rollup_scope(rule: AlertRule) -> str:
 def _rollup_window(rule: AlertRule, now: datetime) -> tuple[datetime, datetime] | None:
     """The rollup buckets a rule's value sums, [first hour, end); None where it reads something else
     (cost per lead, anomalies, a sub-hour count of the ledger)."""
-    if rule.metric in (Metric.COST_PER_LEAD, Metric.COST_PER_LEAD_CHANGE, Metric.ANOMALY):
+    if rule.metric in (Metric.COST_PER_LEAD, Metric.COST_PER_LEAD_CHANGE, Metric.ANOMALY, Metric.BILL_DRIFT):
         return None
     try:
         start, end = window_bounds(rule.window, now)
@@ -141,6 +141,8 @@ def metric_value(rule: AlertRule, now: datetime, *, sums: Sums | None = None) ->
         return _cost_per_lead(rule, now)
     if rule.metric == Metric.ANOMALY:
         return _anomalies(rule, now).score
+    if rule.metric == Metric.BILL_DRIFT:
+        return abs(bill_drift_latest(rule.scope, now).drift_percent)
     window = _rollup_window(rule, now)
     if window is None:
         start, end = window_bounds(rule.window, now)
@@ -265,6 +267,8 @@ def rule_evaluate(
     """Measure one rule and fire or resolve its alert, in one transaction. Returns "firing", "ok" or
     "no data". `firing` and `sums` are a pass's shared reads; alone, it reads them itself."""
     firing = firing or FiringAlerts.read(rule=rule)
+    if rule.metric == Metric.BILL_DRIFT:
+        return _bill_drift_evaluate(rule, now=now, firing=firing)
     anomalies = None
     undefined: Undefined | None = None
     with transaction.atomic():
@@ -312,6 +316,66 @@ def rule_evaluate(
             value=value,
             currency="USD" if money else "",
             **common,
+        )
+        return "firing"
+
+
+# How far back a difference rule looks for the last day a bill was imported.
+BILL_DRIFT_LOOKBACK = timedelta(days=35)
+
+
+def bill_drift_latest(scope: str, now: datetime) -> BillDrift:
+    """Metered against billed (USD) on the last UTC day before today with an imported bill, of one provider
+    (scope provider:NAME) or of every provider with a bill that day (global). Raises NoData before any."""
+    today = now.astimezone(UTC).date()
+    providers = None if scope == "global" else [scope.removeprefix("provider:")]
+    rows = [
+        r for r in bill_drift(start=today - BILL_DRIFT_LOOKBACK, end=today, providers=providers) if r.currency == "USD"
+    ]
+    if not rows:
+        raise NoData("no bill has been imported for the last 35 days")
+    day = max(r.day for r in rows)
+    of_day = [r for r in rows if r.day == day]
+    return BillDrift(
+        day, providers[0] if providers else "all", "USD", sum(r.metered for r in of_day), sum(r.billed for r in of_day)
+    )
+
+
+def _bill_drift_evaluate(rule: AlertRule, *, now: datetime, firing: FiringAlerts) -> str:
+    """A difference rule: one alert per day whose metered spend differs from the bill by more than the
+    threshold (%), told once (no cooldown); the alerts of earlier days resolve when a later day is read."""
+    with transaction.atomic():
+        try:
+            drift = bill_drift_latest(rule.scope, now)
+        except NoData:
+            AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=None, last_error="")
+            return "no data"
+        value = abs(drift.drift_percent)  # as metric_value reads it
+        AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=value, last_error="")
+        key = f"{rule_key(rule)}:{drift.day.isoformat()}"
+        for earlier in [k for k in firing.by_key if k.startswith(f"{rule_key(rule)}:") and k != key]:
+            _resolve(firing, key=earlier, now=now)
+        if value <= rule.threshold:
+            _resolve(firing, key=key, now=now)
+            return "ok"
+        metered, billed = format_money(drift.metered, "USD"), format_money(drift.billed, "USD")
+        shown = f"{drift.drift_percent:+} %"
+        _fire(
+            firing,
+            key=key,
+            source=AlertSource.RULE,
+            level=rule.level,
+            scope=rule.scope,
+            threshold=rule.threshold,
+            rule=rule,
+            cooldown=None,
+            now=now,
+            title=f"{rule.name}: metered {metered}, billed {billed} on {drift.day} ({shown})",
+            message=f"Rule '{rule.name}': on {drift.day} (UTC) costcontrol metered {metered} of "
+            f"{'every provider billed' if rule.scope == 'global' else rule.scope}, the provider billed {billed}: "
+            f"a difference of {shown} of the bill, above {rule.figure(rule.threshold, exact=True)}.",
+            value=value,
+            currency="",
         )
         return "firing"
 

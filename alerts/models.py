@@ -151,6 +151,7 @@ class Metric(models.TextChoices):
     COST_PER_LEAD = "cost_per_lead", "cost per lead"
     COST_PER_LEAD_CHANGE = "cost_per_lead_change", "cost per lead above the 7-day median (%)"
     ANOMALY = "anomaly", "spend anomaly (score of the worst spike)"
+    BILL_DRIFT = "bill_drift", "metered spend differs from the bill (%)"
 
 
 class Window(models.TextChoices):
@@ -163,13 +164,14 @@ class Window(models.TextChoices):
     LAST_HOUR = "1h", "last 60 minutes"
     LAST_DAY = "24h", "last 24 hours"
     LAST_BATCH = "last_batch", "last closed batch"
+    LAST_BILLED_DAY = "billed_day", "last day billed"
 
 
 # A rule's figures as a person reads them (AlertRule.describe, AlertRule.figure). Money rules read the
 # rollups in USD (tracking.selectors.scope_totals) and evaluation reports them in USD.
 RULE_CURRENCY = "USD"
 MONEY_METRICS = (Metric.SPEND, Metric.GPU_COST, Metric.COST_PER_LEAD)
-PERCENT_METRICS = (Metric.ERROR_RATE, Metric.COST_PER_LEAD_CHANGE)
+PERCENT_METRICS = (Metric.ERROR_RATE, Metric.COST_PER_LEAD_CHANGE, Metric.BILL_DRIFT)
 CENTS, PER_LEAD_PLACES, MICRO = Decimal("0.01"), Decimal("0.0001"), Decimal("0.000001")
 _METRIC_WORDS = {  # what is measured, and how it joins its scope
     Metric.SPEND: ("Spend", "of"),
@@ -179,6 +181,7 @@ _METRIC_WORDS = {  # what is measured, and how it joins its scope
     Metric.RATE_LIMITED: ("Rate-limit hits", "of"),
     Metric.UNPRICED: ("Unpriced events", "of"),
     Metric.ANOMALY: ("Spend anomaly score", "of"),
+    Metric.BILL_DRIFT: ("Difference between metered and billed spend", "of"),
 }
 _WINDOW_WORDS = {
     Window.HOUR: "this hour",
@@ -188,6 +191,7 @@ _WINDOW_WORDS = {
     Window.LAST_HOUR: "over the last 60 minutes",
     Window.LAST_DAY: "over the last 24 hours",
     Window.LAST_BATCH: "of the last closed batch",
+    Window.LAST_BILLED_DAY: "on the last day billed",
 }
 
 
@@ -275,6 +279,14 @@ class AlertRule(models.Model):
             errors["scope"] = ["cost per lead rules watch every pipeline: use the scope global"]
         elif self.metric == Metric.ANOMALY and self.window not in ANOMALY_WINDOWS:
             errors["window"] = ["anomalies are scored per hour: use this hour, today, the last 60 minutes or 24 hours"]
+        elif self.metric == Metric.BILL_DRIFT and self.window != Window.LAST_BILLED_DAY:
+            errors["window"] = ["metered and billed spend are compared on the last day billed"]
+        elif self.metric != Metric.BILL_DRIFT and self.window == Window.LAST_BILLED_DAY:
+            errors["window"] = ["only the difference from the bill is measured on the last day billed"]
+        elif self.metric == Metric.BILL_DRIFT and self.team is not None:
+            errors["team"] = ["the providers' bills are the organisation's: difference rules have no team"]
+        elif self.metric == Metric.BILL_DRIFT and self.scope != "global" and not self.scope.startswith("provider:"):
+            errors["scope"] = ["bills are per provider: use global or provider:NAME"]
         elif self.metric in rolling_only and self.window in (Window.MONTH,):
             errors["window"] = ["use a shorter window for rates and hits"]
         if errors:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +26,8 @@ from .models import (
     ROLLUP_COUNTERS,
     SERIES_COUNTERS,
     SERIES_KEY,
+    BilledCost,
+    BillingDay,
     CostEntry,
     MetricSeries,
     Price,
@@ -390,3 +392,79 @@ def entry_scope_q(scope: str) -> Q:
     if kind not in ENTRY_FIELD_SCOPES:
         raise ValidationError({"scope": f"unknown scope kind {kind!r}"})
     return condition & Q(**{kind: value})
+
+
+# --- metered against billed ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BillDrift:
+    """One UTC day of one provider: what the ledger metered and what the provider billed (its imported
+    lines), in one currency."""
+
+    day: date
+    provider: str
+    currency: str
+    metered: Decimal
+    billed: Decimal
+
+    @property
+    def difference(self) -> Decimal:
+        """Metered minus billed: negative when the provider billed more than we saw."""
+        return self.metered - self.billed
+
+    @property
+    def drift_percent(self) -> Decimal:
+        """The difference as a share of the bill (of what we metered when nothing was billed), 2 places."""
+        base = self.billed or self.metered
+        if not base:
+            return Decimal(0)
+        return (self.difference * 100 / base).quantize(Decimal("0.01"))
+
+    @property
+    def coverage_percent(self) -> Decimal | None:
+        """The share of the billed spend that we metered (None when nothing was billed), 1 place."""
+        if not self.billed:
+            return None
+        return (self.metered * 100 / self.billed).quantize(Decimal("0.1"))
+
+
+def bill_drift(*, start: date, end: date, providers: Iterable[str] | None = None) -> list[BillDrift]:
+    """Metered against billed per UTC day in [start, end) and provider, for the days a bill of the provider
+    was imported (a billing source's day imported at least once; failed re-pulls keep its lines). The
+    metered side is the provider's daily rollup, never the ledger. Sorted by day, then provider."""
+    imported = BillingDay.objects.filter(day__gte=start, day__lt=end, imported_at__isnull=False)
+    if providers is not None:
+        imported = imported.filter(source__provider__in=list(providers))
+    days = set(imported.values_list("day", "source__provider").distinct())
+    if not days:
+        return []
+    billed: dict[tuple[date, str, str], Decimal] = {}
+    lines = (
+        BilledCost.objects.filter(day__gte=start, day__lt=end, provider__in={p for _, p in days})
+        .values_list("day", "provider", "currency")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    )
+    for day, provider, currency, total in lines:
+        if (day, provider) in days:
+            billed[(day, provider, currency)] = from_nanos(total) if isinstance(total, int) else total
+    metered: dict[tuple[date, str, str], Decimal] = {}
+    rollups = SpendRollupDay.objects.filter(
+        bucket__gte=datetime.combine(start, datetime.min.time(), tzinfo=UTC),
+        bucket__lt=datetime.combine(end, datetime.min.time(), tzinfo=UTC),
+        scope__in={f"provider:{p}" for _, p in days},
+    ).values_list("bucket", "scope", "currency", "amount")
+    for bucket, scope, currency, amount in rollups:
+        key = (bucket.astimezone(UTC).date(), scope.removeprefix("provider:"), currency)
+        if key[:2] in days:
+            metered[key] = amount
+    keys = set(billed) | set(metered)
+    for day, provider in days:  # a day billed at nothing and metered at nothing is still a day compared
+        if not any(k[:2] == (day, provider) for k in keys):
+            keys.add((day, provider, "USD"))
+    return [
+        BillDrift(day, provider, currency, metered.get(key, ZERO), billed.get(key, ZERO))
+        for key in sorted(keys)
+        for day, provider, currency in (key,)
+    ]
