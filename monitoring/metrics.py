@@ -39,7 +39,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -123,6 +123,11 @@ METRICS: tuple[MetricDoc, ...] = (
     _m("gpu_utilization_ratio", "gauge", "Utilisation in the GPU's latest sample (0-1).", *GPU),
     _m("gpu_idle_seconds_total", "counter", "Time between samples x (1 - utilisation), summed over the GPU's samples.", *GPU),
     _m("gpu_last_sample_timestamp_seconds", "gauge", "When the GPU was last sampled (Unix time).", *GPU),
+    _m("bill_metered_dollars", "gauge", "Metered spend of the provider's last day billed (UTC), USD, from the rollups.", "provider"),
+    _m("bill_billed_dollars", "gauge", "What the provider billed for its last day billed (UTC), USD, as imported.", "provider"),
+    _m("bill_drift_ratio", "gauge", "(metered - billed) / billed on the provider's last day billed (0 = they agree).", "provider"),
+    _m("bill_last_day_timestamp_seconds", "gauge", "Start of the provider's last day billed (Unix time).", "provider"),
+    _m("bill_last_success_timestamp_seconds", "gauge", "When the billing source was last pulled successfully (Unix time).", "source", "provider"),
     _m("alerts_firing", "gauge", "Alerts firing, by severity (info, warning, critical, exceeded).", "severity"),
     _m("notifications_pending", "gauge", "Notifications waiting to be delivered (pending or being sent)."),
     _m("notifications_oldest_pending_timestamp_seconds", "gauge", "When the oldest waiting notification was created (Unix time)."),
@@ -372,6 +377,31 @@ def gpu_families() -> list[Metric]:
     return [cost, utilisation, idle, last_sample]
 
 
+def bill_families(*, at: datetime) -> list[Metric]:
+    """Each provider's last day billed (the difference rule's figures: alerts.evaluation.bill_drift_latest) and
+    each billing source's last successful pull."""
+    from alerts.evaluation import NoData, bill_drift_latest
+    from tracking.models import BillingSource
+
+    metered, billed = _family("bill_metered_dollars"), _family("bill_billed_dollars")
+    ratio, last_day = _family("bill_drift_ratio"), _family("bill_last_day_timestamp_seconds")
+    success = _family("bill_last_success_timestamp_seconds")
+    sources = list(BillingSource.objects.order_by("name"))
+    for provider in sorted({source.provider for source in sources}):
+        try:
+            drift = bill_drift_latest(f"provider:{provider}", at)
+        except NoData:
+            continue
+        metered.add_metric([provider], float(drift.metered))
+        billed.add_metric([provider], float(drift.billed))
+        ratio.add_metric([provider], float(drift.drift_percent / 100))
+        last_day.add_metric([provider], datetime.combine(drift.day, datetime.min.time(), tzinfo=UTC).timestamp())
+    for source in sources:
+        if source.last_success_at is not None:
+            success.add_metric([source.name, source.provider], _seconds(source.last_success_at))
+    return [metered, billed, ratio, last_day, success]
+
+
 def alert_families() -> list[Metric]:
     from alerts.models import LEVEL_CHOICES, Alert, AlertState, Notification, NotificationStatus
 
@@ -416,6 +446,7 @@ def business_families(*, at: datetime | None = None) -> list[Metric]:
         *budget_families(at=at),
         *batch_families(at=at),
         *gpu_families(),
+        *bill_families(at=at),
         *alert_families(),
     ]
 

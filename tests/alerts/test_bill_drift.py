@@ -163,3 +163,31 @@ def test_a_teams_difference_rule_is_refused():
     with pytest.raises(ValidationError) as raised:
         rule(team=TeamFactory(name="ml"), scope="team:ml/provider:openai")
     assert "organisation" in " ".join(raised.value.message_dict["team"])
+
+
+def test_metrics_show_each_providers_last_day_billed_and_each_sources_last_pull(gpt4o_prices):
+    from monitoring.metrics import bill_families
+
+    metered(D1, "9.00")
+    billed(D1, "12.00")
+    metered(D2, "10.00")
+    billed(D2, "8.00")
+    BillingSource.objects.update(last_success_at=datetime(2026, 11, 20, 6, tzinfo=UTC))
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in bill_families(at=datetime(2026, 11, 20, 7, tzinfo=UTC))
+        for sample in family.samples
+    }
+    openai = (("provider", "openai"),)
+    assert samples[("costcontrol_bill_metered_dollars", openai)] == 10.0
+    assert samples[("costcontrol_bill_billed_dollars", openai)] == 8.0
+    assert samples[("costcontrol_bill_drift_ratio", openai)] == 0.25
+    assert (
+        samples[("costcontrol_bill_last_day_timestamp_seconds", openai)]
+        == datetime(2026, 11, 18, tzinfo=UTC).timestamp()
+    )
+    source = (("provider", "openai"), ("source", "openai org"))
+    assert (
+        samples[("costcontrol_bill_last_success_timestamp_seconds", source)]
+        == datetime(2026, 11, 20, 6, tzinfo=UTC).timestamp()
+    )
