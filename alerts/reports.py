@@ -35,10 +35,11 @@ from budgets.selectors import budget_statuses
 from core.money import MONEY_QUANTUM, format_money
 from core.periods import DAILY, hour_floor, period_bounds
 from tracking.batches import cost_per_lead, lead_unit, month_to_date
-from tracking.models import ROLLUP_COUNTERS, Batch, CostEntry, GpuSample, SpendRollup
+from tracking.models import ROLLUP_COUNTERS, Batch, BillingSource, CostEntry, GpuSample, SpendRollup
 from tracking.rollups import entry_scopes
-from tracking.selectors import scope_filter
+from tracking.selectors import BillDrift, bill_drift, scope_filter
 
+from .evaluation import BILL_DRIFT_LOOKBACK
 from .models import Alert, AlertSource, Channel, Notification, NotificationKind
 from .services import channel_default_email_ensure, notification_enqueue
 
@@ -354,6 +355,28 @@ def _gpu(window: DayWindow) -> dict[str, Any]:
     }
 
 
+def _bills(day: date) -> dict[str, Any]:
+    """Each provider's last day billed up to `day` (UTC days; providers complete a day's costs late):
+    metered against billed, as the difference rule and /metrics read them."""
+    latest: dict[tuple[str, str], BillDrift] = {}
+    for row in bill_drift(start=day - BILL_DRIFT_LOOKBACK, end=day + timedelta(days=1)):
+        latest[(row.provider, row.currency)] = row  # sorted by day: the last one stays
+    rows = [
+        {
+            "provider": row.provider,
+            "day": row.day,
+            "currency": row.currency,
+            "metered": row.metered,
+            "billed": row.billed,
+            "difference": row.difference,
+            "drift_percent": row.drift_percent,
+            "coverage_percent": row.coverage_percent,
+        }
+        for _, row in sorted(latest.items())
+    ]
+    return {"sources": BillingSource.objects.exists(), "rows": rows}
+
+
 def _alerts(window: DayWindow) -> dict[str, Any]:
     """Alerts that fired (first or again) in the day, in the order they fired."""
     fired = Alert.objects.filter(
@@ -420,6 +443,7 @@ def daily_report_build(*, day: date, now: datetime | None = None) -> dict[str, A
         "budgets": _budgets(window, now),
         "cost_per_lead": _cost_per_lead(window),
         "gpu": _gpu(window),
+        "bills": _bills(day),
         "alerts": _alerts(window),
     }
     return _jsonable(report)
@@ -654,6 +678,24 @@ def _view(report: Mapping[str, Any]) -> dict[str, Any]:
         ),
     }
 
+    bills = [
+        {
+            "provider": b["provider"],
+            "day": _day_label(date.fromisoformat(b["day"]), year=False),
+            "metered": _money(b["metered"], b["currency"]),
+            "billed": _money(b["billed"], b["currency"]),
+            "difference": _signed_money(b["difference"], b["currency"]),
+            "drift": _signed_percent(b["drift_percent"]),
+            "coverage": _percent_text(b["coverage_percent"]) or "n/a",
+        }
+        for b in report.get("bills", {}).get("rows", [])
+    ]
+    bills_note = (
+        "No provider bills are imported (Spend tracking → Billing sources)."
+        if not report.get("bills", {}).get("sources")
+        else "No day billed in the last 35 days."
+    )
+
     alerts = []
     for a in report["alerts"]["rows"]:
         fired = datetime.fromisoformat(a["last_fired_at"]).astimezone(tz)
@@ -685,6 +727,8 @@ def _view(report: Mapping[str, Any]) -> dict[str, Any]:
         "budgets_at": f"{_day_label(budgets_at.date())} {budgets_at:%H:%M}",
         "cost_per_lead": cost_per_lead,
         "gpu": gpu_view,
+        "bills": bills,
+        "bills_note": bills_note,
         "alerts": alerts,
         "alerts_count": report["alerts"]["count"],
         "alerts_more": report["alerts"]["count"] - len(alerts),
@@ -762,6 +806,17 @@ def daily_report_text(report: Mapping[str, Any]) -> str:
     out += ["", "COST PER LEAD", f"  {v['cost_per_lead']}", ""]
     gpu = v["gpu"]
     out += ["GPU", *_table([["cost", gpu["cost"]], ["hours", gpu["hours"]], ["utilisation", gpu["utilisation"]]]), ""]
+    out.append("METERED VS BILLED (each provider's last day billed, UTC)")
+    if v["bills"]:
+        header = ["", "day", "metered", "billed", "difference", "", "seen"]
+        body = [
+            [b["provider"], b["day"], b["metered"], b["billed"], b["difference"], b["drift"], b["coverage"]]
+            for b in v["bills"]
+        ]
+        out += _table([header, *body], right=(2, 3, 4, 5, 6))
+    else:
+        out.append(f"  {v['bills_note']}")
+    out.append("")
     out.append(f"ALERTS FIRED ({v['alerts_count']})")
     if v["alerts"]:
         out += _table([[a["time"], a["level"], a["state"], a["title"]] for a in v["alerts"]])

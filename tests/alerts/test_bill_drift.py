@@ -191,3 +191,20 @@ def test_metrics_show_each_providers_last_day_billed_and_each_sources_last_pull(
         samples[("costcontrol_bill_last_success_timestamp_seconds", source)]
         == datetime(2026, 11, 20, 6, tzinfo=UTC).timestamp()
     )
+
+
+def test_the_daily_report_shows_each_providers_last_day_billed(gpt4o_prices):
+    from alerts.reports import daily_report_build, daily_report_html, daily_report_text
+
+    at = datetime(2026, 11, 20, 7, tzinfo=UTC)
+    report = daily_report_build(day=date(2026, 11, 19), now=at)
+    assert "No provider bills are imported" in daily_report_text(report)
+    metered(D1, "9.00")
+    billed(D1, "12.00")
+    report = daily_report_build(day=date(2026, 11, 19), now=at)
+    text = daily_report_text(report)
+    assert "METERED VS BILLED" in text
+    line = next(line for line in text.splitlines() if line.strip().startswith("openai") and "Tue 17 Nov" in line)
+    assert "9.00 USD" in line and "12.00 USD" in line and "-3.00 USD" in line and "-25.0 %" in line and "75.0 %" in line
+    html = daily_report_html(report)
+    assert "Metered vs billed" in html and "12.00 USD" in html
