@@ -95,6 +95,10 @@ class DashboardAdmin(admin.ModelAdmin):
                 ),
                 "gpu": chart_series(data.gpu, x="day", y="GPU cost (USD)"),
             }
+            if data.bills_shown:
+                context["charts"]["bill_drift"] = chart_series(
+                    data.bill_drift_days, columns=[1, 2], x="day (UTC)", y="spend (USD)"
+                )
         return TemplateResponse(request, "admin/analytics/dashboard/dashboard.html", context)
 
     def export_view(self, request: HttpRequest, table: str) -> HttpResponse:

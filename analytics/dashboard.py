@@ -41,9 +41,9 @@ from core.periods import period_bounds
 from core.scopes import scope_inner, scope_team, team_scope
 from tracking.admin import entries_url
 from tracking.gpu import OPERATION_BUSY, OPERATION_IDLE
-from tracking.models import TOKEN_FIELDS, Batch, GpuSample, Price, SpendRollupDay
+from tracking.models import TOKEN_FIELDS, Batch, BillingSource, GpuSample, Price, SpendRollupDay
 from tracking.provenance import operation_words
-from tracking.selectors import scope_totals, spend_totals
+from tracking.selectors import BillDrift, bill_drift, scope_totals, spend_totals
 
 from .anomalies import Anomaly, spend_anomalies
 from .recommendations import Recommendation, savings_recommendations
@@ -256,6 +256,7 @@ class DashboardFilters:
 # How a column's values read on the page (the CSV export keeps them plain: 1234.50, gpt-4o, provider:openai).
 TEXT, MONEY, UNIT_COST, COUNT, PERCENT, SCOPE, KIND = "text", "money", "unit", "count", "percent", "scope", "kind"
 NUMERIC = (MONEY, UNIT_COST, COUNT, PERCENT)
+NO_BILLS = "No day billed in this range: bills are imported daily (Spend tracking → Billing sources)."
 
 
 def cell_words(value: Any, kind: str) -> str:
@@ -745,6 +746,54 @@ class DashboardData:
             "gpu", "GPU cost: busy vs idle", ["day", "busy", "idle"], rows, kinds=[TEXT, MONEY, MONEY], links=links
         )
 
+    @cached_property
+    def bills_shown(self) -> bool:
+        """Metered against billed is the organisation's (bills have no team), per provider: shown in the
+        organisation's view, filtered by nothing or a provider, once a billing source exists."""
+        scope = self.filters.scope
+        plain = scope == "global" or scope.startswith("provider:")
+        return not self.team and plain and BillingSource.objects.exists()
+
+    @cached_property
+    def _bill_rows(self) -> list[BillDrift]:
+        if not self.bills_shown:
+            return []
+        scope = self.filters.scope
+        providers = [scope.removeprefix("provider:")] if scope.startswith("provider:") else None
+        end = self.filters.end + timedelta(days=1)
+        return bill_drift(start=self.filters.start, end=end, providers=providers)
+
+    @cached_property
+    def bill_drift(self) -> Table:
+        """Per UTC day and provider billed: metered, billed, the difference and the share seen."""
+        rows = [
+            [r.day.isoformat(), r.provider, r.metered, r.billed, r.difference, r.drift_percent, r.coverage_percent]
+            for r in self._bill_rows
+            if r.currency == "USD"
+        ]
+        columns = ["day (UTC)", "provider", "metered", "billed", "difference", "difference %", "seen %"]
+        return Table(
+            "bill_drift", "Metered vs billed, per provider", columns, rows,
+            kinds=[TEXT, TEXT, MONEY, MONEY, MONEY, PERCENT, PERCENT],
+            note="" if rows else NO_BILLS,
+        )  # fmt: skip
+
+    @cached_property
+    def bill_drift_days(self) -> Table:
+        """The same per day, every provider billed that day together: the chart's series."""
+        days: dict[str, list[Decimal]] = {}
+        for r in self._bill_rows:
+            if r.currency == "USD":
+                totals = days.setdefault(r.day.isoformat(), [ZERO, ZERO])
+                totals[0] += r.metered
+                totals[1] += r.billed
+        rows = [[day, metered, billed, metered - billed] for day, (metered, billed) in sorted(days.items())]
+        return Table(
+            "bill_drift_days", "Metered vs billed", ["day (UTC)", "metered", "billed", "difference"], rows,
+            kinds=[TEXT, MONEY, MONEY, MONEY],
+            note="" if rows else NO_BILLS,
+        )  # fmt: skip
+
     @property
     def cost_per_lead_title(self) -> str:
         return f"{self.cost_per_lead.title} of the finished batches"
@@ -875,6 +924,8 @@ class DashboardData:
             "subjects": lambda: self.subjects_table(limit=None),
             "cost_per_lead": lambda: self.cost_per_lead,
             "gpu": lambda: self.gpu,
+            "bill_drift": lambda: self.bill_drift,
+            "bill_drift_days": lambda: self.bill_drift_days,
             "anomalies": lambda: self.anomalies,
             "recommendations": lambda: self.recommendations,
         }

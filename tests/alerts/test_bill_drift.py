@@ -208,3 +208,29 @@ def test_the_daily_report_shows_each_providers_last_day_billed(gpt4o_prices):
     assert "9.00 USD" in line and "12.00 USD" in line and "-3.00 USD" in line and "-25.0 %" in line and "75.0 %" in line
     html = daily_report_html(report)
     assert "Metered vs billed" in html and "12.00 USD" in html
+
+
+def test_the_cost_dashboard_draws_metered_against_billed_for_the_organisation_only(gpt4o_prices):
+    from tests.admin_clients import staff_client, superuser_client
+
+    metered(D1, "9.00")
+    billed(D1, "12.00")
+    url = "/admin/analytics/dashboard/?start=2026-11-01&end=2026-11-19"
+    with time_machine.travel(datetime(2026, 11, 20, 12, tzinfo=UTC), tick=False):
+        page = superuser_client().get(url)
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert 'id="chart-bill_drift"' in html and "Metered vs billed, per provider" in html
+        chart = page.context["charts"]["bill_drift"]
+        assert chart["labels"] == ["2026-11-17"] and [d["data"] for d in chart["datasets"]] == [
+            [Decimal("9")],
+            [Decimal("12")],
+        ]
+        exported = superuser_client("root2").get(
+            "/admin/analytics/dashboard/export/bill_drift.csv?start=2026-11-01&end=2026-11-19"
+        )
+        body = b"".join(exported.streaming_content).decode()
+        assert "2026-11-17,openai,9" in body and ",-25.00," in body
+        ml = TeamFactory(name="ml")
+        _, staff = staff_client("ml-lead", [ml], perms=["view_dashboard"])
+        assert "chart-bill_drift" not in staff.get(url).content.decode()  # bills are the organisation's

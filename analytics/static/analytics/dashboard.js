@@ -99,6 +99,14 @@
       data: { labels: cpl.labels, datasets: datasets(cpl, { fill: false, tension: 0.2, spanGaps: true, pointRadius: 3 }) },
       options: { plugins: plugins(cpl), scales: { x: axis(cpl.axes.x), y: moneyAxis(cpl.axes.y) } }
     });
+    var bills = data.bill_drift;
+    if (bills) {
+      draw("chart-bill_drift", bills, {
+        type: "line",
+        data: { labels: bills.labels, datasets: datasets(bills, { fill: false, tension: 0.1, pointRadius: 3 }) },
+        options: { plugins: plugins(bills), scales: { x: axis(bills.axes.x), y: moneyAxis(bills.axes.y) } }
+      });
+    }
     var gpu = data.gpu;
     draw("chart-gpu", gpu, {
       type: "bar",
