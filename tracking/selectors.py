@@ -26,6 +26,7 @@ from .models import (
     ROLLUP_COUNTERS,
     SERIES_COUNTERS,
     SERIES_KEY,
+    TOKEN_FIELDS,
     BilledCost,
     BillingDay,
     CostEntry,
@@ -194,6 +195,13 @@ def price_history(price: Price) -> list[Price]:
     )
 
 
+# What rollup_deltas and metric_series_deltas read of an entry.
+ROLLUP_ENTRY_FIELDS = (
+    "occurred_at", "provider", "model", "operation", "service", "subject", "job", "team", "tags", "currency",
+    "amount", "outcome", "pricing_status", "duration_ms", "corrects", *TOKEN_FIELDS,
+)  # fmt: skip
+
+
 def ledger_rollup_totals(
     *,
     chunk_size: int = 5000,
@@ -205,7 +213,14 @@ def ledger_rollup_totals(
     Uses the write path's own scope and counter functions, so it checks bucketing too. A `series`
     dict given is filled, in the same scan, with what every MetricSeries row should hold.
     """
-    entries = CostEntry.objects.select_related("team").order_by("pk").iterator(chunk_size=chunk_size)
+    # Only the columns the rollups read: the migrations that backfill rollups (0015, 0017) run this on a
+    # ledger that may not have the columns later migrations add.
+    entries = (
+        CostEntry.objects.select_related("team")
+        .only(*ROLLUP_ENTRY_FIELDS, "team__name")
+        .order_by("pk")
+        .iterator(chunk_size=chunk_size)
+    )
     totals: dict[tuple[str, datetime, str], list[Any]] = {}
     batch: list[CostEntry] = []
 

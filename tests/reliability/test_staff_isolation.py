@@ -226,6 +226,8 @@ def seed_spend(s: Seeded, n: str) -> list[models.Model]:
         tags={f"{n}-tag": f"{n}-value"},
         amount="1.25",
         currency="USD",
+        reported_amount="1.30",
+        reported_by=f"{n}-proxy",
         input_tokens=1000,
         idempotency_key=f"{n}-entry",
     ).entry
