@@ -8,7 +8,7 @@ export PORT
 # Where `make run` serves, for the links in notifications (SITE_URL, if set, wins).
 export COSTCONTROL_RUN_URL := http://127.0.0.1:$(PORT)
 
-.PHONY: run test screenshots bench lint fmt venv bootstrap migrate clean
+.PHONY: run test screenshots bench lint fmt venv focus-venv bootstrap migrate clean
 
 venv: $(VENV)/.installed
 
@@ -21,6 +21,19 @@ $(VENV)/.installed: requirements/base.txt requirements/prod.txt requirements/dev
 # The test-only reference (LiteLLM, whose price map is the shared price file): tests and bench only.
 $(VENV)/.installed-litellm: $(VENV)/.installed requirements/litellm-ref.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/litellm-ref.txt
+	touch $@
+
+# The FOCUS 1.2 validator (focus-validator, which needs Python >= 3.12) in a virtualenv of its own:
+# tests only (tests/finance/focus.py runs it on our FOCUS exports). Python 3.12 from pyenv if there, else PATH.
+FOCUS_VENV := .venv-focus
+PYTHON312 ?= $(or $(shell ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12.*/bin/python3.12 2>/dev/null | sort -V | tail -1),$(shell command -v python3.12 2>/dev/null))
+
+focus-venv: $(FOCUS_VENV)/.installed
+
+$(FOCUS_VENV)/.installed: requirements/focus-validator.txt
+	@test -n "$(PYTHON312)" || { echo "focus-venv: needs Python 3.12 (pyenv install 3.12, or set PYTHON312=/path/to/python3.12)"; exit 1; }
+	test -x $(FOCUS_VENV)/bin/python || $(PYTHON312) -m venv $(FOCUS_VENV)
+	$(FOCUS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/focus-validator.txt
 	touch $@
 
 ## make run: install, migrate, bootstrap (prices, beat schedule, admin user), start web + worker + beat.
@@ -36,7 +49,7 @@ run: venv
 	$(VENV)/bin/honcho start -f Procfile
 
 ## make test: the whole suite on SQLite, then on a PostgreSQL it starts itself.
-test: venv $(VENV)/.installed-litellm
+test: venv $(VENV)/.installed-litellm $(FOCUS_VENV)/.installed
 	bin/run-tests
 
 ## make screenshots: the browser walk of every screen alone (tests/browser, SQLite, headless Chromium),
