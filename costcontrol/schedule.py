@@ -82,4 +82,12 @@ SCHEDULE: tuple[ScheduledTask, ...] = (
         description="Stores cost and cost per lead of batches finished whose own task was lost (broker down).",
         crontab={"minute": "7"},
     ),
+    ScheduledTask(
+        name="Pull provider bills (daily, 06:00)",
+        task="tracking.bills_pull",
+        description="Imports what the OpenAI and Anthropic cost APIs say they billed for each enabled billing source: "
+        "the last closed UTC days (each source's days re-read) and any earlier day whose import failed. Beside "
+        "the ledger, never in it; a day read again with the same lines changes nothing.",
+        crontab={"minute": "0", "hour": "6"},
+    ),
 )

@@ -1834,3 +1834,6 @@ def cost_per_lead_trend(batches: list[Batch]) -> dict[str, Any]:
         "drawn": any(v is not None for b in finished for v in (b.cost_per_lead, b.month_cost_per_lead)),
         "unit": unit,
     }
+
+
+from . import admin_billing  # noqa: E402, F401  (billing sources, days and billed lines)

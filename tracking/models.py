@@ -861,7 +861,12 @@ class BilledCost(models.Model):
 
 class BillingDay(models.Model):
     """How the import of one source's day went: ok (its lines are in BilledCost) or failed (nothing of
-    that day changed; the message says why; the next pull tries again)."""
+    that day changed; the message says why; the next pull tries again).
+
+    status, message and attempted_at are the last attempt's; lines and imported_at describe the lines
+    stored (a failed re-read keeps the lines of the last good import, and imported_at stays set). A day
+    with status ok is complete as the provider reported it at imported_at; a day without a row was never
+    read (tracking/billing.py)."""
 
     class Status(models.TextChoices):
         OK = "ok", "imported"

@@ -8,6 +8,7 @@ from celery import shared_task
 from django.conf import settings
 
 from .batches import batch_cost_compute, batches_compute_pending
+from .billing import bills_pull_enabled
 from .focus import focus_export_daily
 from .gpu import gpu_usage_sample
 from .models import Batch
@@ -78,3 +79,14 @@ def focus_export_daily_task() -> str:
     path, rows = focus_export_daily(settings.FOCUS_EXPORT_DIR)
     logger.info("FOCUS export: %d rows written to %s", rows, path)
     return str(path)
+
+
+@shared_task(name="tracking.bills_pull")
+def bills_pull() -> str:
+    """Beat, daily: what each enabled provider cost API says it billed for the last closed UTC days (and the
+    days that failed before). A failing source is recorded on it and the others are still pulled."""
+    done = bills_pull_enabled()
+    failed = sum(1 for _, results in done if isinstance(results, str) or any(not r.ok for r in results))
+    summary = f"{len(done)} billing source(s) pulled, {failed} with failures"
+    (logger.warning if failed else logger.info)("%s", summary)
+    return summary

@@ -341,6 +341,10 @@ REPORTED_COST_TOLERANCE_PERCENT = env_decimal("REPORTED_COST_TOLERANCE_PERCENT",
 # FOCUS 1.2 export (manage.py export_focus, the admin's "Export as FOCUS"): a folder where the beat task
 # "FOCUS export (daily)" writes yesterday's file, focus-YYYY-MM-DD.csv; empty: no daily file.
 FOCUS_EXPORT_DIR = env.str("FOCUS_EXPORT_DIR", default="")
+# Provider bills (tracking/billing.py): the admin keys stored on billing sources are encrypted with this Fernet
+# key (32 url-safe base64 bytes; or BILLING_ENCRYPTION_KEY_FILE); empty: a key derived from DJANGO_SECRET_KEY.
+# Changing it (or the secret key it is derived from) makes stored admin keys unreadable: enter them again.
+BILLING_ENCRYPTION_KEY = env_secret("BILLING_ENCRYPTION_KEY", "")
 
 # --- metrics (/metrics, for Prometheus) ------------------------------------------------------------
 # Business metrics are read from the database at scrape time and kept this many seconds (0: never kept).

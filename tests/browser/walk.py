@@ -47,7 +47,9 @@ def seed_every_screen() -> None:
     from budgets.services import budget_reserve
     from core.models import Team
     from costcontrol.services import periodic_tasks_install
+    from tracking.billing import billing_key_set, bills_import_csv
     from tracking.gpu import gpu_settings_ensure
+    from tracking.models import BillingSource
 
     call_command("seed_demo_data", "--days", "3", "--json", stdout=io.StringIO())
     user_model = get_user_model()
@@ -73,6 +75,13 @@ def seed_every_screen() -> None:
     alert_rules_defaults_ensure()
     alerts_evaluate()
     notifications_flush()
+    # Provider bills: an API source with a stored key (never pulled here: no network), invoice lines by CSV.
+    openai = BillingSource.objects.create(name="OpenAI organization", kind="openai", provider="openai")
+    billing_key_set(openai, "sk-admin-walk-not-a-key")
+    invoices = BillingSource.objects.create(name="Mistral invoices", kind="csv", provider="mistral")
+    yesterday = timezone.now().date() - timedelta(days=1)
+    lines = f"day,model,amount,currency,account,description\n{yesterday},mistral-large-latest,12.40,EUR,prod,tokens\n"
+    bills_import_csv(invoices, io.StringIO(lines))
 
 
 # Fields shown exactly as they are stored, whatever they look like: keys that a client or the system

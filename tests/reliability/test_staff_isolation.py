@@ -83,6 +83,9 @@ ORGANISATION_WIDE = {
     "tracking.gpudevice": "GPUs are the organisation's hardware, sampled by one sampler",
     "tracking.gpusample": "samples of the organisation's GPUs; GPU time is charged without a team",
     "tracking.gpusettings": "one organisation-wide switch (GPU burst mode)",
+    "tracking.billingsource": "the providers' organization accounts and their admin keys: superusers only",
+    "tracking.billingday": "the import status of an organization's provider bill: superusers only",
+    "tracking.billedcost": "a line of the organization's provider bill (no team is billed): superusers only",
     "analytics.dashboard": "no rows: its pages (the dashboard, its CSV exports) are walked as custom URLs",
 }
 
@@ -109,6 +112,8 @@ CUSTOM_URL_ARGS: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "budgets_budget_override": lambda: [
         {"object_id": pk} for pk in Budget.objects.templates().values_list("pk", flat=True)
     ],
+    # A CSV billing source's upload page: superusers only, so refused before any source is looked up.
+    "tracking_billingsource_upload": lambda: [{"source_id": 1}],
 }
 
 SITE_URLS_NOT_WALKED = {"logout": "POST only; it would end the walk's session"}
