@@ -85,12 +85,18 @@ COLUMNS = (
     "ChargeClass",
     "ChargeDescription",
     "ChargeFrequency",
+    "CommitmentDiscountStatus",
     "ConsumedQuantity",
     "ConsumedUnit",
     "ContractedUnitPrice",
+    "InvoiceId",
     "InvoiceIssuerName",
     "ListUnitPrice",
     "PricingCategory",
+    "PricingCurrency",
+    "PricingCurrencyContractedUnitPrice",
+    "PricingCurrencyEffectiveCost",
+    "PricingCurrencyListUnitPrice",
     "PricingQuantity",
     "PricingUnit",
     "ProviderName",
@@ -104,6 +110,8 @@ COLUMNS = (
     "ServiceName",
     "ServiceSubcategory",
     "SkuId",
+    "SkuMeter",
+    "SkuPriceDetails",
     "SkuPriceId",
     "SubAccountId",
     "SubAccountName",
@@ -120,6 +128,8 @@ COLUMNS = (
     "x_PricingStatus",
     "x_Entries",
 )
+# Written with the ledger's 9 places (FOCUS tools read a column of whole numbers as integers, not decimals).
+COST_COLUMNS = frozenset(("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "PricingCurrencyEffectiveCost"))
 
 _FIELDS = (
     "occurred_at",
@@ -194,7 +204,7 @@ def _parts(entry: dict[str, Any]) -> list[tuple[tuple[Any, ...], Decimal, Decima
         entry["team__name"] or "",
         entry["subject"],
         entry["job"],
-        json.dumps(entry["tags"] or {}, sort_keys=True),
+        json.dumps(entry["tags"] or {}, sort_keys=True, separators=(",", ":")),
         entry["service_tier"],
         entry["region"],
         entry["currency"],
@@ -267,67 +277,88 @@ def _day_rows(day: date, groups: dict[tuple[Any, ...], _Group]) -> Iterable[list
         gpu = provider == "gpu"
         tag_values = json.loads(tags)
         rule = ", ".join(w for w in (service_tier_words(service_tier), context_tier_words(above_tokens)) if w)
-        yield [
-            group.billed,
-            group.billed,
-            group.listed,
-            group.billed,
-            provider,
-            name,
-            currency,
-            billing_start,
-            billing_end,
-            charge_start,
-            charge_end,
-            category,
-            None,
-            f"{model}: {words}" if usage else f"{model}: correction",
-            "Usage-Based" if usage else "One-Time",
-            group.quantity if usage else None,
-            focus_unit if usage else None,
-            Decimal(unit_price) if unit_price is not None else None,
-            name,
-            Decimal(unit_price) if unit_price is not None else None,
-            "Standard" if usage else None,
-            group.quantity if usage else None,
-            focus_unit if usage else None,
-            name,
-            name,
-            region or None,
-            region or None,
-            tag_values.get("gpu") if gpu else None,
-            model if gpu else None,
-            "GPU" if gpu else None,
-            SERVICE_CATEGORY,
-            f"{name} {'GPUs' if gpu else 'API'}",
-            SERVICE_SUBCATEGORY,
-            f"{provider}/{model}/{unit}",
-            str(price_id) if price_id is not None else None,
-            service or None,
-            service or None,
-            tags,
-            provider,
-            model,
-            operation,
-            service,
-            team,
-            subject,
-            job,
-            service_tier,
-            rule,
-            status,
-            group.entries,
-        ]
+        price = Decimal(unit_price) if unit_price is not None else None
+        quantity = group.quantity if usage else None
+        row: dict[str, Any] = {
+            "BilledCost": group.billed,
+            "EffectiveCost": group.billed,
+            "ListCost": group.listed,
+            "ContractedCost": group.billed,
+            "BillingAccountId": provider,
+            "BillingAccountName": name,
+            "BillingCurrency": currency,
+            "BillingPeriodStart": billing_start,
+            "BillingPeriodEnd": billing_end,
+            "ChargePeriodStart": charge_start,
+            "ChargePeriodEnd": charge_end,
+            "ChargeCategory": category,
+            "ChargeDescription": f"{model}: {words}" if usage else f"{model}: correction",
+            "ChargeFrequency": "Usage-Based" if usage else "One-Time",
+            "ConsumedQuantity": quantity,
+            "ConsumedUnit": focus_unit if usage else None,
+            "ContractedUnitPrice": price,
+            "InvoiceIssuerName": name,
+            "ListUnitPrice": price,
+            "PricingCategory": "Standard" if usage else None,
+            "PricingCurrency": currency,
+            "PricingCurrencyContractedUnitPrice": price,
+            "PricingCurrencyEffectiveCost": group.billed,
+            "PricingCurrencyListUnitPrice": price,
+            "PricingQuantity": quantity,
+            "PricingUnit": focus_unit if usage else None,
+            "ProviderName": name,
+            "PublisherName": name,
+            "RegionId": region or None,
+            "RegionName": region or None,
+            "ResourceId": tag_values.get("gpu") if gpu else None,
+            "ResourceName": model if gpu else None,
+            "ResourceType": "GPU" if gpu else None,
+            "ServiceCategory": SERVICE_CATEGORY,
+            "ServiceName": f"{name} {'GPUs' if gpu else 'API'}",
+            "ServiceSubcategory": "AI Platforms" if gpu else SERVICE_SUBCATEGORY,
+            "SkuId": f"{provider}/{model}/{unit}",
+            "SkuMeter": words.capitalize(),
+            # The catalog price that priced the row (none for an explicit amount or an unpriced call).
+            "SkuPriceDetails": None
+            if price_id is None
+            else json.dumps({"x_Model": model, "x_Unit": unit}, separators=(",", ":")),
+            "SkuPriceId": None if price_id is None else f"{provider}/{model}/{unit}@price-{price_id}",
+            "SubAccountId": team or None,
+            "SubAccountName": team or None,
+            "Tags": tags,
+            "x_Provider": provider,
+            "x_Model": model,
+            "x_Operation": operation,
+            "x_Service": service,
+            "x_Team": team,
+            "x_Subject": subject,
+            "x_Job": job,
+            "x_ServiceTier": service_tier,
+            "x_PricingRule": rule,
+            "x_PricingStatus": status,
+            "x_Entries": group.entries,
+        }
+        yield [row.get(column) for column in COLUMNS]
 
 
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, Decimal):
-        return f"{value.normalize():f}" if value else "0"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return value
+def _decimal_text(value: Decimal) -> str:
+    """Exact, with a decimal point always (1200000.0): FOCUS tools read a column of whole numbers as integers."""
+    text = f"{value.normalize():f}" if value else "0"
+    return text if "." in text else f"{text}.0"
+
+
+def _cells(row: list[Any]) -> list[Any]:
+    out = []
+    for name, value in zip(COLUMNS, row, strict=True):
+        if value is None:
+            out.append("")
+        elif isinstance(value, Decimal):
+            out.append(f"{value:.9f}" if name in COST_COLUMNS else _decimal_text(value))
+        elif isinstance(value, datetime):
+            out.append(value.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        else:
+            out.append(value)
+    return out
 
 
 FORMATS = ("csv", "parquet")
@@ -378,22 +409,18 @@ def focus_csv_lines(start: date, end: date, entries: QuerySet[CostEntry] | None 
     writer = csv.writer(Echo(), lineterminator="\n")
     yield writer.writerow(COLUMNS)
     for row in focus_rows(start, end, entries):
-        yield writer.writerow([_cell(value) for value in row])
+        yield writer.writerow(_cells(row))
 
 
 # Parquet: every column a string but the costs and quantities, decimal128 of the ledger's precision.
-_DECIMAL_COLUMNS = frozenset(
-    (
-        "BilledCost",
-        "EffectiveCost",
-        "ListCost",
-        "ContractedCost",
-        "ConsumedQuantity",
-        "ContractedUnitPrice",
-        "ListUnitPrice",
-        "PricingQuantity",
-    )
-)
+_DECIMAL_COLUMNS = COST_COLUMNS | {
+    "ConsumedQuantity",
+    "PricingQuantity",
+    "ContractedUnitPrice",
+    "ListUnitPrice",
+    "PricingCurrencyContractedUnitPrice",
+    "PricingCurrencyListUnitPrice",
+}
 PARQUET_BATCH = 10_000
 
 

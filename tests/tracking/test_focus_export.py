@@ -109,8 +109,8 @@ def test_rows_are_per_day_model_and_pricing_unit_with_every_focus_column(ledger)
     gpt4o = {r["SkuId"]: r for r in rows if r["x_Model"] == "gpt-4o" and r["x_Subject"] == "alice"}
     assert set(gpt4o) == {"openai/gpt-4o/input_token", "openai/gpt-4o/output_token", "openai/gpt-4o/cached_input_token"}
     output = gpt4o["openai/gpt-4o/output_token"]
-    assert (output["PricingQuantity"], output["PricingUnit"], output["ListUnitPrice"]) == ("567", "Tokens", "0.00001")
-    assert output["BilledCost"] == output["ListCost"] == "0.00567"
+    assert (output["PricingQuantity"], output["PricingUnit"], output["ListUnitPrice"]) == ("567.0", "Tokens", "0.00001")
+    assert output["BilledCost"] == output["ListCost"] == "0.005670000"
     assert output["ChargePeriodStart"] == "2026-11-18T00:00:00Z" and output["ChargePeriodEnd"] == "2026-11-19T00:00:00Z"
     assert (
         output["BillingPeriodStart"] == "2026-11-01T00:00:00Z" and output["BillingPeriodEnd"] == "2026-12-01T00:00:00Z"
@@ -122,11 +122,11 @@ def test_rows_are_per_day_model_and_pricing_unit_with_every_focus_column(ledger)
     )
     assert output["SkuPriceId"] and output["x_Service"] == "chat" and output["x_PricingStatus"] == "priced"
     explicit = next(r for r in rows if r["SkuId"] == "openai/gpt-4o/call")
-    assert (explicit["BilledCost"], explicit["PricingQuantity"], explicit["PricingUnit"]) == ("0.42", "1", "Requests")
+    assert (explicit["BilledCost"], explicit["PricingQuantity"], explicit["PricingUnit"]) == ("0.420000000", "1.0", "Requests")
     unpriced = next(r for r in rows if r["x_Model"] == "gpt-9")
     assert (unpriced["BilledCost"], unpriced["PricingQuantity"], unpriced["x_PricingStatus"]) == (
-        "0",
-        "100",
+        "0.000000000",
+        "100.0",
         "unpriced",
     )
     team = next(r for r in rows if r["x_Team"] == "ml" and r["ChargeCategory"] == "Usage")
@@ -141,7 +141,7 @@ def test_gpu_hours_are_in_the_same_file_with_the_device_as_resource(ledger):
         "Hours",
         "0.75",
     )
-    assert gpu["BilledCost"] == "0.6"
+    assert gpu["BilledCost"] == "0.600000000"
 
 
 def test_a_correction_is_an_adjustment_in_its_originals_day(ledger):
@@ -195,7 +195,7 @@ def test_a_failed_export_leaves_no_partial_file(ledger, tmp_path, monkeypatch):
     import tracking.focus
 
     def broken(*args, **kwargs):
-        yield ["half a row"]
+        yield ["half a row", *[None] * (len(COLUMNS) - 1)]
         raise RuntimeError("the database went away")
 
     monkeypatch.setattr(tracking.focus, "focus_rows", broken)
