@@ -122,7 +122,11 @@ def test_rows_are_per_day_model_and_pricing_unit_with_every_focus_column(ledger)
     )
     assert output["SkuPriceId"] and output["x_Service"] == "chat" and output["x_PricingStatus"] == "priced"
     explicit = next(r for r in rows if r["SkuId"] == "openai/gpt-4o/call")
-    assert (explicit["BilledCost"], explicit["PricingQuantity"], explicit["PricingUnit"]) == ("0.420000000", "1.0", "Requests")
+    assert (explicit["BilledCost"], explicit["PricingQuantity"], explicit["PricingUnit"]) == (
+        "0.420000000",
+        "1.0",
+        "Requests",
+    )
     unpriced = next(r for r in rows if r["x_Model"] == "gpt-9")
     assert (unpriced["BilledCost"], unpriced["PricingQuantity"], unpriced["x_PricingStatus"]) == (
         "0.000000000",
