@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from budgets.levels import FORECAST, Level, level_label, level_rank
 from core.money import format_money
-from core.scopes import scope_errors, team_scope_errors
+from core.scopes import billed_scope, scope_errors, team_scope_errors
 
 LEVEL_CHOICES = Level.choices
 
@@ -285,7 +285,7 @@ class AlertRule(models.Model):
             errors["window"] = ["only the difference from the bill is measured on the last day billed"]
         elif self.metric == Metric.BILL_DRIFT and self.team is not None:
             errors["team"] = ["the providers' bills are the organisation's: difference rules have no team"]
-        elif self.metric == Metric.BILL_DRIFT and self.scope != "global" and not self.scope.startswith("provider:"):
+        elif self.metric == Metric.BILL_DRIFT and not billed_scope(self.scope):
             errors["scope"] = ["bills are per provider: use global or provider:NAME"]
         elif self.metric in rolling_only and self.window in (Window.MONTH,):
             errors["window"] = ["use a shorter window for rates and hits"]

@@ -687,6 +687,7 @@ def _status_json(status: BudgetStatus) -> dict[str, Any]:
         "utilisation": None if status.utilisation is None else _money(status.utilisation),
         "level": status.level_label,
         "hard_limit": budget.hard_limit,
+        "count_billed": budget.count_billed,
         "allowed": status.allowed,
         "period_start": period.start.isoformat(),
         "period_end": period.end.isoformat() if period.end else None,
@@ -968,6 +969,11 @@ class BudgetIn(Schema):
     rollover_cap: MoneyIn | None = None
     hard_limit: StrictBool = _model_default("hard_limit")
     forecast_alerts: StrictBool = _model_default("forecast_alerts")
+    count_billed: StrictBool = Field(
+        default=False,
+        description="count the providers' imported bills instead of the metered spend for closed UTC days "
+        "(global or provider:NAME budgets without a team only)",
+    )
     confirm_scope: StrictBool = Field(
         default=False,
         description="a template whose kind never had spend (a typo in a tag key?) is refused unless this is true",

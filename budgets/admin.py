@@ -29,7 +29,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from core.models import Team
-from core.money import format_money_fine
+from core.money import ZERO, format_money_fine
+from core.periods import hour_floor
 from core.scopes import (
     SCOPE_KINDS,
     scope_errors,
@@ -43,6 +44,7 @@ from core.scopes import (
 from core.teams import TeamScopedAdminMixin, sees_every_team, team_list_filter, user_teams
 from tracking.admin import rollup_scopes_seen_by
 from tracking.models import SpendRollup
+from tracking.selectors import billed_days
 
 from .admin_display import EMPTY, level_badge, money, percent_text, plain_amount
 from .admin_templates import (
@@ -269,6 +271,7 @@ class BudgetForm(ScopeConfirmForm):
             "currency",
             "period",
             "hard_limit",
+            "count_billed",
             "thresholds",
             "forecast_alerts",
             "channels",
@@ -669,12 +672,35 @@ def budget_links(request: HttpRequest, budget: Budget, status: BudgetStatus | No
     return links
 
 
+def _billed_rows(status: BudgetStatus) -> list[tuple[str, str]]:
+    """How a budget that counts the providers' bills got its spend: which days are billed, which metered."""
+    budget, period = status.budget, status.period
+    if not budget.count_billed:
+        return []
+    until = hour_floor(status.at) + timedelta(hours=1)
+    until = min(until, period.end) if period.end is not None else until
+    days = billed_days(scope=budget.scope, currency=budget.currency, start=period.start, end=until)
+    if not days:
+        return [("providers' bills", "none imported for this period's closed days yet: the spend is metered")]
+    billed = sum((d.billed for d in days), ZERO)
+    metered = sum((d.metered for d in days), ZERO)
+    return [
+        (
+            "providers' bills",
+            f"counted for {len(days)} closed UTC day{'s' if len(days) != 1 else ''} ({days[0].day} to {days[-1].day}): "
+            f"{money(billed, budget.currency)} billed instead of {money(metered, budget.currency)} metered; "
+            "today and days without a bill are metered",
+        )
+    ]
+
+
 def this_period_rows(status: BudgetStatus) -> list[tuple[str, str]]:
     """The current period in words and numbers (the table beside the burn-down)."""
     currency, period = status.currency, status.period
     rows = [
         ("period", f"{_period_names(period)[1]} ({settings.TIME_ZONE})"),
         ("spent so far", money(status.spent, currency)),
+        *_billed_rows(status),
         (
             "limit",
             money(status.limit, currency)
@@ -778,7 +804,7 @@ class BudgetAdmin(TemplateAdminMixin, ScopeChoiceAdminMixin, TeamScopedAdminMixi
     readonly_fields = ("created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "scope", "confirm_scope", "team", "owner", "is_active")}),
-        ("Limit", {"fields": ("amount", "currency", "period", "hard_limit")}),
+        ("Limit", {"fields": ("amount", "currency", "period", "hard_limit", "count_billed")}),
         ("Thresholds and alerts", {"fields": ("thresholds", "forecast_alerts", "channels")}),
         ("Rollover", {"fields": ("rollover", "rollover_cap")}),
         ("Notes", {"fields": ("metadata", "created_at", "updated_at"), "classes": ("collapse",)}),

@@ -15,6 +15,7 @@ from django_prometheus.models import ExportModelOperationsMixin
 from core.money import CURRENCIES, MoneyField, format_money
 from core.scopes import (
     SCOPE_KINDS,
+    billed_scope,
     scope_errors,
     scope_is_template,
     team_scope_errors,
@@ -167,6 +168,14 @@ class Budget(ExportModelOperationsMixin("budget"), models.Model):
         help_text="Refuse spending that would go over the limit: the budget check of the API answers "
         '"deny" and reservations are refused. Without it the budget only warns.',
     )
+    count_billed = models.BooleanField(
+        "count the providers' bills",
+        default=False,
+        help_text="For each closed UTC day whose bill was imported (Spend tracking → Billing sources), count what "
+        "the provider billed instead of what costcontrol metered: actuals replace estimates, as AWS Budgets does. "
+        "Today and days without a bill stay metered. Only for the whole spend (global) or one provider "
+        "(provider:NAME), organisation-wide: bills are not broken down by service, user or team.",
+    )
     forecast_alerts = models.BooleanField(
         "forecast alerts",
         default=False,
@@ -293,6 +302,11 @@ class Budget(ExportModelOperationsMixin("budget"), models.Model):
             errors["currency"] = [f"unknown currency {self.currency!r} (expected an ISO 4217 code such as USD)"]
         if not isinstance(self.metadata, dict):
             errors["metadata"] = ["must be a JSON object"]
+        if self.count_billed and (self.team_id or self.is_template or not billed_scope(self.scope)):
+            errors["count_billed"] = [
+                "bills are per provider and organisation-wide: only a budget of the whole spend (global) or of "
+                "one provider (provider:NAME), without a team, can count them"
+            ]
         if errors:
             raise ValidationError(errors)
 

@@ -29,7 +29,7 @@ from core.money import ZERO, MoneyField, from_nanos, parse_money, plain_money, t
 from core.periods import hour_floor, period_bounds
 from core.scopes import scope_errors
 from tracking.models import SpendRollup
-from tracking.selectors import RollupWindow, rollup_window, spend_total, window_spend
+from tracking.selectors import RollupWindow, billed_adjustment, rollup_window, spend_total, window_spend
 
 from .forecast import Forecast, Question, spend_forecasts
 from .levels import Level, budget_level, forecast_label, level_label
@@ -209,8 +209,17 @@ def _carry(budget: Budget, previous: BudgetPeriod) -> Decimal:
     else:
         limit = budget.amount + previous.carried_over
         spent = spend_total(scope=budget.scope, start=previous.start, end=previous.end, currency=budget.currency)
+        spent += budget_billed(budget, previous.start, previous.end)
     unspent = max(limit - spent, ZERO)
     return unspent if budget.rollover_cap is None else min(unspent, budget.rollover_cap)
+
+
+def budget_billed(budget: Budget, start: datetime, end: datetime | None) -> Decimal:
+    """What a budget that counts the providers' bills adds to its metered spend of [start, end): billed minus
+    metered on each whole UTC day billed (tracking.selectors.billed_adjustment); 0 for any other budget."""
+    if not budget.count_billed or end is None:
+        return ZERO
+    return billed_adjustment(scope=budget.scope, currency=budget.currency, start=start, end=end)
 
 
 def budget_statuses(
@@ -237,6 +246,13 @@ def budget_statuses(
         read = with_spend(Budget.objects.filter(pk__in=[b.pk for b in missing]), at=at, kinds=kinds)
         sums.update((pk, (spent, reserved)) for pk, spent, reserved in read.values_list("pk", "spent", "reserved"))
     periods = _periods(budgets, at)
+    for budget in budgets:
+        if budget.count_billed:  # the bills of the period's closed days instead of the metered spend
+            period = periods[budget.pk]
+            until = hour_floor(at) + timedelta(hours=1)
+            until = min(until, period.end) if period.end is not None else until
+            spent, reserved = sums[budget.pk]
+            sums[budget.pk] = (spent + budget_billed(budget, period.start, until), reserved)
     statuses = [
         BudgetStatus(
             budget=budget,

@@ -26,7 +26,7 @@ from tracking.selectors import spend_total, spend_totals, usage_quote
 
 from .levels import LEVEL_ORDER, budget_level, level_rank
 from .models import Budget, BudgetPeriod, Period, Reservation
-from .selectors import BudgetStatus, budget_statuses, utilisation_percent
+from .selectors import BudgetStatus, budget_billed, budget_statuses, utilisation_percent
 from .templates import budgets_of
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ def budget_period_close(*, period: BudgetPeriod, now: datetime | None = None) ->
         # Closed at or after its end: the whole period. Closed early (its kind changed): up to now.
         until = period.end if period.end is not None and period.end <= now else now
         spent = spend_total(scope=budget.scope, start=period.start, end=until, currency=budget.currency)
+        spent += budget_billed(budget, period.start, until)
         limit = period.limit if period.closed_at is not None else budget.amount + period.carried_over
         level = budget_level(utilisation_percent(spent=spent, limit=limit), budget.thresholds, over=spent > limit)
         peak = level if level_rank(level) > level_rank(period.peak_level) else period.peak_level

@@ -183,3 +183,9 @@ def template_prefix(template: str) -> str:
 def template_value(template: str, scope: str) -> str:
     """The value `scope` is of `template` (`subject:*`, `subject:alice` gives `alice`)."""
     return scope[len(template_prefix(template)) :]
+
+
+def billed_scope(scope: str) -> bool:
+    """Whether the providers' bills can answer for `scope`: the whole spend or one provider's, organisation-wide
+    (bills are per provider and day, not per service, user or team)."""
+    return scope == "global" or (scope.startswith("provider:") and "/" not in scope and len(scope) > len("provider:"))

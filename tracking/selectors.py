@@ -483,3 +483,22 @@ def bill_drift(*, start: date, end: date, providers: Iterable[str] | None = None
         for key in sorted(keys)
         for day, provider, currency in (key,)
     ]
+
+
+def billed_days(*, scope: str, currency: str, start: datetime, end: datetime) -> list[BillDrift]:
+    """The whole UTC days inside [start, end) with an imported bill of `scope` (global or provider:NAME), in
+    `currency`. The part-days at the window's ends (today, a period boundary inside a UTC day) are left out."""
+    first = start.astimezone(UTC)
+    first_day = first.date() if first.time() == datetime.min.time() else first.date() + timedelta(days=1)
+    last_day = end.astimezone(UTC).date()  # the day `end` falls in is not whole (or starts at `end`)
+    if first_day >= last_day:
+        return []
+    providers = None if scope == "global" else [scope.removeprefix("provider:")]
+    return [row for row in bill_drift(start=first_day, end=last_day, providers=providers) if row.currency == currency]
+
+
+def billed_adjustment(*, scope: str, currency: str, start: datetime, end: datetime) -> Decimal:
+    """What counting the providers' bills changes in the spend of `scope` over [start, end): on each whole UTC
+    day billed (billed_days), billed minus metered. Days without a bill stay metered."""
+    days = billed_days(scope=scope, currency=currency, start=start, end=end)
+    return sum((row.billed - row.metered for row in days), ZERO)

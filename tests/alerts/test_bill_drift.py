@@ -234,3 +234,71 @@ def test_the_cost_dashboard_draws_metered_against_billed_for_the_organisation_on
         ml = TeamFactory(name="ml")
         _, staff = staff_client("ml-lead", [ml], perms=["view_dashboard"])
         assert "chart-bill_drift" not in staff.get(url).content.decode()  # bills are the organisation's
+
+
+# --- budgets that count the bills ------------------------------------------------------------------------
+
+
+def test_a_budget_that_counts_bills_takes_the_billed_amount_for_closed_billed_days_only(gpt4o_prices):
+    from budgets.models import Budget
+    from budgets.selectors import budget_statuses
+
+    counted = Budget.objects.create(
+        name="OpenAI actuals", scope="provider:openai", amount=Decimal("100"), count_billed=True
+    )
+    metered_only = Budget.objects.create(name="OpenAI metered", scope="provider:openai", amount=Decimal("100"))
+    everything = Budget.objects.create(name="All actuals", scope="global", amount=Decimal("100"), count_billed=True)
+    metered(D1, "9.00")
+    metered(D2, "10.00")
+    metered(D3, "4.00")  # today, at the time asked: metered whatever the bill says
+    billed(D1, "12.00")
+    billed(D2, "10.50")
+    at = datetime(2026, 11, 19, 18, tzinfo=UTC)
+    with time_machine.travel(at, tick=False):
+        statuses = {s.budget.name: s.spent for s in budget_statuses([counted, metered_only, everything], at=at)}
+    assert statuses == {
+        "OpenAI actuals": Decimal("26.50"),  # 12.00 + 10.50 billed, 4.00 metered today
+        "OpenAI metered": Decimal("23.00"),
+        "All actuals": Decimal("26.50"),
+    }
+
+
+def test_the_budget_page_explains_which_days_are_billed(gpt4o_prices):
+    from budgets.models import Budget
+    from tests.admin_clients import superuser_client
+
+    budget = Budget.objects.create(
+        name="OpenAI actuals", scope="provider:openai", amount=Decimal("100"), count_billed=True
+    )
+    metered(D1, "9.00")
+    billed(D1, "12.00")
+    with time_machine.travel(datetime(2026, 11, 19, 18, tzinfo=UTC), tick=False):
+        page = superuser_client().get(f"/admin/budgets/budget/{budget.pk}/change/").content.decode()
+    assert (
+        "counted for 1 closed UTC day (2026-11-17 to 2026-11-17): 12.00 USD billed instead of 9.00 USD metered" in page
+    )
+    assert "actuals replace estimates" in page  # the switch's own explanation
+
+
+@pytest.mark.parametrize(
+    ("fields", "allowed"),
+    [
+        ({"scope": "global"}, True),
+        ({"scope": "provider:openai"}, True),
+        ({"scope": "service:chat"}, False),
+        ({"scope": "subject:*"}, False),
+        ({"scope": "team:ml/provider:openai", "team": "ml"}, False),
+    ],
+)
+def test_only_the_whole_spend_or_a_providers_budget_may_count_bills(fields, allowed):
+    from budgets.models import Budget
+
+    if "team" in fields:
+        fields = {**fields, "team": TeamFactory(name=fields["team"])}
+    budget = Budget(name="b", amount=Decimal("10"), count_billed=True, **fields)
+    if allowed:
+        budget.full_clean()
+    else:
+        with pytest.raises(ValidationError) as raised:
+            budget.full_clean()
+        assert "only a budget of the whole spend" in " ".join(raised.value.message_dict["count_billed"])

@@ -80,6 +80,7 @@ BUSINESS_RULES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
         ("thresholds", "strictly increasing|outside|non-empty|cannot be blank"),
         ("amount", "decimal places|less than or equal"),
         ("rollover_cap", "decimal places|less than or equal"),
+        ("count_billed", "bills are per provider"),
     ),
     ("PUT", "/api/v1/budgets/{budget_id}/values/{value}"): (
         ("amount", "decimal places|less than or equal"),
