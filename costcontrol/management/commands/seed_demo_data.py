@@ -2,7 +2,8 @@
 
 Demo usage of several providers and models at the catalog's real prices, with a daily rhythm
 (office hours in TIME_ZONE), a quiet weekend, slow growth, a few errors and rate limits, a few
-anomalies, a nightly lead-generation batch with its leads, and an hourly GPU in burst mode.
+anomalies, a nightly lead-generation batch with its leads, an hourly GPU in burst mode, and OpenAI's
+invoice lines for each closed day (a CSV billing source) to compare the metered spend with.
 
 Everything goes through the real write paths (cost_entry_record_many, gpu_sample_record,
 batch_cost_compute), so the rollups, budgets and reports are exactly what real usage would give.
@@ -13,6 +14,7 @@ rules per name; running it again adds only the hours that have passed since.
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -27,15 +29,17 @@ from alerts.models import AlertRule, Metric, Window
 from budgets.models import Budget
 from core.progress import progress_bar
 from tracking.batches import batch_cost_compute
+from tracking.billing import bills_import_csv
 from tracking.catalog import price_catalog_load_default
 from tracking.gpu import GpuReading, gpu_sample_record
-from tracking.models import Batch, Price
+from tracking.models import Batch, BillingSource, Price, SpendRollupDay
 from tracking.services import cost_entry_record_many
 
 HOUR = timedelta(hours=1)
 PIPELINE = "nightly-leads"
 GPU_UUID = "GPU-demo-0000-0000-0000-000000000001"
 GPU_NAME = "NVIDIA L4 (demo)"
+DEMO_BILLS = "OpenAI invoices (demo)"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class Command(BaseCommand):
             bar.advance()
         bar.close()
         summary["batches"] = self._batches(start=start, end=end, seed=seed)
+        summary["billed_days"] = self._bills(end=end, seed=seed)
         created = self._budgets_and_rules()
         result = {
             "window": {"start": start.isoformat(), "end": end.isoformat()},
@@ -256,6 +261,30 @@ class Command(BaseCommand):
         result = gpu_sample_record(reading=reading, sampled_at=at, interval_seconds=3600, burst=True)
         return int(result.created)
 
+    # --- what OpenAI billed --------------------------------------------------------------------------
+
+    def _bills(self, *, end: datetime, seed: int) -> int:
+        """OpenAI's invoice lines for each closed UTC day of the demo, through the CSV import a finance lead would
+        use: close to what was metered (a few percent of usage that reached no client), one day well over it.
+        Returns the days imported."""
+        source, _ = BillingSource.objects.get_or_create(
+            name=DEMO_BILLS, defaults={"kind": BillingSource.Kind.CSV, "provider": "openai"}
+        )
+        today = end.astimezone(UTC).date()
+        rollups = SpendRollupDay.objects.filter(scope__startswith="model:", currency="USD", bucket__lt=end)
+        rows = ["day,model,amount,currency,description"]
+        for rollup in rollups.order_by("bucket", "scope"):
+            day, model = rollup.bucket.astimezone(UTC).date(), rollup.scope.removeprefix("model:")
+            if day >= today or not Price.objects.filter(provider="openai", model=model).exists():
+                continue
+            rng = random.Random(f"{seed}:{day}:{model}")
+            share = Decimal("1.25") if day == today - timedelta(days=2) else Decimal(1 + rng.uniform(0.0, 0.06))
+            amount = (rollup.amount * share).quantize(Decimal("0.01"))
+            rows.append(f"{day},{model},{amount},USD,{model} usage")
+        if len(rows) == 1:
+            return 0
+        return len(bills_import_csv(source, io.StringIO("\n".join(rows) + "\n"), today=today))
+
     # --- budgets and an anomaly rule -------------------------------------------------------------
 
     def _budgets_and_rules(self) -> list[str]:
@@ -269,6 +298,18 @@ class Command(BaseCommand):
             )
             if made:
                 created.append(name)
+        _, made = AlertRule.objects.get_or_create(
+            name="Demo: OpenAI bill",
+            defaults={
+                "metric": Metric.BILL_DRIFT,
+                "scope": "provider:openai",
+                "window": Window.LAST_BILLED_DAY,
+                "threshold": Decimal(10),
+                "level": "warning",
+            },
+        )
+        if made:
+            created.append("Demo: OpenAI bill")
         _, made = AlertRule.objects.get_or_create(
             name="Demo: spend anomaly",
             defaults={
