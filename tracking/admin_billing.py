@@ -210,13 +210,20 @@ class BillingDayAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 @admin.register(BilledCost)
 class BilledCostAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("day", "source", "provider", "model", "account", "description", "amount_shown", "imported_at")
+    # At 1440 px beside the filters: the day, what was billed (model, line item, account under it) and how much;
+    # the source and provider are filters, when it was imported is on the line's page.
+    list_display = ("day", "what", "amount_shown")
     list_filter = ("source", "provider", ("day", admin.DateFieldListFilter))
     list_select_related = ("source",)
     search_fields = ("model", "account", "description")
     date_hierarchy = "day"
     fields = ("source", "day", "provider", "model", "account", "description", "amount_shown", "imported_at")
     readonly_fields = ("amount_shown",)
+
+    @admin.display(description="model / line item", ordering="model")
+    def what(self, obj: BilledCost) -> str:
+        under = " · ".join(part for part in (obj.provider, obj.description, obj.account) if part)
+        return format_html('{}<div class="cc-sub">{}</div>', obj.model or "-", under)
 
     @admin.display(description="billed", ordering="amount")
     def amount_shown(self, obj: BilledCost) -> str:
