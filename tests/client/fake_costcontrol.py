@@ -14,8 +14,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from tests.local_http import JsonHandler
 
 API_KEY = "cc-test-key"
 
@@ -153,7 +155,7 @@ class FakeCostcontrol:
         return {**counts, "results": results}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server_state: FakeCostcontrol
     protocol_version = "HTTP/1.1"  # keep-alive, as the real server behind a proxy would
     timeout = 5  # an idle keep-alive connection's thread ends by itself
@@ -171,19 +173,6 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with self.server_state.lock:
                 self.server_state._sockets.discard(self.connection)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode() if body is not None else b""
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
 
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)

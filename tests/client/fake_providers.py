@@ -11,10 +11,10 @@ The usage objects and the service tier a test wants are set on the FakeProviders
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.local_http import JsonHandler, LocalHttpServer
 
 DATED = "-2024-08-06"
 
@@ -40,7 +40,7 @@ RESPONSES_USAGE = {
 }
 
 
-class FakeProviders:
+class FakeProviders(LocalHttpServer):
     def __init__(self) -> None:
         self.requests: list[tuple[str, Any]] = []
         self.openai_usage: dict[str, Any] = OPENAI_USAGE
@@ -51,27 +51,7 @@ class FakeProviders:
         self.anthropic_usage: dict[str, Any] = {**ANTHROPIC_START_USAGE, "output_tokens": 15}
         self.service_tier: str | None = None  # OpenAI: on the answer; Anthropic: in usage
         self.batch_results: list[dict[str, Any]] = []  # Anthropic Message Batches results (JSONL lines)
-        fake = self
-
-        class Handler(_Handler):
-            state = fake
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeProviders:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        super().__init__(_Handler)
 
 
 def sse(events: list[tuple[str | None, Any]]) -> Iterator[bytes]:
@@ -208,13 +188,10 @@ def anthropic_stream(model: str, usage: dict[str, Any] | None) -> list[tuple[str
     ]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     state: FakeProviders
     protocol_version = "HTTP/1.1"
     timeout = 5
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def _json(self, status: int, body: Any) -> None:
         data = json.dumps(body).encode()

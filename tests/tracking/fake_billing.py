@@ -11,19 +11,18 @@ bucket of a day not over yet added to every answer (``partial_day``, as the APIs
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.local_http import JsonHandler, LocalHttpServer
 
 OPENAI_KEY = "sk-admin-openai-fake-0123456789"
 ANTHROPIC_KEY = "sk-ant-admin01-fake-9876543210"
 
 
-class FakeBilling:
+class FakeBilling(LocalHttpServer):
     def __init__(self) -> None:
         self.openai: dict[date, list[dict[str, Any]]] = {}
         self.anthropic: dict[date, list[dict[str, Any]]] = {}
@@ -34,27 +33,7 @@ class FakeBilling:
         self.partial_day: date | None = None
         self.bucket_edit: Callable[[dict[str, Any]], dict[str, Any]] = lambda bucket: bucket
         self.requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = []
-        fake = self
-
-        class Handler(_Handler):
-            state = fake
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeBilling:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        super().__init__(_Handler)
 
     def pages(self, results: dict[date, list[dict[str, Any]]], start: date, end: date) -> list[list[tuple[date, list]]]:
         """The days start .. end - 1 as pages of (day, results) buckets, at most page_size results a page."""
@@ -88,21 +67,8 @@ def _rfc3339(day: date) -> str:
     return f"{day.isoformat()}T00:00:00Z"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     state: FakeBilling
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self) -> None:
         state = self.state

@@ -298,28 +298,21 @@ class Command(BaseCommand):
             )
             if made:
                 created.append(name)
-        _, made = AlertRule.objects.get_or_create(
-            name="Demo: OpenAI bill",
-            defaults={
-                "metric": Metric.BILL_DRIFT,
-                "scope": "provider:openai",
-                "window": Window.LAST_BILLED_DAY,
-                "threshold": Decimal(10),
-                "level": "warning",
-            },
-        )
-        if made:
-            created.append("Demo: OpenAI bill")
-        _, made = AlertRule.objects.get_or_create(
-            name="Demo: spend anomaly",
-            defaults={
-                "metric": Metric.ANOMALY,
-                "scope": "global",
-                "window": Window.LAST_DAY,
-                "threshold": Decimal(8),
-                "level": "warning",
-            },
-        )
-        if made:
-            created.append("Demo: spend anomaly")
+        rules = {
+            "Demo: OpenAI bill": (Metric.BILL_DRIFT, "provider:openai", Window.LAST_BILLED_DAY, Decimal(10)),
+            "Demo: spend anomaly": (Metric.ANOMALY, "global", Window.LAST_DAY, Decimal(8)),
+        }
+        for name, (metric, scope, window, threshold) in rules.items():
+            _, made = AlertRule.objects.get_or_create(
+                name=name,
+                defaults={
+                    "metric": metric,
+                    "scope": scope,
+                    "window": window,
+                    "threshold": threshold,
+                    "level": "warning",
+                },
+            )
+            if made:
+                created.append(name)
         return created
