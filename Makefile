@@ -61,7 +61,7 @@ screenshots: venv
 
 ## make bench: every benchmark (not tests), each under its own throwaway PostgreSQL, then one table
 ## (medians, ratios to a reference measured in the same run, targets) also written to bench/latest.md.
-## make bench QUICK=1: smaller ledgers and fewer samples, a smoke run (~6 min instead of ~15).
+## make bench QUICK=1: smaller ledgers and fewer samples, a smoke run (~8 min instead of ~20).
 bench: venv
 	$(PY) bench/run_all.py $(if $(filter 1,$(QUICK)),--quick,)
 

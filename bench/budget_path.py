@@ -263,15 +263,53 @@ def load_window(now: datetime) -> tuple[datetime, datetime]:
     return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC), now
 
 
-class LedgerLoader:
-    """Grows the ledger to a given number of rows, in chunks, and adds the new rows to the rollups."""
+# PostgreSQL, with LedgerLoader(parts=...): prices_used as the write path's quote writes it (tracking.pricing:
+# a part per unit with a quantity, {price_id, unit_price, quantity, amount, service_tier, above_tokens,
+# valid_from}), each part the model's template (the quote's part, less quantity and amount) and these two.
+PG_PRICED_UNITS = (  # unit, its quantity over `y` (the loader's input_tokens count the cached ones too)
+    ("input_token", "y.input_tokens - y.cached"),
+    ("cached_input_token", "y.cached"),
+    ("output_token", "y.output_tokens"),
+)
+PG_PRICES_USED = (
+    "jsonb_strip_nulls(jsonb_build_object("
+    + ", ".join(
+        f"'{unit}', CASE WHEN {q} > 0 THEN ((%(part_{unit})s::text[])[y.mi])::jsonb || jsonb_build_object("
+        f"'quantity', ({q})::text, 'amount', "
+        f"trim_scale(({q}) * (((%(part_{unit})s::text[])[y.mi])::jsonb ->> 'unit_price')::numeric)::text) END"
+        for unit, q in PG_PRICED_UNITS
+    )
+    + "))"
+)
 
-    def __init__(self, *, teams: list[int], run_id: str, seed: int) -> None:
+
+class LedgerLoader:
+    """Grows the ledger to a given number of rows, in chunks, and adds the new rows to the rollups.
+
+    `window`: [t0, t1) of occurred_at (default load_window). `parts` (PostgreSQL): each LOAD_MODELS model's
+    prices_used part template per unit of PG_PRICED_UNITS, {(provider, model): {unit: part}}, the quote's
+    part less quantity and amount: the rows get prices_used as the write path fills it, and their amounts
+    from the parts' unit prices (default: no prices_used, amounts from LOAD_MODELS).
+    """
+
+    def __init__(
+        self,
+        *,
+        teams: list[int],
+        run_id: str,
+        seed: int,
+        window: tuple[datetime, datetime] | None = None,
+        parts: dict[tuple[str, str], dict[str, dict[str, Any]]] | None = None,
+    ) -> None:
         from django.db import connection
 
         self.connection = connection
         self.vendor = connection.vendor
+        if parts is not None and self.vendor != "postgresql":
+            raise ValueError("LedgerLoader(parts=...) is PostgreSQL only")
         self.teams = teams
+        self.window = window
+        self.parts = parts
         self.key_prefix = f"bench-load-{run_id}-"
         self.seed = seed
         self.rows = 0
@@ -289,7 +327,7 @@ class LedgerLoader:
 
         from tracking.models import CostEntry, MetricSeries
 
-        t0, t1 = load_window(datetime.now(UTC))
+        t0, t1 = self.window or load_window(datetime.now(UTC))
         with self.connection.cursor() as cursor:
             if self.vendor == "postgresql":
                 # Loader-only settings of this session (the grouping of millions of scope rows).
@@ -323,13 +361,14 @@ class LedgerLoader:
 
         if self.vendor == "postgresql":
             fields = ledger_fields()
-            missing = set(PG_DRAWN) - {f.column for f in fields}
+            drawn = PG_DRAWN if self.parts is None else {**PG_DRAWN, "prices_used": PG_PRICES_USED}
+            missing = set(drawn) - {f.column for f in fields}
             if missing:
                 raise RuntimeError(f"CostEntry has no column {', '.join(sorted(missing))}: update bench/budget_path.py")
             values, defaults = [], {}
             for field in fields:
-                if field.column in PG_DRAWN:
-                    values.append(PG_DRAWN[field.column])
+                if field.column in drawn:
+                    values.append(drawn[field.column])
                     continue
                 default = field.get_default()
                 if default is None and not field.null:
@@ -354,9 +393,7 @@ class LedgerLoader:
                     "pricing_status": PricingStatus.PRICED.value,
                     "providers": [m[0] for m in LOAD_MODELS],
                     "models": [m[1] for m in LOAD_MODELS],
-                    "input_nano": [m[2] for m in LOAD_MODELS],
-                    "output_nano": [m[3] for m in LOAD_MODELS],
-                    "cached_nano": [m[4] for m in LOAD_MODELS],
+                    **self._prices(),
                     "n_models": len(LOAD_MODELS),
                     "services": list(SERVICES),
                     "n_services": len(SERVICES),
@@ -416,6 +453,28 @@ class LedgerLoader:
                 )
             )
         CostEntry.objects.bulk_create(batch, batch_size=2000)
+
+    def _prices(self) -> dict[str, list[Any]]:
+        """The PostgreSQL loader's price parameters: nano-USD per token of each model (and its part templates)."""
+        if self.parts is None:
+            return {
+                "input_nano": [m[2] for m in LOAD_MODELS],
+                "output_nano": [m[3] for m in LOAD_MODELS],
+                "cached_nano": [m[4] for m in LOAD_MODELS],
+            }
+        out: dict[str, list[Any]] = {}
+        for unit, key in (
+            ("input_token", "input_nano"),
+            ("output_token", "output_nano"),
+            ("cached_input_token", "cached_nano"),
+        ):
+            templates = [self.parts[(m[0], m[1])][unit] for m in LOAD_MODELS]
+            nanos = [Decimal(t["unit_price"]).scaleb(9) for t in templates]
+            if any(n != n.to_integral_value() for n in nanos):
+                raise ValueError(f"a {unit} price is not a whole number of nano-USD: the loader's amounts would round")
+            out[key] = [int(n) for n in nanos]
+            out[f"part_{unit}"] = [json.dumps(t) for t in templates]
+        return out
 
     def settle(self) -> None:
         """After a load: statistics (PostgreSQL) and a clean WAL, so measuring does not pay for loading."""

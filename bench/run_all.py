@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Every benchmark, one after the other, each under its own throwaway PostgreSQL, and one table at the end.
 
-    make bench                       # all of them, full size (~15 min on 2 cores)
-    make bench QUICK=1               # smaller ledgers and fewer samples (~6 min): a smoke run, not figures to quote
+    make bench                       # all of them, full size (~20 min on 2 cores)
+    make bench QUICK=1               # smaller ledgers and fewer samples (~8 min): a smoke run, not figures to quote
     .venv/bin/python bench/run_all.py --only report_queries,alert_eval
 
 Each benchmark runs as `bin/with-postgres .venv/bin/python bench/NAME.py --json ...`; its JSON
@@ -63,6 +63,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "alert_eval": ([], ["--rows", "200000", "--passes", "3"]),
     "budget_templates": ([], ["--values", "20000", "--samples", "200", "--passes", "3"]),
     "pricing": ([], ["--events", "20000", "--rounds", "1"]),
+    "focus_export": (["--no-parquet"], ["--quick", "--no-parquet"]),
 }
 
 
@@ -252,7 +253,8 @@ def otlp_ingest_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def own_figures(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """report_queries.py, alert_eval.py, budget_templates.py and pricing.py put their table rows in their JSON."""
+    """report_queries.py, alert_eval.py, budget_templates.py, pricing.py and focus_export.py put their table rows
+    in their JSON."""
     rows = []
     for result in data["results"]:
         if "error" in result:
@@ -271,6 +273,7 @@ EXTRACT: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "alert_eval": own_figures,
     "budget_templates": own_figures,
     "pricing": own_figures,
+    "focus_export": own_figures,
 }
 
 
@@ -333,7 +336,7 @@ def machine() -> dict[str, Any]:
 def cell(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
-    if unit in ("events/s", "spans/s") or abs(value) >= 1000:
+    if unit in ("events/s", "spans/s", "rows/s") or abs(value) >= 1000:
         return f"{value:,.0f}"
     if abs(value) >= 100:
         return f"{value:.0f}"
