@@ -886,6 +886,9 @@ class RollupCurrencyFilter(admin.SimpleListFilter):
         return queryset
 
 
+FOCUS_ADMIN_DAYS = 31  # the longest range the admin's FOCUS download covers
+
+
 class FocusExportForm(forms.Form):
     start = forms.DateField(label="From (UTC day)", widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(label="To (UTC day, included)", widget=forms.DateInput(attrs={"type": "date"}))
@@ -902,8 +905,13 @@ class FocusExportForm(forms.Form):
         start, end = data.get("start"), data.get("end")
         if start and end and end < start:
             self.add_error("end", f"must be on or after {start}")
-        elif start and end and end - start > timedelta(days=3660):
-            self.add_error("end", "an export covers at most ten years")
+        elif start and end and end - start >= timedelta(days=FOCUS_ADMIN_DAYS):
+            # A web request has WEB_TIMEOUT seconds; a large ledger's long range is the command's or the daily files'.
+            self.add_error(
+                "end",
+                f"the admin exports at most {FOCUS_ADMIN_DAYS} days at a time: for a longer range use "
+                "manage.py export_focus, or the daily files of FOCUS_EXPORT_DIR",
+            )
         return data
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
@@ -242,6 +243,12 @@ def _parts(entry: dict[str, Any]) -> list[tuple[tuple[Any, ...], Decimal, Decima
     return [tuple(part) for part in parts]  # type: ignore[misc]
 
 
+@lru_cache(maxsize=256)
+def _unit_words(unit: str) -> str:
+    """A unit in words, once per unit (provenance.unit_words rebuilds the list of units on every call)."""
+    return unit_words(unit, plural=True)
+
+
 def _day_rows(day: date, groups: dict[tuple[Any, ...], _Group]) -> Iterable[list[Any]]:
     charge_start = datetime.combine(day, time.min, tzinfo=UTC)
     charge_end = charge_start + timedelta(days=1)
@@ -273,7 +280,7 @@ def _day_rows(day: date, groups: dict[tuple[Any, ...], _Group]) -> Iterable[list
         usage = category == "Usage"
         per_call = unit == CALL
         focus_unit = "Requests" if per_call else PRICING_UNITS.get(unit, TOKENS)
-        words = "calls" if per_call else unit_words(unit, plural=True)
+        words = "calls" if per_call else _unit_words(unit)
         gpu = provider == "gpu"
         tag_values = json.loads(tags)
         rule = ", ".join(w for w in (service_tier_words(service_tier), context_tier_words(above_tokens)) if w)
@@ -347,15 +354,24 @@ def _decimal_text(value: Decimal) -> str:
     return text if "." in text else f"{text}.0"
 
 
-def _cells(row: list[Any]) -> list[Any]:
+_IS_COST = tuple(name in COST_COLUMNS for name in COLUMNS)
+
+
+def _cells(row: list[Any], times: dict[datetime, str]) -> list[Any]:
+    """A row as CSV text; `times` keeps each datetime's text (a day's rows share four)."""
     out = []
-    for name, value in zip(COLUMNS, row, strict=True):
+    for cost, value in zip(_IS_COST, row, strict=True):
         if value is None:
             out.append("")
+        elif isinstance(value, str | int):
+            out.append(value)
         elif isinstance(value, Decimal):
-            out.append(f"{value:.9f}" if name in COST_COLUMNS else _decimal_text(value))
+            out.append(f"{value:.9f}" if cost else _decimal_text(value))
         elif isinstance(value, datetime):
-            out.append(value.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            text = times.get(value)
+            if text is None:
+                text = times[value] = value.strftime("%Y-%m-%dT%H:%M:%SZ")
+            out.append(text)
         else:
             out.append(value)
     return out
@@ -408,8 +424,9 @@ def focus_csv_lines(start: date, end: date, entries: QuerySet[CostEntry] | None 
     """The CSV export as lines of text, the header first (streamed by the admin's download)."""
     writer = csv.writer(Echo(), lineterminator="\n")
     yield writer.writerow(COLUMNS)
+    times: dict[datetime, str] = {}
     for row in focus_rows(start, end, entries):
-        yield writer.writerow(_cells(row))
+        yield writer.writerow(_cells(row, times))
 
 
 # Parquet: every column a string but the costs and quantities, decimal128 of the ledger's precision.

@@ -271,3 +271,10 @@ def test_the_daily_task_writes_yesterdays_file_when_a_folder_is_set(ledger, tmp_
     rows = list(csv.DictReader(path.open()))
     assert {r["ChargePeriodStart"] for r in rows} == {"2026-11-19T00:00:00Z"}
     assert sorted(p.name for p in path.parent.iterdir()) == ["focus-2026-11-19.csv"]
+
+
+def test_the_admin_sends_longer_ranges_to_the_command(ledger):
+    from tests.admin_clients import superuser_client
+
+    response = superuser_client().get("/admin/tracking/costentry/focus/", {"start": "2026-10-01", "end": "2026-11-19"})
+    assert response.status_code == 400 and "manage.py export_focus" in response.content.decode()
