@@ -97,7 +97,7 @@ class CsvUploadForm(forms.Form):
 @admin.register(BillingSource)
 class BillingSourceAdmin(SuperusersOnlyMixin, admin.ModelAdmin):
     form = BillingSourceForm
-    list_display = ("name", "kind", "provider", "enabled", "last_attempt_at", "last_success_at", "last_error_shown")
+    list_display = ("name", "kind", "provider", "pulled", "last_attempt_at", "last_success_at", "last_error_shown")
     list_filter = ("kind", "enabled")
     search_fields = ("name", "provider")
     actions = ["pull_now"]
@@ -128,6 +128,13 @@ class BillingSourceAdmin(SuperusersOnlyMixin, admin.ModelAdmin):
             return "CSV sources only"
         url = reverse("admin:tracking_billingsource_upload", args=[obj.pk])
         return format_html('<a href="{}">Upload invoice lines (CSV)</a>', url)
+
+    @admin.display(description="pulled daily", ordering="enabled")
+    def pulled(self, obj: BillingSource) -> str:
+        """A CSV source is uploaded, never pulled: no yes or no for it."""
+        if obj.kind == BillingSource.Kind.CSV:
+            return "uploaded"
+        return "yes" if obj.enabled else "no (paused)"
 
     @admin.display(description="last error")
     def last_error_shown(self, obj: BillingSource) -> str:
