@@ -48,7 +48,7 @@ from tracking.events import TAG_VALUE_MAX
 from tracking.models import Outcome
 from tracking.services import cost_entry_record_many
 
-from .api import RETRY_AFTER_UNAVAILABLE, ApiError, _namespaced, _rate_limit
+from .api import RETRY_AFTER_UNAVAILABLE, ApiError, namespaced, rate_limit
 from .keys import api_key_verify
 from .models import ApiKey
 
@@ -163,7 +163,7 @@ def _authenticate(request: HttpRequest) -> ApiKey:
             "(OTEL_EXPORTER_OTLP_HEADERS=x-api-key=cc_...)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    _rate_limit(key)
+    rate_limit(key)
     return key
 
 
@@ -304,7 +304,7 @@ def spans_record(*, key: ApiKey, export: ExportTraceServiceRequest) -> tuple[int
                 event["service"] = key.service
                 if key.team is not None:
                     event["team"] = key.team
-                event["idempotency_key"] = _namespaced(key, event["idempotency_key"])
+                event["idempotency_key"] = namespaced(key, event["idempotency_key"])
                 events.append(event)
                 names.append(name)
     rejected = len(messages)

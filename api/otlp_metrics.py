@@ -41,7 +41,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, D
 
 from tracking.services import cost_entry_record_many
 
-from .api import _namespaced
+from .api import namespaced
 from .models import ApiKey, OtlpMetricStream
 from .otlp import (
     SpanRejected,
@@ -316,7 +316,7 @@ def _event(key: ApiKey, group: list[Point]) -> dict[str, Any] | None:
         "occurred_at": otlp_time(first.time, "time_unix_nano"),
         "aggregated": True,
         "service": key.service,
-        "idempotency_key": _namespaced(key, f"otelm:{first.group[:40]}"),
+        "idempotency_key": namespaced(key, f"otelm:{first.group[:40]}"),
     }
     if key.team is not None:
         event["team"] = key.team

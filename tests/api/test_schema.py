@@ -167,7 +167,7 @@ def test_the_api_never_answers_5xx_and_conforms_to_its_schema(case, plaintext):
 
 
 def test_a_json_number_reaches_the_budget_check_as_an_exact_decimal_never_a_float(api, monkeypatch):
-    import api.api as api_module
+    import api.budgets as api_module
 
     seen = []
     real = api_module.budget_check

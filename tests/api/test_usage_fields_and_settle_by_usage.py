@@ -199,7 +199,7 @@ def test_a_settled_reservation_is_a_conflict_whether_settled_by_amount_or_usage(
 
 
 def test_the_api_takes_as_a_usage_exactly_what_the_server_prices():
-    from api.api import UsageIn
+    from api.events import UsageIn
     from tracking.selectors import USAGE_FIELDS
 
     assert set(UsageIn.model_fields) == USAGE_FIELDS

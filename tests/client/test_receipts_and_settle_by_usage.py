@@ -127,7 +127,7 @@ def test_an_unpriced_usage_raises_invalid_request_naming_the_missing_rule(fake_a
 
 
 def test_the_client_knows_exactly_the_fields_the_server_takes_in_events_and_usages():
-    from api.api import EventIn, UsageIn
+    from api.events import EventIn, UsageIn
     from costcontrol_client import EVENT_FIELDS, USAGE_FIELDS
 
     assert set(EVENT_FIELDS) == set(EventIn.model_fields)

@@ -272,10 +272,11 @@ class Command(BaseCommand):
         )
         today = end.astimezone(UTC).date()
         rollups = SpendRollupDay.objects.filter(scope__startswith="model:", currency="USD", bucket__lt=end)
+        openai_models = set(Price.objects.filter(provider="openai").values_list("model", flat=True))
         rows = ["day,model,amount,currency,description"]
         for rollup in rollups.order_by("bucket", "scope"):
             day, model = rollup.bucket.astimezone(UTC).date(), rollup.scope.removeprefix("model:")
-            if day >= today or not Price.objects.filter(provider="openai", model=model).exists():
+            if day >= today or model not in openai_models:
                 continue
             rng = random.Random(f"{seed}:{day}:{model}")
             share = Decimal("1.25") if day == today - timedelta(days=2) else Decimal(1 + rng.uniform(0.0, 0.06))
