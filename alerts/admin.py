@@ -48,13 +48,8 @@ from .models import (
     NotificationStatus,
     Window,
 )
-from .reports import (
-    daily_report_build,
-    daily_report_html,
-    daily_report_subject,
-    daily_report_text,
-    report_day_default,
-)
+from .report_email import daily_report_html, daily_report_subject, daily_report_text
+from .reports import daily_report_build, report_day_default
 from .selectors import (
     NOBODY_TOLD,
     alert_period_end,

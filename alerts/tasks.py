@@ -49,6 +49,6 @@ def flush_notifications(self: Task) -> dict[str, int]:
 @shared_task(name="alerts.daily_report_send")
 def send_daily_report() -> int:
     """Beat, 07:00 in TIME_ZONE: yesterday's cost report to every channel that receives reports."""
-    from .reports import daily_report_send
+    from .report_email import daily_report_send
 
     return daily_report_send()

@@ -184,7 +184,8 @@ def worker(args: argparse.Namespace) -> None:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from alerts.reports import daily_report_build, daily_report_html, daily_report_text
+    from alerts.report_email import daily_report_html, daily_report_text
+    from alerts.reports import daily_report_build
     from bench.budget_path import interleaved
 
     label, deadline = args.worker, args.deadline

@@ -194,7 +194,8 @@ def test_metrics_show_each_providers_last_day_billed_and_each_sources_last_pull(
 
 
 def test_the_daily_report_shows_each_providers_last_day_billed(gpt4o_prices):
-    from alerts.reports import daily_report_build, daily_report_html, daily_report_text
+    from alerts.report_email import daily_report_html, daily_report_text
+    from alerts.reports import daily_report_build
 
     at = datetime(2026, 11, 20, 7, tzinfo=UTC)
     report = daily_report_build(day=date(2026, 11, 19), now=at)

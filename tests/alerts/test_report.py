@@ -23,7 +23,8 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count, Q, QuerySet, Sum
 
 from alerts.models import Alert, Channel, ChannelKind, Notification, NotificationKind
-from alerts.reports import daily_report_build, daily_report_send, daily_report_subject, day_window
+from alerts.report_email import daily_report_send, daily_report_subject
+from alerts.reports import daily_report_build, day_window
 from budgets.models import Budget
 from core.money import format_money
 from tests.factories import AlertFactory, BudgetFactory, ChannelFactory, PriceFactory

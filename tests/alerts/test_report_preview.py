@@ -16,13 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from alerts.models import Notification, NotificationKind
-from alerts.reports import (
-    daily_report_build,
-    daily_report_html,
-    daily_report_send,
-    daily_report_subject,
-    daily_report_text,
-)
+from alerts.report_email import daily_report_html, daily_report_send, daily_report_subject, daily_report_text
+from alerts.reports import daily_report_build
 from tests.factories import ChannelFactory, TeamFactory
 from tracking.services import cost_entry_record
 

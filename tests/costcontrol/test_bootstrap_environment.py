@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from alerts.models import Channel, ChannelKind
-from alerts.reports import daily_report_send
+from alerts.report_email import daily_report_send
 from budgets.models import Budget
 from tracking.models import Price
 

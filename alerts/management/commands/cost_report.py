@@ -12,7 +12,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from alerts.reports import daily_report_build, daily_report_html, daily_report_text, report_day_default
+from alerts.report_email import daily_report_html, daily_report_text
+from alerts.reports import daily_report_build, report_day_default
 
 
 def parse_day(value: str | None) -> date:
