@@ -35,6 +35,7 @@ from core.scopes import scope_inner, scope_team
 from core.teams import TeamScopedAdminMixin, sees_every_team, team_list_filter, user_teams
 from tracking.models import Outcome, PricingStatus
 
+from .delivery import channel_test_send, channels_enable, notification_retry
 from .models import (
     Alert,
     AlertRule,
@@ -59,14 +60,7 @@ from .selectors import (
     delivery_words,
     with_delivery,
 )
-from .services import (
-    alert_acknowledge,
-    alert_mute,
-    alert_resolve,
-    channel_test_send,
-    channels_enable,
-    notification_retry,
-)
+from .services import alert_acknowledge, alert_mute, alert_resolve
 
 EMPTY = "-"
 

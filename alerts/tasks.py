@@ -6,8 +6,8 @@ import logging
 
 from celery import Task, shared_task
 
+from .delivery import notification_deliver, notifications_flush
 from .evaluation import alerts_evaluate
-from .services import notification_deliver, notifications_flush
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 import alerts.apps
+from alerts.delivery import notification_deliver, notifications_flush
 from alerts.models import Alert, AlertState, Notification, NotificationKind, NotificationStatus
-from alerts.services import alert_fire, notification_deliver, notifications_flush
+from alerts.services import alert_fire
 from costcontrol.celery import app as celery_app
 from tests.alerts.servers import webhook_receiver
 from tests.factories import BudgetFactory, ChannelFactory

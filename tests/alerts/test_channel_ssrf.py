@@ -18,8 +18,8 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from alerts import netguard
+from alerts.delivery import channel_test_send, notification_deliver
 from alerts.models import Channel, Notification, NotificationStatus
-from alerts.services import channel_test_send, notification_deliver
 from tests.alerts.servers import smtp_server, webhook_receiver
 from tests.factories import ChannelFactory
 

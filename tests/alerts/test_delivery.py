@@ -10,15 +10,9 @@ import pytest
 import time_machine
 from django.core import mail
 
+from alerts.delivery import channel_test_send, notification_deliver, notification_retry, notifications_flush
 from alerts.models import Channel, DeliveryAttempt, Notification, NotificationStatus
-from alerts.services import (
-    alert_fire,
-    channel_test_send,
-    notification_deliver,
-    notification_enqueue,
-    notification_retry,
-    notifications_flush,
-)
+from alerts.services import alert_fire, notification_enqueue
 from alerts.transports import DELIVERY_HEADER, SIGNATURE_HEADER, webhook_signature
 from tests.alerts.servers import smtp_server, webhook_receiver
 from tests.factories import ChannelFactory

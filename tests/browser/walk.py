@@ -39,9 +39,10 @@ def seed_every_screen() -> None:
     from django.utils import timezone
     from django_celery_beat.models import ClockedSchedule, SolarSchedule
 
+    from alerts.delivery import notifications_flush
     from alerts.evaluation import alerts_evaluate
     from alerts.models import Channel
-    from alerts.services import alert_rules_defaults_ensure, notifications_flush
+    from alerts.services import alert_rules_defaults_ensure
     from api.keys import api_key_issue
     from budgets.models import Budget
     from budgets.services import budget_reserve

@@ -203,8 +203,8 @@ class AlertPump:
     def _run(self) -> None:
         from django.db import connection
 
+        from alerts.delivery import notifications_flush
         from alerts.evaluation import alerts_evaluate
-        from alerts.services import notifications_flush
 
         try:
             while not self.stop.wait(1.0):
@@ -231,9 +231,9 @@ def test_concurrent_writers_agree_to_the_cent_everywhere_and_alerts_go_out_once(
     from django.db.models import Sum
     from django.utils import timezone
 
+    from alerts.delivery import notifications_flush
     from alerts.evaluation import alerts_evaluate
     from alerts.models import Alert, Channel, Notification, NotificationStatus
-    from alerts.services import notifications_flush
     from alerts.transports import DELIVERY_HEADER
     from api.keys import api_key_issue
     from budgets.models import Budget

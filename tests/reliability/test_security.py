@@ -31,6 +31,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from alerts import netguard
+from alerts.delivery import channel_test_send, notification_deliver, notifications_flush
 from alerts.models import (
     Alert,
     Channel,
@@ -38,7 +39,7 @@ from alerts.models import (
     Notification,
     NotificationStatus,
 )
-from alerts.services import alert_fire, channel_test_send, notification_deliver, notifications_flush
+from alerts.services import alert_fire
 from api.keys import KEY_PREFIX, api_key_issue, api_key_revoke
 from budgets.models import Budget, Reservation
 from budgets.services import budget_reserve
