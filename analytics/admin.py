@@ -26,8 +26,10 @@ from core.csv import csv_response
 from core.models import Team
 from core.teams import sees_every_team, user_teams
 
-from .dashboard import DashboardData, DashboardFilterForm, Table, chart_series
+from .dashboard import DashboardData
+from .filters import DashboardFilterForm
 from .models import Dashboard
+from .tables import Table, chart_series
 
 
 @admin.register(Dashboard)

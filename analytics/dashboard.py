@@ -17,14 +17,13 @@ are those the catalog prices for that provider; subjects are shown unfiltered on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cached_property
 from typing import Any
 
-from django import forms
 from django.conf import settings
 from django.db.models import CharField, Exists, OuterRef, QuerySet, Sum, Value
 from django.db.models.functions import Concat
@@ -32,17 +31,34 @@ from django.urls import reverse
 from django.utils import timezone
 
 from alerts.models import Alert, AlertState
+from analytics.filters import DashboardFilters
+from analytics.tables import (
+    CENT,
+    COUNT,
+    KIND,
+    MONEY,
+    NO_BILLS,
+    PERCENT,
+    SCOPE,
+    TEXT,
+    UNIT_COST,
+    UNIT_QUANTUM,
+    Card,
+    Table,
+    cents,
+    money_words,
+    percent_change,
+    scope_words,
+)
 from budgets.levels import Level, level_rank
 from budgets.models import Budget
 from budgets.selectors import budget_statuses
-from core.models import Team
-from core.money import MONEY_QUANTUM, ZERO, format_money
+from core.money import MONEY_QUANTUM, ZERO
 from core.periods import period_bounds
-from core.scopes import scope_inner, scope_team, team_scope
+from core.scopes import scope_inner
 from tracking.admin import entries_url
 from tracking.gpu import OPERATION_BUSY, OPERATION_IDLE
 from tracking.models import TOKEN_FIELDS, Batch, BillingSource, GpuSample, Price, SpendRollupDay
-from tracking.provenance import operation_words
 from tracking.selectors import BillDrift, bill_drift, scope_totals, spend_totals
 
 from .anomalies import Anomaly, spend_anomalies
@@ -51,288 +67,19 @@ from .series import (
     DAY,
     HOUR,
     hour_floor,
-    local_midnight,
     scope_value,
     spend_series_many,
 )
 from .trends import Trend, spend_trend
 
-CENT = Decimal("0.01")
-UNIT_QUANTUM = Decimal("0.000001")  # a unit cost (per lead) shows up to 6 places
 TOP = 10
-MAX_RANGE_DAYS = 366
 ANOMALY_HOURS = 24
-
-
-def money(value: Decimal | None) -> str:
-    return "" if value is None else f"{value.quantize(CENT, ROUND_HALF_EVEN)}"
-
-
-def cents(value: Decimal) -> Decimal:
-    """An amount as the dashboard's tables and exports carry it: to the cent."""
-    return value.quantize(CENT, ROUND_HALF_EVEN)
-
-
-def money_words(value: Decimal | None, currency: str = "USD") -> str:
-    """An amount as people read it on the dashboard: to the cent, thousands separated, with its currency."""
-    return "" if value is None else format_money(cents(value), currency)
-
-
-def unit_cost_words(value: Decimal | None, currency: str = "USD") -> str:
-    """A unit cost (per lead): the places it needs, up to 6."""
-    return "" if value is None else format_money(value.quantize(UNIT_QUANTUM, ROUND_HALF_EVEN), currency)
-
-
-def scope_words(scope: str) -> str:
-    """A scope as people say it: "provider openai", "team ml: model gpt-4o", "GPU idle", "all spend"."""
-    team, inner = scope_team(scope), scope_inner(scope)
-    if inner == "global":
-        words = "all spend"
-    else:
-        kind, _, value = inner.partition(":")
-        if kind == "operation":
-            words = operation_words(value)
-        elif kind == "tag":
-            key, _, tag_value = value.partition("=")
-            words = f"tag {key} = {tag_value}"
-        else:
-            words = f"{kind} {value}"
-    return words if team is None else f"team {team}: {words}"
-
-
-RECOMMENDATION_WORDS = {
-    "cheaper_model": "cheaper model",
-    "cached_input": "prompt caching",
-    "idle_gpu": "GPU idle",
-    "budget_amount": "budget amount",
-    "failed_calls": "failed calls",
-}
-
-
-def percent_change(now: Decimal, before: Decimal) -> Decimal | None:
-    if before <= 0:
-        return None
-    return ((now - before) * 100 / before).quantize(Decimal("0.1"), ROUND_HALF_EVEN)
 
 
 # --- filters ----------------------------------------------------------------------------------
 
 
-class DashboardFilterForm(forms.Form):
-    team = forms.ChoiceField(label="Team", required=False)
-    start = forms.DateField(
-        label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="First day (local)."
-    )
-    end = forms.DateField(
-        label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="Last day, included."
-    )
-    provider = forms.ChoiceField(label="Provider", required=False)
-    service = forms.ChoiceField(label="Service", required=False)
-    tag = forms.ChoiceField(label="Tag", required=False)
-
-    def __init__(
-        self, data: Any = None, *, teams: list[str] | None = None, organisation: bool = True, **kwargs: Any
-    ) -> None:
-        """`teams`: the names of the teams the viewer may pick (every team by default); `organisation`:
-        whether they may view the whole organisation (superusers), else their first team is the default."""
-        teams = list(Team.objects.order_by("name").values_list("name", flat=True)) if teams is None else teams
-        # The empty form shows the range it stands for: the last 30 days up to today.
-        data = data.copy() if data is not None else {}
-        if not organisation and not data.get("team") and teams:
-            data["team"] = teams[0]
-        today = timezone.localdate()
-        end = data.get("end") or today.isoformat()
-        data.setdefault("end", end)
-        if not data.get("start"):
-            try:
-                data["start"] = (date.fromisoformat(end) - timedelta(days=29)).isoformat()
-            except ValueError:
-                data["start"] = ""
-        if not data.get("end"):
-            data["end"] = today.isoformat()
-        super().__init__(data, **kwargs)
-        self.fields["team"].choices = [
-            *([("", "whole organisation")] if organisation else []),
-            *((t, t) for t in teams),
-        ]
-        self.fields["team"].required = not organisation
-        # The other filters offer what the viewed team (or the organisation) spent on; none for a
-        # team the viewer may not pick, which the team field refuses.
-        team = data.get("team") or ""
-        scopes = _known_scopes(team) if team in teams or (organisation and not team) else []
-        for name in ("provider", "service", "tag"):
-            values = sorted(scope_value(s) for s in scopes if scope_inner(s).startswith(f"{name}:"))
-            self.fields[name].choices = [("", "all"), *((v, v) for v in values)]
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        today = timezone.localdate()
-        end = data.get("end") or today
-        start = data.get("start") or end - timedelta(days=29)
-        if start > end:
-            raise forms.ValidationError({"start": "must be on or before the last day"})
-        if (end - start).days + 1 > MAX_RANGE_DAYS:
-            raise forms.ValidationError({"start": f"a range is at most {MAX_RANGE_DAYS} days"})
-        chosen = [name for name in ("provider", "service", "tag") if data.get(name)]
-        if len(chosen) > 1:
-            raise forms.ValidationError(
-                f"Filter by one of provider, service or tag at a time (you chose {' and '.join(chosen)}): spend is "
-                "rolled up per dimension, so their intersection is not known without reading the whole ledger."
-            )
-        data["start"], data["end"] = start, end
-        return data
-
-    def filters(self) -> DashboardFilters:
-        data = self.cleaned_data
-        return DashboardFilters(
-            start=data["start"],
-            end=data["end"],
-            provider=data.get("provider") or "",
-            service=data.get("service") or "",
-            tag=data.get("tag") or "",
-            team=data.get("team") or "",
-        )
-
-
-def _known_scopes(team: str = "") -> list[str]:
-    """Provider, service and tag scopes that spent in the last 400 days (for the filter choices): the
-    organisation's, or team `team`'s copies of them."""
-    since = local_midnight(timezone.localdate() - timedelta(days=400))
-    within = DashboardFilters(start=since.date(), end=since.date(), team=team).within
-    totals = scope_totals(
-        start=since,
-        end=hour_floor(timezone.now()) + HOUR,
-        prefixes=[within("provider:"), within("service:"), within("tag:")],
-    )
-    return sorted(totals)
-
-
-@dataclass(frozen=True)
-class DashboardFilters:
-    start: date
-    end: date  # included
-    provider: str = ""
-    service: str = ""
-    tag: str = ""
-    team: str = ""  # a team's name: its view; empty: the organisation's
-
-    def within(self, scope: str) -> str:
-        """`scope` (or a prefix such as "model:") as this view reads it: the viewed team's copy of it
-        (team:NAME, team:NAME/model:X; core.scopes), or itself in the organisation's view. Every
-        rollup the dashboard reads goes through here."""
-        return team_scope(self.team, scope) if self.team else scope
-
-    @property
-    def dimension(self) -> str:
-        """The filter's own scope, whoever's spend is viewed: provider:X, service:X, tag:K=V or global."""
-        if self.provider:
-            return f"provider:{self.provider}"
-        if self.service:
-            return f"service:{self.service}"
-        if self.tag:
-            return f"tag:{self.tag}"
-        return "global"
-
-    @property
-    def filtered(self) -> bool:
-        return self.dimension != "global"
-
-    @property
-    def scope(self) -> str:
-        """The scope every figure is read from (`global`, `provider:openai`, `team:ml`, `team:ml/service:x`)."""
-        return self.within(self.dimension)
-
-    @property
-    def window(self) -> tuple[datetime, datetime]:
-        """[start, end) in UTC, ending no later than the end of the current hour."""
-        start = local_midnight(self.start)
-        end = min(local_midnight(self.end + timedelta(days=1)), hour_floor(timezone.now()) + HOUR)
-        return start, max(end, start)
-
-
 # --- tables -------------------------------------------------------------------------------------
-
-
-# How a column's values read on the page (the CSV export keeps them plain: 1234.50, gpt-4o, provider:openai).
-TEXT, MONEY, UNIT_COST, COUNT, PERCENT, SCOPE, KIND = "text", "money", "unit", "count", "percent", "scope", "kind"
-NUMERIC = (MONEY, UNIT_COST, COUNT, PERCENT)
-NO_BILLS = "No day billed in this range: bills are imported daily (Spend tracking → Billing sources)."
-
-
-def cell_words(value: Any, kind: str) -> str:
-    if value is None or value == "":
-        return ""
-    if kind == MONEY:
-        return money_words(Decimal(value))
-    if kind == UNIT_COST:
-        return unit_cost_words(Decimal(value))
-    if kind == COUNT:
-        return f"{int(value):,}"
-    if kind == PERCENT:
-        return f"{value} %"
-    if kind == SCOPE:
-        return scope_words(str(value))
-    if kind == KIND:
-        return RECOMMENDATION_WORDS.get(str(value), str(value).replace("_", " "))
-    return str(value)
-
-
-@dataclass
-class Table:
-    key: str
-    title: str
-    columns: list[str]
-    rows: list[list[Any]]
-    note: str = ""
-    kinds: list[str] = field(default_factory=list)  # per column (TEXT when absent)
-    links: list[dict[int, str]] = field(default_factory=list)  # per row: column -> URL (its drill-down)
-
-    def csv_rows(self) -> Iterator[list[Any]]:
-        yield self.columns
-        yield from self.rows
-
-    def kind(self, column: int) -> str:
-        return self.kinds[column] if column < len(self.kinds) else TEXT
-
-    @property
-    def header(self) -> list[dict[str, Any]]:
-        return [{"name": name, "numeric": self.kind(i) in NUMERIC} for i, name in enumerate(self.columns)]
-
-    @cached_property
-    def shown_rows(self) -> list[list[dict[str, Any]]]:
-        """The rows as the page shows them: each cell's words, whether it is a number, its link."""
-        shown = []
-        for index, row in enumerate(self.rows):
-            links = self.links[index] if index < len(self.links) else {}
-            shown.append(
-                [
-                    {
-                        "text": cell_words(value, self.kind(i)),
-                        "numeric": self.kind(i) in NUMERIC,
-                        "link": links.get(i, ""),
-                    }
-                    for i, value in enumerate(row)
-                ]
-            )
-        return shown
-
-
-@dataclass
-class Card:
-    label: str
-    value: Decimal
-    compare_label: str = ""
-    compare: Decimal | None = None
-    change: Decimal | None = None
-    text: str = ""
-
-    @property
-    def value_words(self) -> str:
-        return money_words(self.value)
-
-    @property
-    def compare_words(self) -> str:
-        return money_words(self.compare)
 
 
 @dataclass
@@ -936,28 +683,3 @@ class DashboardData:
 
 def _one_dimension(scope: str) -> str:
     return f"Not available under the filter {scope}: spend is rolled up per dimension, not per pair of them."
-
-
-def chart_series(
-    table: Table, *, columns: list[int] | None = None, label_column: int = 0, x: str = "", y: str = ""
-) -> dict[str, Any]:
-    """Chart.js data from a table: the label column along one axis, each of `columns` (by default every
-    column but the labels and the 'total') a dataset. Amounts travel as decimal strings, drawn as
-    numbers; `text` carries each value as the table shows it (the tooltips' exact amounts), `totals`
-    the table's total column, if any. x and y name the axes, units included."""
-    if columns is None:
-        columns = [i for i, name in enumerate(table.columns) if i != label_column and name != "total"]
-    total = table.columns.index("total") if "total" in table.columns else None
-    return {
-        "labels": [row[label_column] for row in table.rows],
-        "datasets": [
-            {
-                "label": table.columns[i],
-                "data": [row[i] for row in table.rows],
-                "text": [cell_words(row[i], table.kind(i)) for row in table.rows],
-            }
-            for i in columns
-        ],
-        "totals": [] if total is None else [cell_words(row[total], table.kind(total)) for row in table.rows],
-        "axes": {"x": x, "y": y},
-    }

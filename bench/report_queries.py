@@ -249,7 +249,8 @@ def worker(args: argparse.Namespace) -> None:
 def profile_parts(*, day: Any, now: datetime) -> dict[str, float]:
     """Median ms of each part of the report and of each dashboard property (what to look at first)."""
     from alerts import reports
-    from analytics.dashboard import DashboardData, DashboardFilterForm
+    from analytics.dashboard import DashboardData
+    from analytics.filters import DashboardFilterForm
 
     parts: dict[str, float] = {}
     window = reports.day_window(day)

@@ -15,7 +15,8 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from alerts.reports import daily_report_build
-from analytics.dashboard import DashboardData, DashboardFilters
+from analytics.dashboard import DashboardData
+from analytics.filters import DashboardFilters
 from budgets.models import BudgetPeriod
 from budgets.selectors import budget_statuses
 from budgets.services import budget_reserve
