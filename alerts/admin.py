@@ -26,7 +26,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from budgets.admin import ScopeChoiceAdminMixin, forecast_badge, level_badge
+from budgets.admin import ScopeChoiceAdminMixin, level_badge
+from budgets.admin_page import forecast_badge
 from budgets.levels import Level, level_label
 from core.models import Team
 from core.money import format_money
