@@ -502,7 +502,7 @@ def test_a_teams_staff_member_walking_every_admin_url_never_meets_another_team(w
 
 def test_the_walk_does_see_another_teams_data_when_it_leaks(world, monkeypatch):
     """The walker's own check: with the channel admin's team scoping undone, it reports bravo's channel."""
-    from alerts.admin import ChannelAdmin
+    from alerts.admin_delivery import ChannelAdmin
 
     client, _, bravo = world
     monkeypatch.setattr(ChannelAdmin, "get_queryset", admin.ModelAdmin.get_queryset)
