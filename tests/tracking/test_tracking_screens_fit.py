@@ -25,7 +25,7 @@ from django.utils import timezone
 from core.money import format_money_fine
 from tests.chromium import chromium, missing_browser
 from tests.factories import BatchFactory, PriceFactory
-from tracking.admin import duration_words
+from tracking.admin_display import duration_words
 from tracking.models import CostEntry, GpuDevice, GpuSample, Price
 from tracking.services import cost_entry_record
 
